@@ -1,0 +1,1420 @@
+//! The connection state machine: received WebSocket messages in, call events
+//! out; application actions in, WebSocket messages to write out.
+//!
+//! The order of use follows quinn-proto: after every input
+//! ([`handle_message`](Connection::handle_message),
+//! [`handle_timeout`](Connection::handle_timeout),
+//! [`handle_close`](Connection::handle_close)) or action
+//! ([`open_call`](Connection::open_call), [`send`](Connection::send), ...),
+//! drain [`poll_event`](Connection::poll_event) and
+//! [`poll_transmit`](Connection::poll_transmit), then sleep until
+//! [`poll_timeout`](Connection::poll_timeout) or the next message.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::call::{CallKind, Method, Side, StreamId};
+use crate::error::{ConnectionError, UserError};
+use crate::frame::{self, FLAG_END_STREAM, FLAG_MORE, Frame, HEADER_LEN, MAX_METHOD_LEN, Open};
+use crate::legacy;
+use crate::limits::{Config, MAX_CREDIT, PeerLimits};
+use crate::metadata::Metadata;
+use crate::status::{Code, Status};
+use crate::stream::{Out, Stream};
+
+/// The wire format spoken on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Protocol v1 (WebSocket subprotocol `zrpc.v1`).
+    V1,
+    /// The seed format: one call per connection, no framing.
+    Legacy,
+}
+
+/// A received WebSocket data message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A binary message.
+    Binary(Bytes),
+    /// A text message (its UTF-8 bytes).
+    Text(Bytes),
+}
+
+/// A WebSocket message the adapter must write, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// A binary message.
+    Binary(Bytes),
+    /// A text message (legacy mode only).
+    Text(Bytes),
+    /// Close the WebSocket with this code and reason; nothing follows.
+    Close {
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason (at most 123 bytes).
+        reason: String,
+    },
+}
+
+/// Per-call options for [`Connection::open_call`].
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// Relative deadline; the call ends with `DEADLINE_EXCEEDED` on both sides
+    /// when it passes.
+    pub timeout: Option<Duration>,
+    /// Request headers.
+    pub metadata: Metadata,
+}
+
+/// A call the peer opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// The call's id.
+    pub id: StreamId,
+    /// The method called.
+    pub method: Method,
+    /// The call kind.
+    pub kind: CallKind,
+    /// Request headers.
+    pub metadata: Metadata,
+    /// When the call expires (the caller's timeout, counted from receipt).
+    pub deadline: Option<Instant>,
+}
+
+/// Something that happened on the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peer opened a call; this side responds.
+    CallOpened(IncomingCall),
+    /// Response headers arrived (caller side). Absent when the responder sent none.
+    Headers {
+        /// The call.
+        id: StreamId,
+        /// Response headers.
+        metadata: Metadata,
+    },
+    /// A whole message arrived. Call [`Connection::consume`] once the
+    /// application has taken it, to grant the peer credit for another.
+    Message {
+        /// The call.
+        id: StreamId,
+        /// The message, a slice of the received frame when it was not fragmented.
+        data: Bytes,
+    },
+    /// The caller half-closed: no request messages follow (responder side).
+    RecvClosed {
+        /// The call.
+        id: StreamId,
+    },
+    /// Credit arrived after [`UserError::Blocked`]: the call may send again.
+    Writable {
+        /// The call.
+        id: StreamId,
+    },
+    /// The call ended, with its final status. Emitted exactly once per call
+    /// on each side; the call's state is gone afterwards.
+    CallEnded {
+        /// The call.
+        id: StreamId,
+        /// Final status.
+        status: Status,
+        /// Trailers (empty unless the responder sent some).
+        trailers: Metadata,
+    },
+    /// The peer is draining: calls above `last_stream_id` were not processed
+    /// (they ended with `UNAVAILABLE` and are safe to retry); no new calls.
+    GoAway {
+        /// Highest id of ours the peer processes.
+        last_stream_id: StreamId,
+    },
+    /// A stream slot freed up after [`UserError::StreamLimit`].
+    CanOpen,
+    /// The connection is over; every call has ended. `None` after a graceful
+    /// drain or a normal close.
+    Closed {
+        /// Why, when it was not graceful.
+        error: Option<ConnectionError>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Only queued output (GOAWAY, close) remains.
+    Closing,
+    Closed,
+}
+
+/// Fibonacci hashing for stream ids: cheap, and ids are bounded in number by
+/// the concurrent stream limit, so collisions cannot be amplified.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type StreamMap = HashMap<StreamId, Stream, BuildHasherDefault<IdHasher>>;
+
+/// How a locally ended call tells the peer.
+enum Notify {
+    Nothing,
+    Reset(Code),
+    Status,
+}
+
+/// Size of the output arena chunks (frames are carved out of it).
+const OUT_CHUNK: usize = 16 * 1024;
+
+/// One zrpc connection, either side, v1 or legacy. See the module docs for
+/// the order of calls.
+#[derive(Debug)]
+pub struct Connection {
+    side: Side,
+    mode: Mode,
+    config: Config,
+    peer: PeerLimits,
+    state: State,
+    streams: StreamMap,
+    next_local_id: u64,
+    max_remote_id: u32,
+    local_open: u32,
+    remote_open: u32,
+    got_first_frame: bool,
+    goaway_sent: Option<u32>,
+    goaway_received: Option<u32>,
+    want_can_open: bool,
+    buffered: usize,
+    events: VecDeque<Event>,
+    control: VecDeque<Frame>,
+    ready: VecDeque<StreamId>,
+    pending_close: Option<(u16, String)>,
+    deadlines: BinaryHeap<Reverse<(Instant, StreamId)>>,
+    last_recv: Instant,
+    ping_sent: Option<Instant>,
+    ping_seq: u64,
+    legacy_method: Option<Method>,
+    out: BytesMut,
+}
+
+impl Connection {
+    /// A new connection. In v1 mode a SETTINGS frame with this side's limits
+    /// is queued as the first frame to write.
+    pub fn new(side: Side, mode: Mode, config: Config, now: Instant) -> Self {
+        let config = config.clamped();
+        let mut control = VecDeque::new();
+        if mode == Mode::V1 {
+            control.push_back(Frame::Settings(config.settings()));
+        }
+        Self {
+            side,
+            mode,
+            config,
+            peer: PeerLimits::default(),
+            state: State::Open,
+            streams: StreamMap::default(),
+            next_local_id: side.first_id() as u64,
+            max_remote_id: 0,
+            local_open: 0,
+            remote_open: 0,
+            got_first_frame: false,
+            goaway_sent: None,
+            goaway_received: None,
+            want_can_open: false,
+            buffered: 0,
+            events: VecDeque::new(),
+            control,
+            ready: VecDeque::new(),
+            pending_close: None,
+            deadlines: BinaryHeap::new(),
+            last_recv: now,
+            ping_sent: None,
+            ping_seq: 0,
+            legacy_method: None,
+            out: BytesMut::new(),
+        }
+    }
+
+    /// A connecting-side v1 connection with default limits.
+    pub fn client(now: Instant) -> Self {
+        Self::new(Side::Client, Mode::V1, Config::default(), now)
+    }
+
+    /// An accepting-side v1 connection with default limits.
+    pub fn server(now: Instant) -> Self {
+        Self::new(Side::Server, Mode::V1, Config::default(), now)
+    }
+
+    /// This side.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The wire format.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The local configuration (after clamping).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of calls holding state (including responders whose final
+    /// frames are still queued).
+    pub fn live_calls(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// True while `id` holds state.
+    pub fn has_call(&self, id: StreamId) -> bool {
+        self.streams.contains_key(&id)
+    }
+
+    /// Received bytes held for the application (unread plus partial messages).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// True once the connection is over and everything was written.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// True once GOAWAY was sent or received.
+    pub fn is_draining(&self) -> bool {
+        self.goaway_sent.is_some() || self.goaway_received.is_some()
+    }
+
+    // ------------------------------------------------------------------
+    // Inputs
+    // ------------------------------------------------------------------
+
+    /// Feeds one received WebSocket data message.
+    ///
+    /// A connection error is returned for logging; the connection has already
+    /// queued its GOAWAY and close, and ended every call.
+    pub fn handle_message(&mut self, now: Instant, msg: Incoming) -> Result<(), ConnectionError> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        self.last_recv = now;
+        self.ping_sent = None;
+        let res = match self.mode {
+            Mode::V1 => self.v1_message(now, msg),
+            Mode::Legacy => self.legacy_message(msg),
+        };
+        if let Err(e) = &res {
+            self.fail(e.clone());
+        }
+        res
+    }
+
+    /// The WebSocket was closed by the peer (`code` from its close frame) or
+    /// the transport was lost (`code` is `None`). Every live call ends.
+    pub fn handle_close(&mut self, code: Option<u16>, reason: &str) {
+        if self.state == State::Closed {
+            return;
+        }
+        let normal = matches!(code, Some(1000));
+        let error = ConnectionError::Closed {
+            code,
+            reason: reason.to_owned(),
+        };
+        let (status, graceful) = if self.mode == Mode::Legacy && self.side == Side::Client && normal
+        {
+            (Status::ok(), true)
+        } else if self.mode == Mode::Legacy && self.side == Side::Server {
+            (
+                Status::new(Code::Cancelled, "legacy client went away"),
+                normal,
+            )
+        } else {
+            (
+                Status::new(Code::Unavailable, error.to_string()),
+                normal && self.streams.values().all(|s| s.ended),
+            )
+        };
+        self.end_all(&status);
+        self.state = State::Closed;
+        self.control.clear();
+        self.pending_close = None;
+        self.events.push_back(Event::Closed {
+            error: (!graceful).then_some(error),
+        });
+    }
+
+    /// Processes expired deadlines and keepalive. Safe to call early.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let live = self
+                .streams
+                .get(&id)
+                .is_some_and(|s| !s.ended && s.deadline == Some(at));
+            if live {
+                self.stream_error(id, Status::new(Code::DeadlineExceeded, "deadline exceeded"));
+            }
+        }
+        if let (Some(interval), Mode::V1) = (self.config.keepalive_interval, self.mode) {
+            match self.ping_sent {
+                Some(at) if now >= at + self.config.keepalive_timeout => {
+                    self.fail(ConnectionError::KeepaliveTimeout);
+                }
+                None if now >= self.last_recv + interval => {
+                    self.ping_seq += 1;
+                    self.control.push_back(Frame::Ping {
+                        ack: false,
+                        data: self.ping_seq.to_be_bytes(),
+                    });
+                    self.ping_sent = Some(now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Outputs
+    // ------------------------------------------------------------------
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state != State::Open {
+            return None;
+        }
+        let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        let keepalive = match (self.config.keepalive_interval, self.mode) {
+            (Some(interval), Mode::V1) => Some(match self.ping_sent {
+                Some(at) => at + self.config.keepalive_timeout,
+                None => self.last_recv + interval,
+            }),
+            _ => None,
+        };
+        match (deadline, keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next WebSocket message to write, if any. Control frames go first;
+    /// then streams take turns, one frame (or fragment) each, so a large
+    /// message never blocks the other calls.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.state == State::Closed {
+            return None;
+        }
+        if let Some(f) = self.control.pop_front() {
+            return Some(Transmit::Binary(self.encode(&f)));
+        }
+        while let Some(id) = self.ready.pop_front() {
+            if let Some(t) = self.transmit_stream(id) {
+                return Some(t);
+            }
+        }
+        if let Some((code, reason)) = self.pending_close.take() {
+            self.state = State::Closed;
+            return Some(Transmit::Close { code, reason });
+        }
+        None
+    }
+
+    // ------------------------------------------------------------------
+    // Actions
+    // ------------------------------------------------------------------
+
+    /// Opens a call. Send its request message(s) with [`send`](Self::send)
+    /// and half-close with [`close_send`](Self::close_send).
+    pub fn open_call(
+        &mut self,
+        now: Instant,
+        method: &str,
+        kind: CallKind,
+        opts: CallOptions,
+    ) -> Result<StreamId, UserError> {
+        if self.state != State::Open {
+            return Err(UserError::ConnectionClosed);
+        }
+        if self.is_draining() {
+            return Err(UserError::Draining);
+        }
+        let method = Method::new(method).map_err(|_| UserError::InvalidMethod)?;
+        if self.mode == Mode::Legacy {
+            if self.side != Side::Client || self.legacy_method.is_some() {
+                return Err(UserError::LegacyOneCall);
+            }
+        } else {
+            let len = opts.metadata.encoded_len();
+            if len > self.peer.max_metadata_size as usize {
+                return Err(UserError::MetadataTooLarge {
+                    len,
+                    limit: self.peer.max_metadata_size as usize,
+                });
+            }
+            if self.local_open >= self.peer.max_concurrent_streams {
+                self.want_can_open = true;
+                return Err(UserError::StreamLimit);
+            }
+        }
+        if self.next_local_id > u32::MAX as u64 {
+            return Err(UserError::IdsExhausted);
+        }
+        let id = StreamId(self.next_local_id as u32);
+        self.next_local_id += 2;
+        let timeout_ms = opts
+            .timeout
+            .map(|t| (t.as_nanos().div_ceil(1_000_000)).clamp(1, u32::MAX as u128) as u32)
+            .unwrap_or(0);
+        let recv_window = if kind.single_response() {
+            1
+        } else {
+            self.config.initial_credit
+        };
+        let mut s = if self.mode == Mode::Legacy {
+            self.legacy_method = Some(method.clone());
+            Stream::new(true, CallKind::ServerStreaming, 1, MAX_CREDIT)
+        } else {
+            Stream::new(true, kind, self.peer.initial_credit, recv_window)
+        };
+        if let Some(t) = opts.timeout {
+            let at = now + t;
+            s.deadline = Some(at);
+            self.deadlines.push(Reverse((at, id)));
+        }
+        if self.mode == Mode::V1 {
+            s.outq.push_back(Out::Open(Box::new(Open {
+                stream: id,
+                kind,
+                timeout_ms,
+                initial_credit: recv_window,
+                method,
+                metadata: opts.metadata,
+            })));
+        }
+        self.streams.insert(id, s);
+        self.local_open += 1;
+        self.mark_ready(id);
+        Ok(id)
+    }
+
+    /// Queues one message on a call. Fails with [`UserError::Blocked`] when
+    /// the peer has granted no credit; [`Event::Writable`] follows when it does.
+    pub fn send(&mut self, id: StreamId, data: Bytes) -> Result<(), UserError> {
+        let limit = self.peer.max_message_size as usize;
+        let legacy_method = match self.mode {
+            Mode::Legacy => self.legacy_method.clone(),
+            Mode::V1 => None,
+        };
+        let s = self.live_stream(id)?;
+        if !s.send_open {
+            return Err(UserError::SendClosed);
+        }
+        if s.single_send() && s.sent >= 1 {
+            return Err(UserError::Cardinality);
+        }
+        if data.len() > limit {
+            return Err(UserError::MessageTooLarge {
+                len: data.len(),
+                limit,
+            });
+        }
+        if s.send_credit == 0 {
+            s.want_writable = true;
+            return Err(UserError::Blocked);
+        }
+        s.send_credit -= 1;
+        s.sent += 1;
+        s.headers_sent = true;
+        let data = match legacy_method {
+            Some(m) => {
+                s.send_open = false;
+                legacy::encode_request(m.as_str(), &data)
+            }
+            None => data,
+        };
+        s.outq.push_back(Out::Message { data, end: false });
+        self.mark_ready(id);
+        Ok(())
+    }
+
+    /// Half-closes the caller's side: no more request messages. Merges into
+    /// the last queued message when it has not been written yet.
+    pub fn close_send(&mut self, id: StreamId) -> Result<(), UserError> {
+        let mode = self.mode;
+        let s = self.live_stream(id)?;
+        if !s.local {
+            return Err(UserError::NotCaller);
+        }
+        if mode == Mode::Legacy {
+            return if s.sent == 1 {
+                Ok(())
+            } else {
+                Err(UserError::Cardinality)
+            };
+        }
+        if !s.send_open {
+            return Err(UserError::SendClosed);
+        }
+        if s.single_send() && s.sent == 0 {
+            return Err(UserError::Cardinality);
+        }
+        s.send_open = false;
+        match s.outq.back_mut() {
+            Some(Out::Message { end, .. }) => *end = true,
+            _ => s.outq.push_back(Out::HalfClose),
+        }
+        self.mark_ready(id);
+        Ok(())
+    }
+
+    /// Sends response headers (responder side, before any message). Optional:
+    /// a call without them has empty response headers.
+    pub fn send_headers(&mut self, id: StreamId, metadata: Metadata) -> Result<(), UserError> {
+        let limit = self.peer.max_metadata_size as usize;
+        let mode = self.mode;
+        let s = self.live_stream(id)?;
+        if s.local {
+            return Err(UserError::NotResponder);
+        }
+        if s.headers_sent {
+            return Err(UserError::HeadersAlreadySent);
+        }
+        let len = metadata.encoded_len();
+        if len > limit {
+            return Err(UserError::MetadataTooLarge { len, limit });
+        }
+        s.headers_sent = true;
+        if mode == Mode::V1 {
+            s.outq.push_back(Out::Headers(metadata));
+            self.mark_ready(id);
+        }
+        Ok(())
+    }
+
+    /// Ends a call with a status and trailers (responder side). Queued
+    /// messages are written first. [`Event::CallEnded`] follows at once.
+    pub fn finish(
+        &mut self,
+        id: StreamId,
+        status: Status,
+        trailers: Metadata,
+    ) -> Result<(), UserError> {
+        let limit = self.peer.max_metadata_size as usize;
+        let s = self.live_stream(id)?;
+        if s.local {
+            return Err(UserError::NotResponder);
+        }
+        if status.is_ok() && s.single_send() && s.sent == 0 {
+            return Err(UserError::Cardinality);
+        }
+        let status = status.truncated();
+        let len = status.encoded_len() + trailers.encoded_len();
+        if len > limit {
+            return Err(UserError::MetadataTooLarge { len, limit });
+        }
+        s.send_open = false;
+        s.ended = true;
+        let held = s.held();
+        s.unread = 0;
+        s.partial = None;
+        s.outq
+            .push_back(Out::Status(Box::new((status.clone(), trailers.clone()))));
+        self.buffered -= held;
+        self.events.push_back(Event::CallEnded {
+            id,
+            status,
+            trailers,
+        });
+        self.mark_ready(id);
+        Ok(())
+    }
+
+    /// Aborts a call from either side: the caller sends RESET, the responder
+    /// sends a `CANCELLED` status. Queued messages are dropped.
+    pub fn cancel(&mut self, id: StreamId) -> Result<(), UserError> {
+        let local = self.live_stream(id)?.local;
+        let msg = if local {
+            "cancelled by the caller"
+        } else {
+            "cancelled by the responder"
+        };
+        self.stream_error(id, Status::new(Code::Cancelled, msg));
+        Ok(())
+    }
+
+    /// The application took a message of `len` bytes from call `id`: frees
+    /// its bytes and grants the peer credit for another message (credit is
+    /// batched: one CREDIT frame per half window). Unknown ids are ignored.
+    pub fn consume(&mut self, id: StreamId, len: usize) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let n = len.min(s.unread);
+        s.unread -= n;
+        self.buffered -= n;
+        if self.mode == Mode::Legacy || s.ended || !s.recv_open || s.single_recv() {
+            return;
+        }
+        s.to_grant += 1;
+        if s.to_grant >= (s.window / 2).max(1) {
+            let credit = s.to_grant;
+            s.to_grant = 0;
+            s.recv_credit += credit;
+            self.control.push_back(Frame::Credit { stream: id, credit });
+        }
+    }
+
+    /// Starts a graceful drain: GOAWAY carries the highest call id of the
+    /// peer that this side processes; no new calls in either direction; the
+    /// connection closes (code 1000) once every call has ended.
+    pub fn go_away(&mut self) {
+        if self.state != State::Open || self.goaway_sent.is_some() {
+            return;
+        }
+        self.goaway_sent = Some(self.max_remote_id);
+        if self.mode == Mode::V1 {
+            self.control.push_back(Frame::GoAway {
+                last_stream_id: StreamId(self.max_remote_id),
+                code: 1000,
+                reason: "draining".into(),
+            });
+        }
+        self.maybe_drained();
+    }
+
+    /// Closes at once: every live call ends with `UNAVAILABLE`, a GOAWAY with
+    /// `code` is sent (v1), then the WebSocket close. Use after a drain's
+    /// grace period (code 1001) or on shutdown.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if self.state != State::Open {
+            return;
+        }
+        self.fail(ConnectionError::LocallyClosed {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
+    // ------------------------------------------------------------------
+    // Internals
+    // ------------------------------------------------------------------
+
+    fn live_stream(&mut self, id: StreamId) -> Result<&mut Stream, UserError> {
+        if self.state != State::Open {
+            return Err(UserError::ConnectionClosed);
+        }
+        match self.streams.get_mut(&id) {
+            Some(s) if !s.ended => Ok(s),
+            _ => Err(UserError::UnknownCall),
+        }
+    }
+
+    fn mark_ready(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get_mut(&id)
+            && !s.in_ready
+            && !s.outq.is_empty()
+        {
+            s.in_ready = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    fn encode(&mut self, f: &Frame) -> Bytes {
+        let len = f.encoded_len();
+        if self.out.capacity() < len {
+            self.out.reserve(len.max(OUT_CHUNK));
+        }
+        f.encode(&mut self.out);
+        self.out.split().freeze()
+    }
+
+    fn encode_message(&mut self, id: StreamId, flags: u8, payload: &[u8]) -> Bytes {
+        let len = HEADER_LEN + payload.len();
+        if self.out.capacity() < len {
+            self.out.reserve(len.max(OUT_CHUNK));
+        }
+        self.out.put_u8(frame::kind::MESSAGE);
+        self.out.put_u8(flags);
+        self.out.put_u32(id.0);
+        self.out.put_slice(payload);
+        self.out.split().freeze()
+    }
+
+    /// Writes the next item of stream `id`, if it has one.
+    fn transmit_stream(&mut self, id: StreamId) -> Option<Transmit> {
+        let max_frag = self.peer.max_fragment_size as usize;
+        let legacy = self.mode == Mode::Legacy;
+        let s = self.streams.get_mut(&id)?;
+        s.in_ready = false;
+        let item = s.outq.pop_front()?;
+        let mut finished = false;
+        let t = match item {
+            Out::Open(o) => Some(Frame::Open(o)),
+            Out::Headers(metadata) => Some(Frame::Headers {
+                stream: id,
+                metadata,
+            }),
+            Out::HalfClose => Some(Frame::HalfClose { stream: id }),
+            Out::Status(b) => {
+                finished = true;
+                let (status, trailers) = *b;
+                if legacy {
+                    self.pending_close = Some(legacy::close_for(&status));
+                    if status.is_ok() && self.config.legacy_close_text {
+                        s.outq.clear();
+                        self.remove_stream(id);
+                        return Some(Transmit::Text(Bytes::from_static(legacy::CLOSE_TEXT)));
+                    }
+                    None
+                } else {
+                    Some(Frame::Status {
+                        stream: id,
+                        status,
+                        trailers,
+                    })
+                }
+            }
+            Out::Message { data, end } => {
+                if legacy {
+                    s.send_credit += 1;
+                    if std::mem::take(&mut s.want_writable) {
+                        self.events.push_back(Event::Writable { id });
+                    }
+                    let t = Transmit::Binary(data);
+                    self.mark_ready(id);
+                    return Some(t);
+                }
+                let rest = data.len() - s.frag_off;
+                let (lo, hi, flags) = if rest > max_frag {
+                    (s.frag_off, s.frag_off + max_frag, FLAG_MORE)
+                } else {
+                    (
+                        s.frag_off,
+                        data.len(),
+                        if end { FLAG_END_STREAM } else { 0 },
+                    )
+                };
+                if flags == FLAG_MORE {
+                    s.frag_off = hi;
+                    s.outq.push_front(Out::Message {
+                        data: data.clone(),
+                        end,
+                    });
+                } else {
+                    s.frag_off = 0;
+                }
+                let bytes = self.encode_message(id, flags, &data[lo..hi]);
+                self.mark_ready(id);
+                return Some(Transmit::Binary(bytes));
+            }
+        };
+        if finished {
+            self.remove_stream(id);
+        } else {
+            self.mark_ready(id);
+        }
+        match t {
+            Some(f) => Some(Transmit::Binary(self.encode(&f))),
+            None => self.poll_transmit(),
+        }
+    }
+
+    /// Forgets a stream whose end was already reported.
+    fn remove_stream(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.remove(&id) {
+            self.buffered -= s.held();
+            if s.local {
+                self.local_open -= 1;
+                if std::mem::take(&mut self.want_can_open) {
+                    self.events.push_back(Event::CanOpen);
+                }
+            } else {
+                self.remote_open -= 1;
+            }
+        }
+        self.maybe_drained();
+    }
+
+    /// Ends a live call locally: reports it, forgets it, tells the peer.
+    fn end_call(&mut self, id: StreamId, status: Status, trailers: Metadata, notify: Notify) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if s.ended {
+            // Already reported; only its queued frames were left.
+            self.remove_stream(id);
+            return;
+        }
+        let legacy = self.mode == Mode::Legacy;
+        match notify {
+            Notify::Nothing => {}
+            Notify::Reset(code) if !legacy => {
+                self.control.push_back(Frame::Reset { stream: id, code })
+            }
+            Notify::Status if !legacy => self.control.push_back(Frame::Status {
+                stream: id,
+                status: status.clone().truncated(),
+                trailers: Metadata::new(),
+            }),
+            _ => self.pending_close = Some(legacy::close_for(&status)),
+        }
+        self.events.push_back(Event::CallEnded {
+            id,
+            status,
+            trailers,
+        });
+        self.remove_stream(id);
+        if self.control.len() > self.config.max_pending_control {
+            self.fail(ConnectionError::PeerNotReading);
+        }
+    }
+
+    /// Ends one call because of a fault confined to it, telling the peer.
+    fn stream_error(&mut self, id: StreamId, status: Status) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        let notify = if s.local {
+            Notify::Reset(status.code())
+        } else {
+            Notify::Status
+        };
+        self.end_call(id, status, Metadata::new(), notify);
+    }
+
+    /// Ends every live call with `status`, without telling the peer.
+    fn end_all(&mut self, status: &Status) {
+        let mut ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.end_call(id, status.clone(), Metadata::new(), Notify::Nothing);
+        }
+        self.ready.clear();
+    }
+
+    /// A connection error: end every call, queue GOAWAY (v1) and the close.
+    fn fail(&mut self, err: ConnectionError) {
+        if self.state != State::Open {
+            return;
+        }
+        self.state = State::Closing;
+        let status = Status::new(Code::Unavailable, err.to_string());
+        self.end_all(&status);
+        self.control.clear();
+        let code = err.close_code();
+        let reason = legacy::close_reason(&err.to_string());
+        if self.mode == Mode::V1 {
+            self.control.push_back(Frame::GoAway {
+                last_stream_id: StreamId(self.max_remote_id),
+                code,
+                reason: reason.clone(),
+            });
+        }
+        self.pending_close = Some((code, reason));
+        self.events.push_back(Event::Closed { error: Some(err) });
+    }
+
+    fn maybe_drained(&mut self) {
+        if self.state == State::Open && self.is_draining() && self.streams.is_empty() {
+            self.state = State::Closing;
+            if self.pending_close.is_none() {
+                self.pending_close = Some((1000, "drained".into()));
+            }
+            self.events.push_back(Event::Closed { error: None });
+        } else if self.state == State::Open
+            && self.mode == Mode::Legacy
+            && self.pending_close.is_some()
+            && self.streams.is_empty()
+        {
+            self.state = State::Closing;
+            let error = match &self.pending_close {
+                Some((1000, _)) => None,
+                Some((code, reason)) => Some(ConnectionError::LocallyClosed {
+                    code: *code,
+                    reason: reason.clone(),
+                }),
+                None => None,
+            };
+            self.events.push_back(Event::Closed { error });
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // v1 receive path
+    // ------------------------------------------------------------------
+
+    fn v1_message(&mut self, now: Instant, msg: Incoming) -> Result<(), ConnectionError> {
+        let buf = match msg {
+            Incoming::Binary(b) => b,
+            Incoming::Text(_) => return Err(ConnectionError::TextMessage),
+        };
+        let limit = self.config.max_websocket_message();
+        if buf.len() > limit {
+            return Err(ConnectionError::TooLarge {
+                what: "frame",
+                len: buf.len(),
+                limit,
+            });
+        }
+        let frame = Frame::decode(buf).map_err(ConnectionError::Malformed)?;
+        let first = !std::mem::replace(&mut self.got_first_frame, true);
+        match frame {
+            Frame::Settings(s) if first => self.peer.apply(&s).map_err(ConnectionError::Protocol),
+            Frame::Settings(_) => Err(ConnectionError::Protocol("SETTINGS after the first frame")),
+            Frame::Ping { ack: false, data } => {
+                self.control.push_back(Frame::Ping { ack: true, data });
+                if self.control.len() > self.config.max_pending_control {
+                    return Err(ConnectionError::PeerNotReading);
+                }
+                Ok(())
+            }
+            Frame::Ping { ack: true, .. } => Ok(()),
+            Frame::GoAway {
+                last_stream_id,
+                code,
+                reason,
+            } => self.on_goaway(last_stream_id, code, reason),
+            Frame::Open(o) => self.on_open(now, *o),
+            other => self.on_stream_frame(other),
+        }
+    }
+
+    fn on_goaway(
+        &mut self,
+        last: StreamId,
+        code: u16,
+        reason: String,
+    ) -> Result<(), ConnectionError> {
+        if code != 1000 {
+            // The peer is closing because of an error; it sends nothing more.
+            let err = ConnectionError::PeerError { code, reason };
+            self.state = State::Closing;
+            self.end_all(&Status::new(Code::Unavailable, err.to_string()));
+            self.control.clear();
+            self.pending_close = Some((code, legacy::close_reason(&err.to_string())));
+            self.events.push_back(Event::Closed { error: Some(err) });
+            return Ok(());
+        }
+        let last = self.goaway_received.map_or(last.0, |prev| prev.min(last.0));
+        self.goaway_received = Some(last);
+        let mut refused: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(id, s)| s.local && id.0 > last && !s.ended)
+            .map(|(id, _)| *id)
+            .collect();
+        refused.sort_unstable();
+        for id in refused {
+            let status = Status::new(
+                Code::Unavailable,
+                "not processed: the peer is draining (GOAWAY); safe to retry",
+            );
+            self.end_call(id, status, Metadata::new(), Notify::Nothing);
+        }
+        self.events.push_back(Event::GoAway {
+            last_stream_id: StreamId(last),
+        });
+        self.maybe_drained();
+        Ok(())
+    }
+
+    fn on_open(&mut self, now: Instant, o: Open) -> Result<(), ConnectionError> {
+        let id = o.stream;
+        if id.initiator() == self.side {
+            return Err(ConnectionError::Protocol(
+                "OPEN with this side's stream id parity",
+            ));
+        }
+        if id.0 <= self.max_remote_id {
+            return Err(ConnectionError::Protocol(
+                "OPEN with a stream id not above the last one",
+            ));
+        }
+        self.max_remote_id = id.0;
+        let md_len = o.metadata.encoded_len();
+        if md_len > self.config.max_metadata_size as usize {
+            return Err(ConnectionError::TooLarge {
+                what: "request metadata",
+                len: md_len,
+                limit: self.config.max_metadata_size as usize,
+            });
+        }
+        if o.initial_credit > MAX_CREDIT {
+            return Err(ConnectionError::Protocol(
+                "OPEN initial credit above 2^31-1",
+            ));
+        }
+        if self.goaway_sent.is_some_and(|last| id.0 > last) {
+            // Announced as not processed by our GOAWAY: the peer retries elsewhere.
+            return Ok(());
+        }
+        if self.remote_open >= self.config.max_concurrent_streams {
+            self.control.push_back(Frame::Status {
+                stream: id,
+                status: Status::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "concurrent call limit ({}) reached",
+                        self.config.max_concurrent_streams
+                    ),
+                ),
+                trailers: Metadata::new(),
+            });
+            if self.control.len() > self.config.max_pending_control {
+                return Err(ConnectionError::PeerNotReading);
+            }
+            return Ok(());
+        }
+        let mut s = Stream::new(false, o.kind, o.initial_credit, self.config.initial_credit);
+        let deadline = (o.timeout_ms > 0).then(|| now + Duration::from_millis(o.timeout_ms as u64));
+        if let Some(at) = deadline {
+            s.deadline = Some(at);
+            self.push_deadline(at, id);
+        }
+        self.streams.insert(id, s);
+        self.remote_open += 1;
+        self.events.push_back(Event::CallOpened(IncomingCall {
+            id,
+            method: o.method,
+            kind: o.kind,
+            metadata: o.metadata,
+            deadline,
+        }));
+        Ok(())
+    }
+
+    fn push_deadline(&mut self, at: Instant, id: StreamId) {
+        if self.deadlines.len() > 64 + 2 * self.streams.len() {
+            // Drop entries of calls that ended long before their deadline.
+            let streams = &self.streams;
+            self.deadlines.retain(|Reverse((at, id))| {
+                streams.get(id).is_some_and(|s| s.deadline == Some(*at))
+            });
+        }
+        self.deadlines.push(Reverse((at, id)));
+    }
+
+    fn on_stream_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        let id = frame.stream();
+        let Some(s) = self.streams.get_mut(&id) else {
+            let never_opened = if id.initiator() == self.side {
+                id.0 as u64 >= self.next_local_id
+            } else {
+                id.0 > self.max_remote_id
+            };
+            if never_opened {
+                return Err(ConnectionError::Protocol(
+                    "frame for a stream that was never opened",
+                ));
+            }
+            return Ok(()); // a call that already ended: late frames are ignored
+        };
+        if s.ended {
+            if matches!(frame, Frame::Reset { .. }) {
+                self.remove_stream(id);
+            }
+            return Ok(());
+        }
+        match frame {
+            Frame::Headers { metadata, .. } => {
+                if !s.local {
+                    return Err(ConnectionError::Protocol("HEADERS from the caller"));
+                }
+                let len = metadata.encoded_len();
+                if len > self.config.max_metadata_size as usize {
+                    return Err(ConnectionError::TooLarge {
+                        what: "response metadata",
+                        len,
+                        limit: self.config.max_metadata_size as usize,
+                    });
+                }
+                if s.headers_seen {
+                    self.stream_error(
+                        id,
+                        Status::new(
+                            Code::Internal,
+                            "response headers after headers or a message",
+                        ),
+                    );
+                    return Ok(());
+                }
+                s.headers_seen = true;
+                self.events.push_back(Event::Headers { id, metadata });
+            }
+            Frame::Message {
+                end_stream,
+                more,
+                payload,
+                ..
+            } => return self.on_message(id, end_stream, more, payload),
+            Frame::HalfClose { .. } => return self.on_half_close(id),
+            Frame::Status {
+                status, trailers, ..
+            } => {
+                if !s.local {
+                    return Err(ConnectionError::Protocol("STATUS from the caller"));
+                }
+                let len = status.encoded_len() + trailers.encoded_len();
+                if len > self.config.max_metadata_size as usize {
+                    return Err(ConnectionError::TooLarge {
+                        what: "status and trailers",
+                        len,
+                        limit: self.config.max_metadata_size as usize,
+                    });
+                }
+                let status = if status.is_ok() && s.single_recv() && s.received != 1 {
+                    Status::new(Code::Internal, "OK status without the one response message")
+                } else {
+                    status
+                };
+                self.end_call(id, status, trailers, Notify::Nothing);
+            }
+            Frame::Reset { code, .. } => {
+                let status = Status::new(code, "call reset by the peer");
+                self.end_call(id, status, Metadata::new(), Notify::Nothing);
+            }
+            Frame::Credit { credit, .. } => {
+                let total = s.send_credit as u64 + credit as u64;
+                if total > MAX_CREDIT as u64 {
+                    return Err(ConnectionError::Protocol("stream credit above 2^31-1"));
+                }
+                s.send_credit = total as u32;
+                if std::mem::take(&mut s.want_writable) {
+                    self.events.push_back(Event::Writable { id });
+                }
+            }
+            Frame::Settings(_) | Frame::Ping { .. } | Frame::GoAway { .. } | Frame::Open(_) => {}
+        }
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        id: StreamId,
+        end: bool,
+        more: bool,
+        payload: Bytes,
+    ) -> Result<(), ConnectionError> {
+        if payload.len() > self.config.max_fragment_size as usize {
+            return Err(ConnectionError::TooLarge {
+                what: "MESSAGE frame",
+                len: payload.len(),
+                limit: self.config.max_fragment_size as usize,
+            });
+        }
+        let max_message = self.config.max_message_size as usize;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        if end && s.local {
+            return Err(ConnectionError::Protocol("END_STREAM from the responder"));
+        }
+        if !s.recv_open {
+            self.stream_error(id, Status::new(Code::Internal, "message after half-close"));
+            return Ok(());
+        }
+        if s.partial.is_none() {
+            if s.recv_credit == 0 {
+                return Err(ConnectionError::Protocol(
+                    "message beyond the granted credit",
+                ));
+            }
+            s.recv_credit -= 1;
+            if s.single_recv() && s.received >= 1 {
+                self.stream_error(
+                    id,
+                    Status::new(Code::Internal, "more than one message for this call kind"),
+                );
+                return Ok(());
+            }
+        }
+        let held = s.partial.as_ref().map_or(0, |p| p.len());
+        if held + payload.len() > max_message {
+            let msg = format!("message larger than the limit of {max_message} bytes");
+            self.stream_error(id, Status::new(Code::ResourceExhausted, msg));
+            return Ok(());
+        }
+        self.buffered += payload.len();
+        if more {
+            s.partial
+                .get_or_insert_with(BytesMut::new)
+                .extend_from_slice(&payload);
+        } else {
+            let data = match s.partial.take() {
+                Some(mut p) => {
+                    p.extend_from_slice(&payload);
+                    p.freeze()
+                }
+                None => payload,
+            };
+            s.received += 1;
+            s.headers_seen = true;
+            s.unread += data.len();
+            self.events.push_back(Event::Message { id, data });
+        }
+        if self.buffered > self.config.max_connection_buffer {
+            self.shed_largest();
+        }
+        if end {
+            return self.on_half_close(id);
+        }
+        Ok(())
+    }
+
+    /// Ends the call holding the most received bytes: the connection-wide
+    /// buffer bound was exceeded, and that call's reader is the slow one.
+    fn shed_largest(&mut self) {
+        let victim = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.ended)
+            .max_by_key(|(id, s)| (s.held(), Reverse(**id)))
+            .map(|(id, s)| (*id, s.held()));
+        if let Some((id, held)) = victim {
+            let msg = format!(
+                "connection receive buffer of {} bytes exceeded; this call held {held} unread bytes",
+                self.config.max_connection_buffer
+            );
+            self.stream_error(id, Status::new(Code::ResourceExhausted, msg));
+        }
+    }
+
+    fn on_half_close(&mut self, id: StreamId) -> Result<(), ConnectionError> {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        if s.local {
+            return Err(ConnectionError::Protocol("HALF_CLOSE from the responder"));
+        }
+        let problem = if !s.recv_open {
+            Some("duplicate half-close")
+        } else if s.partial.is_some() {
+            Some("half-close inside a fragmented message")
+        } else if s.single_recv() && s.received == 0 {
+            Some("half-close without the request message")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.stream_error(id, Status::new(Code::Internal, p));
+            return Ok(());
+        }
+        s.recv_open = false;
+        self.events.push_back(Event::RecvClosed { id });
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Legacy receive path
+    // ------------------------------------------------------------------
+
+    fn legacy_message(&mut self, msg: Incoming) -> Result<(), ConnectionError> {
+        match self.side {
+            Side::Server => {
+                if self.max_remote_id != 0 {
+                    return Err(ConnectionError::Legacy(
+                        "a legacy connection carries one request",
+                    ));
+                }
+                let buf = match msg {
+                    Incoming::Binary(b) => b,
+                    Incoming::Text(_) => {
+                        return Err(ConnectionError::Legacy(
+                            "the request must be a binary message",
+                        ));
+                    }
+                };
+                let limit = self.config.max_message_size as usize + MAX_METHOD_LEN + 4;
+                if buf.len() > limit {
+                    return Err(ConnectionError::TooLarge {
+                        what: "legacy request",
+                        len: buf.len(),
+                        limit,
+                    });
+                }
+                let (method, payload) = legacy::decode_request(buf)?;
+                let id = StreamId(1);
+                self.max_remote_id = 1;
+                let mut s = Stream::new(
+                    false,
+                    CallKind::ServerStreaming,
+                    self.config.legacy_send_queue,
+                    1,
+                );
+                s.recv_open = false;
+                s.received = 1;
+                s.unread = payload.len();
+                self.buffered += payload.len();
+                self.streams.insert(id, s);
+                self.remote_open = 1;
+                self.events.push_back(Event::CallOpened(IncomingCall {
+                    id,
+                    method,
+                    kind: CallKind::ServerStreaming,
+                    metadata: Metadata::new(),
+                    deadline: None,
+                }));
+                self.events.push_back(Event::Message { id, data: payload });
+                self.events.push_back(Event::RecvClosed { id });
+                Ok(())
+            }
+            Side::Client => {
+                let id = StreamId(1);
+                let Some(s) = self.streams.get_mut(&id) else {
+                    return Ok(()); // no call (yet, or any more): nothing to deliver to
+                };
+                let (data, text) = match msg {
+                    Incoming::Binary(b) => (b, false),
+                    Incoming::Text(b) => (b, true),
+                };
+                if text && data.as_ref() == legacy::CLOSE_TEXT {
+                    self.end_call(id, Status::ok(), Metadata::new(), Notify::Nothing);
+                    self.pending_close = Some((1000, String::new()));
+                    self.maybe_drained();
+                    return Ok(());
+                }
+                let limit = self.config.max_message_size as usize;
+                if data.len() > limit {
+                    return Err(ConnectionError::TooLarge {
+                        what: "legacy response",
+                        len: data.len(),
+                        limit,
+                    });
+                }
+                s.received += 1;
+                s.unread += data.len();
+                self.buffered += data.len();
+                self.events.push_back(Event::Message { id, data });
+                if self.buffered > self.config.max_connection_buffer {
+                    self.shed_largest();
+                }
+                Ok(())
+            }
+        }
+    }
+}

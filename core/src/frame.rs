@@ -1,0 +1,586 @@
+//! The v1 frame codec: one frame per WebSocket binary message.
+//!
+//! ```text
+//! +--------+--------+--------+--------+--------+--------+----------------
+//! |  type  | flags  |        stream id (u32, big-endian)|  payload ...
+//! +--------+--------+--------+--------+--------+--------+----------------
+//! ```
+//!
+//! All integers are big-endian. The layout of each payload is documented on
+//! the [`Frame`] variants and in `docs/PROTOCOL.md`. Decoding never panics and
+//! never allocates memory sized by a length field before checking it against
+//! the bytes actually present. Payloads are zero-copy slices of the input.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::call::{CallKind, Method, StreamId};
+use crate::codec::{Reader, put_str16};
+use crate::error::FrameError;
+use crate::metadata::Metadata;
+use crate::status::{Code, Status};
+
+/// Length of the frame header in bytes.
+pub const HEADER_LEN: usize = 6;
+/// Longest method name in bytes.
+pub const MAX_METHOD_LEN: usize = 1024;
+
+/// Frame type bytes.
+pub mod kind {
+    /// SETTINGS: connection limits of the sender.
+    pub const SETTINGS: u8 = 0x0;
+    /// OPEN: starts a call.
+    pub const OPEN: u8 = 0x1;
+    /// HEADERS: response headers.
+    pub const HEADERS: u8 = 0x2;
+    /// MESSAGE: one message or fragment.
+    pub const MESSAGE: u8 = 0x3;
+    /// HALF_CLOSE: the caller sends no more messages.
+    pub const HALF_CLOSE: u8 = 0x4;
+    /// STATUS: the responder ends the call.
+    pub const STATUS: u8 = 0x5;
+    /// RESET: either side aborts the call.
+    pub const RESET: u8 = 0x6;
+    /// CREDIT: grants more messages on a stream.
+    pub const CREDIT: u8 = 0x7;
+    /// PING: keepalive probe or its ACK.
+    pub const PING: u8 = 0x8;
+    /// GOAWAY: the sender accepts no new calls above an id.
+    pub const GOAWAY: u8 = 0x9;
+}
+
+/// MESSAGE flag: the sender half-closes after this message.
+pub const FLAG_END_STREAM: u8 = 0x1;
+/// MESSAGE flag: more fragments of this message follow.
+pub const FLAG_MORE: u8 = 0x2;
+/// PING flag: this is the answer to a PING.
+pub const FLAG_ACK: u8 = 0x1;
+
+/// SETTINGS identifiers.
+pub mod setting {
+    /// Largest message (after reassembly) the sender accepts, in bytes.
+    pub const MAX_MESSAGE_SIZE: u16 = 1;
+    /// Most streams the peer may have open toward the sender at once.
+    pub const MAX_CONCURRENT_STREAMS: u16 = 2;
+    /// Credit the sender grants for request messages on each stream the peer opens.
+    pub const INITIAL_CREDIT: u16 = 3;
+    /// Largest MESSAGE frame payload the sender accepts, in bytes.
+    pub const MAX_FRAGMENT_SIZE: u16 = 4;
+    /// Largest metadata block (and status) the sender accepts, in bytes.
+    pub const MAX_METADATA_SIZE: u16 = 5;
+}
+
+/// The values carried by a SETTINGS frame; absent values keep their defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Settings {
+    /// [`setting::MAX_MESSAGE_SIZE`].
+    pub max_message_size: Option<u32>,
+    /// [`setting::MAX_CONCURRENT_STREAMS`].
+    pub max_concurrent_streams: Option<u32>,
+    /// [`setting::INITIAL_CREDIT`].
+    pub initial_credit: Option<u32>,
+    /// [`setting::MAX_FRAGMENT_SIZE`].
+    pub max_fragment_size: Option<u32>,
+    /// [`setting::MAX_METADATA_SIZE`].
+    pub max_metadata_size: Option<u32>,
+}
+
+impl Settings {
+    fn entries(&self) -> [(u16, Option<u32>); 5] {
+        [
+            (setting::MAX_MESSAGE_SIZE, self.max_message_size),
+            (setting::MAX_CONCURRENT_STREAMS, self.max_concurrent_streams),
+            (setting::INITIAL_CREDIT, self.initial_credit),
+            (setting::MAX_FRAGMENT_SIZE, self.max_fragment_size),
+            (setting::MAX_METADATA_SIZE, self.max_metadata_size),
+        ]
+    }
+}
+
+/// The payload of an OPEN frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Open {
+    /// The new stream's id (odd from the client, even from the server).
+    pub stream: StreamId,
+    /// The call kind.
+    pub kind: CallKind,
+    /// Relative deadline in milliseconds; 0 means none.
+    pub timeout_ms: u32,
+    /// Credit the opener grants for response messages.
+    pub initial_credit: u32,
+    /// The method called.
+    pub method: Method,
+    /// Request headers.
+    pub metadata: Metadata,
+}
+
+/// One decoded v1 frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// `0x0`, stream 0: `(u16 id, u32 value)*`.
+    Settings(Settings),
+    /// `0x1`: `kind u8 | timeout_ms u32 | initial_credit u32 | method str16 | metadata`.
+    Open(Box<Open>),
+    /// `0x2`: `metadata` (response headers).
+    Headers {
+        /// Stream id.
+        stream: StreamId,
+        /// Response headers.
+        metadata: Metadata,
+    },
+    /// `0x3`: the payload is the message bytes (flags END_STREAM, MORE).
+    Message {
+        /// Stream id.
+        stream: StreamId,
+        /// The sender half-closes after this message.
+        end_stream: bool,
+        /// More fragments of this message follow.
+        more: bool,
+        /// Message (or fragment) bytes.
+        payload: Bytes,
+    },
+    /// `0x4`: empty payload.
+    HalfClose {
+        /// Stream id.
+        stream: StreamId,
+    },
+    /// `0x5`: `code u8 | message str16 | details u32-len bytes | trailers metadata`.
+    Status {
+        /// Stream id.
+        stream: StreamId,
+        /// Final status.
+        status: Status,
+        /// Trailers.
+        trailers: Metadata,
+    },
+    /// `0x6`: `code u8`.
+    Reset {
+        /// Stream id.
+        stream: StreamId,
+        /// Why the call was aborted.
+        code: Code,
+    },
+    /// `0x7`: `credit u32` (1 or more).
+    Credit {
+        /// Stream id.
+        stream: StreamId,
+        /// Additional messages the peer may send.
+        credit: u32,
+    },
+    /// `0x8`, stream 0: 8 opaque bytes (flag ACK).
+    Ping {
+        /// This answers a PING.
+        ack: bool,
+        /// Opaque data, echoed in the ACK.
+        data: [u8; 8],
+    },
+    /// `0x9`, stream 0: `last_stream_id u32 | code u16 | reason str16`.
+    GoAway {
+        /// Highest stream id opened by the receiver that the sender processes.
+        last_stream_id: StreamId,
+        /// 1000 for a graceful drain; otherwise the WebSocket close code that follows.
+        code: u16,
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+fn header(out: &mut BytesMut, ty: u8, flags: u8, stream: StreamId) {
+    out.put_u8(ty);
+    out.put_u8(flags);
+    out.put_u32(stream.0);
+}
+
+fn utf8(b: Bytes) -> Result<String, FrameError> {
+    String::from_utf8(b.to_vec()).map_err(|_| FrameError::InvalidUtf8)
+}
+
+impl Frame {
+    /// The stream this frame belongs to (0 for connection frames).
+    pub fn stream(&self) -> StreamId {
+        match self {
+            Frame::Settings(_) | Frame::Ping { .. } | Frame::GoAway { .. } => StreamId::CONNECTION,
+            Frame::Open(o) => o.stream,
+            Frame::Headers { stream, .. }
+            | Frame::Message { stream, .. }
+            | Frame::HalfClose { stream }
+            | Frame::Status { stream, .. }
+            | Frame::Reset { stream, .. }
+            | Frame::Credit { stream, .. } => *stream,
+        }
+    }
+
+    /// Exact encoded length in bytes.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Frame::Settings(s) => 6 * s.entries().iter().filter(|(_, v)| v.is_some()).count(),
+                Frame::Open(o) => {
+                    1 + 4 + 4 + 2 + o.method.as_bytes().len() + o.metadata.encoded_len()
+                }
+                Frame::Headers { metadata, .. } => metadata.encoded_len(),
+                Frame::Message { payload, .. } => payload.len(),
+                Frame::HalfClose { .. } => 0,
+                Frame::Status {
+                    status, trailers, ..
+                } => status.encoded_len() + trailers.encoded_len(),
+                Frame::Reset { .. } => 1,
+                Frame::Credit { .. } => 4,
+                Frame::Ping { .. } => 8,
+                Frame::GoAway { reason, .. } => 4 + 2 + 2 + reason.len(),
+            }
+    }
+
+    /// Appends the encoded frame to `out`.
+    ///
+    /// Values built through this crate's constructors always fit their
+    /// length fields; text longer than a `u16` length allows is cut.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(self.encoded_len());
+        match self {
+            Frame::Settings(s) => {
+                header(out, kind::SETTINGS, 0, StreamId::CONNECTION);
+                for (id, v) in s.entries() {
+                    if let Some(v) = v {
+                        out.put_u16(id);
+                        out.put_u32(v);
+                    }
+                }
+            }
+            Frame::Open(o) => {
+                header(out, kind::OPEN, 0, o.stream);
+                out.put_u8(o.kind as u8);
+                out.put_u32(o.timeout_ms);
+                out.put_u32(o.initial_credit);
+                put_str16(out, o.method.as_bytes());
+                o.metadata.encode(out);
+            }
+            Frame::Headers { stream, metadata } => {
+                header(out, kind::HEADERS, 0, *stream);
+                metadata.encode(out);
+            }
+            Frame::Message {
+                stream,
+                end_stream,
+                more,
+                payload,
+            } => {
+                let flags = if *end_stream { FLAG_END_STREAM } else { 0 }
+                    | if *more { FLAG_MORE } else { 0 };
+                header(out, kind::MESSAGE, flags, *stream);
+                out.put_slice(payload);
+            }
+            Frame::HalfClose { stream } => header(out, kind::HALF_CLOSE, 0, *stream),
+            Frame::Status {
+                stream,
+                status,
+                trailers,
+            } => {
+                header(out, kind::STATUS, 0, *stream);
+                out.put_u8(status.code() as u8);
+                let msg = status.message().as_bytes();
+                put_str16(out, &msg[..msg.len().min(u16::MAX as usize)]);
+                out.put_u32(status.details().len() as u32);
+                out.put_slice(status.details());
+                trailers.encode(out);
+            }
+            Frame::Reset { stream, code } => {
+                header(out, kind::RESET, 0, *stream);
+                out.put_u8(*code as u8);
+            }
+            Frame::Credit { stream, credit } => {
+                header(out, kind::CREDIT, 0, *stream);
+                out.put_u32(*credit);
+            }
+            Frame::Ping { ack, data } => {
+                header(
+                    out,
+                    kind::PING,
+                    if *ack { FLAG_ACK } else { 0 },
+                    StreamId::CONNECTION,
+                );
+                out.put_slice(data);
+            }
+            Frame::GoAway {
+                last_stream_id,
+                code,
+                reason,
+            } => {
+                header(out, kind::GOAWAY, 0, StreamId::CONNECTION);
+                out.put_u32(last_stream_id.0);
+                out.put_u16(*code);
+                put_str16(
+                    out,
+                    &reason.as_bytes()[..reason.len().min(u16::MAX as usize)],
+                );
+            }
+        }
+    }
+
+    /// Encodes into a new buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut b);
+        b.freeze()
+    }
+
+    /// Decodes one frame from a whole WebSocket message.
+    ///
+    /// MESSAGE frames, the hot path, decode without touching a reference
+    /// count: the payload is `buf` itself with the header advanced past.
+    pub fn decode(mut buf: Bytes) -> Result<Frame, FrameError> {
+        if buf.len() < HEADER_LEN {
+            return Err(FrameError::Empty);
+        }
+        let ty = buf[0];
+        let flags = buf[1];
+        let stream = StreamId(u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]));
+        let conn_frame = matches!(ty, kind::SETTINGS | kind::PING | kind::GOAWAY);
+        if ty > kind::GOAWAY {
+            return Err(FrameError::UnknownType(ty));
+        }
+        if conn_frame && stream.0 != 0 {
+            return Err(FrameError::NonZeroStreamId);
+        }
+        if !conn_frame && stream.0 == 0 {
+            return Err(FrameError::ZeroStreamId);
+        }
+        if ty == kind::MESSAGE {
+            if flags & FLAG_END_STREAM != 0 && flags & FLAG_MORE != 0 {
+                return Err(FrameError::InvalidFlags);
+            }
+            buf.advance(HEADER_LEN);
+            return Ok(Frame::Message {
+                stream,
+                end_stream: flags & FLAG_END_STREAM != 0,
+                more: flags & FLAG_MORE != 0,
+                payload: buf,
+            });
+        }
+        let mut r = Reader::new(&buf, HEADER_LEN);
+        let frame = match ty {
+            kind::SETTINGS => {
+                if r.remaining() % 6 != 0 {
+                    return Err(FrameError::InvalidSettingsLength);
+                }
+                let mut s = Settings::default();
+                while r.remaining() > 0 {
+                    let id = r.u16()?;
+                    let v = Some(r.u32()?);
+                    match id {
+                        setting::MAX_MESSAGE_SIZE => s.max_message_size = v,
+                        setting::MAX_CONCURRENT_STREAMS => s.max_concurrent_streams = v,
+                        setting::INITIAL_CREDIT => s.initial_credit = v,
+                        setting::MAX_FRAGMENT_SIZE => s.max_fragment_size = v,
+                        setting::MAX_METADATA_SIZE => s.max_metadata_size = v,
+                        _ => {} // unknown settings are ignored
+                    }
+                }
+                Frame::Settings(s)
+            }
+            kind::OPEN => {
+                let kind = CallKind::from_u8(r.u8()?)?;
+                let timeout_ms = r.u32()?;
+                let initial_credit = r.u32()?;
+                let mlen = r.u16()? as usize;
+                let method = Method::from_bytes(r.bytes(mlen)?)?;
+                let metadata = Metadata::decode(&mut r)?;
+                Frame::Open(Box::new(Open {
+                    stream,
+                    kind,
+                    timeout_ms,
+                    initial_credit,
+                    method,
+                    metadata,
+                }))
+            }
+            kind::HEADERS => Frame::Headers {
+                stream,
+                metadata: Metadata::decode(&mut r)?,
+            },
+            kind::HALF_CLOSE => Frame::HalfClose { stream },
+            kind::STATUS => {
+                let code = Code::from_u8(r.u8()?);
+                let mlen = r.u16()? as usize;
+                let message = utf8(r.bytes(mlen)?)?;
+                let dlen = r.u32()? as usize;
+                let details = r.bytes(dlen)?;
+                let trailers = Metadata::decode(&mut r)?;
+                Frame::Status {
+                    stream,
+                    status: Status::new(code, message).with_details(details),
+                    trailers,
+                }
+            }
+            kind::RESET => Frame::Reset {
+                stream,
+                code: Code::from_u8(r.u8()?),
+            },
+            kind::CREDIT => {
+                let credit = r.u32()?;
+                if credit == 0 {
+                    return Err(FrameError::ZeroCredit);
+                }
+                Frame::Credit { stream, credit }
+            }
+            kind::PING => Frame::Ping {
+                ack: flags & FLAG_ACK != 0,
+                data: r.array8()?,
+            },
+            kind::GOAWAY => {
+                let last_stream_id = StreamId(r.u32()?);
+                let code = r.u16()?;
+                let rlen = r.u16()? as usize;
+                let reason = utf8(r.bytes(rlen)?)?;
+                Frame::GoAway {
+                    last_stream_id,
+                    code,
+                    reason,
+                }
+            }
+            _ => return Err(FrameError::UnknownType(ty)),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(f: Frame) {
+        let b = f.to_bytes();
+        assert_eq!(b.len(), f.encoded_len(), "{f:?}");
+        assert_eq!(Frame::decode(b).unwrap(), f);
+    }
+
+    #[test]
+    fn every_frame_type_round_trips() {
+        let s = StreamId(7);
+        rt(Frame::Settings(Settings {
+            max_message_size: Some(1 << 20),
+            initial_credit: Some(8),
+            ..Default::default()
+        }));
+        rt(Frame::Open(Box::new(Open {
+            stream: s,
+            kind: CallKind::Bidi,
+            timeout_ms: 1500,
+            initial_credit: 16,
+            method: Method::new("pkg.Svc/Do").unwrap(),
+            metadata: Metadata::new().with("a", "b").unwrap(),
+        })));
+        rt(Frame::Headers {
+            stream: s,
+            metadata: Metadata::new(),
+        });
+        rt(Frame::Message {
+            stream: s,
+            end_stream: true,
+            more: false,
+            payload: Bytes::from_static(b"hi"),
+        });
+        rt(Frame::Message {
+            stream: s,
+            end_stream: false,
+            more: true,
+            payload: Bytes::new(),
+        });
+        rt(Frame::HalfClose { stream: s });
+        rt(Frame::Status {
+            stream: s,
+            status: Status::new(Code::NotFound, "no such person")
+                .with_details(Bytes::from_static(b"\x01")),
+            trailers: Metadata::new().with("t", "v").unwrap(),
+        });
+        rt(Frame::Reset {
+            stream: s,
+            code: Code::Cancelled,
+        });
+        rt(Frame::Credit {
+            stream: s,
+            credit: 5,
+        });
+        rt(Frame::Ping {
+            ack: true,
+            data: *b"12345678",
+        });
+        rt(Frame::GoAway {
+            last_stream_id: StreamId(9),
+            code: 1000,
+            reason: "shutdown".into(),
+        });
+    }
+
+    #[test]
+    fn structural_errors_are_typed() {
+        let d = |b: &'static [u8]| Frame::decode(Bytes::from_static(b));
+        assert_eq!(d(b"\x03\x00\x00"), Err(FrameError::Empty));
+        assert_eq!(
+            d(b"\x0a\x00\x00\x00\x00\x01"),
+            Err(FrameError::UnknownType(0x0a))
+        );
+        assert_eq!(
+            d(b"\x03\x00\x00\x00\x00\x00"),
+            Err(FrameError::ZeroStreamId)
+        );
+        assert_eq!(
+            d(b"\x08\x00\x00\x00\x00\x01abcdefgh"),
+            Err(FrameError::NonZeroStreamId)
+        );
+        assert_eq!(
+            d(b"\x03\x03\x00\x00\x00\x01"),
+            Err(FrameError::InvalidFlags)
+        );
+        assert_eq!(
+            d(b"\x07\x00\x00\x00\x00\x01\x00\x00\x00\x00"),
+            Err(FrameError::ZeroCredit)
+        );
+        assert_eq!(
+            d(b"\x07\x00\x00\x00\x00\x01\x00\x00\x00"),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(
+            d(b"\x04\x00\x00\x00\x00\x01x"),
+            Err(FrameError::TrailingBytes)
+        );
+        assert_eq!(
+            d(b"\x00\x00\x00\x00\x00\x00\x00\x01"),
+            Err(FrameError::InvalidSettingsLength)
+        );
+        assert_eq!(
+            d(b"\x01\x00\x00\x00\x00\x01\x07"),
+            Err(FrameError::InvalidKind(7))
+        );
+        assert_eq!(
+            d(b"\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x10\x00\x01\xff\x00\x00"),
+            Err(FrameError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn unknown_settings_are_ignored() {
+        let f = Frame::decode(Bytes::from_static(
+            b"\x00\x00\x00\x00\x00\x00\x00\x63\x00\x00\x00\x01",
+        ))
+        .unwrap();
+        assert_eq!(f, Frame::Settings(Settings::default()));
+    }
+
+    #[test]
+    fn message_payload_is_a_slice_of_the_input() {
+        let input = Frame::Message {
+            stream: StreamId(1),
+            end_stream: false,
+            more: false,
+            payload: Bytes::from(vec![7u8; 100]),
+        }
+        .to_bytes();
+        let base = input.as_ptr() as usize;
+        let Frame::Message { payload, .. } = Frame::decode(input).unwrap() else {
+            panic!("not a message")
+        };
+        assert_eq!(payload.as_ptr() as usize, base + HEADER_LEN);
+    }
+}

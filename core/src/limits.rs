@@ -1,0 +1,180 @@
+//! Configuration and limits, with the protocol defaults.
+//!
+//! Every buffer the core keeps is bounded by one of these values. The first
+//! five are advertised to the peer in SETTINGS; a peer that sends no SETTINGS
+//! is assumed to use the `DEFAULT_*` values.
+
+use std::time::Duration;
+
+use crate::frame::Settings;
+
+/// Default largest message after reassembly: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 4 * 1024 * 1024;
+/// Default most concurrent streams the peer may open: 1,024.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Default credit for request messages on each stream the peer opens: 16.
+pub const DEFAULT_INITIAL_CREDIT: u32 = 16;
+/// Default largest MESSAGE frame payload: 64 KiB.
+pub const DEFAULT_MAX_FRAGMENT_SIZE: u32 = 64 * 1024;
+/// Default largest metadata block or status: 16 KiB.
+pub const DEFAULT_MAX_METADATA_SIZE: u32 = 16 * 1024;
+/// Smallest fragment size a peer may advertise.
+pub const MIN_FRAGMENT_SIZE: u32 = 1024;
+/// Smallest metadata size a peer may advertise.
+pub const MIN_METADATA_SIZE: u32 = 256;
+/// Largest credit a stream may hold (31 bits, as in RSocket and HTTP/2).
+pub const MAX_CREDIT: u32 = (1 << 31) - 1;
+
+/// Local configuration of a [`Connection`](crate::Connection).
+///
+/// Out-of-range values are clamped when the connection is built: the
+/// fragment size to 1 KiB..=16 MiB, the metadata size to at least 256 bytes,
+/// credit to 1..=2^31-1, the message size to at least 1 byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Largest message this side accepts after reassembly. Default 4 MiB.
+    /// A larger message ends its call with `RESOURCE_EXHAUSTED`.
+    pub max_message_size: u32,
+    /// Most calls the peer may have open toward this side. Default 1,024.
+    /// An OPEN beyond it ends that call with `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_streams: u32,
+    /// Messages the peer may send on a stream before waiting for more credit.
+    /// Default 16. Unread data per stream is at most this many messages.
+    pub initial_credit: u32,
+    /// Largest MESSAGE frame payload this side accepts; larger messages are
+    /// fragmented by the sender. Default 64 KiB.
+    pub max_fragment_size: u32,
+    /// Largest metadata block (request headers, response headers, or status
+    /// with trailers) this side accepts. Default 16 KiB.
+    pub max_metadata_size: u32,
+    /// Connection-wide bound on received bytes held for the application
+    /// (delivered but not yet consumed, plus partial messages). Default 64 MiB.
+    /// When exceeded, the call holding the most unread bytes ends with
+    /// `RESOURCE_EXHAUSTED`; the other calls are unaffected.
+    pub max_connection_buffer: usize,
+    /// Send a PING when nothing was received for this long. Default `None` (off).
+    pub keepalive_interval: Option<Duration>,
+    /// Close the connection (code 4000) when a PING gets no answer and
+    /// nothing else arrives within this time. Default 20 s.
+    pub keepalive_timeout: Duration,
+    /// Bound on queued control frames (PING answers, refusals) the peer makes
+    /// us write without reading them. Default 4,096. Exceeding it closes the
+    /// connection with code 1008.
+    pub max_pending_control: usize,
+    /// Legacy server: send the text message `CLOSE` before the normal close
+    /// at the end of a call (the seed README's variant). Default `false`.
+    pub legacy_close_text: bool,
+    /// Legacy: responses queued but not yet written before `send` reports
+    /// [`UserError::Blocked`](crate::UserError::Blocked). Default 16.
+    pub legacy_send_queue: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            initial_credit: DEFAULT_INITIAL_CREDIT,
+            max_fragment_size: DEFAULT_MAX_FRAGMENT_SIZE,
+            max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
+            max_connection_buffer: 64 * 1024 * 1024,
+            keepalive_interval: None,
+            keepalive_timeout: Duration::from_secs(20),
+            max_pending_control: 4096,
+            legacy_close_text: false,
+            legacy_send_queue: 16,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn clamped(mut self) -> Self {
+        self.max_message_size = self.max_message_size.max(1);
+        self.initial_credit = self.initial_credit.clamp(1, MAX_CREDIT);
+        self.max_fragment_size = self
+            .max_fragment_size
+            .clamp(MIN_FRAGMENT_SIZE, 16 * 1024 * 1024);
+        self.max_metadata_size = self.max_metadata_size.clamp(MIN_METADATA_SIZE, 1 << 20);
+        self.legacy_send_queue = self.legacy_send_queue.max(1);
+        self.max_pending_control = self.max_pending_control.max(16);
+        self
+    }
+
+    /// The SETTINGS this side advertises.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            max_message_size: Some(self.max_message_size),
+            max_concurrent_streams: Some(self.max_concurrent_streams),
+            initial_credit: Some(self.initial_credit),
+            max_fragment_size: Some(self.max_fragment_size),
+            max_metadata_size: Some(self.max_metadata_size),
+        }
+    }
+
+    /// Largest WebSocket message a peer respecting these limits can send in
+    /// v1 mode (for the WebSocket layer's own limit). Legacy requests may be
+    /// up to `max_message_size` plus the method name.
+    pub fn max_websocket_message(&self) -> usize {
+        let c = self.clone().clamped();
+        let frame = crate::frame::HEADER_LEN
+            + (c.max_fragment_size as usize)
+                .max(c.max_metadata_size as usize + crate::frame::MAX_METHOD_LEN + 16);
+        frame.max(c.max_message_size as usize + crate::frame::MAX_METHOD_LEN + 4)
+    }
+}
+
+/// The limits the peer advertised (or the defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeerLimits {
+    pub(crate) max_message_size: u32,
+    pub(crate) max_concurrent_streams: u32,
+    pub(crate) initial_credit: u32,
+    pub(crate) max_fragment_size: u32,
+    pub(crate) max_metadata_size: u32,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            initial_credit: DEFAULT_INITIAL_CREDIT,
+            max_fragment_size: DEFAULT_MAX_FRAGMENT_SIZE,
+            max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
+        }
+    }
+}
+
+impl PeerLimits {
+    /// Applies received SETTINGS, rejecting values no conforming peer sends.
+    pub(crate) fn apply(&mut self, s: &Settings) -> Result<(), &'static str> {
+        if let Some(v) = s.max_message_size {
+            if v == 0 {
+                return Err("SETTINGS max_message_size of 0");
+            }
+            self.max_message_size = v;
+        }
+        if let Some(v) = s.max_concurrent_streams {
+            self.max_concurrent_streams = v;
+        }
+        if let Some(v) = s.initial_credit {
+            if v == 0 || v > MAX_CREDIT {
+                return Err("SETTINGS initial_credit outside 1..=2^31-1");
+            }
+            self.initial_credit = v;
+        }
+        if let Some(v) = s.max_fragment_size {
+            if v < MIN_FRAGMENT_SIZE {
+                return Err("SETTINGS max_fragment_size below 1024");
+            }
+            self.max_fragment_size = v;
+        }
+        if let Some(v) = s.max_metadata_size {
+            if v < MIN_METADATA_SIZE {
+                return Err("SETTINGS max_metadata_size below 256");
+            }
+            self.max_metadata_size = v;
+        }
+        Ok(())
+    }
+}

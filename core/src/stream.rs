@@ -1,0 +1,107 @@
+//! Per-call state kept by a [`Connection`](crate::Connection).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::call::CallKind;
+use crate::frame::Open;
+use crate::metadata::Metadata;
+use crate::status::Status;
+
+/// Something queued to send on a stream, in order.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Open(Box<Open>),
+    Headers(Metadata),
+    Message { data: Bytes, end: bool },
+    HalfClose,
+    Status(Box<(Status, Metadata)>),
+}
+
+/// One live call, seen from this side.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    /// This side opened the call (it is the caller).
+    pub(crate) local: bool,
+    pub(crate) kind: CallKind,
+    /// The call has ended for the application; only queued frames remain
+    /// (a responder's final messages and STATUS).
+    pub(crate) ended: bool,
+
+    // Sending half.
+    pub(crate) send_open: bool,
+    pub(crate) send_credit: u32,
+    pub(crate) sent: u32,
+    pub(crate) want_writable: bool,
+    pub(crate) headers_sent: bool,
+    pub(crate) outq: VecDeque<Out>,
+    pub(crate) frag_off: usize,
+    pub(crate) in_ready: bool,
+
+    // Receiving half.
+    pub(crate) recv_open: bool,
+    /// Messages the peer may still start (credit we granted, not yet used).
+    pub(crate) recv_credit: u32,
+    /// Credit we keep granted: consumed messages are granted back.
+    pub(crate) window: u32,
+    pub(crate) to_grant: u32,
+    pub(crate) received: u32,
+    pub(crate) headers_seen: bool,
+    pub(crate) partial: Option<BytesMut>,
+    /// Bytes delivered to the application and not yet consumed.
+    pub(crate) unread: usize,
+
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Stream {
+    pub(crate) fn new(local: bool, kind: CallKind, send_credit: u32, recv_window: u32) -> Self {
+        Self {
+            local,
+            kind,
+            ended: false,
+            send_open: true,
+            send_credit,
+            sent: 0,
+            want_writable: false,
+            headers_sent: false,
+            outq: VecDeque::new(),
+            frag_off: 0,
+            in_ready: false,
+            recv_open: true,
+            recv_credit: recv_window,
+            window: recv_window,
+            to_grant: 0,
+            received: 0,
+            headers_seen: false,
+            partial: None,
+            unread: 0,
+            deadline: None,
+        }
+    }
+
+    /// Bytes this stream holds in the connection's receive budget.
+    pub(crate) fn held(&self) -> usize {
+        self.unread + self.partial.as_ref().map_or(0, |p| p.len())
+    }
+
+    /// True when this side may send only one message on the call.
+    pub(crate) fn single_send(&self) -> bool {
+        if self.local {
+            self.kind.single_request()
+        } else {
+            self.kind.single_response()
+        }
+    }
+
+    /// True when the peer may send only one message on the call.
+    pub(crate) fn single_recv(&self) -> bool {
+        if self.local {
+            self.kind.single_response()
+        } else {
+            self.kind.single_request()
+        }
+    }
+}
