@@ -349,13 +349,16 @@ impl Connection {
                 normal && self.streams.values().all(|s| s.ended),
             )
         };
+        let already_reported = self.state == State::Closing;
         self.end_all(&status);
         self.state = State::Closed;
         self.control.clear();
         self.pending_close = None;
-        self.events.push_back(Event::Closed {
-            error: (!graceful).then_some(error),
-        });
+        if !already_reported {
+            self.events.push_back(Event::Closed {
+                error: (!graceful).then_some(error),
+            });
+        }
     }
 
     /// Processes expired deadlines and keepalive. Safe to call early.

@@ -1,0 +1,761 @@
+//! Transitions of the v1 connection state machine, one behaviour per test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use zrpc_core::frame::Open;
+use zrpc_core::*;
+
+#[test]
+fn unary_call_with_headers_trailers_and_metadata() {
+    let mut p = Pair::new();
+    let md = Metadata::new().with("x-user", "ada").unwrap();
+    let id = p
+        .client
+        .open_call(
+            p.now,
+            "people.People/CreatePerson",
+            CallKind::Unary,
+            CallOptions {
+                timeout: None,
+                metadata: md,
+            },
+        )
+        .unwrap();
+    assert_eq!(id, StreamId(1));
+    p.client.send(id, b("req")).unwrap();
+    assert_eq!(p.client.send(id, b("again")), Err(UserError::Cardinality));
+    p.client.close_send(id).unwrap();
+    p.run();
+
+    let calls = opened(&p.server_events);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].method.as_str(), "people.People/CreatePerson");
+    assert_eq!(calls[0].kind, CallKind::Unary);
+    assert_eq!(calls[0].metadata.get_str("x-user"), Some("ada"));
+    assert_eq!(calls[0].deadline, None);
+    assert_eq!(messages(&p.server_events, id), vec![b("req")]);
+    assert!(p.server_events.contains(&Event::RecvClosed { id }));
+
+    // OK without the response message is refused locally.
+    assert_eq!(
+        p.server.finish(id, Status::ok(), Metadata::new()),
+        Err(UserError::Cardinality)
+    );
+    p.server
+        .send_headers(id, Metadata::new().with("h", "1").unwrap())
+        .unwrap();
+    p.server.send(id, b("resp")).unwrap();
+    assert_eq!(
+        p.server.send_headers(id, Metadata::new()),
+        Err(UserError::HeadersAlreadySent)
+    );
+    p.server
+        .finish(id, Status::ok(), Metadata::new().with("t", "2").unwrap())
+        .unwrap();
+    p.run();
+
+    let ev = p.take_client();
+    assert!(
+        matches!(&ev[0], Event::Headers { metadata, .. } if metadata.get_str("h") == Some("1"))
+    );
+    assert_eq!(messages(&ev, id), vec![b("resp")]);
+    match ev.last().unwrap() {
+        Event::CallEnded {
+            status, trailers, ..
+        } => {
+            assert!(status.is_ok());
+            assert_eq!(trailers.get_str("t"), Some("2"));
+        }
+        other => panic!("expected CallEnded, got {other:?}"),
+    }
+    assert_eq!(ended(&p.server_events, id).len(), 1);
+    assert_eq!(p.client.live_calls(), 0);
+    assert_eq!(p.server.live_calls(), 0);
+}
+
+#[test]
+fn client_streaming_and_bidi_with_half_close() {
+    let mut p = Pair::new();
+    let cs = p.open("s/Import", CallKind::ClientStreaming);
+    let bi = p.open("s/Chat", CallKind::Bidi);
+    for i in 0..5u8 {
+        p.client.send(cs, Bytes::from(vec![i])).unwrap();
+        p.client.send(bi, Bytes::from(vec![i + 10])).unwrap();
+    }
+    p.client.close_send(cs).unwrap();
+    assert_eq!(p.client.close_send(cs), Err(UserError::SendClosed));
+    assert_eq!(p.client.send(cs, b("late")), Err(UserError::SendClosed));
+    p.run();
+    let got: Vec<u8> = messages(&p.server_events, cs)
+        .iter()
+        .map(|m| m[0])
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert!(p.server_events.contains(&Event::RecvClosed { id: cs }));
+    assert!(!p.server_events.contains(&Event::RecvClosed { id: bi }));
+
+    // Bidi: the server answers while the client still streams.
+    p.server.send(bi, b("pong")).unwrap();
+    p.server.send(bi, b("pong2")).unwrap();
+    p.server.send(cs, b("summary")).unwrap();
+    assert_eq!(p.server.send(cs, b("second")), Err(UserError::Cardinality));
+    p.server.finish(cs, Status::ok(), Metadata::new()).unwrap();
+    p.run();
+    assert_eq!(messages(&p.client_events, bi), vec![b("pong"), b("pong2")]);
+    assert_eq!(ended(&p.client_events, cs), vec![Status::ok()]);
+
+    p.client.close_send(bi).unwrap();
+    p.run();
+    assert!(p.server_events.contains(&Event::RecvClosed { id: bi }));
+    p.server
+        .finish(bi, Status::new(Code::Aborted, "bye"), Metadata::new())
+        .unwrap();
+    p.run();
+    assert_eq!(
+        ended(&p.client_events, bi),
+        vec![Status::new(Code::Aborted, "bye")]
+    );
+    assert_eq!((p.client.live_calls(), p.server.live_calls()), (0, 0));
+}
+
+#[test]
+fn credit_blocks_the_sender_until_the_reader_consumes() {
+    let cfg = Config {
+        initial_credit: 4,
+        ..Config::default()
+    };
+    let mut p = Pair::with(Config::default(), cfg);
+    let id = p.open("s/Upload", CallKind::ClientStreaming);
+    for _ in 0..4 {
+        p.client.send(id, b("x")).unwrap();
+    }
+    assert_eq!(p.client.send(id, b("x")), Err(UserError::Blocked));
+    p.run();
+    let got = messages(&p.take_server(), id);
+    assert_eq!(got.len(), 4);
+    // Nothing consumed yet: still blocked after the round trip.
+    assert_eq!(p.client.send(id, b("x")), Err(UserError::Blocked));
+    // Consuming half the window grants credit back in one CREDIT frame.
+    p.server.consume(id, 1);
+    p.run();
+    assert!(!p.client_events.contains(&Event::Writable { id }));
+    p.server.consume(id, 1);
+    p.run();
+    assert!(p.take_client().contains(&Event::Writable { id }));
+    p.client.send(id, b("x")).unwrap();
+    p.client.send(id, b("x")).unwrap();
+    assert_eq!(p.client.send(id, b("x")), Err(UserError::Blocked));
+}
+
+#[test]
+fn a_peer_exceeding_credit_is_a_connection_error() {
+    let now = Instant::now();
+    let mut server = Connection::new(
+        Side::Server,
+        Mode::V1,
+        Config {
+            initial_credit: 1,
+            ..Config::default()
+        },
+        now,
+    );
+    let open = Frame::Open(Box::new(Open {
+        stream: StreamId(1),
+        kind: CallKind::Bidi,
+        timeout_ms: 0,
+        initial_credit: 8,
+        method: Method::new("m").unwrap(),
+        metadata: Metadata::new(),
+    }));
+    let msg = Frame::Message {
+        stream: StreamId(1),
+        end_stream: false,
+        more: false,
+        payload: b("x"),
+    };
+    server
+        .handle_message(now, Incoming::Binary(open.to_bytes()))
+        .unwrap();
+    server
+        .handle_message(now, Incoming::Binary(msg.to_bytes()))
+        .unwrap();
+    let err = server
+        .handle_message(now, Incoming::Binary(msg.to_bytes()))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ConnectionError::Protocol("message beyond the granted credit")
+    );
+    assert_eq!(err.close_code(), 1002);
+    let mut last = None;
+    while let Some(t) = server.poll_transmit() {
+        last = Some(t);
+    }
+    assert!(matches!(last, Some(Transmit::Close { code: 1002, .. })));
+    assert!(server.is_closed());
+}
+
+#[test]
+fn large_messages_are_fragmented_and_interleave_with_small_ones() {
+    let mut p = Pair::new();
+    let big = p.open("s/Big", CallKind::ClientStreaming);
+    let small = p.open("s/Small", CallKind::Bidi);
+    let payload: Bytes = (0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
+    p.client.send(big, payload.clone()).unwrap();
+    p.client.send(small, b("tiny")).unwrap();
+
+    // Deliver by hand to observe the order of frames on the wire.
+    let mut order = vec![];
+    while let Some(Transmit::Binary(f)) = p.client.poll_transmit() {
+        if let Ok(Frame::Message {
+            stream,
+            more,
+            payload,
+            ..
+        }) = Frame::decode(f.clone())
+        {
+            assert!(payload.len() <= DEFAULT_MAX_FRAGMENT_SIZE as usize);
+            order.push((stream, more));
+        }
+        p.server.handle_message(p.now, Incoming::Binary(f)).unwrap();
+    }
+    // 300,000 bytes in 64 KiB fragments: 5 frames; the small message goes second.
+    assert_eq!(order.len(), 6);
+    assert_eq!(order[1], (small, false));
+    assert_eq!(order.iter().filter(|(s, _)| *s == big).count(), 5);
+    p.collect();
+    assert_eq!(messages(&p.server_events, big), vec![payload]);
+    assert_eq!(messages(&p.server_events, small), vec![b("tiny")]);
+}
+
+#[test]
+fn oversized_message_ends_only_its_call() {
+    let server_cfg = Config {
+        max_message_size: 100_000,
+        ..Config::default()
+    };
+    let mut p = Pair::with(Config::default(), server_cfg);
+    let a = p.open("s/A", CallKind::Bidi);
+    let b2 = p.open("s/B", CallKind::Bidi);
+    // The client knows the limit from SETTINGS and refuses locally...
+    assert_eq!(
+        p.client.send(a, Bytes::from(vec![0u8; 100_001])),
+        Err(UserError::MessageTooLarge {
+            len: 100_001,
+            limit: 100_000
+        })
+    );
+    // ...and a peer that ignores it gets RESOURCE_EXHAUSTED on that call only.
+    let mut raw = Connection::new(Side::Client, Mode::V1, Config::default(), p.now);
+    let mut server = Connection::new(
+        Side::Server,
+        Mode::V1,
+        Config {
+            max_message_size: 100_000,
+            ..Config::default()
+        },
+        p.now,
+    );
+    let sid = raw
+        .open_call(p.now, "s/A", CallKind::Bidi, CallOptions::default())
+        .unwrap();
+    let other = raw
+        .open_call(p.now, "s/B", CallKind::Bidi, CallOptions::default())
+        .unwrap();
+    raw.send(sid, Bytes::from(vec![0u8; 150_000])).unwrap();
+    raw.send(other, b("fine")).unwrap();
+    let mut closes = vec![];
+    deliver(&mut raw, &mut server, p.now, &mut closes);
+    let mut ev = vec![];
+    while let Some(e) = server.poll_event() {
+        ev.push(e);
+    }
+    let st = ended(&ev, sid);
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].code(), Code::ResourceExhausted);
+    assert_eq!(messages(&ev, other), vec![b("fine")]);
+    assert!(server.has_call(other));
+    assert!(!server.has_call(sid));
+    assert_eq!(server.buffered_bytes(), 4);
+    deliver(&mut server, &mut raw, p.now, &mut closes);
+    let mut cev = vec![];
+    while let Some(e) = raw.poll_event() {
+        cev.push(e);
+    }
+    assert_eq!(ended(&cev, sid)[0].code(), Code::ResourceExhausted);
+    let _ = b2;
+}
+
+#[test]
+fn caller_cancel_reaches_the_responder_and_frees_state() {
+    let mut p = Pair::new();
+    let id = p.open("s/Watch", CallKind::ServerStreaming);
+    p.client.send(id, b("q")).unwrap();
+    p.run();
+    p.server.send(id, b("1")).unwrap();
+    p.client.cancel(id).unwrap();
+    p.run();
+    assert_eq!(
+        ended(&p.client_events, id),
+        vec![Status::new(Code::Cancelled, "cancelled by the caller")]
+    );
+    let st = ended(&p.server_events, id);
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].code(), Code::Cancelled);
+    assert_eq!((p.client.live_calls(), p.server.live_calls()), (0, 0));
+    assert_eq!(p.server.send(id, b("2")), Err(UserError::UnknownCall));
+    assert_eq!(p.client.cancel(id), Err(UserError::UnknownCall));
+}
+
+#[test]
+fn responder_cancel_ends_the_call_with_cancelled() {
+    let mut p = Pair::new();
+    let id = p.open("s/Chat", CallKind::Bidi);
+    p.run();
+    p.server.cancel(id).unwrap();
+    p.run();
+    assert_eq!(ended(&p.client_events, id)[0].code(), Code::Cancelled);
+    assert_eq!(ended(&p.server_events, id)[0].code(), Code::Cancelled);
+    assert_eq!((p.client.live_calls(), p.server.live_calls()), (0, 0));
+}
+
+#[test]
+fn deadline_expiry_ends_the_call_on_both_sides() {
+    let mut p = Pair::new();
+    let id = p
+        .client
+        .open_call(
+            p.now,
+            "s/Slow",
+            CallKind::Unary,
+            CallOptions {
+                timeout: Some(Duration::from_millis(250)),
+                metadata: Metadata::new(),
+            },
+        )
+        .unwrap();
+    p.client.send(id, b("x")).unwrap();
+    p.client.close_send(id).unwrap();
+    p.run();
+    let call = &opened(&p.server_events)[0];
+    assert_eq!(call.deadline, Some(p.now + Duration::from_millis(250)));
+    assert_eq!(
+        p.client.poll_timeout(),
+        Some(p.now + Duration::from_millis(250))
+    );
+    p.advance(Duration::from_millis(249));
+    assert!(ended(&p.client_events, id).is_empty());
+    // Only the server's clock passes the deadline: it ends the call and tells the client.
+    p.now += Duration::from_millis(1);
+    p.server.handle_timeout(p.now);
+    p.run();
+    assert_eq!(
+        ended(&p.server_events, id)[0].code(),
+        Code::DeadlineExceeded
+    );
+    assert_eq!(
+        ended(&p.client_events, id)[0].code(),
+        Code::DeadlineExceeded
+    );
+    // The client's own timer fires later and finds nothing to do: exactly one end.
+    p.advance(Duration::from_millis(10));
+    assert_eq!(ended(&p.client_events, id).len(), 1);
+    assert_eq!((p.client.live_calls(), p.server.live_calls()), (0, 0));
+    assert_eq!(p.client.poll_timeout(), None);
+}
+
+#[test]
+fn caller_deadline_resets_the_responder() {
+    let mut p = Pair::new();
+    let id = p
+        .client
+        .open_call(
+            p.now,
+            "s/Slow",
+            CallKind::Bidi,
+            CallOptions {
+                timeout: Some(Duration::from_millis(5)),
+                metadata: Metadata::new(),
+            },
+        )
+        .unwrap();
+    p.run();
+    p.now += Duration::from_millis(5);
+    p.client.handle_timeout(p.now);
+    p.run();
+    assert_eq!(
+        ended(&p.client_events, id)[0].code(),
+        Code::DeadlineExceeded
+    );
+    assert_eq!(
+        ended(&p.server_events, id)[0].code(),
+        Code::DeadlineExceeded
+    );
+    assert_eq!(p.server.live_calls(), 0);
+}
+
+#[test]
+fn go_away_refuses_unprocessed_calls_and_drains_the_rest() {
+    let mut p = Pair::new();
+    let a = p.open("s/A", CallKind::Bidi);
+    p.run();
+    p.server.go_away();
+    // Opened before the GOAWAY arrives: above the last processed id.
+    let late = p.open("s/Late", CallKind::Bidi);
+    p.run();
+    assert!(
+        p.client_events
+            .contains(&Event::GoAway { last_stream_id: a })
+    );
+    let st = ended(&p.client_events, late);
+    assert_eq!(st[0].code(), Code::Unavailable);
+    assert!(st[0].message().contains("safe to retry"));
+    assert_eq!(opened(&p.server_events).len(), 1);
+    assert_eq!(
+        p.client
+            .open_call(p.now, "s/New", CallKind::Unary, CallOptions::default()),
+        Err(UserError::Draining)
+    );
+    // The in-flight call still completes, then both sides close normally.
+    p.server.send(a, b("last")).unwrap();
+    p.server.finish(a, Status::ok(), Metadata::new()).unwrap();
+    p.run();
+    assert_eq!(messages(&p.client_events, a), vec![b("last")]);
+    assert_eq!(ended(&p.client_events, a), vec![Status::ok()]);
+    assert_eq!(closed(&p.client_events), vec![None]);
+    assert_eq!(closed(&p.server_events), vec![None]);
+    assert!(
+        p.server_closes
+            .iter()
+            .chain(&p.client_closes)
+            .all(|(c, _)| *c == 1000)
+    );
+    assert!(p.client.is_closed() && p.server.is_closed());
+}
+
+#[test]
+fn concurrent_stream_limit_is_respected_and_signalled() {
+    let server_cfg = Config {
+        max_concurrent_streams: 2,
+        ..Config::default()
+    };
+    let mut p = Pair::with(Config::default(), server_cfg);
+    let a = p.open("s/A", CallKind::Bidi);
+    let _b = p.open("s/B", CallKind::Bidi);
+    assert_eq!(
+        p.client
+            .open_call(p.now, "s/C", CallKind::Bidi, CallOptions::default()),
+        Err(UserError::StreamLimit)
+    );
+    p.run();
+    p.client.cancel(a).unwrap();
+    p.run();
+    assert!(p.client_events.contains(&Event::CanOpen));
+    p.open("s/C", CallKind::Bidi);
+    p.run();
+    assert_eq!(opened(&p.server_events).len(), 3);
+    assert_eq!(p.server.live_calls(), 2);
+}
+
+#[test]
+fn a_peer_over_the_stream_limit_gets_resource_exhausted() {
+    let now = Instant::now();
+    let mut server = Connection::new(
+        Side::Server,
+        Mode::V1,
+        Config {
+            max_concurrent_streams: 1,
+            ..Config::default()
+        },
+        now,
+    );
+    // A client that never saw the server's SETTINGS opens two calls.
+    let mut client = Connection::client(now);
+    let a = client
+        .open_call(now, "m", CallKind::Bidi, CallOptions::default())
+        .unwrap();
+    let b2 = client
+        .open_call(now, "m", CallKind::Bidi, CallOptions::default())
+        .unwrap();
+    let mut closes = vec![];
+    deliver(&mut client, &mut server, now, &mut closes);
+    deliver(&mut server, &mut client, now, &mut closes);
+    let mut ev = vec![];
+    while let Some(e) = client.poll_event() {
+        ev.push(e);
+    }
+    assert!(ended(&ev, a).is_empty());
+    assert_eq!(ended(&ev, b2)[0].code(), Code::ResourceExhausted);
+    assert_eq!(server.live_calls(), 1);
+}
+
+#[test]
+fn server_initiated_calls_use_even_ids() {
+    let mut p = Pair::new();
+    let id = p
+        .server
+        .open_call(
+            p.now,
+            "client.Notify/Push",
+            CallKind::Unary,
+            CallOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(id, StreamId(2));
+    p.server.send(id, b("ping")).unwrap();
+    p.server.close_send(id).unwrap();
+    p.run();
+    let calls = opened(&p.client_events);
+    assert_eq!(calls[0].id, id);
+    p.client.send(id, b("pong")).unwrap();
+    p.client.finish(id, Status::ok(), Metadata::new()).unwrap();
+    p.run();
+    assert_eq!(messages(&p.server_events, id), vec![b("pong")]);
+    assert_eq!(ended(&p.server_events, id), vec![Status::ok()]);
+}
+
+#[test]
+fn transport_loss_fails_every_call_with_unavailable() {
+    let mut p = Pair::new();
+    let a = p.open("s/A", CallKind::Bidi);
+    let c = p.open("s/C", CallKind::ServerStreaming);
+    p.run();
+    p.client.handle_close(None, "");
+    p.collect();
+    for id in [a, c] {
+        assert_eq!(ended(&p.client_events, id)[0].code(), Code::Unavailable);
+    }
+    assert_eq!(
+        closed(&p.client_events),
+        vec![Some(ConnectionError::Closed {
+            code: None,
+            reason: String::new()
+        })]
+    );
+    assert_eq!(p.client.live_calls(), 0);
+    assert!(p.client.poll_transmit().is_none());
+    assert_eq!(
+        p.client
+            .open_call(p.now, "s/B", CallKind::Unary, CallOptions::default()),
+        Err(UserError::ConnectionClosed)
+    );
+}
+
+fn feed_raw(bytes: &[u8]) -> (ConnectionError, u16) {
+    let now = Instant::now();
+    let mut s = Connection::server(now);
+    let err = s
+        .handle_message(now, Incoming::Binary(Bytes::copy_from_slice(bytes)))
+        .unwrap_err();
+    let mut close = None;
+    while let Some(t) = s.poll_transmit() {
+        if let Transmit::Close { code, .. } = t {
+            close = Some(code);
+        }
+    }
+    (err, close.expect("a close"))
+}
+
+#[test]
+fn bad_input_gets_the_documented_close_codes() {
+    assert_eq!(
+        feed_raw(b"\x01"),
+        (ConnectionError::Malformed(FrameError::Empty), 1002)
+    );
+    assert_eq!(
+        feed_raw(b"\x42\x00\x00\x00\x00\x01"),
+        (
+            ConnectionError::Malformed(FrameError::UnknownType(0x42)),
+            1002
+        )
+    );
+    let (e, c) = feed_raw(b"\x03\x00\x00\x00\x00\x07abc");
+    assert_eq!(
+        (e, c),
+        (
+            ConnectionError::Protocol("frame for a stream that was never opened"),
+            1002
+        )
+    );
+    let (e, c) = feed_raw(
+        &Frame::Credit {
+            stream: StreamId(2),
+            credit: 1,
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        (e, c),
+        (
+            ConnectionError::Protocol("frame for a stream that was never opened"),
+            1002
+        )
+    );
+
+    let now = Instant::now();
+    let mut s = Connection::server(now);
+    assert_eq!(
+        s.handle_message(now, Incoming::Text(b("hello"))),
+        Err(ConnectionError::TextMessage)
+    );
+    let mut s = Connection::server(now);
+    let huge = vec![3u8; s.config().max_websocket_message() + 1];
+    assert!(matches!(
+        s.handle_message(now, Incoming::Binary(huge.into())),
+        Err(ConnectionError::TooLarge { .. })
+    ));
+    // SETTINGS is only allowed first.
+    let mut s = Connection::server(now);
+    let ping = Frame::Ping {
+        ack: false,
+        data: [0; 8],
+    }
+    .to_bytes();
+    s.handle_message(now, Incoming::Binary(ping)).unwrap();
+    assert_eq!(
+        s.handle_message(
+            now,
+            Incoming::Binary(Frame::Settings(Settings::default()).to_bytes())
+        ),
+        Err(ConnectionError::Protocol("SETTINGS after the first frame"))
+    );
+}
+
+#[test]
+fn a_connection_error_fails_calls_and_sends_goaway_then_close() {
+    let mut p = Pair::new();
+    let id = p.open("s/A", CallKind::Bidi);
+    p.run();
+    let _ = p.server.handle_message(
+        p.now,
+        Incoming::Binary(Bytes::from_static(b"\x99\x00\x00\x00\x00\x01")),
+    );
+    p.run();
+    assert_eq!(ended(&p.server_events, id)[0].code(), Code::Unavailable);
+    let st = ended(&p.client_events, id);
+    assert_eq!(st[0].code(), Code::Unavailable);
+    assert!(st[0].message().contains("1002"), "{}", st[0]);
+    assert!(matches!(
+        closed(&p.client_events)[0],
+        Some(ConnectionError::PeerError { code: 1002, .. })
+    ));
+    assert_eq!(p.server_closes[0].0, 1002);
+}
+
+#[test]
+fn keepalive_pings_and_times_out() {
+    let cfg = Config {
+        keepalive_interval: Some(Duration::from_secs(10)),
+        keepalive_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let mut p = Pair::with(cfg.clone(), Config::default());
+    assert_eq!(
+        p.client.poll_timeout(),
+        Some(p.now + Duration::from_secs(10))
+    );
+    // An answered ping keeps the connection.
+    p.advance(Duration::from_secs(10));
+    p.advance(Duration::from_secs(6));
+    assert!(closed(&p.client_events).is_empty());
+    // An unanswered one closes it with 4000.
+    let now = p.now;
+    let mut lonely = Connection::new(Side::Client, Mode::V1, cfg, now);
+    while lonely.poll_transmit().is_some() {}
+    lonely.handle_timeout(now + Duration::from_secs(10));
+    let ping = lonely.poll_transmit().unwrap();
+    assert!(
+        matches!(&ping, Transmit::Binary(f) if matches!(Frame::decode(f.clone()), Ok(Frame::Ping { ack: false, .. })))
+    );
+    lonely.handle_timeout(now + Duration::from_secs(15));
+    let mut ev = vec![];
+    while let Some(e) = lonely.poll_event() {
+        ev.push(e);
+    }
+    assert_eq!(closed(&ev), vec![Some(ConnectionError::KeepaliveTimeout)]);
+    let mut codes = vec![];
+    while let Some(t) = lonely.poll_transmit() {
+        if let Transmit::Close { code, .. } = t {
+            codes.push(code);
+        }
+    }
+    assert_eq!(codes, vec![4000]);
+}
+
+#[test]
+fn the_connection_buffer_bound_sheds_the_slowest_call() {
+    let server_cfg = Config {
+        max_connection_buffer: 200_000,
+        initial_credit: 64,
+        ..Config::default()
+    };
+    let mut p = Pair::with(Config::default(), server_cfg);
+    let slow = p.open("s/Slow", CallKind::ClientStreaming);
+    let fast = p.open("s/Fast", CallKind::ClientStreaming);
+    for _ in 0..3 {
+        p.client.send(slow, Bytes::from(vec![1u8; 65_000])).unwrap();
+    }
+    p.run();
+    let mut fast_seen = 0;
+    for _ in 0..5 {
+        // Two in flight at once push the connection over its bound.
+        p.client.send(fast, Bytes::from(vec![2u8; 10_000])).unwrap();
+        p.client.send(fast, Bytes::from(vec![2u8; 10_000])).unwrap();
+        p.run();
+        // The fast reader consumes every message it gets.
+        for m in messages(&p.take_server(), fast) {
+            p.server.consume(fast, m.len());
+            fast_seen += 1;
+        }
+    }
+    assert_eq!(fast_seen, 10);
+    let st = ended(&p.client_events, slow);
+    assert_eq!(st[0].code(), Code::ResourceExhausted);
+    assert!(p.server.buffered_bytes() <= 200_000);
+    assert!(p.server.has_call(fast));
+}
+
+#[test]
+fn peer_settings_shape_what_we_send() {
+    let server_cfg = Config {
+        max_fragment_size: 1024,
+        ..Config::default()
+    };
+    let mut p = Pair::with(Config::default(), server_cfg);
+    let id = p.open("s/Up", CallKind::ClientStreaming);
+    p.client.send(id, Bytes::from(vec![9u8; 4096])).unwrap();
+    let mut frames = 0;
+    while let Some(Transmit::Binary(f)) = p.client.poll_transmit() {
+        assert!(f.len() <= 1024 + 6);
+        frames += 1;
+        p.server.handle_message(p.now, Incoming::Binary(f)).unwrap();
+    }
+    assert_eq!(frames, 1 + 4); // OPEN + 4 fragments
+    p.collect();
+    assert_eq!(
+        messages(&p.server_events, id),
+        vec![Bytes::from(vec![9u8; 4096])]
+    );
+}
+
+#[test]
+fn local_close_ends_calls_and_closes_with_the_given_code() {
+    let mut p = Pair::new();
+    let id = p.open("s/A", CallKind::Bidi);
+    p.run();
+    p.server.close(1001, "shutting down");
+    p.run();
+    assert_eq!(ended(&p.server_events, id)[0].code(), Code::Unavailable);
+    assert_eq!(ended(&p.client_events, id)[0].code(), Code::Unavailable);
+    assert_eq!(
+        p.server_closes,
+        vec![(
+            1001,
+            "connection closed locally (1001) shutting down".to_string()
+        )]
+    );
+}
