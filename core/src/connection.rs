@@ -777,7 +777,10 @@ impl Connection {
         let item = s.outq.pop_front()?;
         let mut finished = false;
         let t = match item {
-            Out::Open(o) => Some(Frame::Open(o)),
+            Out::Open(o) => {
+                s.on_wire = true;
+                Some(Frame::Open(o))
+            }
             Out::Headers(metadata) => Some(Frame::Headers {
                 stream: id,
                 metadata,
@@ -902,10 +905,10 @@ impl Connection {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
-        let notify = if s.local {
-            Notify::Reset(status.code())
-        } else {
-            Notify::Status
+        let notify = match (s.local, s.on_wire) {
+            (true, true) => Notify::Reset(status.code()),
+            (true, false) => Notify::Nothing,
+            (false, _) => Notify::Status,
         };
         self.end_call(id, status, Metadata::new(), notify);
     }
@@ -943,7 +946,10 @@ impl Connection {
     }
 
     fn maybe_drained(&mut self) {
-        if self.state == State::Open && self.is_draining() && self.streams.is_empty() {
+        // Only a side that sent GOAWAY closes when drained: it alone knows
+        // every call that is still coming (its own, and the peer's up to the
+        // announced id). The receiver waits for that close.
+        if self.state == State::Open && self.goaway_sent.is_some() && self.streams.is_empty() {
             self.state = State::Closing;
             if self.pending_close.is_none() {
                 self.pending_close = Some((1000, "drained".into()));

@@ -29,6 +29,9 @@ pub(crate) struct Stream {
     /// The call has ended for the application; only queued frames remain
     /// (a responder's final messages and STATUS).
     pub(crate) ended: bool,
+    /// The peer knows the call: its OPEN was written (always true for calls
+    /// the peer opened). A call that never reached the wire ends silently.
+    pub(crate) on_wire: bool,
 
     // Sending half.
     pub(crate) send_open: bool,
@@ -62,6 +65,7 @@ impl Stream {
             local,
             kind,
             ended: false,
+            on_wire: !local,
             send_open: true,
             send_credit,
             sent: 0,
