@@ -1286,18 +1286,25 @@ impl Connection {
             s.unread += data.len();
             self.events.push_back(Event::Message { id, data });
         }
-        if self.buffered > self.config.max_connection_buffer {
-            self.shed_largest();
-        }
+        self.enforce_connection_buffer();
         if end {
             return self.on_half_close(id);
         }
         Ok(())
     }
 
-    /// Ends the call holding the most received bytes: the connection-wide
-    /// buffer bound was exceeded, and that call's reader is the slow one.
-    fn shed_largest(&mut self) {
+    /// While the connection-wide bound is exceeded, ends the call holding the
+    /// most received bytes (its reader is the slow one). Bounded: every round
+    /// removes a call.
+    fn enforce_connection_buffer(&mut self) {
+        while self.buffered > self.config.max_connection_buffer {
+            if !self.shed_largest() {
+                break;
+            }
+        }
+    }
+
+    fn shed_largest(&mut self) -> bool {
         let victim = self
             .streams
             .iter()
@@ -1310,7 +1317,9 @@ impl Connection {
                 self.config.max_connection_buffer
             );
             self.stream_error(id, Status::new(Code::ResourceExhausted, msg));
+            return true;
         }
+        false
     }
 
     fn on_half_close(&mut self, id: StreamId) -> Result<(), ConnectionError> {
@@ -1419,9 +1428,7 @@ impl Connection {
                 s.unread += data.len();
                 self.buffered += data.len();
                 self.events.push_back(Event::Message { id, data });
-                if self.buffered > self.config.max_connection_buffer {
-                    self.shed_largest();
-                }
+                self.enforce_connection_buffer();
                 Ok(())
             }
         }

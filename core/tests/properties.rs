@@ -178,7 +178,7 @@ proptest! {
             let _ = c.handle_message(t, msg);
             t += Duration::from_millis(steps.get(i).copied().unwrap_or(0));
             c.handle_timeout(t);
-            prop_assert!(c.buffered_bytes() <= 4096 + 200, "buffered {}", c.buffered_bytes());
+            prop_assert!(c.buffered_bytes() <= 4096, "buffered {}", c.buffered_bytes());
             let mut n = 0;
             while let Some(ev) = c.poll_event() {
                 if let Event::Message { id, data } = ev { c.consume(id, data.len()); }

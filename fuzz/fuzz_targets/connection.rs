@@ -1,0 +1,158 @@
+//! Arbitrary sequences of received messages (structured frames and raw
+//! bytes) and local actions into one connection, either side, v1 or legacy.
+//! Nothing may panic, and the bytes held for the application never exceed the
+//! configured connection bound.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use arbitrary::Arbitrary;
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use zrpc_core::frame::Open;
+use zrpc_core::*;
+
+#[derive(Arbitrary, Debug)]
+enum Wire {
+    Open { stream: u8, kind: CallKind, timeout_ms: u16, credit: u8, metadata: Metadata },
+    Headers { stream: u8, metadata: Metadata },
+    Message { stream: u8, end: bool, more: bool, len: u16 },
+    HalfClose { stream: u8 },
+    Status { stream: u8, status: Status, trailers: Metadata },
+    Reset { stream: u8, code: Code },
+    Credit { stream: u8, credit: u32 },
+    Ping { ack: bool },
+    GoAway { last: u8, code: u16 },
+    Settings(Settings),
+    Raw(Vec<u8>),
+    Text(Vec<u8>),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Recv(Wire),
+    Open { kind: CallKind, timeout_ms: Option<u16>, metadata: Metadata },
+    Send { call: u8, len: u16 },
+    CloseSend { call: u8 },
+    Headers { call: u8, metadata: Metadata },
+    Finish { call: u8, status: Status, trailers: Metadata },
+    Cancel { call: u8 },
+    Consume { call: u8, len: u16 },
+    Advance { ms: u16 },
+    GoAway,
+    Close { code: u16 },
+    PeerClose { code: Option<u16> },
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    server: bool,
+    legacy: bool,
+    ops: Vec<Op>,
+}
+
+const BOUND: usize = 64 * 1024;
+
+fn encode(w: Wire) -> Incoming {
+    let sid = |s: u8| StreamId(s as u32);
+    let f = match w {
+        Wire::Raw(b) => return Incoming::Binary(b.into()),
+        Wire::Text(b) => return Incoming::Text(b.into()),
+        Wire::Open { stream, kind, timeout_ms, credit, metadata } => Frame::Open(Box::new(Open {
+            stream: sid(stream),
+            kind,
+            timeout_ms: timeout_ms as u32,
+            initial_credit: credit as u32,
+            method: Method::new("fuzz.Svc/Call").unwrap(),
+            metadata,
+        })),
+        Wire::Headers { stream, metadata } => Frame::Headers { stream: sid(stream), metadata },
+        Wire::Message { stream, end, more, len } => Frame::Message {
+            stream: sid(stream),
+            end_stream: end,
+            more: more && !end,
+            payload: Bytes::from(vec![0x5a; len as usize]),
+        },
+        Wire::HalfClose { stream } => Frame::HalfClose { stream: sid(stream) },
+        Wire::Status { stream, status, trailers } => Frame::Status { stream: sid(stream), status, trailers },
+        Wire::Reset { stream, code } => Frame::Reset { stream: sid(stream), code },
+        Wire::Credit { stream, credit } => Frame::Credit { stream: sid(stream), credit },
+        Wire::Ping { ack } => Frame::Ping { ack, data: [1; 8] },
+        Wire::GoAway { last, code } => Frame::GoAway { last_stream_id: sid(last), code, reason: "fuzz".into() },
+        Wire::Settings(s) => Frame::Settings(s),
+    };
+    Incoming::Binary(f.to_bytes())
+}
+
+fuzz_target!(|input: Input| {
+    let start = Instant::now();
+    let mut now = start;
+    let side = if input.server { Side::Server } else { Side::Client };
+    let mode = if input.legacy { Mode::Legacy } else { Mode::V1 };
+    let cfg = Config {
+        max_connection_buffer: BOUND,
+        max_fragment_size: 1024,
+        max_message_size: 32 * 1024,
+        keepalive_interval: Some(Duration::from_millis(500)),
+        keepalive_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let mut c = Connection::new(side, mode, cfg, now);
+    let mut calls: Vec<StreamId> = Vec::new();
+    let pick = |calls: &Vec<StreamId>, i: u8| calls.get(i as usize % calls.len().max(1)).copied().unwrap_or(StreamId(1));
+    for op in input.ops {
+        match op {
+            Op::Recv(w) => {
+                let _ = c.handle_message(now, encode(w));
+            }
+            Op::Open { kind, timeout_ms, metadata } => {
+                let opts = CallOptions { timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)), metadata };
+                if let Ok(id) = c.open_call(now, "fuzz.Svc/Call", kind, opts) {
+                    calls.push(id);
+                }
+            }
+            Op::Send { call, len } => {
+                let _ = c.send(pick(&calls, call), Bytes::from(vec![1; len as usize]));
+            }
+            Op::CloseSend { call } => {
+                let _ = c.close_send(pick(&calls, call));
+            }
+            Op::Headers { call, metadata } => {
+                let _ = c.send_headers(pick(&calls, call), metadata);
+            }
+            Op::Finish { call, status, trailers } => {
+                let _ = c.finish(pick(&calls, call), status, trailers);
+            }
+            Op::Cancel { call } => {
+                let _ = c.cancel(pick(&calls, call));
+            }
+            Op::Consume { call, len } => c.consume(pick(&calls, call), len as usize),
+            Op::Advance { ms } => {
+                now += Duration::from_millis(ms as u64);
+                c.handle_timeout(now);
+            }
+            Op::GoAway => c.go_away(),
+            Op::Close { code } => c.close(code, "fuzz"),
+            Op::PeerClose { code } => c.handle_close(code, "fuzz"),
+        }
+        assert!(c.buffered_bytes() <= BOUND, "buffered {} over the bound", c.buffered_bytes());
+        if let Some(t) = c.poll_timeout() {
+            assert!(t >= start);
+        }
+        let mut n = 0;
+        while let Some(ev) = c.poll_event() {
+            if let Event::CallOpened(call) = ev {
+                calls.push(call.id);
+            }
+            n += 1;
+            assert!(n < 100_000);
+        }
+        while c.poll_transmit().is_some() {
+            n += 1;
+            assert!(n < 100_000);
+        }
+    }
+    c.handle_close(None, "end");
+    assert_eq!(c.live_calls(), 0);
+    assert_eq!(c.buffered_bytes(), 0);
+});
