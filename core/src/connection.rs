@@ -24,7 +24,7 @@ use crate::legacy;
 use crate::limits::{Config, MAX_CREDIT, PeerLimits};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
-use crate::stream::{Out, Stream};
+use crate::stream::{Out, Role, Stream};
 
 /// The wire format spoken on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +179,8 @@ enum Notify {
 
 /// Size of the output arena chunks (frames are carved out of it).
 const OUT_CHUNK: usize = 16 * 1024;
+/// Send queues of ended calls kept for reuse.
+const SPARE_QUEUES: usize = 64;
 
 /// One zrpc connection, either side, v1 or legacy. See the module docs for
 /// the order of calls.
@@ -209,6 +211,8 @@ pub struct Connection {
     ping_seq: u64,
     legacy_method: Option<Method>,
     out: BytesMut,
+    spare_queues: Vec<VecDeque<Out>>,
+    max_ws_message: usize,
 }
 
 impl Connection {
@@ -216,6 +220,7 @@ impl Connection {
     /// is queued as the first frame to write.
     pub fn new(side: Side, mode: Mode, config: Config, now: Instant) -> Self {
         let config = config.clamped();
+        let max_ws_message = config.max_websocket_message();
         let mut control = VecDeque::new();
         if mode == Mode::V1 {
             control.push_back(Frame::Settings(config.settings()));
@@ -246,6 +251,8 @@ impl Connection {
             ping_seq: 0,
             legacy_method: None,
             out: BytesMut::new(),
+            spare_queues: Vec::new(),
+            max_ws_message,
         }
     }
 
@@ -466,7 +473,9 @@ impl Connection {
         if self.is_draining() {
             return Err(UserError::Draining);
         }
-        let method = Method::new(method).map_err(|_| UserError::InvalidMethod)?;
+        if method.is_empty() || method.len() > MAX_METHOD_LEN {
+            return Err(UserError::InvalidMethod);
+        }
         if self.mode == Mode::Legacy {
             if self.side != Side::Client || self.legacy_method.is_some() {
                 return Err(UserError::LegacyOneCall);
@@ -499,25 +508,31 @@ impl Connection {
             self.config.initial_credit
         };
         let mut s = if self.mode == Mode::Legacy {
-            self.legacy_method = Some(method.clone());
-            Stream::new(true, CallKind::ServerStreaming, 1, MAX_CREDIT)
+            self.legacy_method = Some(Method::new(method).map_err(|_| UserError::InvalidMethod)?);
+            self.new_stream(true, CallKind::ServerStreaming, 1, MAX_CREDIT)
         } else {
-            Stream::new(true, kind, self.peer.initial_credit, recv_window)
+            let bytes = self.carve(frame::open_len(method.as_bytes(), &opts.metadata), |out| {
+                frame::encode_open(
+                    out,
+                    id,
+                    kind,
+                    timeout_ms,
+                    recv_window,
+                    method.as_bytes(),
+                    &opts.metadata,
+                )
+            });
+            let mut s = self.new_stream(true, kind, self.peer.initial_credit, recv_window);
+            s.outq.push_back(Out::Frame {
+                bytes,
+                role: Role::Open,
+            });
+            s
         };
         if let Some(t) = opts.timeout {
             let at = now + t;
             s.deadline = Some(at);
-            self.deadlines.push(Reverse((at, id)));
-        }
-        if self.mode == Mode::V1 {
-            s.outq.push_back(Out::Open(Box::new(Open {
-                stream: id,
-                kind,
-                timeout_ms,
-                initial_credit: recv_window,
-                method,
-                metadata: opts.metadata,
-            })));
+            self.push_deadline(at, id);
         }
         self.streams.insert(id, s);
         self.local_open += 1;
@@ -587,9 +602,19 @@ impl Connection {
             return Err(UserError::Cardinality);
         }
         s.send_open = false;
-        match s.outq.back_mut() {
-            Some(Out::Message { end, .. }) => *end = true,
-            _ => s.outq.push_back(Out::HalfClose),
+        if let Some(Out::Message { end, .. }) = s.outq.back_mut() {
+            *end = true;
+        } else {
+            let bytes = self.carve(HEADER_LEN, |out| {
+                frame::header(out, frame::kind::HALF_CLOSE, 0, id)
+            });
+            self.queue(
+                id,
+                Out::Frame {
+                    bytes,
+                    role: Role::Plain,
+                },
+            );
         }
         self.mark_ready(id);
         Ok(())
@@ -613,8 +638,17 @@ impl Connection {
         }
         s.headers_sent = true;
         if mode == Mode::V1 {
-            s.outq.push_back(Out::Headers(metadata));
-            self.mark_ready(id);
+            let bytes = self.carve(HEADER_LEN + len, |out| {
+                frame::header(out, frame::kind::HEADERS, 0, id);
+                metadata.encode(out);
+            });
+            self.queue(
+                id,
+                Out::Frame {
+                    bytes,
+                    role: Role::Plain,
+                },
+            );
         }
         Ok(())
     }
@@ -645,15 +679,22 @@ impl Connection {
         let held = s.held();
         s.unread = 0;
         s.partial = None;
-        s.outq
-            .push_back(Out::Status(Box::new((status.clone(), trailers.clone()))));
         self.buffered -= held;
+        let out = match self.mode {
+            Mode::V1 => Out::Frame {
+                bytes: self.carve(frame::status_len(&status, &trailers), |out| {
+                    frame::encode_status(out, id, &status, &trailers)
+                }),
+                role: Role::Last,
+            },
+            Mode::Legacy => Out::LegacyEnd(status.clone()),
+        };
+        self.queue(id, out);
         self.events.push_back(Event::CallEnded {
             id,
             status,
             trailers,
         });
-        self.mark_ready(id);
         Ok(())
     }
 
@@ -747,6 +788,29 @@ impl Connection {
         }
     }
 
+    /// Encodes `len` bytes with `f` into the output arena and cuts them off.
+    fn carve(&mut self, len: usize, f: impl FnOnce(&mut BytesMut)) -> Bytes {
+        if self.out.capacity() < len {
+            self.out.reserve(len.max(OUT_CHUNK));
+        }
+        f(&mut self.out);
+        self.out.split().freeze()
+    }
+
+    /// Appends to a live stream's queue and schedules it.
+    fn queue(&mut self, id: StreamId, out: Out) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.outq.push_back(out);
+        }
+        self.mark_ready(id);
+    }
+
+    /// A new stream, reusing the queue of an ended one when there is one.
+    fn new_stream(&mut self, local: bool, kind: CallKind, send_credit: u32, window: u32) -> Stream {
+        let outq = self.spare_queues.pop().unwrap_or_default();
+        Stream::new(local, kind, send_credit, window, outq)
+    }
+
     fn encode(&mut self, f: &Frame) -> Bytes {
         let len = f.encoded_len();
         if self.out.capacity() < len {
@@ -775,35 +839,21 @@ impl Connection {
         let s = self.streams.get_mut(&id)?;
         s.in_ready = false;
         let item = s.outq.pop_front()?;
-        let mut finished = false;
-        let t = match item {
-            Out::Open(o) => {
-                s.on_wire = true;
-                Some(Frame::Open(o))
-            }
-            Out::Headers(metadata) => Some(Frame::Headers {
-                stream: id,
-                metadata,
-            }),
-            Out::HalfClose => Some(Frame::HalfClose { stream: id }),
-            Out::Status(b) => {
-                finished = true;
-                let (status, trailers) = *b;
-                if legacy {
-                    self.pending_close = Some(legacy::close_for(&status));
-                    if status.is_ok() && self.config.legacy_close_text {
-                        s.outq.clear();
-                        self.remove_stream(id);
-                        return Some(Transmit::Text(Bytes::from_static(legacy::CLOSE_TEXT)));
-                    }
-                    None
-                } else {
-                    Some(Frame::Status {
-                        stream: id,
-                        status,
-                        trailers,
-                    })
+        let (bytes, finished) = match item {
+            Out::Frame { bytes, role } => {
+                if role == Role::Open {
+                    s.on_wire = true;
                 }
+                (bytes, role == Role::Last)
+            }
+            Out::LegacyEnd(status) => {
+                s.outq.clear();
+                self.pending_close = Some(legacy::close_for(&status));
+                self.remove_stream(id);
+                if status.is_ok() && self.config.legacy_close_text {
+                    return Some(Transmit::Text(Bytes::from_static(legacy::CLOSE_TEXT)));
+                }
+                return self.poll_transmit();
             }
             Out::Message { data, end } => {
                 if legacy {
@@ -811,9 +861,8 @@ impl Connection {
                     if std::mem::take(&mut s.want_writable) {
                         self.events.push_back(Event::Writable { id });
                     }
-                    let t = Transmit::Binary(data);
                     self.mark_ready(id);
-                    return Some(t);
+                    return Some(Transmit::Binary(data));
                 }
                 let rest = data.len() - s.frag_off;
                 let (lo, hi, flags) = if rest > max_frag {
@@ -834,9 +883,7 @@ impl Connection {
                 } else {
                     s.frag_off = 0;
                 }
-                let bytes = self.encode_message(id, flags, &data[lo..hi]);
-                self.mark_ready(id);
-                return Some(Transmit::Binary(bytes));
+                (self.encode_message(id, flags, &data[lo..hi]), false)
             }
         };
         if finished {
@@ -844,16 +891,17 @@ impl Connection {
         } else {
             self.mark_ready(id);
         }
-        match t {
-            Some(f) => Some(Transmit::Binary(self.encode(&f))),
-            None => self.poll_transmit(),
-        }
+        Some(Transmit::Binary(bytes))
     }
 
     /// Forgets a stream whose end was already reported.
     fn remove_stream(&mut self, id: StreamId) {
-        if let Some(s) = self.streams.remove(&id) {
+        if let Some(mut s) = self.streams.remove(&id) {
             self.buffered -= s.held();
+            if s.outq.capacity() > 0 && self.spare_queues.len() < SPARE_QUEUES {
+                s.outq.clear();
+                self.spare_queues.push(std::mem::take(&mut s.outq));
+            }
             if s.local {
                 self.local_open -= 1;
                 if std::mem::take(&mut self.want_can_open) {
@@ -982,7 +1030,7 @@ impl Connection {
             Incoming::Binary(b) => b,
             Incoming::Text(_) => return Err(ConnectionError::TextMessage),
         };
-        let limit = self.config.max_websocket_message();
+        let limit = self.max_ws_message;
         if buf.len() > limit {
             return Err(ConnectionError::TooLarge {
                 what: "frame",
@@ -990,8 +1038,17 @@ impl Connection {
                 limit,
             });
         }
-        let frame = Frame::decode(buf).map_err(ConnectionError::Malformed)?;
         let first = !std::mem::replace(&mut self.got_first_frame, true);
+        if buf.first() == Some(&frame::kind::MESSAGE) {
+            // The hot path: no Frame value is built.
+            let (id, end, more, payload) =
+                frame::decode_message(buf).map_err(ConnectionError::Malformed)?;
+            if self.check_live(id, false)? {
+                self.on_message(id, end, more, payload)?;
+            }
+            return Ok(());
+        }
+        let frame = Frame::decode(buf).map_err(ConnectionError::Malformed)?;
         match frame {
             Frame::Settings(s) if first => self.peer.apply(&s).map_err(ConnectionError::Protocol),
             Frame::Settings(_) => Err(ConnectionError::Protocol("SETTINGS after the first frame")),
@@ -1008,7 +1065,7 @@ impl Connection {
                 code,
                 reason,
             } => self.on_goaway(last_stream_id, code, reason),
-            Frame::Open(o) => self.on_open(now, *o),
+            Frame::Open(o) => self.on_open(now, o),
             other => self.on_stream_frame(other),
         }
     }
@@ -1099,7 +1156,7 @@ impl Connection {
             }
             return Ok(());
         }
-        let mut s = Stream::new(false, o.kind, o.initial_credit, self.config.initial_credit);
+        let mut s = self.new_stream(false, o.kind, o.initial_credit, self.config.initial_credit);
         let deadline = (o.timeout_ms > 0).then(|| now + Duration::from_millis(o.timeout_ms as u64));
         if let Some(at) = deadline {
             s.deadline = Some(at);
@@ -1128,27 +1185,42 @@ impl Connection {
         self.deadlines.push(Reverse((at, id)));
     }
 
+    /// Whether a frame for `id` concerns a live call. A stream that was
+    /// never opened is a connection error; frames for ended calls are
+    /// ignored (a RESET also drops what an ended responder still had queued).
+    fn check_live(&mut self, id: StreamId, is_reset: bool) -> Result<bool, ConnectionError> {
+        match self.streams.get(&id) {
+            Some(s) if !s.ended => Ok(true),
+            Some(_) => {
+                if is_reset {
+                    self.remove_stream(id);
+                }
+                Ok(false)
+            }
+            None => {
+                let never_opened = if id.initiator() == self.side {
+                    id.0 as u64 >= self.next_local_id
+                } else {
+                    id.0 > self.max_remote_id
+                };
+                if never_opened {
+                    return Err(ConnectionError::Protocol(
+                        "frame for a stream that was never opened",
+                    ));
+                }
+                Ok(false)
+            }
+        }
+    }
+
     fn on_stream_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
         let id = frame.stream();
-        let Some(s) = self.streams.get_mut(&id) else {
-            let never_opened = if id.initiator() == self.side {
-                id.0 as u64 >= self.next_local_id
-            } else {
-                id.0 > self.max_remote_id
-            };
-            if never_opened {
-                return Err(ConnectionError::Protocol(
-                    "frame for a stream that was never opened",
-                ));
-            }
-            return Ok(()); // a call that already ended: late frames are ignored
-        };
-        if s.ended {
-            if matches!(frame, Frame::Reset { .. }) {
-                self.remove_stream(id);
-            }
+        if !self.check_live(id, matches!(frame, Frame::Reset { .. }))? {
             return Ok(());
         }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
         match frame {
             Frame::Headers { metadata, .. } => {
                 if !s.local {
@@ -1378,7 +1450,7 @@ impl Connection {
                 let (method, payload) = legacy::decode_request(buf)?;
                 let id = StreamId(1);
                 self.max_remote_id = 1;
-                let mut s = Stream::new(
+                let mut s = self.new_stream(
                     false,
                     CallKind::ServerStreaming,
                     self.config.legacy_send_queue,

@@ -120,7 +120,7 @@ pub enum Frame {
     /// `0x0`, stream 0: `(u16 id, u32 value)*`.
     Settings(Settings),
     /// `0x1`: `kind u8 | timeout_ms u32 | initial_credit u32 | method str16 | metadata`.
-    Open(Box<Open>),
+    Open(Open),
     /// `0x2`: `metadata` (response headers).
     Headers {
         /// Stream id.
@@ -185,10 +185,78 @@ pub enum Frame {
     },
 }
 
-fn header(out: &mut BytesMut, ty: u8, flags: u8, stream: StreamId) {
+pub(crate) fn header(out: &mut BytesMut, ty: u8, flags: u8, stream: StreamId) {
     out.put_u8(ty);
     out.put_u8(flags);
     out.put_u32(stream.0);
+}
+
+/// Length of an OPEN frame with these variable parts.
+pub(crate) fn open_len(method: &[u8], metadata: &Metadata) -> usize {
+    HEADER_LEN + 1 + 4 + 4 + 2 + method.len() + metadata.encoded_len()
+}
+
+/// Encodes an OPEN frame from its parts (no `Open` value needed).
+pub(crate) fn encode_open(
+    out: &mut BytesMut,
+    stream: StreamId,
+    kind: CallKind,
+    timeout_ms: u32,
+    initial_credit: u32,
+    method: &[u8],
+    metadata: &Metadata,
+) {
+    header(out, kind::OPEN, 0, stream);
+    out.put_u8(kind as u8);
+    out.put_u32(timeout_ms);
+    out.put_u32(initial_credit);
+    put_str16(out, method);
+    metadata.encode(out);
+}
+
+/// Length of a STATUS frame.
+pub(crate) fn status_len(status: &Status, trailers: &Metadata) -> usize {
+    HEADER_LEN + status.encoded_len() + trailers.encoded_len()
+}
+
+/// Encodes a STATUS frame.
+pub(crate) fn encode_status(
+    out: &mut BytesMut,
+    stream: StreamId,
+    status: &Status,
+    trailers: &Metadata,
+) {
+    header(out, kind::STATUS, 0, stream);
+    out.put_u8(status.code() as u8);
+    let msg = status.message().as_bytes();
+    put_str16(out, &msg[..msg.len().min(u16::MAX as usize)]);
+    out.put_u32(status.details().len() as u32);
+    out.put_slice(status.details());
+    trailers.encode(out);
+}
+
+/// Decodes a MESSAGE frame (type byte already known to be MESSAGE) into
+/// `(stream, end_stream, more, payload)`: the receive fast path, which never
+/// builds a [`Frame`]. The payload is `buf` advanced past the header.
+pub(crate) fn decode_message(mut buf: Bytes) -> Result<(StreamId, bool, bool, Bytes), FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Err(FrameError::Empty);
+    }
+    let flags = buf[1];
+    let stream = StreamId(u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]));
+    if stream.0 == 0 {
+        return Err(FrameError::ZeroStreamId);
+    }
+    if flags & FLAG_END_STREAM != 0 && flags & FLAG_MORE != 0 {
+        return Err(FrameError::InvalidFlags);
+    }
+    buf.advance(HEADER_LEN);
+    Ok((
+        stream,
+        flags & FLAG_END_STREAM != 0,
+        flags & FLAG_MORE != 0,
+        buf,
+    ))
 }
 
 fn utf8(b: Bytes) -> Result<String, FrameError> {
@@ -247,14 +315,15 @@ impl Frame {
                     }
                 }
             }
-            Frame::Open(o) => {
-                header(out, kind::OPEN, 0, o.stream);
-                out.put_u8(o.kind as u8);
-                out.put_u32(o.timeout_ms);
-                out.put_u32(o.initial_credit);
-                put_str16(out, o.method.as_bytes());
-                o.metadata.encode(out);
-            }
+            Frame::Open(o) => encode_open(
+                out,
+                o.stream,
+                o.kind,
+                o.timeout_ms,
+                o.initial_credit,
+                o.method.as_bytes(),
+                &o.metadata,
+            ),
             Frame::Headers { stream, metadata } => {
                 header(out, kind::HEADERS, 0, *stream);
                 metadata.encode(out);
@@ -275,15 +344,7 @@ impl Frame {
                 stream,
                 status,
                 trailers,
-            } => {
-                header(out, kind::STATUS, 0, *stream);
-                out.put_u8(status.code() as u8);
-                let msg = status.message().as_bytes();
-                put_str16(out, &msg[..msg.len().min(u16::MAX as usize)]);
-                out.put_u32(status.details().len() as u32);
-                out.put_slice(status.details());
-                trailers.encode(out);
-            }
+            } => encode_status(out, *stream, status, trailers),
             Frame::Reset { stream, code } => {
                 header(out, kind::RESET, 0, *stream);
                 out.put_u8(*code as u8);
@@ -328,7 +389,7 @@ impl Frame {
     ///
     /// MESSAGE frames, the hot path, decode without touching a reference
     /// count: the payload is `buf` itself with the header advanced past.
-    pub fn decode(mut buf: Bytes) -> Result<Frame, FrameError> {
+    pub fn decode(buf: Bytes) -> Result<Frame, FrameError> {
         if buf.len() < HEADER_LEN {
             return Err(FrameError::Empty);
         }
@@ -346,21 +407,18 @@ impl Frame {
             return Err(FrameError::ZeroStreamId);
         }
         if ty == kind::MESSAGE {
-            if flags & FLAG_END_STREAM != 0 && flags & FLAG_MORE != 0 {
-                return Err(FrameError::InvalidFlags);
-            }
-            buf.advance(HEADER_LEN);
+            let (stream, end_stream, more, payload) = decode_message(buf)?;
             return Ok(Frame::Message {
                 stream,
-                end_stream: flags & FLAG_END_STREAM != 0,
-                more: flags & FLAG_MORE != 0,
-                payload: buf,
+                end_stream,
+                more,
+                payload,
             });
         }
         let mut r = Reader::new(&buf, HEADER_LEN);
         let frame = match ty {
             kind::SETTINGS => {
-                if r.remaining() % 6 != 0 {
+                if !r.remaining().is_multiple_of(6) {
                     return Err(FrameError::InvalidSettingsLength);
                 }
                 let mut s = Settings::default();
@@ -385,14 +443,14 @@ impl Frame {
                 let mlen = r.u16()? as usize;
                 let method = Method::from_bytes(r.bytes(mlen)?)?;
                 let metadata = Metadata::decode(&mut r)?;
-                Frame::Open(Box::new(Open {
+                Frame::Open(Open {
                     stream,
                     kind,
                     timeout_ms,
                     initial_credit,
                     method,
                     metadata,
-                }))
+                })
             }
             kind::HEADERS => Frame::Headers {
                 stream,
@@ -463,14 +521,14 @@ mod tests {
             initial_credit: Some(8),
             ..Default::default()
         }));
-        rt(Frame::Open(Box::new(Open {
+        rt(Frame::Open(Open {
             stream: s,
             kind: CallKind::Bidi,
             timeout_ms: 1500,
             initial_credit: 16,
             method: Method::new("pkg.Svc/Do").unwrap(),
             metadata: Metadata::new().with("a", "b").unwrap(),
-        })));
+        }));
         rt(Frame::Headers {
             stream: s,
             metadata: Metadata::new(),

@@ -6,18 +6,34 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::call::CallKind;
-use crate::frame::Open;
-use crate::metadata::Metadata;
 use crate::status::Status;
 
-/// Something queued to send on a stream, in order.
+/// What a pre-encoded frame means to the stream that queued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The call's OPEN: once written, the peer knows the call.
+    Open,
+    /// HEADERS or HALF_CLOSE.
+    Plain,
+    /// The responder's STATUS: the call's last frame.
+    Last,
+}
+
+/// Something queued to send on a stream, in order. Control frames are
+/// encoded when the application acts (carved from the connection's output
+/// arena), so the queue holds bytes, not values to encode later.
 #[derive(Debug)]
 pub(crate) enum Out {
-    Open(Box<Open>),
-    Headers(Metadata),
-    Message { data: Bytes, end: bool },
-    HalfClose,
-    Status(Box<(Status, Metadata)>),
+    Frame {
+        bytes: Bytes,
+        role: Role,
+    },
+    Message {
+        data: Bytes,
+        end: bool,
+    },
+    /// Legacy: the end of the call, written as a WebSocket close.
+    LegacyEnd(Status),
 }
 
 /// One live call, seen from this side.
@@ -60,7 +76,13 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(local: bool, kind: CallKind, send_credit: u32, recv_window: u32) -> Self {
+    pub(crate) fn new(
+        local: bool,
+        kind: CallKind,
+        send_credit: u32,
+        recv_window: u32,
+        outq: VecDeque<Out>,
+    ) -> Self {
         Self {
             local,
             kind,
@@ -71,7 +93,7 @@ impl Stream {
             sent: 0,
             want_writable: false,
             headers_sent: false,
-            outq: VecDeque::new(),
+            outq,
             frag_off: 0,
             in_ready: false,
             recv_open: true,

@@ -163,14 +163,14 @@ fn a_peer_exceeding_credit_is_a_connection_error() {
         },
         now,
     );
-    let open = Frame::Open(Box::new(Open {
+    let open = Frame::Open(Open {
         stream: StreamId(1),
         kind: CallKind::Bidi,
         timeout_ms: 0,
         initial_credit: 8,
         method: Method::new("m").unwrap(),
         metadata: Metadata::new(),
-    }));
+    });
     let msg = Frame::Message {
         stream: StreamId(1),
         end_stream: false,

@@ -68,14 +68,14 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         )
             .prop_map(
                 |(stream, kind, timeout_ms, initial_credit, method, metadata)| {
-                    Frame::Open(Box::new(Open {
+                    Frame::Open(Open {
                         stream,
                         kind,
                         timeout_ms,
                         initial_credit,
                         method: Method::new(&method).unwrap(),
                         metadata,
-                    }))
+                    })
                 }
             ),
         (arb_stream(), arb_metadata())

@@ -52,7 +52,7 @@ fn frame_of(f: &Value) -> Frame {
                 max_metadata_size: g("max_metadata_size"),
             })
         }
-        "OPEN" => Frame::Open(Box::new(Open {
+        "OPEN" => Frame::Open(Open {
             stream: stream(),
             kind: match f["kind"].as_str().unwrap() {
                 "unary" => CallKind::Unary,
@@ -65,7 +65,7 @@ fn frame_of(f: &Value) -> Frame {
             initial_credit: u32f(f, "initial_credit"),
             method: Method::new(f["method"].as_str().unwrap()).unwrap(),
             metadata: metadata(&f["metadata"]),
-        })),
+        }),
         "HEADERS" => Frame::Headers {
             stream: stream(),
             metadata: metadata(&f["metadata"]),

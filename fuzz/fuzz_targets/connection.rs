@@ -58,14 +58,14 @@ fn encode(w: Wire) -> Incoming {
     let f = match w {
         Wire::Raw(b) => return Incoming::Binary(b.into()),
         Wire::Text(b) => return Incoming::Text(b.into()),
-        Wire::Open { stream, kind, timeout_ms, credit, metadata } => Frame::Open(Box::new(Open {
+        Wire::Open { stream, kind, timeout_ms, credit, metadata } => Frame::Open(Open {
             stream: sid(stream),
             kind,
             timeout_ms: timeout_ms as u32,
             initial_credit: credit as u32,
             method: Method::new("fuzz.Svc/Call").unwrap(),
             metadata,
-        })),
+        }),
         Wire::Headers { stream, metadata } => Frame::Headers { stream: sid(stream), metadata },
         Wire::Message { stream, end, more, len } => Frame::Message {
             stream: sid(stream),
