@@ -35,7 +35,12 @@ fn main() {
         "unary" => {
             for _ in 0..10_000 {
                 let id = client
-                    .open_call(now, "bench.Echo/Unary", CallKind::Unary, CallOptions::default())
+                    .open_call(
+                        now,
+                        "bench.Echo/Unary",
+                        CallKind::Unary,
+                        CallOptions::default(),
+                    )
                     .unwrap();
                 client.send(id, msg.clone()).unwrap();
                 client.close_send(id).unwrap();
@@ -49,7 +54,12 @@ fn main() {
         }
         _ => {
             let id = client
-                .open_call(now, "bench.Echo/Stream", CallKind::ServerStreaming, CallOptions::default())
+                .open_call(
+                    now,
+                    "bench.Echo/Stream",
+                    CallKind::ServerStreaming,
+                    CallOptions::default(),
+                )
                 .unwrap();
             client.send(id, msg.clone()).unwrap();
             client.close_send(id).unwrap();
