@@ -1,7 +1,104 @@
-//! zrpc over WebSockets for smol applications.
+//! zrpc for smol applications.
 //!
-//! This crate is a placeholder in the workspace: the async driver that runs
-//! [`zrpc_core::Connection`] over real sockets lands with the adapters work.
-//! Until then it re-exports the core so the crate map stays stable.
+//! Everything but spawning, timers and TCP lives in `zrpc-async`; this crate
+//! adds [`SmolRuntime`], [`serve`], [`connect`] and [`legacy_call`], and
+//! re-exports the rest, so smol and tokio users write the same code.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use zrpc_smol::{CallOptions, Router, Server, SmolRuntime, Status};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
+//! let router = Router::new().unary("demo.Echo/Say", |_ctx, req: Bytes| async move { Ok::<_, Status>(req) });
+//! let server = Server::new(router, SmolRuntime);
+//! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/", listener.local_addr()?);
+//! smol::spawn({ let server = server.clone(); async move { zrpc_smol::serve(&server, listener).await } }).detach();
+//!
+//! let client = zrpc_smol::connect(&url).await?;
+//! let reply = client.unary("demo.Echo/Say", Bytes::from_static(b"hi"), CallOptions::default()).await?;
+//! assert_eq!(&reply[..], b"hi");
+//! # Ok(()) }) }
+//! ```
 
-pub use zrpc_core as core;
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use zrpc_async::async_tungstenite::tungstenite::Bytes;
+pub use zrpc_async::*;
+
+/// Spawns on smol's global executor; timers from `smol::Timer`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SmolRuntime;
+
+impl Runtime for SmolRuntime {
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        smol::spawn(future).detach();
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        let timer = smol::Timer::at(deadline);
+        async move {
+            timer.await;
+        }
+    }
+}
+
+/// A smol TCP listener as a zrpc [`Listener`].
+pub struct SmolListener(pub smol::net::TcpListener);
+
+impl Listener for SmolListener {
+    type Stream = smol::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+}
+
+/// Accepts on `listener` until `server.shutdown()`.
+pub async fn serve(
+    server: &Server<SmolRuntime>,
+    listener: smol::net::TcpListener,
+) -> io::Result<()> {
+    server.serve(SmolListener(listener)).await
+}
+
+/// Serves any futures-io byte stream: WebSocket handshake, then zrpc.
+pub async fn serve_io<S>(
+    server: &Server<SmolRuntime>,
+    stream: S,
+    peer: Option<SocketAddr>,
+) -> Result<(), Error>
+where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send + 'static,
+{
+    server.serve_stream(stream, peer).await
+}
+
+/// Connects to `ws://host:port/path`, negotiating `zrpc.v1`.
+pub async fn connect(url: &str) -> Result<Client, Error> {
+    connect_with(url, ClientConfig::default()).await
+}
+
+/// [`connect`] with settings (limits, handlers the server may call).
+pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, Error> {
+    let tcp = smol::net::TcpStream::connect(socket_addr_of(url)?).await?;
+    let _ = tcp.set_nodelay(true);
+    connect_stream(tcp, url, config, SmolRuntime).await
+}
+
+/// Calls an old server in the seed's format (one connection per call).
+pub async fn legacy_call(url: &str, method: &str, payload: Bytes) -> Result<Call, Error> {
+    let tcp = smol::net::TcpStream::connect(socket_addr_of(url)?).await?;
+    legacy_call_stream(tcp, url, method, payload, SmolRuntime).await
+}

@@ -1,7 +1,103 @@
-//! zrpc over WebSockets for tokio applications.
+//! zrpc for tokio applications.
 //!
-//! This crate is a placeholder in the workspace: the async driver that runs
-//! [`zrpc_core::Connection`] over real sockets lands with the adapters work.
-//! Until then it re-exports the core so the crate map stays stable.
+//! Everything but spawning, timers and TCP lives in `zrpc-async`; this crate
+//! adds [`TokioRuntime`], [`serve`], [`connect`] and [`legacy_call`], and
+//! re-exports the rest, so tokio and smol users write the same code.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use zrpc_tokio::{CallOptions, Router, Server, Status, TokioRuntime};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let router = Router::new().unary("demo.Echo/Say", |_ctx, req: Bytes| async move { Ok::<_, Status>(req) });
+//! let server = Server::new(router, TokioRuntime);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/", listener.local_addr()?);
+//! tokio::spawn({ let server = server.clone(); async move { zrpc_tokio::serve(&server, listener).await } });
+//!
+//! let client = zrpc_tokio::connect(&url).await?;
+//! let reply = client.unary("demo.Echo/Say", Bytes::from_static(b"hi"), CallOptions::default()).await?;
+//! assert_eq!(&reply[..], b"hi");
+//! # Ok(()) }
+//! ```
 
-pub use zrpc_core as core;
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use async_tungstenite::tokio::TokioAdapter;
+use zrpc_async::async_tungstenite::tungstenite::Bytes;
+pub use zrpc_async::*;
+
+/// Spawns on the current tokio runtime; timers from `tokio::time`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioRuntime;
+
+impl Runtime for TokioRuntime {
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(future);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        tokio::time::sleep_until(deadline.into())
+    }
+}
+
+/// A tokio TCP listener as a zrpc [`Listener`].
+pub struct TokioListener(pub tokio::net::TcpListener);
+
+impl Listener for TokioListener {
+    type Stream = TokioAdapter<tokio::net::TcpStream>;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((TokioAdapter::new(stream), peer))
+    }
+}
+
+/// Accepts on `listener` until `server.shutdown()`.
+pub async fn serve(
+    server: &Server<TokioRuntime>,
+    listener: tokio::net::TcpListener,
+) -> io::Result<()> {
+    server.serve(TokioListener(listener)).await
+}
+
+/// Serves any tokio byte stream (after your own accept, TLS, or an HTTP
+/// upgrade): WebSocket handshake, then zrpc until it closes.
+pub async fn serve_io<S>(
+    server: &Server<TokioRuntime>,
+    stream: S,
+    peer: Option<SocketAddr>,
+) -> Result<(), Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    server.serve_stream(TokioAdapter::new(stream), peer).await
+}
+
+/// Connects to `ws://host:port/path`, negotiating `zrpc.v1`.
+pub async fn connect(url: &str) -> Result<Client, Error> {
+    connect_with(url, ClientConfig::default()).await
+}
+
+/// [`connect`] with settings (limits, handlers the server may call).
+pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, Error> {
+    let tcp = tokio::net::TcpStream::connect(socket_addr_of(url)?).await?;
+    let _ = tcp.set_nodelay(true);
+    connect_stream(TokioAdapter::new(tcp), url, config, TokioRuntime).await
+}
+
+/// Calls an old server in the seed's format (one connection per call).
+pub async fn legacy_call(url: &str, method: &str, payload: Bytes) -> Result<Call, Error> {
+    let tcp = tokio::net::TcpStream::connect(socket_addr_of(url)?).await?;
+    legacy_call_stream(TokioAdapter::new(tcp), url, method, payload, TokioRuntime).await
+}

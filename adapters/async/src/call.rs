@@ -1,0 +1,144 @@
+//! What a handler gets: its [`CallContext`], the [`RequestStream`] of
+//! request messages and the [`ResponseSink`] for responses.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::future::poll_fn;
+use zrpc_core::{CallKind, Metadata, Method, Status, StreamId};
+
+use crate::client::Client;
+use crate::shared::{Shared, lock, poll_end, poll_message, poll_send};
+
+/// Everything a handler may want to know about its call, and the response
+/// headers and trailers it may set. Cheap to clone.
+#[derive(Clone)]
+pub struct CallContext {
+    pub(crate) id: StreamId,
+    pub(crate) method: Method,
+    pub(crate) kind: CallKind,
+    pub(crate) metadata: Metadata,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) out: Arc<Mutex<ResponseMeta>>,
+}
+
+#[derive(Default)]
+pub(crate) struct ResponseMeta {
+    pub(crate) headers: Option<Metadata>,
+    pub(crate) headers_sent: bool,
+    pub(crate) trailers: Metadata,
+}
+
+impl CallContext {
+    /// The method called, as sent (for legacy calls, the full dotted name).
+    pub fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    /// The call kind the caller declared.
+    pub fn kind(&self) -> CallKind {
+        self.kind
+    }
+
+    /// Request headers.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// When the call expires, if the caller set a timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The peer's address, when known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.shared.peer
+    }
+
+    /// The call's id on its connection.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Sets the response headers, sent before the first response message
+    /// (or with the end of the call). Ignored once sent.
+    pub fn set_headers(&self, headers: Metadata) {
+        let mut o = lock(&self.out);
+        if !o.headers_sent {
+            o.headers = Some(headers);
+        }
+    }
+
+    /// Sets the trailers sent with the final status.
+    pub fn set_trailers(&self, trailers: Metadata) {
+        lock(&self.out).trailers = trailers;
+    }
+
+    /// Resolves when the call ends before the handler finishes it:
+    /// cancelled by the caller, deadline exceeded, or connection lost.
+    pub async fn cancelled(&self) -> Status {
+        poll_fn(|cx| poll_end(&self.shared, self.id, cx)).await.0
+    }
+
+    /// True once the call has ended (see [`cancelled`](Self::cancelled)).
+    pub fn is_cancelled(&self) -> bool {
+        self.shared
+            .lock()
+            .slots
+            .get(&self.id)
+            .is_none_or(|s| s.end.is_some())
+    }
+
+    /// A client on the same connection, to call methods the peer registered
+    /// (server-initiated calls).
+    pub fn client(&self) -> Client {
+        Client::from_shared(self.shared.clone())
+    }
+
+    /// Sends the response headers now if they were set and not yet sent.
+    pub(crate) fn flush_headers(&self) {
+        let headers = {
+            let mut o = lock(&self.out);
+            if o.headers_sent {
+                return;
+            }
+            o.headers_sent = true;
+            o.headers.take()
+        };
+        if let Some(h) = headers {
+            let _ = self.shared.lock().conn.send_headers(self.id, h);
+        }
+    }
+}
+
+/// The request messages of a call, in order.
+pub struct RequestStream {
+    pub(crate) id: StreamId,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl RequestStream {
+    /// The next request message; `Ok(None)` once the caller half-closed;
+    /// `Err` if the call ended (cancelled, deadline, connection lost).
+    pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
+        poll_fn(|cx| poll_message(&self.shared, self.id, cx)).await
+    }
+}
+
+/// Sends response messages; each send waits for the caller's credit, so a
+/// slow reader slows the handler instead of filling memory.
+pub struct ResponseSink {
+    pub(crate) ctx: CallContext,
+}
+
+impl ResponseSink {
+    /// Sends one response message. Fails with the call's status once it
+    /// ended (for example `CANCELLED` when the caller went away).
+    pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
+        self.ctx.flush_headers();
+        poll_fn(|cx| poll_send(&self.ctx.shared, self.ctx.id, &msg, cx)).await
+    }
+}

@@ -1,0 +1,294 @@
+//! The calling side: a cheap-to-clone [`Client`] multiplexing calls over one
+//! connection, and the [`Call`] handle of one call.
+
+use std::sync::Arc;
+use std::task::Poll;
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use bytes::Bytes;
+use futures_lite::future::poll_fn;
+use futures_lite::{AsyncRead, AsyncWrite};
+use zrpc_core::{
+    CallKind, CallOptions, Code, Config, Connection, Metadata, Mode, SUBPROTOCOL_V1, Side, Status,
+    StreamId, UserError,
+};
+
+use crate::Error;
+use crate::driver;
+use crate::runtime::Runtime;
+use crate::server::{Router, wait_closed, ws_config};
+use crate::shared::{Shared, Slot, now, poll_end, poll_message, poll_send};
+
+/// Client settings.
+#[derive(Clone, Debug, Default)]
+pub struct ClientConfig {
+    /// Protocol limits.
+    pub core: Config,
+    /// Handlers the server may call on this connection (server-initiated calls).
+    pub router: Option<Router>,
+}
+
+/// A connection to a zrpc server. Clones share the connection; calls are
+/// multiplexed over it.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl Client {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Opens a call of any kind. Waits for a stream slot when the server's
+    /// concurrent call limit is reached.
+    pub async fn call(
+        &self,
+        method: &str,
+        kind: CallKind,
+        opts: CallOptions,
+    ) -> Result<Call, Status> {
+        let id = poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if let Some(st) = &g.closed {
+                return Poll::Ready(Err(st.clone()));
+            }
+            match g.conn.open_call(now(), method, kind, opts.clone()) {
+                Ok(id) => {
+                    g.slots.insert(id, Slot::default());
+                    Poll::Ready(Ok(id))
+                }
+                Err(UserError::StreamLimit) => {
+                    g.open_wakers.push(cx.waker().clone());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(g.status_of(StreamId(0), e))),
+            }
+        })
+        .await?;
+        self.shared.writer.notify();
+        Ok(Call {
+            id,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// A unary call: one request, one response.
+    pub async fn unary(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes, Status> {
+        let mut call = self.call(method, CallKind::Unary, opts).await?;
+        call.send(request).await?;
+        call.close_send()?;
+        let resp = call
+            .message()
+            .await?
+            .ok_or_else(|| Status::new(Code::Internal, "the call ended without a response"))?;
+        call.finish().await?;
+        Ok(resp)
+    }
+
+    /// A server-streaming call: sends the request; read the responses with
+    /// [`Call::message`].
+    pub async fn server_streaming(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: CallOptions,
+    ) -> Result<Call, Status> {
+        let mut call = self.call(method, CallKind::ServerStreaming, opts).await?;
+        call.send(request).await?;
+        call.close_send()?;
+        Ok(call)
+    }
+
+    /// A client-streaming call: send requests, then [`Call::close_send`] and
+    /// read the one response with [`Call::message`].
+    pub async fn client_streaming(&self, method: &str, opts: CallOptions) -> Result<Call, Status> {
+        self.call(method, CallKind::ClientStreaming, opts).await
+    }
+
+    /// A bidirectional call.
+    pub async fn bidi(&self, method: &str, opts: CallOptions) -> Result<Call, Status> {
+        self.call(method, CallKind::Bidi, opts).await
+    }
+
+    /// Drains the connection: no new calls; it closes once running calls end.
+    pub fn close(&self) {
+        let mut g = self.shared.lock();
+        g.conn.go_away();
+        g.pump_events();
+        drop(g);
+        self.shared.writer.notify();
+    }
+
+    /// Resolves once the connection is over.
+    pub async fn closed(&self) {
+        wait_closed(&self.shared).await
+    }
+
+    /// True once the connection is over.
+    pub fn is_closed(&self) -> bool {
+        let g = self.shared.lock();
+        g.closed.is_some() || g.conn.is_closed()
+    }
+
+    /// True once either side started draining (new calls fail).
+    pub fn is_draining(&self) -> bool {
+        self.shared.lock().conn.is_draining()
+    }
+}
+
+/// One call in progress. Dropping it before the call ended cancels the call
+/// (the responder sees `CANCELLED`).
+pub struct Call {
+    id: StreamId,
+    shared: Arc<Shared>,
+}
+
+impl Call {
+    /// The call's id on its connection.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Sends one request message, waiting for the server's credit.
+    pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
+        poll_fn(|cx| poll_send(&self.shared, self.id, &msg, cx)).await
+    }
+
+    /// Half-closes: no more request messages.
+    pub fn close_send(&mut self) -> Result<(), Status> {
+        let mut g = self.shared.lock();
+        match g.conn.close_send(self.id) {
+            Ok(()) => {
+                drop(g);
+                self.shared.writer.notify();
+                Ok(())
+            }
+            Err(e) => Err(g.status_of(self.id, e)),
+        }
+    }
+
+    /// The next response message; `Ok(None)` after the last one of a call
+    /// that ended OK; `Err(status)` for a call that failed.
+    pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
+        poll_fn(|cx| poll_message(&self.shared, self.id, cx)).await
+    }
+
+    /// The response headers (empty if the server sent none), once known.
+    pub async fn headers(&mut self) -> Metadata {
+        poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            match g.slots.get_mut(&self.id) {
+                None => Poll::Ready(Metadata::new()),
+                Some(s) => match &s.headers {
+                    Some(h) => Poll::Ready(h.clone()),
+                    None if !s.inbox.is_empty() || s.end.is_some() => Poll::Ready(Metadata::new()),
+                    None => {
+                        s.recv_waker = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                },
+            }
+        })
+        .await
+    }
+
+    /// Waits for the end of the call; returns the trailers when it ended
+    /// OK. Unread messages are discarded.
+    pub async fn finish(self) -> Result<Metadata, Status> {
+        let (status, trailers) = poll_fn(|cx| poll_end(&self.shared, self.id, cx)).await;
+        if status.is_ok() {
+            Ok(trailers)
+        } else {
+            Err(status)
+        }
+    }
+
+    /// Cancels the call (same as dropping it).
+    pub fn cancel(self) {}
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        let ended = g.slots.get(&self.id).is_none_or(|s| s.end.is_some());
+        if !ended {
+            let _ = g.conn.cancel(self.id);
+            g.pump_events();
+        }
+        if let Some(slot) = g.slots.remove(&self.id) {
+            // Return the credit of messages nobody will read.
+            for m in slot.inbox {
+                g.conn.consume(self.id, m.len());
+            }
+        }
+        drop(g);
+        self.shared.writer.notify();
+    }
+}
+
+/// Runs the WebSocket client handshake on `stream`, offering `zrpc.v1`, and
+/// starts the connection. `url` gives the host and path of the request.
+pub async fn connect_stream<S, R>(
+    stream: S,
+    url: &str,
+    config: ClientConfig,
+    rt: R,
+) -> Result<Client, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(SUBPROTOCOL_V1),
+    );
+    let (ws, resp) =
+        async_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config.core)))
+            .await?;
+    let accepted = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == SUBPROTOCOL_V1);
+    if !accepted {
+        return Err(Error::NotZrpc);
+    }
+    let conn = Connection::new(Side::Client, Mode::V1, config.core, now());
+    let shared = driver::start(ws, conn, config.router.map(Arc::new), rt, None);
+    Ok(Client { shared })
+}
+
+/// Calls an old server in the seed's format: one connection for the call,
+/// the request as `u32 LE length | name | payload`, replies until the
+/// server closes. Read the replies with [`Call::message`].
+pub async fn legacy_call_stream<S, R>(
+    stream: S,
+    url: &str,
+    method: &str,
+    payload: Bytes,
+    rt: R,
+) -> Result<Call, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let config = Config::default();
+    let (ws, _) =
+        async_tungstenite::client_async_with_config(url, stream, Some(ws_config(&config))).await?;
+    let conn = Connection::new(Side::Client, Mode::Legacy, config, now());
+    let shared = driver::start(ws, conn, None, rt, None);
+    let client = Client { shared };
+    let mut call = client
+        .call(method, CallKind::ServerStreaming, CallOptions::default())
+        .await?;
+    call.send(payload).await?;
+    Ok(call)
+}

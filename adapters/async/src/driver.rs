@@ -1,0 +1,155 @@
+//! The connection driver: two tasks per connection over the split
+//! WebSocket. The reader feeds received messages to the core and routes the
+//! events; the writer drains the core's transmits and runs its timers.
+//! Reading and writing proceed independently, so two peers writing to each
+//! other with full socket buffers never deadlock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use zrpc_core::{Connection, Incoming, Transmit};
+
+use crate::runtime::Runtime;
+use crate::server::{Router, dispatch};
+use crate::shared::{Shared, now};
+
+/// How long a side that closed waits for the peer's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Starts driving `conn` over `ws`; calls the peer opens go to `router`.
+pub(crate) fn start<S, R>(
+    ws: WebSocketStream<S>,
+    conn: Connection,
+    router: Option<Arc<Router>>,
+    rt: R,
+    peer: Option<SocketAddr>,
+) -> Arc<Shared>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let shared = Shared::new(conn, peer);
+    let (tx, rx) = ws.split();
+    rt.spawn(writer(tx, shared.clone(), rt.clone()));
+    rt.spawn(reader(rx, shared.clone(), router, rt.clone()));
+    shared
+}
+
+fn to_message(t: Transmit) -> Message {
+    match t {
+        Transmit::Binary(b) => Message::Binary(b),
+        Transmit::Text(b) => {
+            Message::Text(Utf8Bytes::try_from(b).unwrap_or_else(|_| Utf8Bytes::from_static("")))
+        }
+        Transmit::Close { code, reason } => Message::Close(Some(CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        })),
+    }
+}
+
+async fn writer<S, R>(mut tx: WebSocketSender<S>, shared: Arc<Shared>, rt: R)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let mut batch = Vec::new();
+    loop {
+        let (deadline, closed) = {
+            let mut g = shared.lock();
+            let t = now();
+            if g.conn.poll_timeout().is_some_and(|d| d <= t) {
+                g.conn.handle_timeout(t);
+            }
+            while let Some(t) = g.conn.poll_transmit() {
+                batch.push(t);
+            }
+            g.pump_events();
+            (g.conn.poll_timeout(), g.conn.is_closed())
+        };
+        for t in batch.drain(..) {
+            let was_close = matches!(t, Transmit::Close { .. });
+            if tx.send(to_message(t)).await.is_err() {
+                let mut g = shared.lock();
+                g.conn.handle_close(None, "write failed");
+                g.pump_events();
+                return;
+            }
+            if was_close {
+                return;
+            }
+        }
+        if closed {
+            // The peer closed: answer its close (a no-op if already answered).
+            let _ = tx.close(None).await;
+            return;
+        }
+        match deadline {
+            Some(d) => shared.writer.wait().or(rt.sleep_until(d)).await,
+            None => shared.writer.wait().await,
+        }
+    }
+}
+
+async fn reader<S, R>(
+    mut rx: WebSocketReceiver<S>,
+    shared: Arc<Shared>,
+    router: Option<Arc<Router>>,
+    rt: R,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    loop {
+        let closing = shared.lock().conn.is_closed();
+        let item = if closing {
+            // We closed: wait a little for the peer's reply, then give up.
+            let linger = async {
+                rt.sleep_until(now() + CLOSE_LINGER).await;
+                None
+            };
+            rx.next().or(linger).await
+        } else {
+            rx.next().await
+        };
+        let mut done = false;
+        let opened = {
+            let mut g = shared.lock();
+            match item {
+                Some(Ok(Message::Binary(b))) => {
+                    let _ = g.conn.handle_message(now(), Incoming::Binary(b));
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let _ = g.conn.handle_message(now(), Incoming::Text(t.into()));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    // A close without a status is an ordinary end (RFC 6455 1005).
+                    let (code, reason) = frame.map_or((1000, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    g.conn.handle_close(Some(code), &reason);
+                    done = true;
+                }
+                Some(Ok(_)) => {} // ping, pong: answered by the WebSocket layer
+                Some(Err(_)) | None => {
+                    g.conn.handle_close(None, "connection lost");
+                    done = true;
+                }
+            }
+            g.pump_events()
+        };
+        shared.writer.notify();
+        for call in opened {
+            dispatch(call, &shared, router.as_ref(), &rt);
+        }
+        if done {
+            return;
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! # zrpc-async
+//!
+//! The runtime-agnostic async layer of zrpc, written once against
+//! futures-io and async-tungstenite: the connection driver, the [`Router`]
+//! and handler types, the [`Server`] and the [`Client`]. `zrpc-tokio` and
+//! `zrpc-smol` add only a [`Runtime`] (spawn, timer), a TCP [`Listener`] and
+//! `connect`, so both give the same API and the same behaviour.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod call;
+mod client;
+mod driver;
+pub mod echo;
+mod runtime;
+mod server;
+mod shared;
+
+use std::fmt;
+
+pub use call::{CallContext, RequestStream, ResponseSink};
+pub use client::{Call, Client, ClientConfig, connect_stream, legacy_call_stream};
+pub use runtime::{Listener, Runtime};
+pub use server::{Router, Server, ServerConfig, Service};
+pub use zrpc_core::{CallKind, CallOptions, Code, Config, Metadata, Mode, Status, StreamId};
+
+/// Re-export of the WebSocket crate, for [`Server::serve_websocket`].
+pub use async_tungstenite;
+
+/// Why a connection could not be set up.
+#[derive(Debug)]
+pub enum Error {
+    /// Connecting or accepting failed.
+    Io(std::io::Error),
+    /// The WebSocket handshake failed.
+    WebSocket(async_tungstenite::tungstenite::Error),
+    /// The WebSocket handshake did not finish in time.
+    HandshakeTimeout,
+    /// The server did not accept the `zrpc.v1` subprotocol.
+    NotZrpc,
+    /// The URL is not a `ws://host[:port]/path` URL.
+    InvalidUrl(String),
+    /// The first call failed.
+    Status(Status),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::WebSocket(e) => write!(f, "WebSocket error: {e}"),
+            Error::HandshakeTimeout => f.write_str("WebSocket handshake timed out"),
+            Error::NotZrpc => f.write_str("the server did not accept the zrpc.v1 subprotocol"),
+            Error::InvalidUrl(u) => write!(f, "invalid URL {u:?}: expected ws://host[:port]/path"),
+            Error::Status(s) => write!(f, "call failed: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<async_tungstenite::tungstenite::Error> for Error {
+    fn from(e: async_tungstenite::tungstenite::Error) -> Self {
+        Error::WebSocket(e)
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        Error::Status(s)
+    }
+}
+
+/// Host and port of a `ws://` URL (port 80 by default), for the adapters'
+/// TCP connect.
+pub fn socket_addr_of(url: &str) -> Result<String, Error> {
+    let uri: async_tungstenite::tungstenite::http::Uri =
+        url.parse().map_err(|_| Error::InvalidUrl(url.into()))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err(Error::InvalidUrl(url.into()));
+    }
+    let host = uri.host().ok_or_else(|| Error::InvalidUrl(url.into()))?;
+    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+}

@@ -1,0 +1,313 @@
+//! State shared by a connection's driver tasks and its call handles: the
+//! core state machine behind one mutex (never held across an await), plus
+//! per-call inboxes and wakers.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use zrpc_core::{
+    Code, Connection, Event, IncomingCall, Metadata, Mode, Status, StreamId, UserError,
+};
+
+/// A one-slot wake-up signal (a notification is kept until taken).
+#[derive(Default)]
+pub(crate) struct Notify {
+    flag: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Notify {
+    pub(crate) fn notify(&self) {
+        self.flag.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        *lock(&self.waker) = Some(cx.waker().clone());
+        if self.flag.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    pub(crate) async fn wait(&self) {
+        futures_lite::future::poll_fn(|cx| self.poll_wait(cx)).await
+    }
+}
+
+/// Locks a mutex, recovering from poisoning (a panicking handler must not
+/// take the connection down with it).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the application side knows about one live call.
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub(crate) inbox: VecDeque<Bytes>,
+    pub(crate) headers: Option<Metadata>,
+    pub(crate) recv_closed: bool,
+    pub(crate) end: Option<(Status, Metadata)>,
+    pub(crate) recv_waker: Option<Waker>,
+    pub(crate) send_waker: Option<Waker>,
+    pub(crate) end_wakers: Vec<Waker>,
+}
+
+impl Slot {
+    fn wake_all(&mut self) {
+        for w in [self.recv_waker.take(), self.send_waker.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.wake();
+        }
+        for w in self.end_wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: Connection,
+    pub(crate) slots: HashMap<StreamId, Slot>,
+    /// Set once the connection is over: the status new calls get.
+    pub(crate) closed: Option<Status>,
+    pub(crate) draining: bool,
+    pub(crate) open_wakers: Vec<Waker>,
+    pub(crate) closed_wakers: Vec<Waker>,
+}
+
+/// One connection's shared state.
+pub(crate) struct Shared {
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) writer: Notify,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl Shared {
+    pub(crate) fn new(conn: Connection, peer: Option<SocketAddr>) -> Arc<Self> {
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                conn,
+                slots: HashMap::new(),
+                closed: None,
+                draining: false,
+                open_wakers: Vec::new(),
+                closed_wakers: Vec::new(),
+            }),
+            writer: Notify::default(),
+            peer,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        self.lock().conn.mode()
+    }
+}
+
+impl Inner {
+    /// Routes every pending core event to the call slots; returns the calls
+    /// the peer opened, for the caller to dispatch outside the lock.
+    pub(crate) fn pump_events(&mut self) -> Vec<IncomingCall> {
+        let mut opened = Vec::new();
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::CallOpened(call) => {
+                    self.slots.insert(call.id, Slot::default());
+                    opened.push(call);
+                }
+                Event::Headers { id, metadata } => {
+                    if let Some(s) = self.slots.get_mut(&id) {
+                        s.headers = Some(metadata);
+                        if let Some(w) = s.recv_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                Event::Message { id, data } => match self.slots.get_mut(&id) {
+                    Some(s) => {
+                        s.inbox.push_back(data);
+                        if let Some(w) = s.recv_waker.take() {
+                            w.wake();
+                        }
+                    }
+                    // Nobody will read it: give the credit back at once.
+                    None => self.conn.consume(id, data.len()),
+                },
+                Event::RecvClosed { id } => {
+                    if let Some(s) = self.slots.get_mut(&id) {
+                        s.recv_closed = true;
+                        if let Some(w) = s.recv_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                Event::Writable { id } => {
+                    if let Some(w) = self.slots.get_mut(&id).and_then(|s| s.send_waker.take()) {
+                        w.wake();
+                    }
+                }
+                Event::CallEnded {
+                    id,
+                    status,
+                    trailers,
+                } => {
+                    if let Some(s) = self.slots.get_mut(&id) {
+                        s.recv_closed = true;
+                        if s.headers.is_none() {
+                            s.headers = Some(Metadata::new());
+                        }
+                        s.end = Some((status, trailers));
+                        s.wake_all();
+                    }
+                }
+                Event::GoAway { .. } => self.draining = true,
+                Event::CanOpen => self.wake_openers(),
+                Event::Closed { error } => {
+                    let status = match error {
+                        None => Status::new(Code::Unavailable, "connection closed"),
+                        Some(e) => Status::new(Code::Unavailable, e.to_string()),
+                    };
+                    self.closed = Some(status);
+                    self.wake_openers();
+                    for w in self.closed_wakers.drain(..) {
+                        w.wake();
+                    }
+                    for s in self.slots.values_mut() {
+                        s.wake_all();
+                    }
+                }
+            }
+        }
+        opened
+    }
+
+    fn wake_openers(&mut self) {
+        for w in self.open_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// The status a failed local action stands for.
+    pub(crate) fn status_of(&self, id: StreamId, e: UserError) -> Status {
+        match e {
+            UserError::UnknownCall => match self.slots.get(&id).and_then(|s| s.end.as_ref()) {
+                Some((st, _)) if !st.is_ok() => st.clone(),
+                _ => Status::new(Code::FailedPrecondition, "the call has ended"),
+            },
+            UserError::ConnectionClosed => self
+                .closed
+                .clone()
+                .unwrap_or_else(|| Status::new(Code::Unavailable, "connection closed")),
+            UserError::Draining => Status::new(
+                Code::Unavailable,
+                "connection is draining; retry on a new connection",
+            ),
+            UserError::MessageTooLarge { .. } | UserError::MetadataTooLarge { .. } => {
+                Status::new(Code::ResourceExhausted, e.to_string())
+            }
+            UserError::InvalidMethod => Status::new(Code::InvalidArgument, e.to_string()),
+            _ => Status::new(Code::FailedPrecondition, e.to_string()),
+        }
+    }
+}
+
+/// Receives the next message of a call: `Ok(Some)` while messages come,
+/// `Ok(None)` after the last one when the call is still fine (peer
+/// half-closed, or ended OK), `Err(status)` when the call failed.
+pub(crate) fn poll_message(
+    shared: &Shared,
+    id: StreamId,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Bytes>, Status>> {
+    let mut g = shared.lock();
+    let inner = &mut *g;
+    let Some(slot) = inner.slots.get_mut(&id) else {
+        return Poll::Ready(Ok(None));
+    };
+    if let Some(m) = slot.inbox.pop_front() {
+        inner.conn.consume(id, m.len());
+        drop(g);
+        shared.writer.notify();
+        return Poll::Ready(Ok(Some(m)));
+    }
+    if let Some((status, _)) = &slot.end {
+        return Poll::Ready(if status.is_ok() {
+            Ok(None)
+        } else {
+            Err(status.clone())
+        });
+    }
+    if slot.recv_closed {
+        return Poll::Ready(Ok(None));
+    }
+    slot.recv_waker = Some(cx.waker().clone());
+    Poll::Pending
+}
+
+/// Sends one message, waiting for credit.
+pub(crate) fn poll_send(
+    shared: &Shared,
+    id: StreamId,
+    msg: &Bytes,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Status>> {
+    let mut g = shared.lock();
+    match g.conn.send(id, msg.clone()) {
+        Ok(()) => {
+            drop(g);
+            shared.writer.notify();
+            Poll::Ready(Ok(()))
+        }
+        Err(UserError::Blocked) => {
+            if let Some(s) = g.slots.get_mut(&id) {
+                s.send_waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+        Err(e) => Poll::Ready(Err(g.status_of(id, e))),
+    }
+}
+
+/// Resolves once the call has ended (for any reason), with its status.
+pub(crate) fn poll_end(
+    shared: &Shared,
+    id: StreamId,
+    cx: &mut Context<'_>,
+) -> Poll<(Status, Metadata)> {
+    let mut g = shared.lock();
+    match g.slots.get_mut(&id) {
+        None => Poll::Ready((
+            Status::new(Code::Cancelled, "call is gone"),
+            Metadata::new(),
+        )),
+        Some(s) => match &s.end {
+            Some(end) => Poll::Ready(end.clone()),
+            None => {
+                if !s.end_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.end_wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        },
+    }
+}
+
+/// Current time for the core (the adapters' only clock).
+pub(crate) fn now() -> Instant {
+    Instant::now()
+}

@@ -1,0 +1,457 @@
+//! End to end over real sockets on 127.0.0.1: every call kind on tokio, on
+//! smol, and across the two; cancellation, deadlines, errors, panics,
+//! metadata, server-initiated calls, many calls in flight, drain.
+//! Scenarios are written once against the shared `Client`; only the setup
+//! differs per runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use zrpc_smol::SmolRuntime;
+use zrpc_tokio::*;
+
+fn b(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+/// Methods used by the scenarios; `events` receives what handlers observe.
+fn router<R: Runtime>(
+    rt: R,
+    cancelled: Arc<AtomicUsize>,
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Router {
+    let ev = events.clone();
+    let ev2 = events.clone();
+    let rt2 = rt.clone();
+    Router::new()
+        .unary("t.T/Unary", |_ctx, req: Bytes| async move {
+            Ok::<_, Status>(req)
+        })
+        .server_streaming("t.T/Count", |_ctx, req: Bytes, mut sink| async move {
+            let n = u32::from_be_bytes(req[..4].try_into().unwrap());
+            for i in 0..n {
+                sink.send(Bytes::copy_from_slice(&i.to_be_bytes())).await?;
+            }
+            Ok(())
+        })
+        .client_streaming("t.T/Sum", |_ctx, mut reqs| async move {
+            let mut total = 0u64;
+            while let Some(m) = reqs.message().await? {
+                total += m.len() as u64;
+            }
+            Ok::<_, Status>(Bytes::copy_from_slice(&total.to_be_bytes()))
+        })
+        .bidi("t.T/Chat", |_ctx, mut reqs, mut sink| async move {
+            while let Some(m) = reqs.message().await? {
+                sink.send(Bytes::from(String::from_utf8_lossy(&m).to_uppercase()))
+                    .await?;
+            }
+            Ok(())
+        })
+        .unary("t.T/Fail", |ctx, _req: Bytes| async move {
+            ctx.set_trailers(Metadata::new().with("why", "testing").unwrap());
+            Err::<Bytes, _>(Status::new(Code::NotFound, "no such thing"))
+        })
+        .unary("t.T/Panic", |_ctx, _req: Bytes| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<Bytes, Status>(Bytes::new())
+        })
+        .unary("t.T/Meta", |ctx, _req: Bytes| async move {
+            let user = ctx.metadata().get_str("x-user").unwrap_or("?").to_owned();
+            ctx.set_headers(Metadata::new().with("x-seen-user", user.clone()).unwrap());
+            Ok::<_, Status>(Bytes::from(user))
+        })
+        .server_streaming("t.T/Forever", move |ctx, _req: Bytes, mut sink| {
+            let cancelled = cancelled.clone();
+            let ev = ev.clone();
+            async move {
+                struct Guard(Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedSender<String>);
+                impl Drop for Guard {
+                    fn drop(&mut self) {
+                        self.0.fetch_add(1, Ordering::SeqCst);
+                        let _ = self.1.send("forever-dropped".into());
+                    }
+                }
+                let _g = Guard(cancelled, ev);
+                let mut i = 0u64;
+                loop {
+                    if ctx.is_cancelled() {
+                        return Err(Status::new(Code::Cancelled, "seen"));
+                    }
+                    sink.send(Bytes::copy_from_slice(&i.to_be_bytes())).await?;
+                    i += 1;
+                }
+            }
+        })
+        .unary("t.T/Slow", move |ctx, _req: Bytes| {
+            let ev = ev2.clone();
+            let rt = rt2.clone();
+            async move {
+                let status = ctx.cancelled().await;
+                let _ = ev.send(format!("slow-ended {}", status.code()));
+                rt.sleep_until(std::time::Instant::now()).await;
+                Ok::<_, Status>(Bytes::new())
+            }
+        })
+        .unary("t.T/CallBack", |ctx, req: Bytes| async move {
+            // A server-initiated call to a method the client registered.
+            ctx.client()
+                .unary("client.C/Double", req, CallOptions::default())
+                .await
+        })
+}
+
+fn client_router() -> Router {
+    Router::new().unary("client.C/Double", |_ctx, req: Bytes| async move {
+        let mut v = req.to_vec();
+        v.extend_from_slice(&req);
+        Ok::<_, Status>(Bytes::from(v))
+    })
+}
+
+/// Every call kind, errors, panics and metadata against a connected client.
+async fn all_kinds(client: &Client) {
+    // Unary.
+    let r = client
+        .unary("t.T/Unary", b("hello"), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r, b("hello"));
+    // Server streaming.
+    let mut call = client
+        .server_streaming(
+            "t.T/Count",
+            Bytes::copy_from_slice(&100u32.to_be_bytes()),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = 0u32;
+    while let Some(m) = call.message().await.unwrap() {
+        assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), got);
+        got += 1;
+    }
+    assert_eq!(got, 100);
+    assert!(call.finish().await.is_ok());
+    // Client streaming.
+    let mut call = client
+        .client_streaming("t.T/Sum", CallOptions::default())
+        .await
+        .unwrap();
+    for i in 0..50usize {
+        call.send(Bytes::from(vec![0u8; i])).await.unwrap();
+    }
+    call.close_send().unwrap();
+    let sum = call.message().await.unwrap().unwrap();
+    assert_eq!(
+        u64::from_be_bytes(sum[..8].try_into().unwrap()),
+        (0..50).sum::<u64>()
+    );
+    // Bidi: interleaved.
+    let mut call = client
+        .bidi("t.T/Chat", CallOptions::default())
+        .await
+        .unwrap();
+    for w in ["a", "bc", "def"] {
+        call.send(Bytes::from(w)).await.unwrap();
+        let m = call.message().await.unwrap().unwrap();
+        assert_eq!(m, Bytes::from(w.to_uppercase()));
+    }
+    call.close_send().unwrap();
+    assert_eq!(call.message().await.unwrap(), None);
+    // Errors carry status and trailers.
+    let mut call = client
+        .call("t.T/Fail", CallKind::Unary, CallOptions::default())
+        .await
+        .unwrap();
+    call.send(b("x")).await.unwrap();
+    call.close_send().unwrap();
+    let err = call.message().await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "no such thing")
+    );
+    // A panic ends only its call, with INTERNAL.
+    let err = client
+        .unary("t.T/Panic", b("x"), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    // Unknown method.
+    let err = client
+        .unary("t.T/Nope", b("x"), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    // Metadata both ways.
+    let md = Metadata::new().with("x-user", "ada").unwrap();
+    let mut call = client
+        .call(
+            "t.T/Meta",
+            CallKind::Unary,
+            CallOptions {
+                timeout: None,
+                metadata: md,
+            },
+        )
+        .await
+        .unwrap();
+    call.send(b("x")).await.unwrap();
+    call.close_send().unwrap();
+    assert_eq!(call.headers().await.get_str("x-seen-user"), Some("ada"));
+    assert_eq!(call.message().await.unwrap(), Some(b("ada")));
+    // The connection is still fine after all of that.
+    assert_eq!(
+        client
+            .unary("t.T/Unary", b("again"), CallOptions::default())
+            .await
+            .unwrap(),
+        b("again")
+    );
+}
+
+struct Fixture<R: Runtime> {
+    server: Server<R>,
+    url: String,
+    cancelled: Arc<AtomicUsize>,
+    events: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+async fn tokio_server() -> Fixture<TokioRuntime> {
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::new(router(TokioRuntime, cancelled.clone(), tx), TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+    Fixture {
+        server,
+        url,
+        cancelled,
+        events,
+    }
+}
+
+async fn smol_server() -> Fixture<SmolRuntime> {
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::new(router(SmolRuntime, cancelled.clone(), tx), SmolRuntime);
+    let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let s = server.clone();
+    smol::spawn(async move { zrpc_smol::serve(&s, listener).await }).detach();
+    Fixture {
+        server,
+        url,
+        cancelled,
+        events,
+    }
+}
+
+/// Bounds every scenario: a hung test fails instead of hanging CI.
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("scenario timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_client_tokio_server_all_kinds() {
+    let fx = tokio_server().await;
+    let client = zrpc_tokio::connect(&fx.url).await.unwrap();
+    bounded(all_kinds(&client)).await;
+}
+
+#[test]
+fn smol_client_smol_server_all_kinds() {
+    smol::block_on(async {
+        let fx = smol_server().await;
+        let client = zrpc_smol::connect(&fx.url).await.unwrap();
+        all_kinds(&client).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_client_smol_server_all_kinds() {
+    let fx = smol_server().await;
+    let client = zrpc_tokio::connect(&fx.url).await.unwrap();
+    bounded(all_kinds(&client)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_client_tokio_server_all_kinds() {
+    let fx = tokio_server().await;
+    let client = zrpc_smol::connect(&fx.url).await.unwrap();
+    bounded(all_kinds(&client)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_cancels_the_handler_and_frees_server_state() {
+    let mut fx = tokio_server().await;
+    let client = zrpc_tokio::connect(&fx.url).await.unwrap();
+    bounded(async {
+        let mut call = client
+            .server_streaming("t.T/Forever", b("go"), CallOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            call.message().await.unwrap().unwrap();
+        }
+        drop(call);
+        assert_eq!(fx.events.recv().await.unwrap(), "forever-dropped");
+        assert_eq!(fx.cancelled.load(Ordering::SeqCst), 1);
+        assert_eq!(fx.server.live_calls(), 0);
+        // The connection still works.
+        assert_eq!(
+            client
+                .unary("t.T/Unary", b("ok"), CallOptions::default())
+                .await
+                .unwrap(),
+            b("ok")
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_deadline_ends_the_call_on_both_sides() {
+    let mut fx = tokio_server().await;
+    let client = zrpc_tokio::connect(&fx.url).await.unwrap();
+    bounded(async {
+        let opts = CallOptions {
+            timeout: Some(Duration::from_millis(100)),
+            metadata: Metadata::new(),
+        };
+        let err = client.unary("t.T/Slow", b("x"), opts).await.unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            fx.events.recv().await.unwrap(),
+            "slow-ended DEADLINE_EXCEEDED"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_calls_256_in_flight_on_one_connection() {
+    let fx = tokio_server().await;
+    let client = zrpc_tokio::connect(&fx.url).await.unwrap();
+    bounded(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..256u32 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                let mut ok = 0;
+                let mut i = w;
+                while i < 10_000 {
+                    let req = Bytes::copy_from_slice(&i.to_be_bytes());
+                    let resp = client
+                        .unary("t.T/Unary", req.clone(), CallOptions::default())
+                        .await
+                        .unwrap();
+                    assert_eq!(resp, req);
+                    ok += 1;
+                    i += 256;
+                }
+                ok
+            });
+        }
+        let mut total = 0;
+        while let Some(r) = tasks.join_next().await {
+            total += r.unwrap();
+        }
+        assert_eq!(total, 10_000);
+    })
+    .await;
+    assert_eq!(fx.server.live_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_calls_a_method_the_client_registered() {
+    let fx = tokio_server().await;
+    let config = ClientConfig {
+        router: Some(client_router()),
+        ..ClientConfig::default()
+    };
+    let client = zrpc_tokio::connect_with(&fx.url, config).await.unwrap();
+    let r = bounded(client.unary("t.T/CallBack", b("ab"), CallOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(r, b("abab"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_running_calls_and_refuses_new_ones() {
+    let fx = tokio_server().await;
+    let client = zrpc_tokio::connect(&fx.url).await.unwrap();
+    bounded(async {
+        let mut call = client
+            .bidi("t.T/Chat", CallOptions::default())
+            .await
+            .unwrap();
+        call.send(b("one")).await.unwrap();
+        assert_eq!(call.message().await.unwrap(), Some(b("ONE")));
+        let server = fx.server.clone();
+        let shutdown = tokio::spawn(async move { server.shutdown().await });
+        // The running call continues...
+        call.send(b("two")).await.unwrap();
+        assert_eq!(call.message().await.unwrap(), Some(b("TWO")));
+        // ...new calls fail fast with a retryable status once GOAWAY arrived.
+        loop {
+            if client.is_draining() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let err = client
+            .unary("t.T/Unary", b("x"), CallOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+        call.close_send().unwrap();
+        assert_eq!(call.message().await.unwrap(), None);
+        shutdown.await.unwrap();
+        client.closed().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_after_the_grace_period_fails_calls_with_unavailable() {
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let config = ServerConfig {
+        drain_grace: Duration::ZERO,
+        ..ServerConfig::default()
+    };
+    let server = Server::with_config(router(TokioRuntime, cancelled, tx), config, TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+    let client = zrpc_tokio::connect(&url).await.unwrap();
+    bounded(async {
+        let mut call = client
+            .server_streaming("t.T/Forever", b("go"), CallOptions::default())
+            .await
+            .unwrap();
+        call.message().await.unwrap();
+        server.shutdown().await;
+        let err = loop {
+            match call.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("stream ended OK"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.code(), Code::Unavailable);
+        client.closed().await;
+        assert_eq!(server.connections(), 0);
+    })
+    .await;
+}
