@@ -38,3 +38,29 @@ pub fn arg(name: &str, default: &str) -> String {
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| default.to_owned())
 }
+
+/// The echo client: calls `echo` with `payload` and prints every reply as
+/// it arrives, then the final status. Returns the number of replies.
+pub async fn run_client(client: &crate::Client, payload: Bytes) -> Result<usize, Status> {
+    let mut call = client
+        .server_streaming(METHOD, payload, crate::CallOptions::default())
+        .await?;
+    let mut n = 0;
+    while let Some(reply) = call.message().await? {
+        n += 1;
+        println!("reply {n}: {}", String::from_utf8_lossy(&reply));
+    }
+    println!("status: OK ({n} replies)");
+    Ok(n)
+}
+
+/// The legacy echo client: the seed's format, replies until the close.
+pub async fn run_legacy_client(mut call: crate::Call) -> Result<usize, Status> {
+    let mut n = 0;
+    while let Some(reply) = call.message().await? {
+        n += 1;
+        println!("reply {n}: {}", String::from_utf8_lossy(&reply));
+    }
+    println!("closed normally ({n} replies)");
+    Ok(n)
+}

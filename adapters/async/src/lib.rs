@@ -19,6 +19,7 @@ mod shared;
 
 use std::fmt;
 
+pub use bytes::Bytes;
 pub use call::{CallContext, RequestStream, ResponseSink};
 pub use client::{Call, Client, ClientConfig, connect_stream, legacy_call_stream};
 pub use runtime::{Listener, Runtime};

@@ -29,7 +29,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use zrpc_async::async_tungstenite::tungstenite::Bytes;
 pub use zrpc_async::*;
 
 /// Spawns on smol's global executor; timers from `smol::Timer`.

@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_tungstenite::tokio::TokioAdapter;
-use zrpc_async::async_tungstenite::tungstenite::Bytes;
 pub use zrpc_async::*;
 
 /// Spawns on the current tokio runtime; timers from `tokio::time`.

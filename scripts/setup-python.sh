@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs the Python packages the interop tests use into target/pydeps
+# (project-local; nothing is installed system-wide). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -d target/pydeps/websockets ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps "websockets>=13,<16"
+fi
