@@ -161,13 +161,19 @@ impl Call {
         poll_fn(|cx| poll_send(&self.shared, self.id, &msg, cx)).await
     }
 
-    /// Half-closes: no more request messages.
+    /// Half-closes: no more request messages. A no-op on a call that has
+    /// already ended (the server may answer before the half-close is sent).
     pub fn close_send(&mut self) -> Result<(), Status> {
         let mut g = self.shared.lock();
         match g.conn.close_send(self.id) {
             Ok(()) => {
                 drop(g);
                 self.shared.writer.notify();
+                Ok(())
+            }
+            Err(UserError::UnknownCall)
+                if g.slots.get(&self.id).is_some_and(|s| s.end.is_some()) =>
+            {
                 Ok(())
             }
             Err(e) => Err(g.status_of(self.id, e)),

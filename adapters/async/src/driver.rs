@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use zrpc_core::{Connection, Incoming, Transmit};
@@ -137,6 +137,17 @@ async fn reader<S, R>(
                     done = true;
                 }
                 Some(Ok(_)) => {} // ping, pong: answered by the WebSocket layer
+                // Violations the WebSocket layer caught before the core saw
+                // them still get their documented close codes.
+                Some(Err(WsError::Capacity(e))) => {
+                    g.conn.close(1009, &format!("message too big: {e}"));
+                    done = true;
+                }
+                Some(Err(WsError::Protocol(e))) => {
+                    g.conn
+                        .close(1002, &format!("WebSocket protocol error: {e}"));
+                    done = true;
+                }
                 Some(Err(_)) | None => {
                     g.conn.handle_close(None, "connection lost");
                     done = true;
