@@ -298,3 +298,20 @@ where
     call.send(payload).await?;
     Ok(call)
 }
+
+/// Connects to `ws://host:port/path` over TCP, negotiating `zrpc.v1`.
+pub async fn connect<R: Runtime>(url: &str, config: ClientConfig, rt: R) -> Result<Client, Error> {
+    let tcp = rt.connect_tcp(crate::socket_addr_of(url)?).await?;
+    connect_stream(tcp, url, config, rt).await
+}
+
+/// Calls an old server in the seed's format over a new TCP connection.
+pub async fn legacy_call<R: Runtime>(
+    url: &str,
+    method: &str,
+    payload: Bytes,
+    rt: R,
+) -> Result<Call, Error> {
+    let tcp = rt.connect_tcp(crate::socket_addr_of(url)?).await?;
+    legacy_call_stream(tcp, url, method, payload, rt).await
+}

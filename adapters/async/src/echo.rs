@@ -39,6 +39,57 @@ pub fn arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// The echo server example: serves `echo` on `--addr` (default
+/// 127.0.0.1:8060) for zrpc v1 and legacy clients, streaming each request
+/// back `--count` times (default 10) `--interval-ms` apart (default 500),
+/// until `stop` resolves; then drains and returns.
+pub async fn server_main<R: Runtime>(
+    rt: R,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use crate::runtime::Listener;
+    let count = arg("--count", "10")
+        .parse()
+        .expect("--count takes a number");
+    let interval = Duration::from_millis(
+        arg("--interval-ms", "500")
+            .parse()
+            .expect("--interval-ms takes a number"),
+    );
+    let server = crate::Server::new(router(rt.clone(), count, interval), rt.clone());
+    let listener = rt.bind(arg("--addr", "127.0.0.1:8060")).await?;
+    println!(
+        "echo server on ws://{}/ (zrpc.v1 and legacy); Ctrl-C stops it",
+        listener.local_addr()?
+    );
+    let serving = server.serve(listener);
+    let stopped = async {
+        stop.await;
+        println!("shutting down: draining calls");
+        server.shutdown().await;
+        Ok::<(), std::io::Error>(())
+    };
+    futures_lite::future::zip(serving, stopped).await.0
+}
+
+/// The echo client example: calls `echo` at `--url` (default
+/// ws://127.0.0.1:8060/) with `--message` (default `world`), printing the
+/// replies as they stream in; `--legacy` speaks the seed's format.
+pub async fn client_main<R: Runtime>(rt: R) -> Result<(), crate::Error> {
+    let url = arg("--url", "ws://127.0.0.1:8060/");
+    let payload = Bytes::from(arg("--message", "world"));
+    if std::env::args().any(|a| a == "--legacy") {
+        run_legacy_client(crate::legacy_call(&url, METHOD, payload, rt).await?).await?;
+    } else {
+        run_client(
+            &crate::connect(&url, crate::ClientConfig::default(), rt).await?,
+            payload,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The echo client: calls `echo` with `payload` and prints every reply as
 /// it arrives, then the final status. Returns the number of replies.
 pub async fn run_client(client: &crate::Client, payload: Bytes) -> Result<usize, Status> {

@@ -21,7 +21,9 @@ use std::fmt;
 
 pub use bytes::Bytes;
 pub use call::{CallContext, RequestStream, ResponseSink};
-pub use client::{Call, Client, ClientConfig, connect_stream, legacy_call_stream};
+pub use client::{
+    Call, Client, ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream,
+};
 pub use runtime::{Listener, Runtime};
 pub use server::{Router, Server, ServerConfig, Service};
 pub use zrpc_core::{CallKind, CallOptions, Code, Config, Metadata, Mode, Status, StreamId};

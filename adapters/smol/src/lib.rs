@@ -1,12 +1,12 @@
 //! zrpc for smol applications.
 //!
 //! Everything but spawning, timers and TCP lives in `zrpc-async`; this crate
-//! adds [`SmolRuntime`], [`serve`], [`connect`] and [`legacy_call`], and
-//! re-exports the rest, so smol and tokio users write the same code.
+//! adds [`SmolRuntime`] and short entry points ([`serve`], [`connect`],
+//! [`legacy_call`], [`serve_io`]), and re-exports the rest, so smol and tokio
+//! users write the same code.
 //!
 //! ```no_run
-//! use bytes::Bytes;
-//! use zrpc_smol::{CallOptions, Router, Server, SmolRuntime, Status};
+//! use zrpc_smol::{Bytes, CallOptions, Router, Server, SmolRuntime, Status};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
 //! let router = Router::new().unary("demo.Echo/Say", |_ctx, req: Bytes| async move { Ok::<_, Status>(req) });
@@ -31,11 +31,14 @@ use std::time::Instant;
 
 pub use zrpc_async::*;
 
-/// Spawns on smol's global executor; timers from `smol::Timer`.
+/// smol's spawning (global executor), timers and TCP.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SmolRuntime;
 
 impl Runtime for SmolRuntime {
+    type Tcp = smol::net::TcpStream;
+    type Listener = SmolListener;
+
     fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -49,6 +52,16 @@ impl Runtime for SmolRuntime {
             timer.await;
         }
     }
+
+    async fn connect_tcp(&self, addr: String) -> io::Result<Self::Tcp> {
+        let tcp = smol::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+
+    async fn bind(&self, addr: String) -> io::Result<Self::Listener> {
+        Ok(SmolListener(smol::net::TcpListener::bind(addr).await?))
+    }
 }
 
 /// A smol TCP listener as a zrpc [`Listener`].
@@ -61,6 +74,10 @@ impl Listener for SmolListener {
         let (stream, peer) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok((stream, peer))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
 }
 
@@ -86,18 +103,15 @@ where
 
 /// Connects to `ws://host:port/path`, negotiating `zrpc.v1`.
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    connect_with(url, ClientConfig::default()).await
+    zrpc_async::connect(url, ClientConfig::default(), SmolRuntime).await
 }
 
 /// [`connect`] with settings (limits, handlers the server may call).
 pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, Error> {
-    let tcp = smol::net::TcpStream::connect(socket_addr_of(url)?).await?;
-    let _ = tcp.set_nodelay(true);
-    connect_stream(tcp, url, config, SmolRuntime).await
+    zrpc_async::connect(url, config, SmolRuntime).await
 }
 
 /// Calls an old server in the seed's format (one connection per call).
 pub async fn legacy_call(url: &str, method: &str, payload: Bytes) -> Result<Call, Error> {
-    let tcp = smol::net::TcpStream::connect(socket_addr_of(url)?).await?;
-    legacy_call_stream(tcp, url, method, payload, SmolRuntime).await
+    zrpc_async::legacy_call(url, method, payload, SmolRuntime).await
 }

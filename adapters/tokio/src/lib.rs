@@ -1,12 +1,12 @@
 //! zrpc for tokio applications.
 //!
 //! Everything but spawning, timers and TCP lives in `zrpc-async`; this crate
-//! adds [`TokioRuntime`], [`serve`], [`connect`] and [`legacy_call`], and
-//! re-exports the rest, so tokio and smol users write the same code.
+//! adds [`TokioRuntime`] and short entry points ([`serve`], [`connect`],
+//! [`legacy_call`], [`serve_io`]), and re-exports the rest, so tokio and smol
+//! users write the same code.
 //!
 //! ```no_run
-//! use bytes::Bytes;
-//! use zrpc_tokio::{CallOptions, Router, Server, Status, TokioRuntime};
+//! use zrpc_tokio::{Bytes, CallOptions, Router, Server, Status, TokioRuntime};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let router = Router::new().unary("demo.Echo/Say", |_ctx, req: Bytes| async move { Ok::<_, Status>(req) });
@@ -32,11 +32,14 @@ use std::time::Instant;
 use async_tungstenite::tokio::TokioAdapter;
 pub use zrpc_async::*;
 
-/// Spawns on the current tokio runtime; timers from `tokio::time`.
+/// tokio's spawning, timers and TCP.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioRuntime;
 
 impl Runtime for TokioRuntime {
+    type Tcp = TokioAdapter<tokio::net::TcpStream>;
+    type Listener = TokioListener;
+
     fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -46,6 +49,16 @@ impl Runtime for TokioRuntime {
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
         tokio::time::sleep_until(deadline.into())
+    }
+
+    async fn connect_tcp(&self, addr: String) -> io::Result<Self::Tcp> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(TokioAdapter::new(tcp))
+    }
+
+    async fn bind(&self, addr: String) -> io::Result<Self::Listener> {
+        Ok(TokioListener(tokio::net::TcpListener::bind(addr).await?))
     }
 }
 
@@ -59,6 +72,10 @@ impl Listener for TokioListener {
         let (stream, peer) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok((TokioAdapter::new(stream), peer))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
 }
 
@@ -85,18 +102,15 @@ where
 
 /// Connects to `ws://host:port/path`, negotiating `zrpc.v1`.
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    connect_with(url, ClientConfig::default()).await
+    zrpc_async::connect(url, ClientConfig::default(), TokioRuntime).await
 }
 
 /// [`connect`] with settings (limits, handlers the server may call).
 pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, Error> {
-    let tcp = tokio::net::TcpStream::connect(socket_addr_of(url)?).await?;
-    let _ = tcp.set_nodelay(true);
-    connect_stream(TokioAdapter::new(tcp), url, config, TokioRuntime).await
+    zrpc_async::connect(url, config, TokioRuntime).await
 }
 
 /// Calls an old server in the seed's format (one connection per call).
 pub async fn legacy_call(url: &str, method: &str, payload: Bytes) -> Result<Call, Error> {
-    let tcp = tokio::net::TcpStream::connect(socket_addr_of(url)?).await?;
-    legacy_call_stream(TokioAdapter::new(tcp), url, method, payload, TokioRuntime).await
+    zrpc_async::legacy_call(url, method, payload, TokioRuntime).await
 }
