@@ -92,8 +92,3 @@ pub use status::{Code, Status};
 
 /// The WebSocket subprotocol token of protocol v1.
 pub const SUBPROTOCOL_V1: &str = "zrpc.v1";
-
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

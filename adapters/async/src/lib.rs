@@ -26,7 +26,9 @@ pub use client::{
 };
 pub use runtime::{Listener, Runtime};
 pub use server::{Router, Server, ServerConfig, Service};
-pub use zrpc_core::{CallKind, CallOptions, Code, Config, Metadata, Mode, Status, StreamId};
+pub use zrpc_core::{
+    CallKind, CallOptions, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId,
+};
 
 /// Re-export of the WebSocket crate, for [`Server::serve_websocket`].
 pub use async_tungstenite;

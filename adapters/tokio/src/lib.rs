@@ -114,3 +114,8 @@ pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, Err
 pub async fn legacy_call(url: &str, method: &str, payload: Bytes) -> Result<Call, Error> {
     zrpc_async::legacy_call(url, method, payload, TokioRuntime).await
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -186,3 +186,75 @@ async fn a_client_killed_mid_stream_leaves_nothing_behind() {
     })
     .await;
 }
+
+async fn server_with(config: ServerConfig) -> (Server<TokioRuntime>, String) {
+    let router = echo::router(TokioRuntime, 1, std::time::Duration::ZERO);
+    let server = Server::with_config(router, config, TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_limits_connections_handshake_time_and_legacy() {
+    use tokio::io::AsyncReadExt;
+    bounded(async {
+        // Over max_connections: the extra connection is closed at once.
+        let (server, url) = server_with(ServerConfig {
+            max_connections: 1,
+            ..ServerConfig::default()
+        })
+        .await;
+        let first = zrpc_tokio::connect(&url).await.unwrap();
+        assert!(
+            first
+                .unary("echo", b("x"), CallOptions::default())
+                .await
+                .is_err_and(|s| s.code() == Code::Unimplemented)
+        );
+        assert!(zrpc_tokio::connect(&url).await.is_err());
+        assert_eq!(server.connections(), 1);
+        // The first connection is unaffected.
+        let mut call = first
+            .server_streaming("echo", b("y"), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(call.message().await.unwrap(), Some(b("y")));
+
+        // A peer that never finishes its handshake is dropped after the timeout.
+        let config = ServerConfig {
+            handshake_timeout: std::time::Duration::from_millis(100),
+            ..ServerConfig::default()
+        };
+        let (_server, url) = server_with(config).await;
+        let mut tcp = tokio::net::TcpStream::connect(socket_addr_of(&url).unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            tcp.read(&mut buf).await.unwrap(),
+            0,
+            "the server closes the idle socket"
+        );
+
+        // Legacy switched off: a client without zrpc.v1 is refused at the handshake.
+        let (_server, url) = server_with(ServerConfig {
+            legacy: false,
+            ..ServerConfig::default()
+        })
+        .await;
+        assert!(matches!(
+            zrpc_tokio::legacy_call(&url, "echo", b("x")).await,
+            Err(Error::WebSocket(_))
+        ));
+        let v1 = zrpc_tokio::connect(&url).await.unwrap();
+        let mut call = v1
+            .server_streaming("echo", b("z"), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(call.message().await.unwrap(), Some(b("z")));
+    })
+    .await;
+}

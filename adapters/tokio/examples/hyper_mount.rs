@@ -1,0 +1,119 @@
+//! zrpc mounted at `/rpc` in an ordinary hyper HTTP server: `GET /health`
+//! answers "ok", `GET /` a page, and a WebSocket upgrade on `/rpc` is served
+//! by zrpc (v1 when the client offers `zrpc.v1`, legacy otherwise).
+//!
+//! `cargo run -p zrpc-tokio --example hyper_mount -- --addr 127.0.0.1:8080`
+//! then `cargo run -p zrpc-tokio --example echo_client -- --url ws://127.0.0.1:8080/rpc`
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_tungstenite::tokio::TokioAdapter;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::Role;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use zrpc_tokio::{Mode, Server, TokioRuntime, echo};
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+/// The HTTP app: ordinary routes, and zrpc on `/rpc`.
+async fn route(
+    req: Request<Incoming>,
+    zrpc: Server<TokioRuntime>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, hyper::Error> {
+    match req.uri().path() {
+        "/health" => Ok(text(StatusCode::OK, "ok")),
+        "/rpc" => Ok(upgrade(req, zrpc, peer)),
+        "/" => Ok(text(StatusCode::OK, "zrpc lives at /rpc")),
+        _ => Ok(text(StatusCode::NOT_FOUND, "not found")),
+    }
+}
+
+/// Answers a WebSocket upgrade and hands the upgraded socket to zrpc.
+fn upgrade(
+    mut req: Request<Incoming>,
+    zrpc: Server<TokioRuntime>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    };
+    let v1 = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == zrpc_tokio::SUBPROTOCOL_V1);
+    let mode = if v1 { Mode::V1 } else { Mode::Legacy };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let io = TokioAdapter::new(TokioIo::new(upgraded));
+            let ws =
+                async_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            zrpc.serve_websocket(ws, mode, Some(peer)).await;
+        }
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, "websocket")
+        .header(SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()));
+    if v1 {
+        resp = resp.header(SEC_WEBSOCKET_PROTOCOL, zrpc_tokio::SUBPROTOCOL_V1);
+    }
+    resp.body(Full::default()).unwrap()
+}
+
+/// Serves the app on `listener` forever.
+pub async fn serve(listener: tokio::net::TcpListener, zrpc: Server<TokioRuntime>) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let zrpc = zrpc.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| route(req, zrpc.clone(), peer));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// The zrpc side: the echo service (10 replies, 50 ms apart).
+pub fn zrpc_server() -> Server<TokioRuntime> {
+    Server::new(
+        echo::router(TokioRuntime, 10, Duration::from_millis(50)),
+        TokioRuntime,
+    )
+}
+
+#[allow(dead_code)] // the tests include this file and call serve() themselves
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(echo::arg("--addr", "127.0.0.1:8080")).await?;
+    println!(
+        "http://{0}/health, and zrpc at ws://{0}/rpc",
+        listener.local_addr()?
+    );
+    serve(listener, zrpc_server()).await;
+    Ok(())
+}
