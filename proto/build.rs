@@ -1,0 +1,7 @@
+fn main() -> std::io::Result<()> {
+    println!("cargo:rerun-if-changed=protos");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    zrpc_build::configure()
+        .file_descriptor_set_path(out.join("descriptors.bin"))
+        .compile(&["protos/people.proto", "protos/echo.proto"], &["protos"])
+}
