@@ -21,6 +21,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     where
         F: Future<Output = ()> + Send + 'static;
 
+    /// Runs blocking work (a database call, file I/O) on a thread pool,
+    /// off the reactor threads; a panic in `f` resumes in the caller.
+    fn spawn_blocking<T, F>(&self, f: F) -> impl Future<Output = T> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static;
+
     /// A future that completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
 

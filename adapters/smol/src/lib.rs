@@ -46,6 +46,14 @@ impl Runtime for SmolRuntime {
         smol::spawn(future).detach();
     }
 
+    fn spawn_blocking<T, F>(&self, f: F) -> impl Future<Output = T> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        smol::unblock(f)
+    }
+
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
         let timer = smol::Timer::at(deadline);
         async move {

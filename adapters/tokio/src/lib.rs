@@ -47,6 +47,18 @@ impl Runtime for TokioRuntime {
         tokio::spawn(future);
     }
 
+    fn spawn_blocking<T, F>(&self, f: F) -> impl Future<Output = T> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let task = tokio::task::spawn_blocking(f);
+        async move {
+            task.await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        }
+    }
+
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
         tokio::time::sleep_until(deadline.into())
     }

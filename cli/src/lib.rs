@@ -1,0 +1,26 @@
+//! # zrpc-cli
+//!
+//! The `zrpc` command-line tool, and what it serves: the echo service and
+//! the people service (the seed's Titan graph model) on an embedded SQLite
+//! store.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod people;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zrpc_async::{Router, Runtime};
+use zrpc_proto::people::people_server;
+
+/// Everything `zrpc serve` serves: `echo` (the seed's, v1 and legacy),
+/// `people.People/*`, and the legacy Titan call `create_person`.
+pub fn router<R: Runtime>(rt: R, store: Arc<dyn store::Store>, echo_interval: Duration) -> Router {
+    let service = Arc::new(people::PeopleService::new(store, rt.clone()));
+    let router = zrpc_async::echo::router(rt, 10, echo_interval);
+    let router = people_server::register(router, service.clone());
+    people::register_legacy(router, service)
+}
