@@ -3,6 +3,7 @@
 # (project-local; nothing is installed system-wide). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d target/pydeps/websockets ]; then
-  python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps "websockets>=13,<16"
+if [ ! -d target/pydeps/websockets ] || [ ! -d target/pydeps/google/protobuf ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target target/pydeps "websockets>=13,<16" "protobuf>=5,<7"
 fi

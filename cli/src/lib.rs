@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod echo;
 pub mod people;
 pub mod store;
 
@@ -14,13 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zrpc_async::{Router, Runtime};
+use zrpc_proto::echo::echo_server;
 use zrpc_proto::people::people_server;
 
 /// Everything `zrpc serve` serves: `echo` (the seed's, v1 and legacy),
-/// `people.People/*`, and the legacy Titan call `create_person`.
+/// `echo.Echo/*` (typed), `people.People/*`, and the legacy Titan call
+/// `create_person` / `dispatch.create_person`.
 pub fn router<R: Runtime>(rt: R, store: Arc<dyn store::Store>, echo_interval: Duration) -> Router {
     let service = Arc::new(people::PeopleService::new(store, rt.clone()));
     let router = zrpc_async::echo::router(rt, 10, echo_interval);
+    let router = echo_server::register(router, Arc::new(echo::EchoService));
     let router = people_server::register(router, service.clone());
     people::register_legacy(router, service)
 }

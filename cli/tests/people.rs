@@ -22,7 +22,7 @@ fn temp_db(name: &str) -> PathBuf {
     dir.join("people.db")
 }
 
-async fn serve(store: Arc<dyn Store>) -> (Server<TokioRuntime>, PeopleClient) {
+async fn serve(store: Arc<dyn Store>) -> (Server<TokioRuntime>, PeopleClient, String) {
     let router = zrpc_cli::router(TokioRuntime, store, Duration::ZERO);
     let server = Server::new(router, TokioRuntime);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,7 +30,7 @@ async fn serve(store: Arc<dyn Store>) -> (Server<TokioRuntime>, PeopleClient) {
     let s = server.clone();
     tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
     let client = PeopleClient::new(zrpc_tokio::connect(&url).await.unwrap());
-    (server, client)
+    (server, client, url)
 }
 
 fn person(name: &str, email: &str, url: &str) -> Person {
@@ -63,7 +63,7 @@ async fn create_list_import_link_members_and_restart() {
     let path = temp_db("flow");
     let o = CallOptions::default;
     {
-        let (server, client) = serve(Arc::new(SqliteStore::open(&path).unwrap())).await;
+        let (server, client, _) = serve(Arc::new(SqliteStore::open(&path).unwrap())).await;
         let jon = client
             .create_person(&person("jon", "jon@jon.com", "https://jon.com/"), o())
             .await
@@ -178,7 +178,7 @@ async fn create_list_import_link_members_and_restart() {
         server.shutdown().await;
     }
     // Restart on the same file: the data is there.
-    let (_server, client) = serve(Arc::new(SqliteStore::open(&path).unwrap())).await;
+    let (_server, client, _) = serve(Arc::new(SqliteStore::open(&path).unwrap())).await;
     let people = list(&client, "").await;
     assert_eq!(people.len(), 23);
     assert_eq!(people[0].name, "jon");
@@ -187,7 +187,7 @@ async fn create_list_import_link_members_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
-    let (_server, client) = serve(Arc::new(SqliteStore::in_memory().unwrap())).await;
+    let (_server, client, _) = serve(Arc::new(SqliteStore::in_memory().unwrap())).await;
     let o = CallOptions::default;
     let cases = [
         (person("", "a@b.com", ""), "name"),
@@ -319,4 +319,51 @@ async fn the_seed_titan_call_works_in_legacy_mode() {
         assert!(stored.id > 0);
         assert_eq!(call.message().await.unwrap(), None, "then a normal close");
     }
+}
+
+/// The seed's Titan client, in Python with `protobuf` and `websockets`
+/// (scripts/seed_titan_client.py; scripts/setup-python.sh installs the
+/// packages into target/pydeps): the stored Person comes back, then a
+/// normal close; the person is in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_seed_titan_client_stores_a_person_in_legacy_mode() {
+    let (_server, client, url) = serve(Arc::new(SqliteStore::in_memory().unwrap())).await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = move |method: &'static str| {
+        let root = root.clone();
+        let url = url.clone();
+        move || {
+            let setup = std::process::Command::new("bash")
+                .arg(root.join("scripts/setup-python.sh"))
+                .status()
+                .unwrap();
+            assert!(setup.success(), "installing the Python packages failed");
+            std::process::Command::new("python3")
+                .arg(root.join("scripts/seed_titan_client.py"))
+                .args([
+                    url.as_str(),
+                    method,
+                    "jon",
+                    "jon@jon.com",
+                    "https://jon.com/",
+                ])
+                .env("PYTHONPATH", root.join("target/pydeps"))
+                .output()
+                .unwrap()
+        }
+    };
+    for method in ["dispatch.create_person", "create_person"] {
+        let out = tokio::task::spawn_blocking(run(method)).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{method}: {text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("person ")
+                && lines[0].ends_with(" jon jon@jon.com https://jon.com/ person"),
+            "{text}"
+        );
+        assert_eq!(lines[1], "closed 1000", "{text}");
+    }
+    assert_eq!(list(&client, "jon").await.len(), 2);
 }

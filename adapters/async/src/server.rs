@@ -232,6 +232,7 @@ async fn run_handler(handler: Handler, call: IncomingCall, shared: Arc<Shared>) 
         shared: shared.clone(),
     };
     let sink = ResponseSink { ctx: ctx.clone() };
+    let started = std::time::Instant::now();
     let fut = (handler.f)(ctx.clone(), reqs, sink);
     // The handler runs until it returns, panics, or the call ends under it
     // (cancel, deadline, connection loss): then it is dropped.
@@ -249,6 +250,14 @@ async fn run_handler(handler: Handler, call: IncomingCall, shared: Arc<Shared>) 
     };
     ctx.flush_headers();
     let trailers = std::mem::take(&mut lock(&ctx.out).trailers);
+    let code = status.as_ref().map_or(Code::Cancelled, Status::code);
+    tracing::info!(
+        method = ctx.method(),
+        status = %code,
+        duration_us = started.elapsed().as_micros() as u64,
+        peer = ?ctx.peer_addr(),
+        "call"
+    );
     let mut g = shared.lock();
     if let Some(status) = status
         && let Err(UserError::Cardinality) = g.conn.finish(call.id, status, trailers.clone())

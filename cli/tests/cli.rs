@@ -1,0 +1,117 @@
+//! The real `zrpc` binary: `demo` exits 0 and prints what it created;
+//! `call` against a running `serve` takes and prints JSON; a failing call
+//! exits non-zero with the status on stderr; SIGTERM stops `serve` cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const ZRPC: &str = env!("CARGO_BIN_EXE_zrpc");
+
+#[test]
+fn demo_runs_every_call_kind_and_exits_zero() {
+    let out = Command::new(ZRPC).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("created person #1 jon <jon@jon.com> label=person"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("imported 5 people"), "{stdout}");
+    assert!(stdout.contains("jon works for Acme"), "{stdout}");
+    assert!(stdout.contains("dispatch.create_person stored"), "{stdout}");
+}
+
+#[test]
+fn call_against_serve_json_in_and_out_and_exit_codes() {
+    let mut serve = Command::new(ZRPC)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--runtime",
+            "smol",
+            "--echo-interval-ms",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{first}");
+
+    let call = |args: &[&str]| {
+        Command::new(ZRPC)
+            .arg("call")
+            .arg(&url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = call(&[
+        "people.People/CreatePerson",
+        "--json",
+        r#"{"name":"ann","email":"ann@example.org"}"#,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let person: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(person["name"], "ann");
+    assert_eq!(person["label"], "person");
+    assert!(person["id"].as_i64().unwrap() > 0);
+
+    let list = call(&["people.People/ListPeople", "--json", "{}"]);
+    assert!(list.status.success());
+    assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 1);
+
+    let bad = call(&["people.People/CreatePerson", "--json", r#"{"name":""}"#]);
+    assert_eq!(
+        bad.status.code(),
+        Some(3),
+        "INVALID_ARGUMENT is exit code 3"
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("INVALID_ARGUMENT: name: must not be empty")
+    );
+
+    let unknown = call(&["nope.Nope/Nope"]);
+    assert_eq!(unknown.status.code(), Some(12));
+
+    let raw = call(&["echo", "--hex", "6869"]);
+    assert!(raw.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&raw.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["hi"; 10]
+    );
+
+    let legacy = call(&["echo", "--hex", "6869", "--legacy"]);
+    assert!(legacy.status.success());
+    assert_eq!(String::from_utf8_lossy(&legacy.stdout).lines().count(), 10);
+
+    let term = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve exits 0 on SIGTERM, got {status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("method=\"people.People/CreatePerson\" status=INVALID_ARGUMENT"),
+        "{log}"
+    );
+}
