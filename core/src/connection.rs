@@ -21,7 +21,7 @@ use crate::call::{CallKind, Method, Side, StreamId};
 use crate::error::{ConnectionError, UserError};
 use crate::frame::{self, FLAG_END_STREAM, FLAG_MORE, Frame, HEADER_LEN, MAX_METHOD_LEN, Open};
 use crate::legacy;
-use crate::limits::{Config, MAX_CREDIT, PeerLimits};
+use crate::limits::{Config, MAX_AUTO_WINDOW, MAX_CREDIT, PeerLimits};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::stream::{Out, Role, Stream};
@@ -290,6 +290,12 @@ impl Connection {
     /// True while `id` holds state.
     pub fn has_call(&self, id: StreamId) -> bool {
         self.streams.contains_key(&id)
+    }
+
+    /// The receive window of a live call: how many messages the peer may
+    /// have outstanding (delivered and not yet consumed, or in flight).
+    pub fn recv_window(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(&id).map(|s| s.window)
     }
 
     /// Received bytes held for the application (unread plus partial messages).
@@ -725,6 +731,17 @@ impl Connection {
             return;
         }
         s.to_grant += 1;
+        // Small messages: grow the window toward the byte budget, so the
+        // sender is not stalled by round trips (the receiver's own policy;
+        // the protocol only sees larger CREDIT frames).
+        let budget = self.config.stream_window_bytes;
+        if budget > 0 && s.window < MAX_AUTO_WINDOW {
+            let target = (budget as usize / len.max(1)).min(MAX_AUTO_WINDOW as usize) as u32;
+            if target > s.window {
+                s.to_grant += target - s.window;
+                s.window = target;
+            }
+        }
         if s.to_grant >= (s.window / 2).max(1) {
             let credit = s.to_grant;
             s.to_grant = 0;

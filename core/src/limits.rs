@@ -24,6 +24,9 @@ pub const MIN_FRAGMENT_SIZE: u32 = 1024;
 pub const MIN_METADATA_SIZE: u32 = 256;
 /// Largest credit a stream may hold (31 bits, as in RSocket and HTTP/2).
 pub const MAX_CREDIT: u32 = (1 << 31) - 1;
+/// Largest window a receiver grows a call to on its own (see
+/// [`Config::stream_window_bytes`]).
+pub const MAX_AUTO_WINDOW: u32 = 1024;
 
 /// Local configuration of a [`Connection`](crate::Connection).
 ///
@@ -47,6 +50,12 @@ pub struct Config {
     /// Largest metadata block (request headers, response headers, or status
     /// with trailers) this side accepts. Default 16 KiB.
     pub max_metadata_size: u32,
+    /// Receive window growth: when a call's messages are small, this side
+    /// grants more credit, up to this many bytes' worth of messages (at most
+    /// [`MAX_AUTO_WINDOW`] messages), so small-message streams are not held
+    /// back by round trips. Default 256 KiB; 0 keeps every window at
+    /// `initial_credit`. The connection-wide bound still applies.
+    pub stream_window_bytes: u32,
     /// Connection-wide bound on received bytes held for the application
     /// (delivered but not yet consumed, plus partial messages). Default 64 MiB.
     /// When exceeded, the call holding the most unread bytes ends with
@@ -77,6 +86,7 @@ impl Default for Config {
             initial_credit: DEFAULT_INITIAL_CREDIT,
             max_fragment_size: DEFAULT_MAX_FRAGMENT_SIZE,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
+            stream_window_bytes: 256 * 1024,
             max_connection_buffer: 64 * 1024 * 1024,
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),

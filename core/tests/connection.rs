@@ -126,6 +126,7 @@ fn client_streaming_and_bidi_with_half_close() {
 fn credit_blocks_the_sender_until_the_reader_consumes() {
     let cfg = Config {
         initial_credit: 4,
+        stream_window_bytes: 0,
         ..Config::default()
     };
     let mut p = Pair::with(Config::default(), cfg);
@@ -758,4 +759,35 @@ fn local_close_ends_calls_and_closes_with_the_given_code() {
             "connection closed locally (1001) shutting down".to_string()
         )]
     );
+}
+
+#[test]
+fn small_messages_grow_the_receive_window_within_the_byte_budget() {
+    let server_cfg = Config {
+        initial_credit: 4,
+        stream_window_bytes: 64 * 1024,
+        ..Config::default()
+    };
+    let mut p = Pair::with(Config::default(), server_cfg);
+    let small = p.open("s/Small", CallKind::ClientStreaming);
+    let big = p.open("s/Big", CallKind::ClientStreaming);
+    p.client.send(small, Bytes::from(vec![1u8; 64])).unwrap();
+    p.client
+        .send(big, Bytes::from(vec![2u8; 32 * 1024]))
+        .unwrap();
+    p.run();
+    for (id, m) in [(small, 64), (big, 32 * 1024)] {
+        p.server.consume(id, m);
+    }
+    p.run();
+    // 64 KiB / 64 B = 1,024 messages (the cap); 64 KiB / 32 KiB = 2 < 4: unchanged.
+    assert_eq!(p.server.recv_window(small), Some(MAX_AUTO_WINDOW));
+    assert_eq!(p.server.recv_window(big), Some(4));
+    // The client may now have 1,024 small messages in flight without blocking.
+    let mut sent = 0;
+    while p.client.send(small, Bytes::from(vec![1u8; 64])).is_ok() {
+        sent += 1;
+        assert!(sent <= 2000, "credit never ran out");
+    }
+    assert_eq!(sent, MAX_AUTO_WINDOW as usize);
 }

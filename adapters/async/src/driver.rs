@@ -13,6 +13,7 @@ use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use futures_util::SinkExt;
 use zrpc_core::{Connection, Incoming, Transmit};
 
 use crate::runtime::Runtime;
@@ -73,17 +74,29 @@ where
             g.pump_events();
             (g.conn.poll_timeout(), g.conn.is_closed())
         };
+        // Every pending frame goes into the WebSocket's write buffer, then
+        // one flush: one write syscall for a burst, not one per frame.
+        let mut sent_close = false;
+        let mut result = Ok(());
         for t in batch.drain(..) {
-            let was_close = matches!(t, Transmit::Close { .. });
-            if tx.send(to_message(t)).await.is_err() {
-                let mut g = shared.lock();
-                g.conn.handle_close(None, "write failed");
-                g.pump_events();
-                return;
+            sent_close |= matches!(t, Transmit::Close { .. });
+            result = tx.feed(to_message(t)).await;
+            if result.is_err() || sent_close {
+                break;
             }
-            if was_close {
-                return;
-            }
+        }
+        batch.clear();
+        if result.is_ok() {
+            result = tx.flush().await;
+        }
+        if result.is_err() {
+            let mut g = shared.lock();
+            g.conn.handle_close(None, "write failed");
+            g.pump_events();
+            return;
+        }
+        if sent_close {
+            return;
         }
         if closed {
             // The peer closed: answer its close (a no-op if already answered).

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -302,16 +302,22 @@ impl Default for ServerConfig {
     }
 }
 
-/// The WebSocket limits that go with a protocol configuration.
+/// The WebSocket limits that go with a protocol configuration. The read
+/// buffer is 4 KiB instead of tungstenite's 128 KiB: it is allocated for
+/// every connection, idle or not, and larger messages are still read whole.
 pub(crate) fn ws_config(core: &Config) -> WebSocketConfig {
     let max = core.max_websocket_message();
     WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }
 
 struct ServerState {
     conns: Mutex<HashMap<u64, Weak<Shared>>>,
+    /// Connections being served (counted by serve_stream, so that the accept
+    /// loop's limit check is O(1)).
+    open: AtomicUsize,
     next_id: AtomicU64,
     stopping: AtomicBool,
     stop: Notify,
@@ -351,6 +357,7 @@ impl<R: Runtime> Server<R> {
             rt,
             state: Arc::new(ServerState {
                 conns: Mutex::new(HashMap::new()),
+                open: AtomicUsize::new(0),
                 next_id: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
                 stop: Notify::default(),
@@ -396,13 +403,17 @@ impl<R: Runtime> Server<R> {
             match next {
                 None => return Ok(()),
                 Some(Ok((stream, peer))) => {
-                    if self.connections() >= self.config.max_connections {
+                    if self.state.open.load(Ordering::Acquire) >= self.config.max_connections {
                         drop(stream); // over the limit: refused at once
                         continue;
                     }
+                    // Counted from accept (handshakes included) until the
+                    // connection is over.
+                    self.state.open.fetch_add(1, Ordering::AcqRel);
                     let this = self.clone();
                     self.rt.spawn(async move {
                         let _ = this.serve_stream(stream, Some(peer)).await;
+                        this.state.open.fetch_sub(1, Ordering::AcqRel);
                     });
                 }
                 // Per-connection accept errors (reset before accept, fd
