@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod echo;
 pub mod people;
 pub mod store;
 
@@ -24,7 +23,7 @@ use zrpc_proto::people::people_server;
 pub fn router<R: Runtime>(rt: R, store: Arc<dyn store::Store>, echo_interval: Duration) -> Router {
     let service = Arc::new(people::PeopleService::new(store, rt.clone()));
     let router = zrpc_async::echo::router(rt, 10, echo_interval);
-    let router = echo_server::register(router, Arc::new(echo::EchoService));
+    let router = echo_server::register(router, Arc::new(zrpc_proto::echo_service::EchoService));
     let router = people_server::register(router, service.clone());
     people::register_legacy(router, service)
 }

@@ -73,6 +73,8 @@ pub mod echo {
     include!(concat!(env!("OUT_DIR"), "/echo.rs"));
 }
 
+pub mod echo_service;
+
 /// The compiled `FileDescriptorSet` of the protos above (for reflection,
 /// e.g. JSON conversion).
 pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
@@ -96,6 +98,11 @@ pub fn decode<M: Message + Default>(b: Bytes) -> Result<M, Status> {
 pub fn decode_response<M: Message + Default>(b: Bytes) -> Result<M, Status> {
     M::decode(b)
         .map_err(|e| Status::new(Code::Internal, format!("malformed response message: {e}")))
+}
+
+/// Decodes an optional response message.
+fn decode_next<M: Message + Default>(next: Option<Bytes>) -> Result<Option<M>, Status> {
+    next.map(decode_response).transpose()
 }
 
 /// Typed request messages (server side).
@@ -160,10 +167,7 @@ impl<M: Message + Default> ResponseStream<M> {
 
     /// The next response; `Ok(None)` after the last of a call that ended OK.
     pub async fn message(&mut self) -> Result<Option<M>, Status> {
-        match self.call.message().await? {
-            Some(b) => decode_response(b).map(Some),
-            None => Ok(None),
-        }
+        decode_next(self.call.message().await?)
     }
 
     /// Response headers.
@@ -237,9 +241,6 @@ impl<Req: Message, Resp: Message + Default> BidiCall<Req, Resp> {
 
     /// The next response; `Ok(None)` after the last of a call that ended OK.
     pub async fn message(&mut self) -> Result<Option<Resp>, Status> {
-        match self.call.message().await? {
-            Some(b) => decode_response(b).map(Some),
-            None => Ok(None),
-        }
+        decode_next(self.call.message().await?)
     }
 }

@@ -1,77 +1,11 @@
-//! Generated client <-> generated server, all four call kinds, on tokio and
-//! on smol, over real sockets on 127.0.0.1.
+//! Generated client <-> generated server (the reference `EchoService`), all
+//! four call kinds, on tokio and on smol, over real sockets on 127.0.0.1.
 
 use std::sync::Arc;
 
-use zrpc_proto::echo::{EchoReply, EchoRequest, echo_client::EchoClient, echo_server};
-use zrpc_proto::{CallContext, CallOptions, Code, Router, Sink, Status, Streaming};
-
-struct Echo;
-
-impl echo_server::Echo for Echo {
-    async fn say(&self, ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
-        assert_eq!(ctx.method(), "echo.Echo/Say");
-        if req.message.is_empty() {
-            return Err(Status::new(
-                Code::InvalidArgument,
-                "message: must not be empty",
-            ));
-        }
-        Ok(EchoReply {
-            message: req.message,
-            index: 0,
-        })
-    }
-
-    async fn repeat(
-        &self,
-        _ctx: CallContext,
-        req: EchoRequest,
-        mut out: Sink<EchoReply>,
-    ) -> Result<(), Status> {
-        for index in 0..req.repeat {
-            out.send(&EchoReply {
-                message: req.message.clone(),
-                index,
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn collect(
-        &self,
-        _ctx: CallContext,
-        mut reqs: Streaming<EchoRequest>,
-    ) -> Result<EchoReply, Status> {
-        let mut words = vec![];
-        while let Some(r) = reqs.message().await? {
-            words.push(r.message);
-        }
-        Ok(EchoReply {
-            message: words.join(" "),
-            index: words.len() as u32,
-        })
-    }
-
-    async fn chat(
-        &self,
-        _ctx: CallContext,
-        mut reqs: Streaming<EchoRequest>,
-        mut out: Sink<EchoReply>,
-    ) -> Result<(), Status> {
-        let mut index = 0;
-        while let Some(r) = reqs.message().await? {
-            out.send(&EchoReply {
-                message: r.message.to_uppercase(),
-                index,
-            })
-            .await?;
-            index += 1;
-        }
-        Ok(())
-    }
-}
+use zrpc_proto::echo::{EchoRequest, echo_client::EchoClient, echo_server};
+use zrpc_proto::echo_service::EchoService;
+use zrpc_proto::{CallOptions, Code, Router};
 
 fn req(m: &str, repeat: u32) -> EchoRequest {
     EchoRequest {
@@ -114,7 +48,7 @@ async fn exercise(client: EchoClient) {
 }
 
 fn router() -> Router {
-    echo_server::register(Router::new(), Arc::new(Echo))
+    echo_server::register(Router::new(), Arc::new(EchoService))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

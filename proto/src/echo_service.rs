@@ -1,7 +1,8 @@
-//! The typed `echo.Echo` service (all four call kinds), served by `zrpc serve`.
+//! The reference implementation of `echo.Echo` (all four call kinds):
+//! served by `zrpc serve`, and used by the generated-code tests.
 
-use zrpc_proto::echo::{EchoReply, EchoRequest, echo_server};
-use zrpc_proto::{CallContext, Code, Sink, Status, Streaming};
+use crate::echo::{EchoReply, EchoRequest, echo_server};
+use crate::{CallContext, Code, Sink, Status, Streaming};
 
 /// Most replies one `Repeat` call streams.
 pub const MAX_REPEAT: u32 = 10_000;
@@ -11,6 +12,12 @@ pub struct EchoService;
 
 impl echo_server::Echo for EchoService {
     async fn say(&self, _ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
+        if req.message.is_empty() {
+            return Err(Status::new(
+                Code::InvalidArgument,
+                "message: must not be empty",
+            ));
+        }
         Ok(EchoReply {
             message: req.message,
             index: 0,
