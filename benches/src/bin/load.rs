@@ -322,12 +322,52 @@ impl Conn {
     }
 }
 
+/// The plain-WebSocket ceiling with `in_flight` requests outstanding on one
+/// socket: echoes come back in order, so each reply matches the oldest send.
+async fn ws_pipelined(addr: &str, in_flight: usize, secs: f64) -> Vec<(&'static str, f64)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
+        .await
+        .expect("handshake");
+    let (mut tx, mut rx) = ws.split();
+    let payload = Bytes::from(vec![7u8; 64]);
+    let mut sent_at = std::collections::VecDeque::with_capacity(in_flight);
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    for _ in 0..in_flight {
+        tx.feed(Message::Binary(payload.clone()))
+            .await
+            .expect("send");
+        sent_at.push_back(Instant::now());
+    }
+    tx.flush().await.expect("flush");
+    while let Some(t) = sent_at.pop_front() {
+        match rx.next().await {
+            Some(Ok(Message::Binary(b))) => assert_eq!(b.len(), payload.len(), "echo length"),
+            other => panic!("unexpected {other:?}"),
+        }
+        lat.push(t.elapsed().as_nanos() as u64);
+        if Instant::now() < deadline && lat.len() < 50_000_000 {
+            tx.send(Message::Binary(payload.clone()))
+                .await
+                .expect("send");
+            sent_at.push_back(Instant::now());
+        }
+    }
+    latency_fields(lat.len() as u64, start.elapsed(), lat)
+}
+
 async fn unary_in_flight(
     system: &str,
     addr: &str,
     in_flight: usize,
     secs: f64,
 ) -> Vec<(&'static str, f64)> {
+    if system == "ws" && in_flight > 1 {
+        return ws_pipelined(addr, in_flight, secs).await;
+    }
     let conn = Arc::new(Conn::open(system, addr).await);
     let payload = Bytes::from(vec![7u8; 64]);
     for _ in 0..200 {
