@@ -12,7 +12,7 @@ TYPES = {"SETTINGS": 0, "OPEN": 1, "HEADERS": 2, "MESSAGE": 3, "HALF_CLOSE": 4,
          "STATUS": 5, "RESET": 6, "CREDIT": 7, "PING": 8, "GOAWAY": 9}
 KINDS = {"unary": 0, "server_streaming": 1, "client_streaming": 2, "bidi": 3}
 SETTING_IDS = {"max_message_size": 1, "max_concurrent_streams": 2, "initial_credit": 3,
-               "max_fragment_size": 4, "max_metadata_size": 5}
+               "max_fragment_size": 4, "max_metadata_size": 5, "max_batch_size": 6}
 
 
 def header(ty, flags, stream):
@@ -68,7 +68,7 @@ def encode(f):
 FRAMES = [
     ("settings-defaults", {"type": "SETTINGS", "settings": {
         "max_message_size": 4194304, "max_concurrent_streams": 1024, "initial_credit": 16,
-        "max_fragment_size": 65536, "max_metadata_size": 16384}}),
+        "max_fragment_size": 65536, "max_metadata_size": 16384, "max_batch_size": 16384}}),
     ("settings-empty", {"type": "SETTINGS", "settings": {}}),
     ("open-unary-timeout", {"type": "OPEN", "stream": 1, "kind": "unary", "timeout_ms": 1000,
                             "initial_credit": 1, "method": "echo.Echo/Say", "metadata": []}),
@@ -94,12 +94,13 @@ FRAMES = [
     ("ping-ack", {"type": "PING", "ack": True, "data_hex": "0000000000000001"}),
     ("goaway-drain", {"type": "GOAWAY", "last_stream_id": 41, "code": 1000, "reason": "draining"}),
     ("goaway-protocol-error", {"type": "GOAWAY", "last_stream_id": 0, "code": 1002,
-                               "reason": "malformed frame: unknown frame type 0x0a"}),
+                               "reason": "malformed frame: unknown frame type 0x0b"}),
 ]
 
 INVALID = [
     ("too-short", "030000", "Empty"),
-    ("unknown-type", "0a0000000001", "UnknownType"),
+    ("unknown-type", "0b0000000001", "UnknownType"),
+    ("batch-where-a-frame-is-expected", "0a0000000000", "Batch"),
     ("message-on-stream-0", "030000000000", "ZeroStreamId"),
     ("ping-on-stream-1", "0800000000010000000000000000", "NonZeroStreamId"),
     ("message-end-and-more", "030300000001", "InvalidFlags"),
@@ -128,11 +129,42 @@ LEGACY = [
      "0a036a6f6e120b6a6f6e406a6f6e2e636f6d1a1068747470733a2f2f6a6f6e2e636f6d2f"),
 ]
 
+def batch(frames):
+    """A BATCH: header on stream 0, then (u16 length, frame) per entry."""
+    return header_raw(0x0A, 0, 0) + b"".join(struct.pack(">H", len(f)) + f for f in frames)
+
+
+def header_raw(ty, flags, stream):
+    return struct.pack(">BBI", ty, flags, stream)
+
+
+def frame_named(name):
+    return encode(dict(FRAMES)[name])
+
+
+BATCHES = [
+    ("batch-two-messages", ["message-empty", "message-end-stream"]),
+    ("batch-credit-ping-goaway", ["credit", "ping", "goaway-drain"]),
+]
+
+PING = frame_named("ping")
+INVALID_BATCHES = [
+    ("batch-empty", header_raw(0x0A, 0, 0), "EmptyBatch"),
+    ("batch-on-stream-1", header_raw(0x0A, 0, 1) + struct.pack(">H", len(PING)) + PING, "NonZeroStreamId"),
+    ("batch-entry-shorter-than-header", batch([PING[:4]]), "Empty"),
+    ("batch-entry-past-the-end", batch([PING]) + b"\x00\x20\x08", "Truncated"),
+    ("batch-odd-trailing-byte", batch([PING]) + b"\x00", "Truncated"),
+    ("batch-nested", batch([batch([PING])]), "Batch"),
+]
+
 doc = {
     "description": "zrpc protocol v1 test vectors; see docs/PROTOCOL.md section 12. "
                    "Metadata values of keys ending in -bin are hex, others text.",
     "frames": [{"name": n, "hex": encode(f).hex(), "frame": f} for n, f in FRAMES],
     "invalid": [{"name": n, "hex": h, "error": e} for n, h, e in INVALID],
+    "batches": [{"name": n, "hex": batch([frame_named(f) for f in fs]).hex(), "frames": fs}
+                for n, fs in BATCHES],
+    "invalid_batches": [{"name": n, "hex": h.hex(), "error": e} for n, h, e in INVALID_BATCHES],
     "legacy_requests": [{"name": n, "method": m, "payload_hex": p,
                          "hex": legacy(m.encode(), bytes.fromhex(p)).hex()} for n, m, p in LEGACY],
 }

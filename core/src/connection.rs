@@ -19,7 +19,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::call::{CallKind, Method, Side, StreamId};
 use crate::error::{ConnectionError, UserError};
-use crate::frame::{self, FLAG_END_STREAM, FLAG_MORE, Frame, HEADER_LEN, MAX_METHOD_LEN, Open};
+use crate::frame::{
+    self, BATCH_ENTRY_PREFIX, FLAG_END_STREAM, FLAG_MORE, Frame, HEADER_LEN, MAX_METHOD_LEN, Open,
+};
 use crate::legacy;
 use crate::limits::{Config, MAX_AUTO_WINDOW, MAX_CREDIT, PeerLimits};
 use crate::metadata::Metadata;
@@ -211,6 +213,12 @@ pub struct Connection {
     ping_seq: u64,
     legacy_method: Option<Method>,
     out: BytesMut,
+    /// Arena for BATCH messages.
+    batch_out: BytesMut,
+    /// A transmit taken while packing that did not fit; it goes next.
+    stashed: Option<Transmit>,
+    /// Our first frame (SETTINGS in v1) went out; only later frames pack.
+    settings_sent: bool,
     spare_queues: Vec<VecDeque<Out>>,
     max_ws_message: usize,
 }
@@ -251,6 +259,9 @@ impl Connection {
             ping_seq: 0,
             legacy_method: None,
             out: BytesMut::new(),
+            batch_out: BytesMut::new(),
+            stashed: None,
+            settings_sent: false,
             spare_queues: Vec::new(),
             max_ws_message,
         }
@@ -366,6 +377,7 @@ impl Connection {
         self.end_all(&status);
         self.state = State::Closed;
         self.control.clear();
+        self.stashed = None;
         self.pending_close = None;
         if !already_reported {
             self.events.push_back(Event::Closed {
@@ -441,7 +453,65 @@ impl Connection {
     /// The next WebSocket message to write, if any. Control frames go first;
     /// then streams take turns, one frame (or fragment) each, so a large
     /// message never blocks the other calls.
+    ///
+    /// Once the peer's SETTINGS offered a batch size, small frames that are
+    /// ready together go out packed in one BATCH message: one WebSocket
+    /// message (and one header, mask and read) for many frames.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let first = match self.stashed.take() {
+            Some(t) => t,
+            None => self.next_transmit()?,
+        };
+        let budget = self.peer.max_batch_size as usize;
+        let Transmit::Binary(a) = first else {
+            return Some(first);
+        };
+        // Two entries must fit, and SETTINGS (our first frame) never packs.
+        if !self.settings_sent {
+            self.settings_sent = true;
+            return Some(Transmit::Binary(a));
+        }
+        if budget < 2 * (BATCH_ENTRY_PREFIX + a.len()) {
+            return Some(Transmit::Binary(a));
+        }
+        let b = match self.next_transmit() {
+            Some(Transmit::Binary(b)) if BATCH_ENTRY_PREFIX * 2 + a.len() + b.len() <= budget => b,
+            other => {
+                self.stashed = other;
+                return Some(Transmit::Binary(a));
+            }
+        };
+        let mut out = std::mem::take(&mut self.batch_out);
+        if out.capacity() < HEADER_LEN + budget {
+            out.reserve(HEADER_LEN + budget);
+        }
+        out.put_u8(frame::kind::BATCH);
+        out.put_bytes(0, HEADER_LEN - 1);
+        for f in [a, b] {
+            out.put_u16(f.len() as u16);
+            out.put_slice(&f);
+        }
+        while out.len() + BATCH_ENTRY_PREFIX + HEADER_LEN <= HEADER_LEN + budget {
+            match self.next_transmit() {
+                Some(Transmit::Binary(f))
+                    if out.len() + BATCH_ENTRY_PREFIX + f.len() <= HEADER_LEN + budget =>
+                {
+                    out.put_u16(f.len() as u16);
+                    out.put_slice(&f);
+                }
+                other => {
+                    self.stashed = other;
+                    break;
+                }
+            }
+        }
+        let msg = out.split().freeze();
+        self.batch_out = out;
+        Some(Transmit::Binary(msg))
+    }
+
+    /// The next single frame (or close) to write.
+    fn next_transmit(&mut self) -> Option<Transmit> {
         if self.state == State::Closed {
             return None;
         }
@@ -870,7 +940,7 @@ impl Connection {
                 if status.is_ok() && self.config.legacy_close_text {
                     return Some(Transmit::Text(Bytes::from_static(legacy::CLOSE_TEXT)));
                 }
-                return self.poll_transmit();
+                return self.next_transmit();
             }
             Out::Message { data, end } => {
                 if legacy {
@@ -1056,6 +1126,33 @@ impl Connection {
             });
         }
         let first = !std::mem::replace(&mut self.got_first_frame, true);
+        if buf.first() == Some(&frame::kind::BATCH) {
+            if self.config.max_batch_size == 0 {
+                return Err(ConnectionError::Protocol(
+                    "BATCH, which this side did not offer",
+                ));
+            }
+            let limit = HEADER_LEN + self.config.max_batch_size as usize;
+            if buf.len() > limit {
+                return Err(ConnectionError::TooLarge {
+                    what: "BATCH",
+                    len: buf.len(),
+                    limit,
+                });
+            }
+            for f in frame::split_batch(buf).map_err(ConnectionError::Malformed)? {
+                self.v1_frame(now, f.map_err(ConnectionError::Malformed)?, false)?;
+                if self.state != State::Open {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        self.v1_frame(now, buf, first)
+    }
+
+    /// One frame, alone in its message or unpacked from a BATCH.
+    fn v1_frame(&mut self, now: Instant, buf: Bytes, first: bool) -> Result<(), ConnectionError> {
         if buf.first() == Some(&frame::kind::MESSAGE) {
             // The hot path: no Frame value is built.
             let (id, end, more, payload) =

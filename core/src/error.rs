@@ -45,12 +45,18 @@ pub enum FrameError {
     InvalidSettingsLength,
     /// A MESSAGE frame set both END_STREAM and MORE.
     InvalidFlags,
+    /// A BATCH where one frame was expected (a BATCH never nests).
+    Batch,
+    /// A BATCH with no frame in it.
+    EmptyBatch,
 }
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::Empty => f.write_str("frame shorter than its 6-byte header"),
+            FrameError::Batch => f.write_str("BATCH where a single frame was expected"),
+            FrameError::EmptyBatch => f.write_str("BATCH with no frames"),
             FrameError::Truncated => f.write_str("frame truncated"),
             FrameError::TrailingBytes => f.write_str("trailing bytes after frame"),
             FrameError::UnknownType(t) => write!(f, "unknown frame type 0x{t:02x}"),

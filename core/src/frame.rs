@@ -46,6 +46,9 @@ pub mod kind {
     pub const PING: u8 = 0x8;
     /// GOAWAY: the sender accepts no new calls above an id.
     pub const GOAWAY: u8 = 0x9;
+    /// BATCH: several frames in one WebSocket message; only sent to a peer
+    /// that advertised [`setting::MAX_BATCH_SIZE`](super::setting::MAX_BATCH_SIZE).
+    pub const BATCH: u8 = 0xA;
 }
 
 /// MESSAGE flag: the sender half-closes after this message.
@@ -67,6 +70,9 @@ pub mod setting {
     pub const MAX_FRAGMENT_SIZE: u16 = 4;
     /// Largest metadata block (and status) the sender accepts, in bytes.
     pub const MAX_METADATA_SIZE: u16 = 5;
+    /// Largest BATCH payload the sender accepts, in bytes; 0 (the default)
+    /// means it accepts no BATCH at all.
+    pub const MAX_BATCH_SIZE: u16 = 6;
 }
 
 /// The values carried by a SETTINGS frame; absent values keep their defaults.
@@ -83,16 +89,19 @@ pub struct Settings {
     pub max_fragment_size: Option<u32>,
     /// [`setting::MAX_METADATA_SIZE`].
     pub max_metadata_size: Option<u32>,
+    /// [`setting::MAX_BATCH_SIZE`].
+    pub max_batch_size: Option<u32>,
 }
 
 impl Settings {
-    fn entries(&self) -> [(u16, Option<u32>); 5] {
+    fn entries(&self) -> [(u16, Option<u32>); 6] {
         [
             (setting::MAX_MESSAGE_SIZE, self.max_message_size),
             (setting::MAX_CONCURRENT_STREAMS, self.max_concurrent_streams),
             (setting::INITIAL_CREDIT, self.initial_credit),
             (setting::MAX_FRAGMENT_SIZE, self.max_fragment_size),
             (setting::MAX_METADATA_SIZE, self.max_metadata_size),
+            (setting::MAX_BATCH_SIZE, self.max_batch_size),
         ]
     }
 }
@@ -259,6 +268,86 @@ pub(crate) fn decode_message(mut buf: Bytes) -> Result<(StreamId, bool, bool, By
     ))
 }
 
+/// Length of each entry's prefix in a BATCH payload.
+pub const BATCH_ENTRY_PREFIX: usize = 2;
+
+/// The frames packed in a BATCH message, in order: each entry is a `u16`
+/// length and then one whole frame (at least a header, never a BATCH).
+/// Yields zero-copy slices of the message; a malformed entry yields an error
+/// and ends the iteration.
+///
+/// ```
+/// use bytes::Bytes;
+/// use zrpc_core::frame::{kind, split_batch, Frame};
+/// use zrpc_core::StreamId;
+///
+/// let ping = Frame::Ping { ack: false, data: [7; 8] }.to_bytes();
+/// let mut msg = vec![kind::BATCH, 0, 0, 0, 0, 0];
+/// for _ in 0..2 {
+///     msg.extend_from_slice(&(ping.len() as u16).to_be_bytes());
+///     msg.extend_from_slice(&ping);
+/// }
+/// let frames: Vec<_> = split_batch(Bytes::from(msg)).unwrap().collect();
+/// assert_eq!(frames.len(), 2);
+/// assert_eq!(Frame::decode(frames[1].clone().unwrap()).unwrap().stream(), StreamId(0));
+/// ```
+pub fn split_batch(msg: Bytes) -> Result<BatchFrames, FrameError> {
+    if msg.len() < HEADER_LEN {
+        return Err(FrameError::Empty);
+    }
+    if msg[0] != kind::BATCH {
+        return Err(FrameError::UnknownType(msg[0]));
+    }
+    if msg[2..HEADER_LEN] != [0, 0, 0, 0] {
+        return Err(FrameError::NonZeroStreamId);
+    }
+    if msg.len() == HEADER_LEN {
+        return Err(FrameError::EmptyBatch);
+    }
+    Ok(BatchFrames {
+        msg,
+        pos: HEADER_LEN,
+    })
+}
+
+/// Iterator over the frames of a BATCH; see [`split_batch`].
+#[derive(Debug)]
+pub struct BatchFrames {
+    msg: Bytes,
+    pos: usize,
+}
+
+impl Iterator for BatchFrames {
+    type Item = Result<Bytes, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.msg.len() - self.pos;
+        if rest == 0 {
+            return None;
+        }
+        let fail = |it: &mut Self, e| {
+            it.pos = it.msg.len();
+            Some(Err(e))
+        };
+        if rest < BATCH_ENTRY_PREFIX {
+            return fail(self, FrameError::Truncated);
+        }
+        let len = u16::from_be_bytes([self.msg[self.pos], self.msg[self.pos + 1]]) as usize;
+        let start = self.pos + BATCH_ENTRY_PREFIX;
+        if len < HEADER_LEN {
+            return fail(self, FrameError::Empty);
+        }
+        if len > self.msg.len() - start {
+            return fail(self, FrameError::Truncated);
+        }
+        if self.msg[start] == kind::BATCH {
+            return fail(self, FrameError::Batch);
+        }
+        self.pos = start + len;
+        Some(Ok(self.msg.slice(start..start + len)))
+    }
+}
+
 fn utf8(b: Bytes) -> Result<String, FrameError> {
     String::from_utf8(b.to_vec()).map_err(|_| FrameError::InvalidUtf8)
 }
@@ -397,6 +486,9 @@ impl Frame {
         let flags = buf[1];
         let stream = StreamId(u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]));
         let conn_frame = matches!(ty, kind::SETTINGS | kind::PING | kind::GOAWAY);
+        if ty == kind::BATCH {
+            return Err(FrameError::Batch);
+        }
         if ty > kind::GOAWAY {
             return Err(FrameError::UnknownType(ty));
         }
@@ -431,6 +523,7 @@ impl Frame {
                         setting::INITIAL_CREDIT => s.initial_credit = v,
                         setting::MAX_FRAGMENT_SIZE => s.max_fragment_size = v,
                         setting::MAX_METADATA_SIZE => s.max_metadata_size = v,
+                        setting::MAX_BATCH_SIZE => s.max_batch_size = v,
                         _ => {} // unknown settings are ignored
                     }
                 }
@@ -576,9 +669,10 @@ mod tests {
         let d = |b: &'static [u8]| Frame::decode(Bytes::from_static(b));
         assert_eq!(d(b"\x03\x00\x00"), Err(FrameError::Empty));
         assert_eq!(
-            d(b"\x0a\x00\x00\x00\x00\x01"),
-            Err(FrameError::UnknownType(0x0a))
+            d(b"\x0b\x00\x00\x00\x00\x01"),
+            Err(FrameError::UnknownType(0x0b))
         );
+        assert_eq!(d(b"\x0a\x00\x00\x00\x00\x00"), Err(FrameError::Batch));
         assert_eq!(
             d(b"\x03\x00\x00\x00\x00\x00"),
             Err(FrameError::ZeroStreamId)

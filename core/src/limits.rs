@@ -1,7 +1,7 @@
 //! Configuration and limits, with the protocol defaults.
 //!
 //! Every buffer the core keeps is bounded by one of these values. The first
-//! five are advertised to the peer in SETTINGS; a peer that sends no SETTINGS
+//! six are advertised to the peer in SETTINGS; a peer that sends no SETTINGS
 //! is assumed to use the `DEFAULT_*` values.
 
 use std::time::Duration;
@@ -18,6 +18,10 @@ pub const DEFAULT_INITIAL_CREDIT: u32 = 16;
 pub const DEFAULT_MAX_FRAGMENT_SIZE: u32 = 64 * 1024;
 /// Default largest metadata block or status: 16 KiB.
 pub const DEFAULT_MAX_METADATA_SIZE: u32 = 16 * 1024;
+/// Default largest BATCH payload this side accepts: 16 KiB.
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 16 * 1024;
+/// Smallest non-zero batch size a peer may advertise.
+pub const MIN_BATCH_SIZE: u32 = 1024;
 /// Smallest fragment size a peer may advertise.
 pub const MIN_FRAGMENT_SIZE: u32 = 1024;
 /// Smallest metadata size a peer may advertise.
@@ -50,6 +54,11 @@ pub struct Config {
     /// Largest metadata block (request headers, response headers, or status
     /// with trailers) this side accepts. Default 16 KiB.
     pub max_metadata_size: u32,
+    /// Largest BATCH payload (several small frames in one WebSocket message)
+    /// this side accepts. Default 16 KiB; 0 refuses batches, and the peer
+    /// then sends one frame per message. This side packs only when the peer
+    /// advertised a size, up to that size.
+    pub max_batch_size: u32,
     /// Receive window growth: when a call's messages are small, this side
     /// grants more credit, up to this many bytes' worth of messages (at most
     /// [`MAX_AUTO_WINDOW`] messages), so small-message streams are not held
@@ -86,6 +95,7 @@ impl Default for Config {
             initial_credit: DEFAULT_INITIAL_CREDIT,
             max_fragment_size: DEFAULT_MAX_FRAGMENT_SIZE,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             stream_window_bytes: 256 * 1024,
             max_connection_buffer: 64 * 1024 * 1024,
             keepalive_interval: None,
@@ -105,6 +115,9 @@ impl Config {
             .max_fragment_size
             .clamp(MIN_FRAGMENT_SIZE, 16 * 1024 * 1024);
         self.max_metadata_size = self.max_metadata_size.clamp(MIN_METADATA_SIZE, 1 << 20);
+        if self.max_batch_size != 0 {
+            self.max_batch_size = self.max_batch_size.clamp(MIN_BATCH_SIZE, 16 * 1024 * 1024);
+        }
         self.legacy_send_queue = self.legacy_send_queue.max(1);
         self.max_pending_control = self.max_pending_control.max(16);
         self
@@ -118,6 +131,7 @@ impl Config {
             initial_credit: Some(self.initial_credit),
             max_fragment_size: Some(self.max_fragment_size),
             max_metadata_size: Some(self.max_metadata_size),
+            max_batch_size: (self.max_batch_size > 0).then_some(self.max_batch_size),
         }
     }
 
@@ -128,7 +142,8 @@ impl Config {
         let c = self.clone().clamped();
         let frame = crate::frame::HEADER_LEN
             + (c.max_fragment_size as usize)
-                .max(c.max_metadata_size as usize + crate::frame::MAX_METHOD_LEN + 16);
+                .max(c.max_metadata_size as usize + crate::frame::MAX_METHOD_LEN + 16)
+                .max(c.max_batch_size as usize);
         frame.max(c.max_message_size as usize + crate::frame::MAX_METHOD_LEN + 4)
     }
 }
@@ -141,6 +156,8 @@ pub(crate) struct PeerLimits {
     pub(crate) initial_credit: u32,
     pub(crate) max_fragment_size: u32,
     pub(crate) max_metadata_size: u32,
+    /// 0: the peer accepts no BATCH.
+    pub(crate) max_batch_size: u32,
 }
 
 impl Default for PeerLimits {
@@ -151,6 +168,7 @@ impl Default for PeerLimits {
             initial_credit: DEFAULT_INITIAL_CREDIT,
             max_fragment_size: DEFAULT_MAX_FRAGMENT_SIZE,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
+            max_batch_size: 0,
         }
     }
 }
@@ -184,6 +202,12 @@ impl PeerLimits {
                 return Err("SETTINGS max_metadata_size below 256");
             }
             self.max_metadata_size = v;
+        }
+        if let Some(v) = s.max_batch_size {
+            if v != 0 && v < MIN_BATCH_SIZE {
+                return Err("SETTINGS max_batch_size between 1 and 1023");
+            }
+            self.max_batch_size = v;
         }
         Ok(())
     }

@@ -724,6 +724,7 @@ fn the_connection_buffer_bound_sheds_the_slowest_call() {
 fn peer_settings_shape_what_we_send() {
     let server_cfg = Config {
         max_fragment_size: 1024,
+        max_batch_size: 0, // one frame per message, so each can be measured
         ..Config::default()
     };
     let mut p = Pair::with(Config::default(), server_cfg);
@@ -790,4 +791,134 @@ fn small_messages_grow_the_receive_window_within_the_byte_budget() {
         assert!(sent <= 2000, "credit never ran out");
     }
     assert_eq!(sent, MAX_AUTO_WINDOW as usize);
+}
+
+/// The messages written until the connection has nothing more.
+fn drain_transmits(c: &mut Connection) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        match c.poll_transmit() {
+            Some(Transmit::Binary(b)) => out.push(b),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => return out,
+        }
+    }
+    panic!("transmit did not end");
+}
+
+#[test]
+fn small_frames_ready_together_go_out_in_one_batch() {
+    let mut p = Pair::new();
+    let id = p.open("s/Down", CallKind::ServerStreaming);
+    p.client.send(id, Bytes::from_static(b"go")).unwrap();
+    p.client.close_send(id).unwrap();
+    p.run();
+    // The initial credit (16) bounds what the server may queue.
+    let mut sent = 0u8;
+    while p.server.send(id, Bytes::from(vec![sent; 64])).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 16);
+    let msgs = drain_transmits(&mut p.server);
+    // All of them in one BATCH no larger than the client's advertised size.
+    assert_eq!(msgs.len(), 1, "{} messages", msgs.len());
+    assert_eq!(msgs[0][0], zrpc_core::frame::kind::BATCH);
+    assert!(msgs[0].len() <= 6 + zrpc_core::DEFAULT_MAX_BATCH_SIZE as usize);
+    let inner: Vec<_> = zrpc_core::frame::split_batch(msgs[0].clone())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(inner.len(), 16);
+    for m in msgs {
+        p.client.handle_message(p.now, Incoming::Binary(m)).unwrap();
+    }
+    p.collect();
+    let got = messages(&p.client_events, id);
+    assert_eq!(got.len(), 16);
+    assert!(got.iter().enumerate().all(|(i, m)| m[..] == [i as u8; 64]));
+    // The client consumes; the credit it returns lets the rest through.
+    for m in messages(&p.take_client(), id) {
+        p.client.consume(id, m.len());
+    }
+    p.run();
+    for i in 16..40u8 {
+        p.server.send(id, Bytes::from(vec![i; 64])).unwrap();
+    }
+    p.server.finish(id, Status::ok(), Metadata::new()).unwrap();
+    p.run();
+    let got = messages(&p.client_events, id);
+    assert_eq!(got.len(), 24);
+    assert!(got.iter().zip(16u8..).all(|(m, i)| m[..] == [i; 64]));
+    assert!(ended(&p.client_events, id)[0].is_ok());
+}
+
+#[test]
+fn no_batch_reaches_a_peer_that_did_not_offer_one() {
+    let no_batch = Config {
+        max_batch_size: 0,
+        ..Config::default()
+    };
+    let mut p = Pair::with(no_batch, Config::default());
+    let id = p.open("s/Down", CallKind::ServerStreaming);
+    p.client.send(id, Bytes::from_static(b"go")).unwrap();
+    p.client.close_send(id).unwrap();
+    p.run();
+    for _ in 0..10 {
+        p.server.send(id, Bytes::from_static(b"m")).unwrap();
+    }
+    let msgs = drain_transmits(&mut p.server);
+    assert_eq!(msgs.len(), 10);
+    assert!(msgs.iter().all(|m| m[0] == zrpc_core::frame::kind::MESSAGE));
+}
+
+#[test]
+fn a_batch_the_side_did_not_offer_or_a_bad_batch_is_a_protocol_error() {
+    let ping = [8u8, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    let batch = |entries: &[&[u8]]| {
+        let mut b = vec![0x0a, 0, 0, 0, 0, 0];
+        for e in entries {
+            b.extend_from_slice(&(e.len() as u16).to_be_bytes());
+            b.extend_from_slice(e);
+        }
+        b
+    };
+    let feed = |cfg: Config, msg: Vec<u8>| {
+        let now = Instant::now();
+        let mut c = Connection::new(Side::Server, Mode::V1, cfg, now);
+        c.handle_message(now, Incoming::Binary(Bytes::from(msg)))
+    };
+    let refused = Config {
+        max_batch_size: 0,
+        ..Config::default()
+    };
+    let err = feed(refused, batch(&[&ping])).unwrap_err();
+    assert_eq!(err.close_code(), 1002, "{err}");
+    // Accepted: both PINGs are answered.
+    let now = Instant::now();
+    let mut c = Connection::new(Side::Server, Mode::V1, Config::default(), now);
+    c.handle_message(now, Incoming::Binary(Bytes::from(batch(&[&ping, &ping]))))
+        .unwrap();
+    let out = drain_transmits(&mut c);
+    let pongs = out.iter().filter(|m| m[0] == 8).count()
+        + out
+            .iter()
+            .filter(|m| m[0] == 0x0a)
+            .flat_map(|m| zrpc_core::frame::split_batch(m.clone()).unwrap())
+            .filter(|f| f.as_ref().unwrap()[0] == 8)
+            .count();
+    // (No peer SETTINGS arrived, so nothing is packed toward it.)
+    assert_eq!(pongs, 2);
+    for bad in [
+        vec![0x0a, 0, 0, 0, 0, 0],                  // empty
+        vec![0x0a, 0, 0, 0, 0, 1, 0, 14],           // stream id not 0
+        batch(&[&ping[..4]]),                       // entry shorter than a header
+        batch(&[&batch(&[&ping])]),                 // nested
+        [batch(&[&ping]), vec![0, 20, 8]].concat(), // truncated entry
+    ] {
+        let err = feed(Config::default(), bad.clone()).unwrap_err();
+        assert_eq!(err.close_code(), 1002, "{bad:?}: {err}");
+    }
+    let big = vec![0u8; 2 * zrpc_core::DEFAULT_MAX_BATCH_SIZE as usize];
+    let err = feed(Config::default(), batch(&[&big])).unwrap_err();
+    assert_eq!(err.close_code(), 1009, "{err}");
 }

@@ -268,6 +268,10 @@ impl World {
                     break;
                 };
                 s.conn.consume(id, m.len());
+                // Windows grow when the receiver consumes: record it here,
+                // since a BATCH may deliver (and end) much before the
+                // application sees the next event.
+                call.window = call.window.max(s.conn.recv_window(id).unwrap_or(0));
                 left -= 1;
             }
         }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::Value;
-use zrpc_core::frame::Open;
+use zrpc_core::frame::{Open, split_batch};
 use zrpc_core::*;
 
 fn vectors() -> Value {
@@ -50,6 +50,7 @@ fn frame_of(f: &Value) -> Frame {
                 initial_credit: g("initial_credit"),
                 max_fragment_size: g("max_fragment_size"),
                 max_metadata_size: g("max_metadata_size"),
+                max_batch_size: g("max_batch_size"),
             })
         }
         "OPEN" => Frame::Open(Open {
@@ -141,6 +142,45 @@ fn invalid_frames_give_their_documented_error() {
             kind.starts_with(expected),
             "{name}: got {kind}, expected {expected}"
         );
+    }
+}
+
+#[test]
+fn batches_split_into_their_frames_and_bad_batches_give_their_error() {
+    let v = vectors();
+    let by_name: std::collections::HashMap<&str, Vec<u8>> = v["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), hex(c["hex"].as_str().unwrap())))
+        .collect();
+    let batches = v["batches"].as_array().unwrap();
+    assert!(!batches.is_empty());
+    for case in batches {
+        let name = case["name"].as_str().unwrap();
+        let got: Vec<Vec<u8>> = split_batch(Bytes::from(hex(case["hex"].as_str().unwrap())))
+            .expect(name)
+            .map(|f| f.expect(name).to_vec())
+            .collect();
+        let want: Vec<Vec<u8>> = case["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| by_name[n.as_str().unwrap()].clone())
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+    for case in v["invalid_batches"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let bytes = Bytes::from(hex(case["hex"].as_str().unwrap()));
+        let err = match split_batch(bytes) {
+            Err(e) => e,
+            Ok(frames) => frames
+                .filter_map(Result::err)
+                .next()
+                .unwrap_or_else(|| panic!("{name}: no error")),
+        };
+        assert_eq!(format!("{err:?}"), case["error"].as_str().unwrap(), "{name}");
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zrpc_core::frame::Open;
+use zrpc_core::frame::{self, Open};
 use zrpc_core::*;
 
 #[derive(Arbitrary, Debug)]
@@ -31,6 +31,8 @@ enum Wire {
 #[derive(Arbitrary, Debug)]
 enum Op {
     Recv(Wire),
+    /// Several frames packed in one BATCH message.
+    RecvBatch(Vec<Wire>),
     Open { kind: CallKind, timeout_ms: Option<u16>, metadata: Metadata },
     Send { call: u8, len: u16 },
     CloseSend { call: u8 },
@@ -104,6 +106,16 @@ fuzz_target!(|input: Input| {
         match op {
             Op::Recv(w) => {
                 let _ = c.handle_message(now, encode(w));
+            }
+            Op::RecvBatch(ws) => {
+                let mut b = vec![frame::kind::BATCH, 0, 0, 0, 0, 0];
+                for w in ws {
+                    let (Incoming::Binary(f) | Incoming::Text(f)) = encode(w);
+                    let len = f.len().min(u16::MAX as usize);
+                    b.extend_from_slice(&(len as u16).to_be_bytes());
+                    b.extend_from_slice(&f[..len]);
+                }
+                let _ = c.handle_message(now, Incoming::Binary(b.into()));
             }
             Op::Open { kind, timeout_ms, metadata } => {
                 let opts = CallOptions { timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)), metadata };

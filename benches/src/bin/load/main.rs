@@ -5,13 +5,21 @@
 //! is verified (count and length) before it is reported.
 //!
 //! ```text
-//! cargo run --release -p zrpc-benches --bin load -- [--systems zrpc-tokio,zrpc-smol,ws] \
+//! cargo run --release -p zrpc-benches --features peers --bin load -- \
+//!     [--systems zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee] \
 //!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k] [--secs 3] [--markdown FILE]
 //! ```
 //!
-//! Systems: `zrpc-tokio`, `zrpc-smol` (zrpc over each adapter) and `ws`
-//! (plain tokio-tungstenite with no RPC layer: the ceiling for anything over
-//! WebSocket on this stack).
+//! Systems: `zrpc-tokio`, `zrpc-smol` (zrpc over each adapter), `ws` (plain
+//! tokio-tungstenite with no RPC layer: the ceiling for anything over
+//! WebSocket on this stack), and with the `peers` feature `tonic` (gRPC over
+//! HTTP/2) and `jsonrpsee` (JSON-RPC over WebSocket, a subscription for
+//! streaming). Without the feature the binary builds with zrpc and `ws` only.
+
+#[cfg(feature = "peers")]
+mod jsonrpsee_peer;
+#[cfg(feature = "peers")]
+mod tonic_peer;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -140,7 +148,23 @@ fn serve(system: &str) {
                 }
             });
         }
-        other => panic!("unknown system {other}"),
+        #[cfg(feature = "peers")]
+        "tonic" | "jsonrpsee" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                announce(listener.local_addr().unwrap());
+                if system == "tonic" {
+                    tonic_peer::serve(listener).await;
+                } else {
+                    jsonrpsee_peer::serve(listener).await;
+                }
+            });
+        }
+        other => panic!("unknown system {other} (tonic and jsonrpsee need --features peers)"),
     }
 }
 
@@ -239,6 +263,10 @@ fn latency_fields(calls: u64, elapsed: Duration, mut lat: Vec<u64>) -> Vec<(&'st
 enum Conn {
     Zrpc(Client),
     Ws(Box<tokio::sync::Mutex<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>>),
+    #[cfg(feature = "peers")]
+    Tonic(tonic_peer::EchoClient<tonic::transport::Channel>),
+    #[cfg(feature = "peers")]
+    Jsonrpsee(Box<jsonrpsee::ws_client::WsClient>),
 }
 
 impl Conn {
@@ -249,6 +277,10 @@ impl Conn {
             // The smol client: its driver tasks run on smol's executor; the
             // load loop awaits them from this thread.
             "zrpc-smol" => Conn::Zrpc(zrpc_smol::connect(&url).await.expect("connect")),
+            #[cfg(feature = "peers")]
+            "tonic" => Conn::Tonic(tonic_peer::connect(addr).await),
+            #[cfg(feature = "peers")]
+            "jsonrpsee" => Conn::Jsonrpsee(Box::new(jsonrpsee_peer::connect(addr).await)),
             _ => {
                 let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
                 tcp.set_nodelay(true).expect("nodelay");
@@ -280,6 +312,22 @@ impl Conn {
                     }
                     other => panic!("unexpected {other:?}"),
                 }
+            }
+            #[cfg(feature = "peers")]
+            Conn::Tonic(c) => {
+                let r = c
+                    .clone()
+                    .unary(payload.clone())
+                    .await
+                    .expect("tonic unary")
+                    .into_inner();
+                assert_eq!(r.len(), payload.len(), "echo length");
+            }
+            #[cfg(feature = "peers")]
+            Conn::Jsonrpsee(c) => {
+                // The same number of payload bytes, as a JSON string.
+                let text = "Z".repeat(payload.len());
+                jsonrpsee_peer::unary(c, &text).await;
             }
         }
     }
@@ -316,6 +364,22 @@ impl Conn {
                     }
                 }
             }
+            #[cfg(feature = "peers")]
+            Conn::Tonic(c) => {
+                let mut s = c
+                    .clone()
+                    .stream(stream_request(n, len))
+                    .await
+                    .expect("tonic stream")
+                    .into_inner();
+                while let Some(m) = s.message().await.expect("tonic stream message") {
+                    assert_eq!(m.len(), len as usize);
+                    got += m.len() as u64;
+                    count += 1;
+                }
+            }
+            #[cfg(feature = "peers")]
+            Conn::Jsonrpsee(c) => (count, got) = jsonrpsee_peer::stream(c, n, len).await,
         }
         assert_eq!(count, n, "message count");
         got
@@ -482,7 +546,12 @@ fn main() {
         serve(&system);
         return;
     }
-    let systems = arg("--systems").unwrap_or_else(|| "zrpc-tokio,zrpc-smol,ws".into());
+    let all = if cfg!(feature = "peers") {
+        "zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee"
+    } else {
+        "zrpc-tokio,zrpc-smol,ws"
+    };
+    let systems = arg("--systems").unwrap_or_else(|| all.into());
     let workloads = arg("--workloads")
         .unwrap_or_else(|| "unary1,unary64,stream64,stream64k,conns1000,idle10k".into());
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(3.0);
