@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check that gates a change, in order:
 #   1. formatting (cargo fmt --check)
-#   2. lints (cargo clippy, warnings are errors)
+#   2. lints (cargo clippy, warnings are errors; --all-features so the peer
+#      benchmarks behind zrpc-benches' "peers" feature are checked too)
 #   3. all tests: unit, transition, legacy, test vectors, property, model-based,
 #      allocation-count and doc tests (cargo test --workspace)
 #   4. the benchmarks build (cargo bench --no-run), so they cannot rot
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== fmt";    cargo fmt --all -- --check
-echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
+echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== test";   cargo test --workspace
 echo "== bench build"; cargo bench --workspace --no-run
 

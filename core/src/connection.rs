@@ -11,13 +11,12 @@
 //! [`poll_timeout`](Connection::poll_timeout) or the next message.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::call::{CallKind, Method, Side, StreamId};
+use crate::call::{CallKind, Method, Side, StreamId, StreamIdMap};
 use crate::error::{ConnectionError, UserError};
 use crate::frame::{
     self, BATCH_ENTRY_PREFIX, FLAG_END_STREAM, FLAG_MORE, Frame, HEADER_LEN, MAX_METHOD_LEN, Open,
@@ -151,26 +150,7 @@ enum State {
     Closed,
 }
 
-/// Fibonacci hashing for stream ids: cheap, and ids are bounded in number by
-/// the concurrent stream limit, so collisions cannot be amplified.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type StreamMap = HashMap<StreamId, Stream, BuildHasherDefault<IdHasher>>;
+type StreamMap = StreamIdMap<Stream>;
 
 /// How a locally ended call tells the peer.
 enum Notify {
@@ -307,6 +287,16 @@ impl Connection {
     /// have outstanding (delivered and not yet consumed, or in flight).
     pub fn recv_window(&self, id: StreamId) -> Option<u32> {
         self.streams.get(&id).map(|s| s.window)
+    }
+
+    /// True when [`poll_transmit`](Self::poll_transmit) may have something
+    /// to write: adapters use it to wake their writer only when needed.
+    pub fn has_transmit(&self) -> bool {
+        self.state != State::Closed
+            && (self.stashed.is_some()
+                || !self.control.is_empty()
+                || !self.ready.is_empty()
+                || self.pending_close.is_some())
     }
 
     /// Received bytes held for the application (unread plus partial messages).

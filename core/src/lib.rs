@@ -82,7 +82,7 @@ mod metadata;
 mod status;
 mod stream;
 
-pub use call::{CallKind, Method, Side, StreamId};
+pub use call::{CallKind, Method, Side, StreamId, StreamIdHasher, StreamIdMap};
 pub use connection::{CallOptions, Connection, Event, Incoming, IncomingCall, Mode, Transmit};
 pub use error::{ConnectionError, FrameError, MetadataError, UserError};
 pub use frame::{Frame, Settings};

@@ -180,7 +180,11 @@ fn batches_split_into_their_frames_and_bad_batches_give_their_error() {
                 .next()
                 .unwrap_or_else(|| panic!("{name}: no error")),
         };
-        assert_eq!(format!("{err:?}"), case["error"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            format!("{err:?}"),
+            case["error"].as_str().unwrap(),
+            "{name}"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a handler gets: its [`CallContext`], the [`RequestStream`] of
 //! request messages and the [`ResponseSink`] for responses.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -118,13 +119,15 @@ impl CallContext {
 pub struct RequestStream {
     pub(crate) id: StreamId,
     pub(crate) shared: Arc<Shared>,
+    /// Messages already taken from the connection, in order.
+    pub(crate) local: VecDeque<Bytes>,
 }
 
 impl RequestStream {
     /// The next request message; `Ok(None)` once the caller half-closed;
     /// `Err` if the call ended (cancelled, deadline, connection lost).
     pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
-        poll_fn(|cx| poll_message(&self.shared, self.id, cx)).await
+        poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await
     }
 }
 
@@ -132,13 +135,18 @@ impl RequestStream {
 /// slow reader slows the handler instead of filling memory.
 pub struct ResponseSink {
     pub(crate) ctx: CallContext,
+    /// Headers were flushed (on the first send): later sends skip the check.
+    pub(crate) headers_flushed: bool,
 }
 
 impl ResponseSink {
     /// Sends one response message. Fails with the call's status once it
     /// ended (for example `CANCELLED` when the caller went away).
     pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
-        self.ctx.flush_headers();
+        if !self.headers_flushed {
+            self.ctx.flush_headers();
+            self.headers_flushed = true;
+        }
         poll_fn(|cx| poll_send(&self.ctx.shared, self.ctx.id, &msg, cx)).await
     }
 }

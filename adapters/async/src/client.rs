@@ -1,6 +1,7 @@
 //! The calling side: a cheap-to-clone [`Client`] multiplexing calls over one
 //! connection, and the [`Call`] handle of one call.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -71,6 +72,7 @@ impl Client {
         Ok(Call {
             id,
             shared: self.shared.clone(),
+            local: VecDeque::new(),
         })
     }
 
@@ -148,6 +150,8 @@ impl Client {
 pub struct Call {
     id: StreamId,
     shared: Arc<Shared>,
+    /// Messages already taken from the connection, in order.
+    local: VecDeque<Bytes>,
 }
 
 impl Call {
@@ -183,7 +187,7 @@ impl Call {
     /// The next response message; `Ok(None)` after the last one of a call
     /// that ended OK; `Err(status)` for a call that failed.
     pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
-        poll_fn(|cx| poll_message(&self.shared, self.id, cx)).await
+        poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await
     }
 
     /// The response headers (empty if the server sent none), once known.

@@ -72,7 +72,9 @@ where
                 batch.push(t);
             }
             g.pump_events();
-            (g.conn.poll_timeout(), g.conn.is_closed())
+            let deadline = g.conn.poll_timeout();
+            g.armed = deadline;
+            (deadline, g.conn.is_closed())
         };
         // Every pending frame goes into the WebSocket's write buffer, then
         // one flush: one write syscall for a burst, not one per frame.
@@ -132,7 +134,7 @@ async fn reader<S, R>(
             rx.next().await
         };
         let mut done = false;
-        let opened = {
+        let (opened, wake_writer) = {
             let mut g = shared.lock();
             match item {
                 Some(Ok(Message::Binary(b))) => {
@@ -166,9 +168,11 @@ async fn reader<S, R>(
                     done = true;
                 }
             }
-            g.pump_events()
+            (g.pump_events(), g.writer_needed())
         };
-        shared.writer.notify();
+        if wake_writer {
+            shared.writer.notify();
+        }
         for call in opened {
             dispatch(call, &shared, router.as_ref(), &rt);
         }

@@ -1,7 +1,7 @@
 //! Handlers, the [`Router`] that names them, and the [`Server`] that accepts
 //! connections and runs every call as its own task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -230,8 +230,12 @@ async fn run_handler(handler: Handler, call: IncomingCall, shared: Arc<Shared>) 
     let reqs = RequestStream {
         id: call.id,
         shared: shared.clone(),
+        local: VecDeque::new(),
     };
-    let sink = ResponseSink { ctx: ctx.clone() };
+    let sink = ResponseSink {
+        ctx: ctx.clone(),
+        headers_flushed: false,
+    };
     let started = std::time::Instant::now();
     let fut = (handler.f)(ctx.clone(), reqs, sink);
     // The handler runs until it returns, panics, or the call ends under it

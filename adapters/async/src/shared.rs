@@ -2,7 +2,7 @@
 //! core state machine behind one mutex (never held across an await), plus
 //! per-call inboxes and wakers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use zrpc_core::{
-    Code, Connection, Event, IncomingCall, Metadata, Mode, Status, StreamId, UserError,
+    Code, Connection, Event, IncomingCall, Metadata, Mode, Status, StreamId, StreamIdMap, UserError,
 };
 
 /// A one-slot wake-up signal (a notification is kept until taken).
@@ -23,7 +23,9 @@ pub(crate) struct Notify {
 
 impl Notify {
     pub(crate) fn notify(&self) {
-        self.flag.store(true, Ordering::Release);
+        if self.flag.swap(true, Ordering::AcqRel) {
+            return; // already signalled and not yet taken: the waiter will run
+        }
         if let Some(w) = lock(&self.waker).take() {
             w.wake();
         }
@@ -79,12 +81,14 @@ impl Slot {
 
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
-    pub(crate) slots: HashMap<StreamId, Slot>,
+    pub(crate) slots: StreamIdMap<Slot>,
     /// Set once the connection is over: the status new calls get.
     pub(crate) closed: Option<Status>,
     pub(crate) draining: bool,
     pub(crate) open_wakers: Vec<Waker>,
     pub(crate) closed_wakers: Vec<Waker>,
+    /// The deadline the writer sleeps toward (`None`: no timer armed).
+    pub(crate) armed: Option<Instant>,
 }
 
 /// One connection's shared state.
@@ -99,11 +103,12 @@ impl Shared {
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 conn,
-                slots: HashMap::new(),
+                slots: StreamIdMap::default(),
                 closed: None,
                 draining: false,
                 open_wakers: Vec::new(),
                 closed_wakers: Vec::new(),
+                armed: None,
             }),
             writer: Notify::default(),
             peer,
@@ -120,6 +125,19 @@ impl Shared {
 }
 
 impl Inner {
+    /// Whether the writer must run: something to write, the connection
+    /// over, or a timer due before the one it sleeps toward. Waking it only
+    /// then saves a task switch per received or consumed message.
+    pub(crate) fn writer_needed(&self) -> bool {
+        self.conn.has_transmit()
+            || self.conn.is_closed()
+            || match (self.conn.poll_timeout(), self.armed) {
+                (Some(d), Some(a)) => d < a,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+    }
+
     /// Routes every pending core event to the call slots; returns the calls
     /// the peer opened, for the caller to dispatch outside the lock.
     pub(crate) fn pump_events(&mut self) -> Vec<IncomingCall> {
@@ -226,24 +244,49 @@ impl Inner {
     }
 }
 
+/// Messages (and bytes) a reader takes from its call's inbox per lock.
+const TAKE_MESSAGES: usize = 64;
+const TAKE_BYTES: usize = 64 * 1024;
+
 /// Receives the next message of a call: `Ok(Some)` while messages come,
 /// `Ok(None)` after the last one when the call is still fine (peer
 /// half-closed, or ended OK), `Err(status)` when the call failed.
+///
+/// Messages move from the call's inbox to the reader's own `local` queue up
+/// to 64 messages or 64 KiB at a time, under one lock; they count as read
+/// (their credit goes back to the peer) when they move, so a reader holds
+/// at most that much beyond its call's window.
 pub(crate) fn poll_message(
     shared: &Shared,
     id: StreamId,
+    local: &mut VecDeque<Bytes>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<Bytes>, Status>> {
+    if let Some(m) = local.pop_front() {
+        return Poll::Ready(Ok(Some(m)));
+    }
     let mut g = shared.lock();
     let inner = &mut *g;
     let Some(slot) = inner.slots.get_mut(&id) else {
         return Poll::Ready(Ok(None));
     };
-    if let Some(m) = slot.inbox.pop_front() {
-        inner.conn.consume(id, m.len());
+    if let Some(first) = slot.inbox.pop_front() {
+        inner.conn.consume(id, first.len());
+        let mut bytes = first.len();
+        while local.len() < TAKE_MESSAGES - 1 && bytes < TAKE_BYTES {
+            let Some(m) = slot.inbox.pop_front() else {
+                break;
+            };
+            inner.conn.consume(id, m.len());
+            bytes += m.len();
+            local.push_back(m);
+        }
+        let wake = inner.writer_needed();
         drop(g);
-        shared.writer.notify();
-        return Poll::Ready(Ok(Some(m)));
+        if wake {
+            shared.writer.notify();
+        }
+        return Poll::Ready(Ok(Some(first)));
     }
     if let Some((status, _)) = &slot.end {
         return Poll::Ready(if status.is_ok() {
