@@ -152,6 +152,63 @@ enum State {
 
 type StreamMap = StreamIdMap<Stream>;
 
+/// What goes out next: a frame chosen but not yet encoded (so it can be
+/// written alone or straight into a BATCH), or a message written as it is.
+#[derive(Debug)]
+enum Next {
+    Frame(Piece),
+    /// Never packed: legacy messages, close.
+    Other(Transmit),
+}
+
+/// A v1 frame waiting to be encoded.
+#[derive(Debug)]
+enum Piece {
+    Control(Frame),
+    /// A stream frame encoded when it was queued (OPEN, HEADERS, STATUS...).
+    Encoded(Bytes),
+    /// A MESSAGE frame carrying `data[lo..hi]`.
+    Message {
+        id: StreamId,
+        flags: u8,
+        data: Bytes,
+        lo: usize,
+        hi: usize,
+    },
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Control(f) => f.encoded_len(),
+            Piece::Encoded(b) => b.len(),
+            Piece::Message { lo, hi, .. } => HEADER_LEN + hi - lo,
+        }
+    }
+
+    /// Writes a BATCH entry: the length (which fits in a `u16`: checked by
+    /// the caller against the batch budget), then the frame.
+    fn write_entry(self, out: &mut BytesMut, len: usize) {
+        out.put_u16(len as u16);
+        match self {
+            Piece::Control(f) => f.encode(out),
+            Piece::Encoded(b) => out.put_slice(&b),
+            Piece::Message {
+                id,
+                flags,
+                data,
+                lo,
+                hi,
+            } => {
+                out.put_u8(frame::kind::MESSAGE);
+                out.put_u8(flags);
+                out.put_u32(id.0);
+                out.put_slice(&data[lo..hi]);
+            }
+        }
+    }
+}
+
 /// How a locally ended call tells the peer.
 enum Notify {
     Nothing,
@@ -195,8 +252,8 @@ pub struct Connection {
     out: BytesMut,
     /// Arena for BATCH messages.
     batch_out: BytesMut,
-    /// A transmit taken while packing that did not fit; it goes next.
-    stashed: Option<Transmit>,
+    /// A frame taken while packing that did not fit; it goes next.
+    stashed: Option<Next>,
     /// Our first frame (SETTINGS in v1) went out; only later frames pack.
     settings_sent: bool,
     spare_queues: Vec<VecDeque<Out>>,
@@ -281,6 +338,12 @@ impl Connection {
     /// True while `id` holds state.
     pub fn has_call(&self, id: StreamId) -> bool {
         self.streams.contains_key(&id)
+    }
+
+    /// Messages this side may still send on a live call before
+    /// [`send`](Self::send) reports [`UserError::Blocked`].
+    pub fn send_credit(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(&id).map(|s| s.send_credit)
     }
 
     /// The receive window of a live call: how many messages the peer may
@@ -449,45 +512,44 @@ impl Connection {
     /// message (and one header, mask and read) for many frames.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let first = match self.stashed.take() {
-            Some(t) => t,
+            Some(n) => n,
             None => self.next_transmit()?,
         };
-        let budget = self.peer.max_batch_size as usize;
-        let Transmit::Binary(a) = first else {
-            return Some(first);
+        let first = match first {
+            Next::Frame(p) => p,
+            Next::Other(t) => return Some(t),
         };
-        // Two entries must fit, and SETTINGS (our first frame) never packs.
-        if !self.settings_sent {
+        // SETTINGS (our first frame) never packs; two entries must fit, and
+        // every entry's length fits its u16 prefix.
+        let budget = (self.peer.max_batch_size as usize).min(u16::MAX as usize);
+        let a_len = first.len();
+        if !self.settings_sent || budget < 2 * (BATCH_ENTRY_PREFIX + a_len) {
             self.settings_sent = true;
-            return Some(Transmit::Binary(a));
+            return Some(self.alone(first));
         }
-        if budget < 2 * (BATCH_ENTRY_PREFIX + a.len()) {
-            return Some(Transmit::Binary(a));
-        }
-        let b = match self.next_transmit() {
-            Some(Transmit::Binary(b)) if BATCH_ENTRY_PREFIX * 2 + a.len() + b.len() <= budget => b,
+        let second = match self.next_transmit() {
+            Some(Next::Frame(p)) if 2 * BATCH_ENTRY_PREFIX + a_len + p.len() <= budget => p,
             other => {
                 self.stashed = other;
-                return Some(Transmit::Binary(a));
+                return Some(self.alone(first));
             }
         };
+        // Frames are encoded straight into the BATCH: no copy per frame.
         let mut out = std::mem::take(&mut self.batch_out);
-        if out.capacity() < HEADER_LEN + budget {
-            out.reserve(HEADER_LEN + budget);
+        let end = HEADER_LEN + budget;
+        if out.capacity() < end {
+            out.reserve(end);
         }
         out.put_u8(frame::kind::BATCH);
         out.put_bytes(0, HEADER_LEN - 1);
-        for f in [a, b] {
-            out.put_u16(f.len() as u16);
-            out.put_slice(&f);
-        }
-        while out.len() + BATCH_ENTRY_PREFIX + HEADER_LEN <= HEADER_LEN + budget {
+        let b_len = second.len();
+        first.write_entry(&mut out, a_len);
+        second.write_entry(&mut out, b_len);
+        while out.len() + BATCH_ENTRY_PREFIX + HEADER_LEN <= end {
             match self.next_transmit() {
-                Some(Transmit::Binary(f))
-                    if out.len() + BATCH_ENTRY_PREFIX + f.len() <= HEADER_LEN + budget =>
-                {
-                    out.put_u16(f.len() as u16);
-                    out.put_slice(&f);
+                Some(Next::Frame(p)) if out.len() + BATCH_ENTRY_PREFIX + p.len() <= end => {
+                    let len = p.len();
+                    p.write_entry(&mut out, len);
                 }
                 other => {
                     self.stashed = other;
@@ -500,13 +562,28 @@ impl Connection {
         Some(Transmit::Binary(msg))
     }
 
-    /// The next single frame (or close) to write.
-    fn next_transmit(&mut self) -> Option<Transmit> {
+    /// A chosen frame as its own message.
+    fn alone(&mut self, p: Piece) -> Transmit {
+        Transmit::Binary(match p {
+            Piece::Control(f) => self.encode(&f),
+            Piece::Encoded(b) => b,
+            Piece::Message {
+                id,
+                flags,
+                data,
+                lo,
+                hi,
+            } => self.encode_message(id, flags, &data[lo..hi]),
+        })
+    }
+
+    /// The next frame (or close) to write, chosen but not yet encoded.
+    fn next_transmit(&mut self) -> Option<Next> {
         if self.state == State::Closed {
             return None;
         }
         if let Some(f) = self.control.pop_front() {
-            return Some(Transmit::Binary(self.encode(&f)));
+            return Some(Next::Frame(Piece::Control(f)));
         }
         while let Some(id) = self.ready.pop_front() {
             if let Some(t) = self.transmit_stream(id) {
@@ -515,7 +592,7 @@ impl Connection {
         }
         if let Some((code, reason)) = self.pending_close.take() {
             self.state = State::Closed;
-            return Some(Transmit::Close { code, reason });
+            return Some(Next::Other(Transmit::Close { code, reason }));
         }
         None
     }
@@ -910,25 +987,27 @@ impl Connection {
     }
 
     /// Writes the next item of stream `id`, if it has one.
-    fn transmit_stream(&mut self, id: StreamId) -> Option<Transmit> {
+    fn transmit_stream(&mut self, id: StreamId) -> Option<Next> {
         let max_frag = self.peer.max_fragment_size as usize;
         let legacy = self.mode == Mode::Legacy;
         let s = self.streams.get_mut(&id)?;
         s.in_ready = false;
         let item = s.outq.pop_front()?;
-        let (bytes, finished) = match item {
+        let (next, finished) = match item {
             Out::Frame { bytes, role } => {
                 if role == Role::Open {
                     s.on_wire = true;
                 }
-                (bytes, role == Role::Last)
+                (Next::Frame(Piece::Encoded(bytes)), role == Role::Last)
             }
             Out::LegacyEnd(status) => {
                 s.outq.clear();
                 self.pending_close = Some(legacy::close_for(&status));
                 self.remove_stream(id);
                 if status.is_ok() && self.config.legacy_close_text {
-                    return Some(Transmit::Text(Bytes::from_static(legacy::CLOSE_TEXT)));
+                    return Some(Next::Other(Transmit::Text(Bytes::from_static(
+                        legacy::CLOSE_TEXT,
+                    ))));
                 }
                 return self.next_transmit();
             }
@@ -939,7 +1018,7 @@ impl Connection {
                         self.events.push_back(Event::Writable { id });
                     }
                     self.mark_ready(id);
-                    return Some(Transmit::Binary(data));
+                    return Some(Next::Other(Transmit::Binary(data)));
                 }
                 let rest = data.len() - s.frag_off;
                 let (lo, hi, flags) = if rest > max_frag {
@@ -960,7 +1039,16 @@ impl Connection {
                 } else {
                     s.frag_off = 0;
                 }
-                (self.encode_message(id, flags, &data[lo..hi]), false)
+                (
+                    Next::Frame(Piece::Message {
+                        id,
+                        flags,
+                        data,
+                        lo,
+                        hi,
+                    }),
+                    false,
+                )
             }
         };
         if finished {
@@ -968,7 +1056,7 @@ impl Connection {
         } else {
             self.mark_ready(id);
         }
-        Some(Transmit::Binary(bytes))
+        Some(next)
     }
 
     /// Forgets a stream whose end was already reported.

@@ -147,6 +147,7 @@ impl ResponseSink {
             self.ctx.flush_headers();
             self.headers_flushed = true;
         }
-        poll_fn(|cx| poll_send(&self.ctx.shared, self.ctx.id, &msg, cx)).await
+        let mut msg = Some(msg);
+        poll_fn(|cx| poll_send(&self.ctx.shared, self.ctx.id, &mut msg, cx)).await
     }
 }

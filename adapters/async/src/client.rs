@@ -162,7 +162,8 @@ impl Call {
 
     /// Sends one request message, waiting for the server's credit.
     pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
-        poll_fn(|cx| poll_send(&self.shared, self.id, &msg, cx)).await
+        let mut msg = Some(msg);
+        poll_fn(|cx| poll_send(&self.shared, self.id, &mut msg, cx)).await
     }
 
     /// Half-closes: no more request messages. A no-op on a call that has

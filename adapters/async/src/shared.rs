@@ -302,16 +302,23 @@ pub(crate) fn poll_message(
     Poll::Pending
 }
 
-/// Sends one message, waiting for credit.
+/// Sends one message, waiting for credit. `msg` is taken when it is sent
+/// (and kept while the call waits, so no copy of the handle is made then).
 pub(crate) fn poll_send(
     shared: &Shared,
     id: StreamId,
-    msg: &Bytes,
+    msg: &mut Option<Bytes>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), Status>> {
     let mut g = shared.lock();
-    match g.conn.send(id, msg.clone()) {
+    let data = match msg {
+        Some(m) if g.conn.send_credit(id) == Some(0) => m.clone(),
+        Some(_) => msg.take().unwrap_or_default(),
+        None => return Poll::Ready(Ok(())),
+    };
+    match g.conn.send(id, data) {
         Ok(()) => {
+            *msg = None;
             drop(g);
             shared.writer.notify();
             Poll::Ready(Ok(()))
