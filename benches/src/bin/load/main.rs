@@ -21,7 +21,9 @@ mod jsonrpsee_peer;
 #[cfg(feature = "peers")]
 mod tonic_peer;
 
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,16 +198,31 @@ impl ServerProcess {
             addr: line.trim().to_owned(),
         }
     }
+}
 
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs a task on the client's executor: smol's global executor for
+/// `zrpc-smol` (so the load loop and the connections' driver tasks share its
+/// one thread, as they share tokio's current-thread runtime otherwise).
+fn spawn<T: Send + 'static>(
+    system: &str,
+    f: impl Future<Output = T> + Send + 'static,
+) -> Pin<Box<dyn Future<Output = T> + Send>> {
+    if system == "zrpc-smol" {
+        Box::pin(smol::spawn(f))
+    } else {
+        let task = tokio::spawn(f);
+        Box::pin(async move { task.await.expect("load task") })
     }
 }
 
@@ -274,8 +291,8 @@ impl Conn {
         let url = format!("ws://{addr}/");
         match system {
             "zrpc-tokio" => Conn::Zrpc(zrpc_tokio::connect(&url).await.expect("connect")),
-            // The smol client: its driver tasks run on smol's executor; the
-            // load loop awaits them from this thread.
+            // The smol client: its driver tasks and the load loop share
+            // smol's executor thread (see `spawn`).
             "zrpc-smol" => Conn::Zrpc(zrpc_smol::connect(&url).await.expect("connect")),
             #[cfg(feature = "peers")]
             "tonic" => Conn::Tonic(tonic_peer::connect(addr).await),
@@ -443,7 +460,7 @@ async fn unary_in_flight(
     for _ in 0..in_flight {
         let conn = conn.clone();
         let payload = payload.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(spawn(system, async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline && lat.len() < 5_000_000 {
                 let t = Instant::now();
@@ -455,7 +472,7 @@ async fn unary_in_flight(
     }
     let mut all = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap());
+        all.extend(t.await);
     }
     latency_fields(all.len() as u64, start.elapsed(), all)
 }
@@ -497,7 +514,7 @@ async fn many_connections(
     for conn in opened {
         let payload = payload.clone();
         let calls = calls.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(spawn(system, async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline && lat.len() < 1_000_000 {
                 let t = Instant::now();
@@ -510,28 +527,29 @@ async fn many_connections(
     }
     let mut all = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap());
+        all.extend(t.await);
     }
     latency_fields(all.len() as u64, start.elapsed(), all)
 }
 
 async fn idle_connections(
     system: &str,
-    server: &ServerProcess,
+    addr: &str,
+    server_pid: u32,
     conns: usize,
 ) -> Vec<(&'static str, f64)> {
-    let before = server.rss_kib();
+    let before = rss_kib(server_pid);
     let mut opened = Vec::with_capacity(conns);
     for i in 0..conns {
-        let conn = Conn::open(system, &server.addr).await;
+        let conn = Conn::open(system, addr).await;
         if i == 0 {
             conn.unary(&Bytes::from_static(b"x")).await;
         }
         opened.push(conn);
     }
     // Let the server settle its buffers, then read its memory.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = server.rss_kib();
+    smol::Timer::after(Duration::from_millis(500)).await;
+    let after = rss_kib(server_pid);
     let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / conns as f64;
     drop(opened);
     vec![
@@ -561,37 +579,44 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     for system in systems.split(',') {
-        for workload in workloads.split(',') {
+        for workload in workloads.split(',').map(str::to_owned) {
             let server = ServerProcess::start(system);
-            let (name, fields) = rt.block_on(async {
-                match workload {
+            let (sys, addr, pid) = (system.to_owned(), server.addr.clone(), server.child.id());
+            let work = async move {
+                let (system, addr) = (sys.as_str(), addr.as_str());
+                match workload.as_str() {
                     "unary1" => (
                         "unary 64 B, 1 in flight",
-                        unary_in_flight(system, &server.addr, 1, secs).await,
+                        unary_in_flight(system, addr, 1, secs).await,
                     ),
                     "unary64" => (
                         "unary 64 B, 64 in flight",
-                        unary_in_flight(system, &server.addr, 64, secs).await,
+                        unary_in_flight(system, addr, 64, secs).await,
                     ),
                     "stream64" => (
                         "server stream 64 B",
-                        streaming(system, &server.addr, 64, secs).await,
+                        streaming(system, addr, 64, secs).await,
                     ),
                     "stream64k" => (
                         "server stream 64 KiB",
-                        streaming(system, &server.addr, 64 * 1024, secs).await,
+                        streaming(system, addr, 64 * 1024, secs).await,
                     ),
                     "conns1000" => (
                         "1,000 connections, 1 call each",
-                        many_connections(system, &server.addr, 1000, secs).await,
+                        many_connections(system, addr, 1000, secs).await,
                     ),
                     "idle10k" => (
                         "10,000 idle connections",
-                        idle_connections(system, &server, 10_000).await,
+                        idle_connections(system, addr, pid, 10_000).await,
                     ),
                     other => panic!("unknown workload {other}"),
                 }
-            });
+            };
+            let (name, fields) = if system == "zrpc-smol" {
+                smol::block_on(smol::spawn(work))
+            } else {
+                rt.block_on(work)
+            };
             let row = Row {
                 system: system.to_owned(),
                 workload: name,
