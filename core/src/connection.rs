@@ -216,8 +216,19 @@ enum Notify {
     Status,
 }
 
-/// Size of the output arena chunks (frames are carved out of it).
+/// Largest output arena chunk (frames are carved out of it). Chunks start at
+/// `MIN_CHUNK` and double with each new one, so an idle connection keeps a
+/// small buffer and a busy one soon allocates rarely.
 const OUT_CHUNK: usize = 16 * 1024;
+const MIN_CHUNK: usize = 512;
+
+/// Makes room for `len` more bytes in `buf`, a chunk at a time.
+fn room(buf: &mut BytesMut, len: usize, chunk: &mut usize) {
+    if buf.capacity() - buf.len() < len {
+        buf.reserve(len.max(*chunk));
+        *chunk = (*chunk * 2).min(OUT_CHUNK);
+    }
+}
 /// Send queues of ended calls kept for reuse.
 const SPARE_QUEUES: usize = 64;
 
@@ -252,6 +263,8 @@ pub struct Connection {
     out: BytesMut,
     /// Arena for BATCH messages.
     batch_out: BytesMut,
+    /// Size of the next arena chunk (see [`room`]).
+    chunk: usize,
     /// A frame taken while packing that did not fit; it goes next.
     stashed: Option<Next>,
     /// Our first frame (SETTINGS in v1) went out; only later frames pack.
@@ -297,6 +310,7 @@ impl Connection {
             legacy_method: None,
             out: BytesMut::new(),
             batch_out: BytesMut::new(),
+            chunk: MIN_CHUNK,
             stashed: None,
             settings_sent: false,
             spare_queues: Vec::new(),
@@ -537,18 +551,20 @@ impl Connection {
         // Frames are encoded straight into the BATCH: no copy per frame.
         let mut out = std::mem::take(&mut self.batch_out);
         let end = HEADER_LEN + budget;
-        if out.capacity() < end {
-            out.reserve(end);
-        }
+        let b_len = second.len();
+        // Room for a whole batch once the connection is busy (the chunk has
+        // grown), so entries are not copied to a larger buffer midway.
+        let want = (HEADER_LEN + 2 * BATCH_ENTRY_PREFIX + a_len + b_len).max(end.min(self.chunk));
+        room(&mut out, want, &mut self.chunk);
         out.put_u8(frame::kind::BATCH);
         out.put_bytes(0, HEADER_LEN - 1);
-        let b_len = second.len();
         first.write_entry(&mut out, a_len);
         second.write_entry(&mut out, b_len);
         while out.len() + BATCH_ENTRY_PREFIX + HEADER_LEN <= end {
             match self.next_transmit() {
                 Some(Next::Frame(p)) if out.len() + BATCH_ENTRY_PREFIX + p.len() <= end => {
                     let len = p.len();
+                    room(&mut out, BATCH_ENTRY_PREFIX + len, &mut self.chunk);
                     p.write_entry(&mut out, len);
                 }
                 other => {
@@ -944,9 +960,7 @@ impl Connection {
 
     /// Encodes `len` bytes with `f` into the output arena and cuts them off.
     fn carve(&mut self, len: usize, f: impl FnOnce(&mut BytesMut)) -> Bytes {
-        if self.out.capacity() < len {
-            self.out.reserve(len.max(OUT_CHUNK));
-        }
+        room(&mut self.out, len, &mut self.chunk);
         f(&mut self.out);
         self.out.split().freeze()
     }
@@ -967,18 +981,14 @@ impl Connection {
 
     fn encode(&mut self, f: &Frame) -> Bytes {
         let len = f.encoded_len();
-        if self.out.capacity() < len {
-            self.out.reserve(len.max(OUT_CHUNK));
-        }
+        room(&mut self.out, len, &mut self.chunk);
         f.encode(&mut self.out);
         self.out.split().freeze()
     }
 
     fn encode_message(&mut self, id: StreamId, flags: u8, payload: &[u8]) -> Bytes {
         let len = HEADER_LEN + payload.len();
-        if self.out.capacity() < len {
-            self.out.reserve(len.max(OUT_CHUNK));
-        }
+        room(&mut self.out, len, &mut self.chunk);
         self.out.put_u8(frame::kind::MESSAGE);
         self.out.put_u8(flags);
         self.out.put_u32(id.0);

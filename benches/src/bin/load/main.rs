@@ -573,10 +573,6 @@ fn main() {
     let workloads = arg("--workloads")
         .unwrap_or_else(|| "unary1,unary64,stream64,stream64k,conns1000,idle10k".into());
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let mut rows = Vec::new();
     for system in systems.split(',') {
         for workload in workloads.split(',').map(str::to_owned) {
@@ -615,6 +611,12 @@ fn main() {
             let (name, fields) = if system == "zrpc-smol" {
                 smol::block_on(smol::spawn(work))
             } else {
+                // A runtime per workload: dropping it ends every client task
+                // and closes its sockets before the next workload starts.
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(work)
             };
             let row = Row {
