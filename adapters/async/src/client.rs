@@ -18,7 +18,7 @@ use zrpc_core::{
 use crate::Error;
 use crate::driver;
 use crate::runtime::Runtime;
-use crate::server::{Router, wait_closed, ws_config};
+use crate::server::{CLIENT_READ_BUFFER, Router, wait_closed, ws_config};
 use crate::shared::{Shared, Slot, now, poll_end, poll_message, poll_send};
 
 /// Client settings.
@@ -261,9 +261,12 @@ where
         "sec-websocket-protocol",
         HeaderValue::from_static(SUBPROTOCOL_V1),
     );
-    let (ws, resp) =
-        async_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config.core)))
-            .await?;
+    let (ws, resp) = async_tungstenite::client_async_with_config(
+        request,
+        stream,
+        Some(ws_config(&config.core, CLIENT_READ_BUFFER)),
+    )
+    .await?;
     let accepted = resp
         .headers()
         .get("sec-websocket-protocol")
@@ -292,8 +295,12 @@ where
     R: Runtime,
 {
     let config = Config::default();
-    let (ws, _) =
-        async_tungstenite::client_async_with_config(url, stream, Some(ws_config(&config))).await?;
+    let (ws, _) = async_tungstenite::client_async_with_config(
+        url,
+        stream,
+        Some(ws_config(&config, CLIENT_READ_BUFFER)),
+    )
+    .await?;
     let conn = Connection::new(Side::Client, Mode::Legacy, config, now());
     let shared = driver::start(ws, conn, None, rt, None);
     let client = Client { shared };

@@ -258,3 +258,23 @@ async fn server_limits_connections_handshake_time_and_legacy() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_read_buffer_still_reads_large_messages_whole() {
+    bounded(async {
+        let (_server, url) = server_with(ServerConfig {
+            read_buffer_size: 256,
+            ..ServerConfig::default()
+        })
+        .await;
+        let client = zrpc_tokio::connect(&url).await.unwrap();
+        let big: Bytes = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut call = client
+            .server_streaming("echo", big.clone(), CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(call.message().await.unwrap(), Some(big));
+        assert_eq!(call.message().await.unwrap(), None);
+    })
+    .await;
+}
