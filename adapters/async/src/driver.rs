@@ -6,12 +6,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::SinkExt;
 use zrpc_core::{Connection, Incoming, Transmit};
@@ -174,7 +176,19 @@ async fn reader<S, R>(
             shared.writer.notify();
         }
         for call in opened {
-            dispatch(call, &shared, router.as_ref(), &rt);
+            let Some(mut task) = dispatch(call, &shared, router.as_ref()) else {
+                continue;
+            };
+            // The first poll runs here, in the reader's task: a handler that
+            // completes at once (most unary handlers) costs no task of its
+            // own, and its response leaves with the others of this read. One
+            // that waits becomes a task; that task's first poll registers its
+            // own wakers in place of the reader's (a stale reader wake-up is
+            // harmless).
+            let done = poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await;
+            if !done {
+                rt.spawn(task);
+            }
         }
         if done {
             return;

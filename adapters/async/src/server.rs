@@ -179,13 +179,15 @@ fn compatible(caller: CallKind, handler: CallKind) -> bool {
         && (handler.single_response() || !caller.single_response())
 }
 
-/// Starts the handler for a call the peer opened (or refuses it).
-pub(crate) fn dispatch<R: Runtime>(
+/// A call's handler, ready to run.
+pub(crate) type HandlerTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The handler for a call the peer opened, or `None` after refusing it.
+pub(crate) fn dispatch(
     call: IncomingCall,
     shared: &Arc<Shared>,
     router: Option<&Arc<Router>>,
-    rt: &R,
-) {
+) -> Option<HandlerTask> {
     let mode = shared.mode();
     let handler = router
         .and_then(|r| r.lookup(call.method.as_str(), mode))
@@ -211,10 +213,10 @@ pub(crate) fn dispatch<R: Runtime>(
         g.slots.remove(&call.id);
         drop(g);
         shared.writer.notify();
-        return;
+        return None;
     }
-    let Some(handler) = handler else { return };
-    rt.spawn(run_handler(handler, call, shared.clone()));
+    let handler = handler?;
+    Some(Box::pin(run_handler(handler, call, shared.clone())))
 }
 
 async fn run_handler(handler: Handler, call: IncomingCall, shared: Arc<Shared>) {
