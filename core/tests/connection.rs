@@ -770,27 +770,33 @@ fn small_messages_grow_the_receive_window_within_the_byte_budget() {
         ..Config::default()
     };
     let mut p = Pair::with(Config::default(), server_cfg);
+    let tiny = p.open("s/Tiny", CallKind::ClientStreaming);
     let small = p.open("s/Small", CallKind::ClientStreaming);
     let big = p.open("s/Big", CallKind::ClientStreaming);
+    p.client.send(tiny, Bytes::from(vec![1u8; 2])).unwrap();
     p.client.send(small, Bytes::from(vec![1u8; 64])).unwrap();
     p.client
         .send(big, Bytes::from(vec![2u8; 32 * 1024]))
         .unwrap();
     p.run();
-    for (id, m) in [(small, 64), (big, 32 * 1024)] {
+    for (id, m) in [(tiny, 2), (small, 64), (big, 32 * 1024)] {
         p.server.consume(id, m);
     }
     p.run();
-    // 64 KiB / 64 B = 1,024 messages (the cap); 64 KiB / 32 KiB = 2 < 4: unchanged.
-    assert_eq!(p.server.recv_window(small), Some(MAX_AUTO_WINDOW));
+    // 64 KiB / 2 B = 32,768 > the cap; 64 KiB / 64 B = 1,024 messages (the
+    // byte budget); 64 KiB / 32 KiB = 2 < 4: unchanged.
+    assert_eq!(p.server.recv_window(tiny), Some(MAX_AUTO_WINDOW));
+    assert_eq!(p.server.recv_window(small), Some(1024));
     assert_eq!(p.server.recv_window(big), Some(4));
-    // The client may now have 1,024 small messages in flight without blocking.
-    let mut sent = 0;
-    while p.client.send(small, Bytes::from(vec![1u8; 64])).is_ok() {
-        sent += 1;
-        assert!(sent <= 2000, "credit never ran out");
+    // The client may now have that many small messages in flight without blocking.
+    for (id, len, window) in [(tiny, 2, MAX_AUTO_WINDOW as usize), (small, 64, 1024)] {
+        let mut sent = 0;
+        while p.client.send(id, Bytes::from(vec![1u8; len])).is_ok() {
+            sent += 1;
+            assert!(sent <= 40_000, "credit never ran out");
+        }
+        assert_eq!(sent, window);
     }
-    assert_eq!(sent, MAX_AUTO_WINDOW as usize);
 }
 
 /// The messages written until the connection has nothing more.
