@@ -96,14 +96,16 @@ fn serve(system: &str) {
             });
         }
         "zrpc-smol" => {
-            // Tasks run on smol's global executor, one thread unless
-            // SMOL_THREADS says otherwise (the parent sets it to 1).
-            smol::block_on(async {
+            // Everything, the accept loop included, runs on smol's global
+            // executor: one thread (the parent sets SMOL_THREADS=1), which
+            // also drives the I/O reactor. This thread only waits, without
+            // touching the reactor (futures-lite's block_on, not smol's).
+            futures_lite::future::block_on(smol::spawn(async {
                 let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 announce(listener.local_addr().unwrap());
                 let server = zrpc_smol::Server::new(router(), zrpc_smol::SmolRuntime);
                 let _ = zrpc_smol::serve(&server, listener).await;
-            });
+            }));
         }
         "ws" => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -609,7 +611,8 @@ fn main() {
                 }
             };
             let (name, fields) = if system == "zrpc-smol" {
-                smol::block_on(smol::spawn(work))
+                // See `serve`: the work runs on the executor's one thread.
+                futures_lite::future::block_on(smol::spawn(work))
             } else {
                 // A runtime per workload: dropping it ends every client task
                 // and closes its sockets before the next workload starts.
