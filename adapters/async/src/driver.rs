@@ -22,6 +22,9 @@ use crate::runtime::Runtime;
 use crate::server::{Router, dispatch};
 use crate::shared::{Shared, now};
 
+/// Bytes of frames the writer takes from the core per round.
+const WRITE_CHUNK: usize = 256 * 1024;
+
 /// How long a side that closed waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
@@ -63,6 +66,7 @@ where
     R: Runtime,
 {
     let mut batch = Vec::new();
+    let mut more;
     loop {
         let (deadline, closed) = {
             let mut g = shared.lock();
@@ -70,9 +74,19 @@ where
             if g.conn.poll_timeout().is_some_and(|d| d <= t) {
                 g.conn.handle_timeout(t);
             }
-            while let Some(t) = g.conn.poll_transmit() {
+            // Up to WRITE_CHUNK bytes per round: large messages then reuse
+            // the same few buffers instead of holding a window's worth.
+            let mut bytes = 0;
+            while bytes < WRITE_CHUNK {
+                let Some(t) = g.conn.poll_transmit() else {
+                    break;
+                };
+                if let Transmit::Binary(b) | Transmit::Text(b) = &t {
+                    bytes += b.len();
+                }
                 batch.push(t);
             }
+            more = bytes >= WRITE_CHUNK;
             g.pump_events();
             let deadline = g.conn.poll_timeout();
             g.armed = deadline;
@@ -106,6 +120,9 @@ where
             // The peer closed: answer its close (a no-op if already answered).
             let _ = tx.close(None).await;
             return;
+        }
+        if more {
+            continue;
         }
         match deadline {
             Some(d) => shared.writer.wait().or(rt.sleep_until(d)).await,
