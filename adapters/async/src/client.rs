@@ -50,7 +50,19 @@ impl Client {
         kind: CallKind,
         opts: CallOptions,
     ) -> Result<Call, Status> {
-        let id = poll_fn(|cx| {
+        self.start(method, kind, opts, None).await
+    }
+
+    /// Opens a call and, given a request, sends it and half-closes, all
+    /// under one lock and with one wake-up of the writer.
+    async fn start(
+        &self,
+        method: &str,
+        kind: CallKind,
+        opts: CallOptions,
+        mut request: Option<Bytes>,
+    ) -> Result<Call, Status> {
+        let (id, sent) = poll_fn(|cx| {
             let mut g = self.shared.lock();
             if let Some(st) = &g.closed {
                 return Poll::Ready(Err(st.clone()));
@@ -58,7 +70,12 @@ impl Client {
             match g.conn.open_call(now(), method, kind, opts.clone()) {
                 Ok(id) => {
                     g.slots.insert(id, Slot::default());
-                    Poll::Ready(Ok(id))
+                    let sent = match request.take() {
+                        None => Ok(()),
+                        // A new call always has credit for its first message.
+                        Some(req) => g.conn.send(id, req).and_then(|()| g.conn.close_send(id)),
+                    };
+                    Poll::Ready(Ok((id, sent.map_err(|e| g.status_of(id, e)))))
                 }
                 Err(UserError::StreamLimit) => {
                     g.open_wakers.push(cx.waker().clone());
@@ -69,11 +86,13 @@ impl Client {
         })
         .await?;
         self.shared.writer.notify();
-        Ok(Call {
+        let call = Call {
             id,
             shared: self.shared.clone(),
             local: VecDeque::new(),
-        })
+        };
+        sent?; // on failure, dropping the call cancels it
+        Ok(call)
     }
 
     /// A unary call: one request, one response.
@@ -83,9 +102,9 @@ impl Client {
         request: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Status> {
-        let mut call = self.call(method, CallKind::Unary, opts).await?;
-        call.send(request).await?;
-        call.close_send()?;
+        let mut call = self
+            .start(method, CallKind::Unary, opts, Some(request))
+            .await?;
         let resp = call
             .message()
             .await?
@@ -102,10 +121,8 @@ impl Client {
         request: Bytes,
         opts: CallOptions,
     ) -> Result<Call, Status> {
-        let mut call = self.call(method, CallKind::ServerStreaming, opts).await?;
-        call.send(request).await?;
-        call.close_send()?;
-        Ok(call)
+        self.start(method, CallKind::ServerStreaming, opts, Some(request))
+            .await
     }
 
     /// A client-streaming call: send requests, then [`Call::close_send`] and
@@ -239,8 +256,11 @@ impl Drop for Call {
                 g.conn.consume(self.id, m.len());
             }
         }
+        let wake = g.writer_needed();
         drop(g);
-        self.shared.writer.notify();
+        if wake {
+            self.shared.writer.notify();
+        }
     }
 }
 
