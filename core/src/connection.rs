@@ -190,6 +190,11 @@ impl Piece {
     /// the caller against the batch budget), then the frame.
     fn write_entry(self, out: &mut BytesMut, len: usize) {
         out.put_u16(len as u16);
+        self.write(out);
+    }
+
+    /// Writes the frame.
+    fn write(self, out: &mut BytesMut) {
         match self {
             Piece::Control(f) => f.encode(out),
             Piece::Encoded(b) => out.put_slice(&b),
@@ -199,14 +204,17 @@ impl Piece {
                 data,
                 lo,
                 hi,
-            } => {
-                out.put_u8(frame::kind::MESSAGE);
-                out.put_u8(flags);
-                out.put_u32(id.0);
-                out.put_slice(&data[lo..hi]);
-            }
+            } => put_message(out, id, flags, &data[lo..hi]),
         }
     }
+}
+
+/// Writes a MESSAGE frame: the header, then the payload.
+fn put_message(out: &mut BytesMut, id: StreamId, flags: u8, payload: &[u8]) {
+    out.put_u8(frame::kind::MESSAGE);
+    out.put_u8(flags);
+    out.put_u32(id.0);
+    out.put_slice(payload);
 }
 
 /// How a locally ended call tells the peer.
@@ -578,19 +586,14 @@ impl Connection {
         Some(Transmit::Binary(msg))
     }
 
-    /// A chosen frame as its own message.
+    /// A chosen frame as its own message, carved from the output arena
+    /// (a frame encoded when it was queued goes as it is).
     fn alone(&mut self, p: Piece) -> Transmit {
-        Transmit::Binary(match p {
-            Piece::Control(f) => self.encode(&f),
-            Piece::Encoded(b) => b,
-            Piece::Message {
-                id,
-                flags,
-                data,
-                lo,
-                hi,
-            } => self.encode_message(id, flags, &data[lo..hi]),
-        })
+        if let Piece::Encoded(b) = p {
+            return Transmit::Binary(b);
+        }
+        let len = p.len();
+        Transmit::Binary(self.carve(len, |out| p.write(out)))
     }
 
     /// The next frame (or close) to write, chosen but not yet encoded.
@@ -977,23 +980,6 @@ impl Connection {
     fn new_stream(&mut self, local: bool, kind: CallKind, send_credit: u32, window: u32) -> Stream {
         let outq = self.spare_queues.pop().unwrap_or_default();
         Stream::new(local, kind, send_credit, window, outq)
-    }
-
-    fn encode(&mut self, f: &Frame) -> Bytes {
-        let len = f.encoded_len();
-        room(&mut self.out, len, &mut self.chunk);
-        f.encode(&mut self.out);
-        self.out.split().freeze()
-    }
-
-    fn encode_message(&mut self, id: StreamId, flags: u8, payload: &[u8]) -> Bytes {
-        let len = HEADER_LEN + payload.len();
-        room(&mut self.out, len, &mut self.chunk);
-        self.out.put_u8(frame::kind::MESSAGE);
-        self.out.put_u8(flags);
-        self.out.put_u32(id.0);
-        self.out.put_slice(payload);
-        self.out.split().freeze()
     }
 
     /// Writes the next item of stream `id`, if it has one.

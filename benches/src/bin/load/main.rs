@@ -26,7 +26,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -81,94 +80,88 @@ fn stream_request(n: u32, len: u32) -> Bytes {
     Bytes::from(b)
 }
 
+/// Panics with a clear message on a system this build cannot run.
+fn check_system(system: &str) {
+    let known = ["zrpc-tokio", "zrpc-smol", "ws"];
+    let peers = ["tonic", "jsonrpsee"];
+    let peer = cfg!(feature = "peers") && peers.contains(&system);
+    assert!(
+        known.contains(&system) || peer,
+        "unknown system {system} (tonic and jsonrpsee need --features peers)"
+    );
+}
+
 fn serve(system: &str) {
-    match system {
-        "zrpc-tokio" => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                announce(listener.local_addr().unwrap());
+    check_system(system);
+    if system == "zrpc-smol" {
+        // Everything, the accept loop included, runs on smol's global
+        // executor: one thread (the parent sets SMOL_THREADS=1), which also
+        // drives the I/O reactor. This thread only waits, without touching
+        // the reactor (futures-lite's block_on, not smol's).
+        futures_lite::future::block_on(smol::spawn(async {
+            let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            announce(listener.local_addr().unwrap());
+            let server = zrpc_smol::Server::new(router(), zrpc_smol::SmolRuntime);
+            let _ = zrpc_smol::serve(&server, listener).await;
+        }));
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        announce(listener.local_addr().unwrap());
+        match system {
+            "zrpc-tokio" => {
                 let server = zrpc_tokio::Server::new(router(), zrpc_tokio::TokioRuntime);
                 let _ = zrpc_tokio::serve(&server, listener).await;
-            });
+            }
+            #[cfg(feature = "peers")]
+            "tonic" => tonic_peer::serve(listener).await,
+            #[cfg(feature = "peers")]
+            "jsonrpsee" => jsonrpsee_peer::serve(listener).await,
+            _ => serve_ws(listener).await,
         }
-        "zrpc-smol" => {
-            // Everything, the accept loop included, runs on smol's global
-            // executor: one thread (the parent sets SMOL_THREADS=1), which
-            // also drives the I/O reactor. This thread only waits, without
-            // touching the reactor (futures-lite's block_on, not smol's).
-            futures_lite::future::block_on(smol::spawn(async {
-                let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                announce(listener.local_addr().unwrap());
-                let server = zrpc_smol::Server::new(router(), zrpc_smol::SmolRuntime);
-                let _ = zrpc_smol::serve(&server, listener).await;
-            }));
-        }
-        "ws" => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                announce(listener.local_addr().unwrap());
-                loop {
-                    let (tcp, _) = listener.accept().await.unwrap();
-                    let _ = tcp.set_nodelay(true);
-                    tokio::spawn(async move {
-                        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+    });
+}
+
+/// The plain-WebSocket server: a binary message is echoed; a text "N L"
+/// streams N messages of L bytes.
+async fn serve_ws(listener: tokio::net::TcpListener) {
+    loop {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            while let Some(Ok(msg)) = ws.next().await {
+                match msg {
+                    Message::Binary(b) => {
+                        let sent = ws.send(Message::Binary(b)).await;
+                        if sent.is_err() {
                             return;
-                        };
-                        // A binary message is echoed; a text "N L" streams N messages of L bytes.
-                        while let Some(Ok(msg)) = ws.next().await {
-                            match msg {
-                                Message::Binary(b) => {
-                                    let sent = ws.send(Message::Binary(b)).await;
-                                    if sent.is_err() {
-                                        return;
-                                    }
-                                }
-                                Message::Text(t) => {
-                                    let mut it =
-                                        t.split(' ').filter_map(|x| x.parse::<usize>().ok());
-                                    let (n, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-                                    let msg = Bytes::from(vec![0x5a; len]);
-                                    for _ in 0..n {
-                                        if ws.feed(Message::Binary(msg.clone())).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    if ws.flush().await.is_err() {
-                                        return;
-                                    }
-                                }
-                                _ => {}
+                        }
+                    }
+                    Message::Text(t) => {
+                        let mut it = t.split(' ').filter_map(|x| x.parse::<usize>().ok());
+                        let (n, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+                        let msg = Bytes::from(vec![0x5a; len]);
+                        for _ in 0..n {
+                            if ws.feed(Message::Binary(msg.clone())).await.is_err() {
+                                return;
                             }
                         }
-                    });
+                        if ws.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => {}
                 }
-            });
-        }
-        #[cfg(feature = "peers")]
-        "tonic" | "jsonrpsee" => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                announce(listener.local_addr().unwrap());
-                if system == "tonic" {
-                    tonic_peer::serve(listener).await;
-                } else {
-                    jsonrpsee_peer::serve(listener).await;
-                }
-            });
-        }
-        other => panic!("unknown system {other} (tonic and jsonrpsee need --features peers)"),
+            }
+        });
     }
 }
 
@@ -442,6 +435,18 @@ async fn ws_pipelined(addr: &str, in_flight: usize, secs: f64) -> Vec<(&'static 
     latency_fields(lat.len() as u64, start.elapsed(), lat)
 }
 
+/// Unary calls one after another until the deadline (or `max` calls);
+/// returns each call's latency in nanoseconds.
+async fn unary_loop(conn: Arc<Conn>, payload: Bytes, deadline: Instant, max: usize) -> Vec<u64> {
+    let mut lat = Vec::new();
+    while Instant::now() < deadline && lat.len() < max {
+        let t = Instant::now();
+        conn.unary(&payload).await;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat
+}
+
 async fn unary_in_flight(
     system: &str,
     addr: &str,
@@ -462,15 +467,10 @@ async fn unary_in_flight(
     for _ in 0..in_flight {
         let conn = conn.clone();
         let payload = payload.clone();
-        tasks.push(spawn(system, async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline && lat.len() < 5_000_000 {
-                let t = Instant::now();
-                conn.unary(&payload).await;
-                lat.push(t.elapsed().as_nanos() as u64);
-            }
-            lat
-        }));
+        tasks.push(spawn(
+            system,
+            unary_loop(conn, payload, deadline, 5_000_000),
+        ));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -511,21 +511,13 @@ async fn many_connections(
     let payload = Bytes::from(vec![7u8; 64]);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
-    let calls = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for conn in opened {
         let payload = payload.clone();
-        let calls = calls.clone();
-        tasks.push(spawn(system, async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline && lat.len() < 1_000_000 {
-                let t = Instant::now();
-                conn.unary(&payload).await;
-                lat.push(t.elapsed().as_nanos() as u64);
-                calls.fetch_add(1, Ordering::Relaxed);
-            }
-            lat
-        }));
+        tasks.push(spawn(
+            system,
+            unary_loop(conn, payload, deadline, 1_000_000),
+        ));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -575,6 +567,7 @@ fn main() {
     let workloads = arg("--workloads")
         .unwrap_or_else(|| "unary1,unary64,stream64,stream64k,conns1000,idle10k".into());
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    systems.split(',').for_each(check_system);
     let mut rows = Vec::new();
     for system in systems.split(',') {
         for workload in workloads.split(',').map(str::to_owned) {
