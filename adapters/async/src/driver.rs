@@ -196,16 +196,17 @@ async fn reader<S, R>(
             let Some(mut task) = dispatch(call, &shared, router.as_ref()) else {
                 continue;
             };
-            // The first poll runs here, in the reader's task: a handler that
-            // completes at once (most unary handlers) costs no task of its
-            // own, and its response leaves with the others of this read. One
-            // that waits becomes a task; that task's first poll registers its
-            // own wakers in place of the reader's (a stale reader wake-up is
-            // harmless).
-            let done = poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await;
-            if !done {
-                rt.spawn(task);
+            // Unless the router says otherwise, the first poll runs here, in
+            // the reader's task: a handler that completes at once (most unary
+            // handlers) costs no task of its own, and its response leaves
+            // with the others of this read. One that waits becomes a task;
+            // that task's first poll registers its own wakers in place of the
+            // reader's (a stale reader wake-up is harmless).
+            let inline = router.as_ref().is_some_and(|r| r.inline_first_poll());
+            if inline && poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await {
+                continue;
             }
+            rt.spawn(task);
         }
         if done {
             return;

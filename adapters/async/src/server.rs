@@ -41,9 +41,17 @@ struct Handler {
 
 /// Method names to handlers. Build it with the four registration methods
 /// (or [`service`](Self::service)), then give it to a server or a client.
+///
+/// A handler's first poll (its code up to its first `.await` that waits)
+/// runs on the connection's reader task, so a handler that completes at
+/// once costs no task of its own; a handler that waits continues as its own
+/// task. Handlers that compute for long before they first wait hold up the
+/// other calls of their connection meanwhile: give those a task from the
+/// start with [`spawn_every_handler`](Self::spawn_every_handler).
 #[derive(Clone, Default)]
 pub struct Router {
     methods: HashMap<String, Handler>,
+    spawn_all: bool,
 }
 
 /// A group of methods registered together.
@@ -160,6 +168,19 @@ impl Router {
 
     /// The handler for a call: the exact name, or for legacy calls the
     /// first part of a dotted `service.method` name.
+    /// Runs every handler as its own task from its first poll, so calls on
+    /// one connection compute in parallel on a multi-threaded runtime. Costs
+    /// a task per call even for handlers that complete at once.
+    pub fn spawn_every_handler(mut self) -> Self {
+        self.spawn_all = true;
+        self
+    }
+
+    /// Whether handlers get their first poll on the reader task.
+    pub(crate) fn inline_first_poll(&self) -> bool {
+        !self.spawn_all
+    }
+
     fn lookup(&self, name: &str, mode: Mode) -> Option<&Handler> {
         self.methods.get(name).or_else(|| match mode {
             Mode::Legacy => self.methods.get(legacy::split_dotted(name).0),

@@ -310,3 +310,48 @@ async fn shutdown_after_the_grace_period_fails_calls_with_unavailable() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn spawned_handlers_of_one_connection_compute_in_parallel() {
+    // Each handler blocks its thread, before any await, until both have
+    // started: that only ends if the two run at the same time.
+    let started = Arc::new((std::sync::Mutex::new(0u32), std::sync::Condvar::new()));
+    let s = started.clone();
+    let router = Router::new()
+        .unary("t.T/Meet", move |_ctx, _req: Bytes| {
+            let s = s.clone();
+            async move {
+                let (count, cv) = &*s;
+                let mut n = count.lock().unwrap();
+                *n += 1;
+                cv.notify_all();
+                let (n, timeout) = cv
+                    .wait_timeout_while(n, Duration::from_secs(10), |n| *n < 2)
+                    .unwrap();
+                if timeout.timed_out() {
+                    return Err(Status::new(Code::DeadlineExceeded, format!("met {}", *n)));
+                }
+                Ok(b("met"))
+            }
+        })
+        .unary("t.T/Echo", |_ctx, req: Bytes| async move { Ok(req) })
+        .spawn_every_handler();
+    let server = Server::new(router, TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let srv = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&srv, listener).await });
+    let client = zrpc_tokio::connect(&url).await.unwrap();
+    // After one call both sides know each other's settings, so the two
+    // calls below reach the server together, in one read.
+    let echo = client.unary("t.T/Echo", b("warm"), CallOptions::default());
+    assert_eq!(bounded(echo).await.unwrap(), b("warm"));
+    let (a, b2) = bounded(async {
+        tokio::join!(
+            client.unary("t.T/Meet", b("a"), CallOptions::default()),
+            client.unary("t.T/Meet", b("b"), CallOptions::default()),
+        )
+    })
+    .await;
+    assert_eq!((a.unwrap(), b2.unwrap()), (b("met"), b("met")));
+}
