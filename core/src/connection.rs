@@ -230,6 +230,12 @@ enum Notify {
 const OUT_CHUNK: usize = 16 * 1024;
 const MIN_CHUNK: usize = 512;
 
+/// `at + d`, or `None` when that is too far in the future to represent (a
+/// timer that never fires).
+fn after(at: Instant, d: Duration) -> Option<Instant> {
+    at.checked_add(d)
+}
+
 /// Makes room for `len` more bytes in `buf`, a chunk at a time.
 fn room(buf: &mut BytesMut, len: usize, chunk: &mut usize) {
     if buf.capacity() - buf.len() < len {
@@ -259,6 +265,13 @@ pub struct Connection {
     goaway_received: Option<u32>,
     want_can_open: bool,
     buffered: usize,
+    /// Bytes of messages queued for sending over all calls.
+    queued_send: usize,
+    /// Calls whose `send` was refused because `queued_send` was at its bound.
+    send_waiters: Vec<StreamId>,
+    /// Since when the connection has had no live call (for `idle_timeout`);
+    /// `None` while calls are live, or until the next timer notices.
+    idle_since: Option<Instant>,
     events: VecDeque<Event>,
     control: VecDeque<Frame>,
     ready: VecDeque<StreamId>,
@@ -307,6 +320,9 @@ impl Connection {
             goaway_received: None,
             want_can_open: false,
             buffered: 0,
+            queued_send: 0,
+            send_waiters: Vec::new(),
+            idle_since: Some(now),
             events: VecDeque::new(),
             control,
             ready: VecDeque::new(),
@@ -387,6 +403,18 @@ impl Connection {
     /// Received bytes held for the application (unread plus partial messages).
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
+    }
+
+    /// Bytes of messages queued for sending (accepted by [`send`](Self::send),
+    /// not yet completely taken by [`poll_transmit`](Self::poll_transmit)).
+    pub fn queued_send_bytes(&self) -> usize {
+        self.queued_send
+    }
+
+    /// True until the connection starts closing (an error, a close, or the
+    /// end of a drain).
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
     }
 
     /// True once the connection is over and everything was written.
@@ -479,12 +507,26 @@ impl Connection {
                 self.stream_error(id, Status::new(Code::DeadlineExceeded, "deadline exceeded"));
             }
         }
+        if let Some(limit) = self.config.idle_timeout
+            && self.streams.is_empty()
+            && self.goaway_sent.is_none()
+        {
+            match self.idle_since {
+                None => self.idle_since = Some(now),
+                Some(since) if after(since, limit).is_some_and(|at| now >= at) => {
+                    self.pending_close = Some((1000, "idle timeout".into()));
+                    self.go_away();
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
         if let (Some(interval), Mode::V1) = (self.config.keepalive_interval, self.mode) {
             match self.ping_sent {
-                Some(at) if now >= at + self.config.keepalive_timeout => {
+                Some(at) if after(at, self.config.keepalive_timeout).is_some_and(|t| now >= t) => {
                     self.fail(ConnectionError::KeepaliveTimeout);
                 }
-                None if now >= self.last_recv + interval => {
+                None if after(self.last_recv, interval).is_some_and(|t| now >= t) => {
                     self.ping_seq += 1;
                     self.control.push_back(Frame::Ping {
                         ack: false,
@@ -513,16 +555,23 @@ impl Connection {
         }
         let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
         let keepalive = match (self.config.keepalive_interval, self.mode) {
-            (Some(interval), Mode::V1) => Some(match self.ping_sent {
-                Some(at) => at + self.config.keepalive_timeout,
-                None => self.last_recv + interval,
-            }),
+            (Some(interval), Mode::V1) => match self.ping_sent {
+                Some(at) => after(at, self.config.keepalive_timeout),
+                None => after(self.last_recv, interval),
+            },
             _ => None,
         };
-        match (deadline, keepalive) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let idle = match self.config.idle_timeout {
+            Some(limit) if self.streams.is_empty() && self.goaway_sent.is_none() => {
+                match self.idle_since {
+                    Some(since) => after(since, limit),
+                    // The last call just ended: due now, to start the clock.
+                    None => Some(self.last_recv),
+                }
+            }
+            _ => None,
+        };
+        [deadline, keepalive, idle].into_iter().flatten().min()
     }
 
     /// The next WebSocket message to write, if any. Control frames go first;
@@ -691,21 +740,28 @@ impl Connection {
             });
             s
         };
-        if let Some(t) = opts.timeout {
-            let at = now + t;
+        // A timeout too large to represent is no deadline at all.
+        if let Some(at) = opts.timeout.and_then(|t| after(now, t)) {
             s.deadline = Some(at);
             self.push_deadline(at, id);
         }
         self.streams.insert(id, s);
+        self.idle_since = None;
         self.local_open += 1;
         self.mark_ready(id);
         Ok(id)
     }
 
     /// Queues one message on a call. Fails with [`UserError::Blocked`] when
-    /// the peer has granted no credit; [`Event::Writable`] follows when it does.
+    /// the peer has granted no credit, or when the call's or the
+    /// connection's queued bytes are at their bound
+    /// ([`Config::max_call_send_buffer`],
+    /// [`Config::max_connection_send_buffer`]); [`Event::Writable`] follows
+    /// when it may send again.
     pub fn send(&mut self, id: StreamId, data: Bytes) -> Result<(), UserError> {
         let limit = self.peer.max_message_size as usize;
+        let call_limit = self.config.max_call_send_buffer;
+        let conn_full = self.queued_send >= self.config.max_connection_send_buffer;
         let legacy_method = match self.mode {
             Mode::Legacy => self.legacy_method.clone(),
             Mode::V1 => None,
@@ -723,8 +779,11 @@ impl Connection {
                 limit,
             });
         }
-        if s.send_credit == 0 {
+        if s.send_credit == 0 || s.queued >= call_limit || conn_full {
             s.want_writable = true;
+            if conn_full && !self.send_waiters.contains(&id) {
+                self.send_waiters.push(id);
+            }
             return Err(UserError::Blocked);
         }
         s.send_credit -= 1;
@@ -737,7 +796,10 @@ impl Connection {
             }
             None => data,
         };
+        s.queued += data.len();
+        let len = data.len();
         s.outq.push_back(Out::Message { data, end: false });
+        self.queued_send += len;
         self.mark_ready(id);
         Ok(())
     }
@@ -840,6 +902,7 @@ impl Connection {
         s.ended = true;
         let held = s.held();
         s.unread = 0;
+        s.unread_msgs = 0;
         s.partial = None;
         self.buffered -= held;
         let out = match self.mode {
@@ -880,6 +943,10 @@ impl Connection {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
+        if s.unread_msgs == 0 {
+            return; // nothing delivered is unread: nothing to grant
+        }
+        s.unread_msgs -= 1;
         let n = len.min(s.unread);
         s.unread -= n;
         self.buffered -= n;
@@ -935,6 +1002,14 @@ impl Connection {
             code,
             reason: reason.to_owned(),
         });
+    }
+
+    /// Ends the call holding the most received bytes with
+    /// `RESOURCE_EXHAUSTED`; false when no call holds any. For a bound wider
+    /// than one connection (a server-wide receive budget), enforced by the
+    /// adapter.
+    pub fn shed_largest_call(&mut self) -> bool {
+        self.streams.values().any(|s| !s.ended && s.held() > 0) && self.shed_largest()
     }
 
     // ------------------------------------------------------------------
@@ -1010,9 +1085,7 @@ impl Connection {
             Out::Message { data, end } => {
                 if legacy {
                     s.send_credit += 1;
-                    if std::mem::take(&mut s.want_writable) {
-                        self.events.push_back(Event::Writable { id });
-                    }
+                    self.sent_message(id, data.len());
                     self.mark_ready(id);
                     return Some(Next::Other(Transmit::Binary(data)));
                 }
@@ -1034,6 +1107,7 @@ impl Connection {
                     });
                 } else {
                     s.frag_off = 0;
+                    self.sent_message(id, data.len());
                 }
                 (
                     Next::Frame(Piece::Message {
@@ -1055,10 +1129,52 @@ impl Connection {
         Some(next)
     }
 
+    /// A queued message of `len` bytes was completely taken for writing:
+    /// its call (and the calls waiting on the connection's bound) may be
+    /// writable again.
+    fn sent_message(&mut self, id: StreamId, len: usize) {
+        let call_limit = self.config.max_call_send_buffer;
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.queued -= len;
+            if s.want_writable
+                && s.send_credit > 0
+                && s.queued < call_limit
+                && self.queued_send - len < self.config.max_connection_send_buffer
+            {
+                s.want_writable = false;
+                self.events.push_back(Event::Writable { id });
+            }
+        }
+        self.release_send(len);
+    }
+
+    /// `len` queued bytes left the connection's send buffer; once below its
+    /// bound, the calls that waited on it may try again.
+    fn release_send(&mut self, len: usize) {
+        self.queued_send -= len;
+        if self.queued_send >= self.config.max_connection_send_buffer {
+            return;
+        }
+        let call_limit = self.config.max_call_send_buffer;
+        for id in std::mem::take(&mut self.send_waiters) {
+            if let Some(s) = self.streams.get_mut(&id)
+                && s.want_writable
+                && s.send_credit > 0
+                && s.queued < call_limit
+            {
+                s.want_writable = false;
+                self.events.push_back(Event::Writable { id });
+            }
+        }
+    }
+
     /// Forgets a stream whose end was already reported.
     fn remove_stream(&mut self, id: StreamId) {
         if let Some(mut s) = self.streams.remove(&id) {
             self.buffered -= s.held();
+            if s.queued > 0 {
+                self.release_send(s.queued);
+            }
             if s.outq.capacity() > 0 && self.spare_queues.len() < SPARE_QUEUES {
                 s.outq.clear();
                 self.spare_queues.push(std::mem::take(&mut s.outq));
@@ -1345,12 +1461,15 @@ impl Connection {
             return Ok(());
         }
         let mut s = self.new_stream(false, o.kind, o.initial_credit, self.config.initial_credit);
-        let deadline = (o.timeout_ms > 0).then(|| now + Duration::from_millis(o.timeout_ms as u64));
+        let deadline = (o.timeout_ms > 0)
+            .then(|| after(now, Duration::from_millis(o.timeout_ms as u64)))
+            .flatten();
         if let Some(at) = deadline {
             s.deadline = Some(at);
             self.push_deadline(at, id);
         }
         self.streams.insert(id, s);
+        self.idle_since = None;
         self.remote_open += 1;
         self.events.push_back(Event::CallOpened(IncomingCall {
             id,
@@ -1473,7 +1592,9 @@ impl Connection {
                     return Err(ConnectionError::Protocol("stream credit above 2^31-1"));
                 }
                 s.send_credit = total as u32;
-                if std::mem::take(&mut s.want_writable) {
+                let room = s.queued < self.config.max_call_send_buffer
+                    && self.queued_send < self.config.max_connection_send_buffer;
+                if room && std::mem::take(&mut s.want_writable) {
                     self.events.push_back(Event::Writable { id });
                 }
             }
@@ -1528,11 +1649,14 @@ impl Connection {
             self.stream_error(id, Status::new(Code::ResourceExhausted, msg));
             return Ok(());
         }
-        self.buffered += payload.len();
+        // A partial message counts with its buffer's capacity: the memory
+        // it really takes.
+        let before = s.partial_capacity();
         if more {
             s.partial
                 .get_or_insert_with(BytesMut::new)
                 .extend_from_slice(&payload);
+            self.buffered = self.buffered - before + s.partial_capacity();
         } else {
             let data = match s.partial.take() {
                 Some(mut p) => {
@@ -1541,9 +1665,11 @@ impl Connection {
                 }
                 None => payload,
             };
+            self.buffered = self.buffered - before + data.len();
             s.received += 1;
             s.headers_seen = true;
             s.unread += data.len();
+            s.unread_msgs += 1;
             self.events.push_back(Event::Message { id, data });
         }
         self.enforce_connection_buffer();
@@ -1647,8 +1773,10 @@ impl Connection {
                 s.recv_open = false;
                 s.received = 1;
                 s.unread = payload.len();
+                s.unread_msgs = 1;
                 self.buffered += payload.len();
                 self.streams.insert(id, s);
+                self.idle_since = None;
                 self.remote_open = 1;
                 self.events.push_back(Event::CallOpened(IncomingCall {
                     id,
@@ -1686,6 +1814,7 @@ impl Connection {
                 }
                 s.received += 1;
                 s.unread += data.len();
+                s.unread_msgs += 1;
                 self.buffered += data.len();
                 self.events.push_back(Event::Message { id, data });
                 self.enforce_connection_buffer();

@@ -20,6 +20,10 @@ pub const DEFAULT_MAX_FRAGMENT_SIZE: u32 = 64 * 1024;
 pub const DEFAULT_MAX_METADATA_SIZE: u32 = 16 * 1024;
 /// Default largest BATCH payload this side accepts: 16 KiB.
 pub const DEFAULT_MAX_BATCH_SIZE: u32 = 16 * 1024;
+/// Default bound on bytes queued for sending on one call: 1 MiB.
+pub const DEFAULT_MAX_CALL_SEND_BUFFER: usize = 1024 * 1024;
+/// Default bound on bytes queued for sending on one connection: 4 MiB.
+pub const DEFAULT_MAX_CONNECTION_SEND_BUFFER: usize = 4 * 1024 * 1024;
 /// Smallest non-zero batch size a peer may advertise.
 pub const MIN_BATCH_SIZE: u32 = 1024;
 /// Smallest fragment size a peer may advertise.
@@ -72,7 +76,23 @@ pub struct Config {
     /// When exceeded, the call holding the most unread bytes ends with
     /// `RESOURCE_EXHAUSTED`; the other calls are unaffected.
     pub max_connection_buffer: usize,
-    /// Send a PING when nothing was received for this long. Default `None` (off).
+    /// Bytes of messages one call may have queued for sending (accepted by
+    /// [`send`](crate::Connection::send) and not yet written). Once reached,
+    /// `send` reports [`UserError::Blocked`](crate::UserError::Blocked)
+    /// whatever credit the peer granted, until the writer catches up: a peer
+    /// that grants much credit and does not read cannot make this side queue
+    /// without bound. One message is always accepted on a call with nothing
+    /// queued, so a call holds at most this plus one message. Default 1 MiB.
+    pub max_call_send_buffer: usize,
+    /// Bytes of messages all calls of the connection together may have
+    /// queued for sending; beyond it every call's `send` waits. Default 4 MiB.
+    pub max_connection_send_buffer: usize,
+    /// Drain (GOAWAY, then close with 1000) a connection that has had no
+    /// live call for this long. Default `None` (off); servers turn it on
+    /// (`zrpc_async::ServerConfig` sets 5 minutes).
+    pub idle_timeout: Option<Duration>,
+    /// Send a PING when nothing was received for this long. Default `None`
+    /// (off); servers turn it on (`zrpc_async::ServerConfig` sets 30 s).
     pub keepalive_interval: Option<Duration>,
     /// Close the connection (code 4000) when a PING gets no answer and
     /// nothing else arrives within this time. Default 20 s.
@@ -100,6 +120,9 @@ impl Default for Config {
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             stream_window_bytes: 1024 * 1024,
             max_connection_buffer: 64 * 1024 * 1024,
+            max_call_send_buffer: DEFAULT_MAX_CALL_SEND_BUFFER,
+            max_connection_send_buffer: DEFAULT_MAX_CONNECTION_SEND_BUFFER,
+            idle_timeout: None,
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
             max_pending_control: 4096,
@@ -122,6 +145,8 @@ impl Config {
         }
         self.legacy_send_queue = self.legacy_send_queue.max(1);
         self.max_pending_control = self.max_pending_control.max(16);
+        self.max_call_send_buffer = self.max_call_send_buffer.max(1);
+        self.max_connection_send_buffer = self.max_connection_send_buffer.max(1);
         self
     }
 

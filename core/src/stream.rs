@@ -56,6 +56,8 @@ pub(crate) struct Stream {
     pub(crate) want_writable: bool,
     pub(crate) headers_sent: bool,
     pub(crate) outq: VecDeque<Out>,
+    /// Bytes of messages in `outq` not yet completely written.
+    pub(crate) queued: usize,
     pub(crate) frag_off: usize,
     pub(crate) in_ready: bool,
 
@@ -71,6 +73,9 @@ pub(crate) struct Stream {
     pub(crate) partial: Option<BytesMut>,
     /// Bytes delivered to the application and not yet consumed.
     pub(crate) unread: usize,
+    /// Messages delivered to the application and not yet consumed: a
+    /// `consume` beyond them grants nothing.
+    pub(crate) unread_msgs: u32,
 
     pub(crate) deadline: Option<Instant>,
 }
@@ -94,6 +99,7 @@ impl Stream {
             want_writable: false,
             headers_sent: false,
             outq,
+            queued: 0,
             frag_off: 0,
             in_ready: false,
             recv_open: true,
@@ -104,13 +110,21 @@ impl Stream {
             headers_seen: false,
             partial: None,
             unread: 0,
+            unread_msgs: 0,
             deadline: None,
         }
     }
 
-    /// Bytes this stream holds in the connection's receive budget.
+    /// Bytes this stream holds in the connection's receive budget: unread
+    /// messages, and the memory a partial message really takes (its buffer's
+    /// capacity, which grows ahead of its length).
     pub(crate) fn held(&self) -> usize {
-        self.unread + self.partial.as_ref().map_or(0, |p| p.len())
+        self.unread + self.partial_capacity()
+    }
+
+    /// Memory held by the message being reassembled.
+    pub(crate) fn partial_capacity(&self) -> usize {
+        self.partial.as_ref().map_or(0, |p| p.capacity())
     }
 
     /// True when this side may send only one message on the call.
