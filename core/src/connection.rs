@@ -384,6 +384,16 @@ impl Connection {
         self.streams.get(&id).map(|s| s.send_credit)
     }
 
+    /// True when [`send`](Self::send) on `id` would report
+    /// [`UserError::Blocked`] now (no credit, or a send bound reached).
+    pub fn would_block(&self, id: StreamId) -> bool {
+        self.streams.get(&id).is_some_and(|s| {
+            s.send_credit == 0
+                || s.queued >= self.config.max_call_send_buffer
+                || self.queued_send >= self.config.max_connection_send_buffer
+        })
+    }
+
     /// The receive window of a live call: how many messages the peer may
     /// have outstanding (delivered and not yet consumed, or in flight).
     pub fn recv_window(&self, id: StreamId) -> Option<u32> {

@@ -163,15 +163,27 @@ impl Config {
     }
 
     /// Largest WebSocket message a peer respecting these limits can send in
-    /// v1 mode (for the WebSocket layer's own limit). Legacy requests may be
-    /// up to `max_message_size` plus the method name.
+    /// either mode (v1: one frame or BATCH; legacy: a whole request of up to
+    /// `max_message_size` plus the method name).
     pub fn max_websocket_message(&self) -> usize {
+        self.max_websocket_message_for(crate::Mode::V1)
+            .max(self.max_websocket_message_for(crate::Mode::Legacy))
+    }
+
+    /// Largest WebSocket message a peer respecting these limits can send in
+    /// `mode`: the WebSocket layer's own limit once the mode is known, so a
+    /// v1 peer cannot make this side buffer a message larger than a frame.
+    pub fn max_websocket_message_for(&self, mode: crate::Mode) -> usize {
         let c = self.clone().clamped();
-        let frame = crate::frame::HEADER_LEN
-            + (c.max_fragment_size as usize)
-                .max(c.max_metadata_size as usize + crate::frame::MAX_METHOD_LEN + 16)
-                .max(c.max_batch_size as usize);
-        frame.max(c.max_message_size as usize + crate::frame::MAX_METHOD_LEN + 4)
+        match mode {
+            crate::Mode::V1 => {
+                crate::frame::HEADER_LEN
+                    + (c.max_fragment_size as usize)
+                        .max(c.max_metadata_size as usize + crate::frame::MAX_METHOD_LEN + 16)
+                        .max(c.max_batch_size as usize)
+            }
+            crate::Mode::Legacy => c.max_message_size as usize + crate::frame::MAX_METHOD_LEN + 4,
+        }
     }
 }
 

@@ -59,6 +59,12 @@ impl CallContext {
         self.shared.peer
     }
 
+    /// The identity the server's authentication hook gave this connection
+    /// (see `Server::authenticate`), if it is a `T`.
+    pub fn identity<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
+        self.shared.identity.as_ref()?.downcast_ref::<T>()
+    }
+
     /// The call's id on its connection.
     pub fn id(&self) -> StreamId {
         self.id

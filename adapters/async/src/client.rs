@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
@@ -16,30 +17,80 @@ use zrpc_core::{
 };
 
 use crate::Error;
-use crate::driver;
+use crate::driver::{self, Driver};
 use crate::runtime::Runtime;
 use crate::server::{CLIENT_READ_BUFFER, Router, wait_closed, ws_config};
-use crate::shared::{Shared, Slot, now, poll_end, poll_message, poll_send};
+use crate::shared::{PeerInfo, Shared, Slot, now, poll_end, poll_message, poll_send};
 
 /// Client settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Protocol limits.
     pub core: Config,
     /// Handlers the server may call on this connection (server-initiated calls).
     pub router: Option<Router>,
+    /// Longest time one write may stay blocked on a server that does not
+    /// read; then the connection is dropped and its calls end with
+    /// `UNAVAILABLE`. Default 30 s.
+    pub write_timeout: Duration,
 }
 
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            core: Config::default(),
+            router: None,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+}
+
+/// Default bound on how long one write may wait for a peer that does not read.
+pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A connection to a zrpc server. Clones share the connection; calls are
-/// multiplexed over it.
+/// multiplexed over it. When the last clone is dropped the connection
+/// drains: calls in progress finish, then it closes.
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    /// Counts the application's handles (`None` for the client a handler
+    /// gets from its context: that one does not own the connection).
+    _handle: Option<Arc<Handle>>,
+}
+
+/// The last application handle of a connection drains it when dropped.
+struct Handle(Arc<Shared>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        drain(&self.0);
+    }
+}
+
+fn drain(shared: &Shared) {
+    let mut g = shared.lock();
+    g.conn.go_away();
+    g.pump_events();
+    drop(g);
+    shared.writer.notify();
 }
 
 impl Client {
+    /// A client on a connection a handler is serving (it does not own it).
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            _handle: None,
+        }
+    }
+
+    /// The application's client of a connection it opened.
+    fn owning(shared: Arc<Shared>) -> Self {
+        Self {
+            _handle: Some(Arc::new(Handle(shared.clone()))),
+            shared,
+        }
     }
 
     /// Opens a call of any kind. Waits for a stream slot when the server's
@@ -138,11 +189,7 @@ impl Client {
 
     /// Drains the connection: no new calls; it closes once running calls end.
     pub fn close(&self) {
-        let mut g = self.shared.lock();
-        g.conn.go_away();
-        g.pump_events();
-        drop(g);
-        self.shared.writer.notify();
+        drain(&self.shared);
     }
 
     /// Resolves once the connection is over.
@@ -284,7 +331,7 @@ where
     let (ws, resp) = async_tungstenite::client_async_with_config(
         request,
         stream,
-        Some(ws_config(&config.core, CLIENT_READ_BUFFER)),
+        Some(ws_config(&config.core, Mode::V1, CLIENT_READ_BUFFER)),
     )
     .await?;
     let accepted = resp
@@ -296,8 +343,13 @@ where
         return Err(Error::NotZrpc);
     }
     let conn = Connection::new(Side::Client, Mode::V1, config.core, now());
-    let shared = driver::start(ws, conn, config.router.map(Arc::new), rt, None);
-    Ok(Client { shared })
+    let driver = Driver {
+        router: config.router.map(Arc::new),
+        write_timeout: config.write_timeout,
+        on_budget_exceeded: None,
+    };
+    let shared = driver::start(ws, conn, driver, PeerInfo::default(), rt);
+    Ok(Client::owning(shared))
 }
 
 /// Calls an old server in the seed's format: one connection for the call,
@@ -318,12 +370,17 @@ where
     let (ws, _) = async_tungstenite::client_async_with_config(
         url,
         stream,
-        Some(ws_config(&config, CLIENT_READ_BUFFER)),
+        Some(ws_config(&config, Mode::Legacy, CLIENT_READ_BUFFER)),
     )
     .await?;
     let conn = Connection::new(Side::Client, Mode::Legacy, config, now());
-    let shared = driver::start(ws, conn, None, rt, None);
-    let client = Client { shared };
+    let driver = Driver {
+        router: None,
+        write_timeout: DEFAULT_WRITE_TIMEOUT,
+        on_budget_exceeded: None,
+    };
+    let shared = driver::start(ws, conn, driver, PeerInfo::default(), rt);
+    let client = Client::from_shared(shared);
     let mut call = client
         .call(method, CallKind::ServerStreaming, CallOptions::default())
         .await?;

@@ -4,10 +4,9 @@
 //! Reading and writing proceed independently, so two peers writing to each
 //! other with full socket buffers never deadlock.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
@@ -20,30 +19,44 @@ use zrpc_core::{Connection, Incoming, Transmit};
 
 use crate::runtime::Runtime;
 use crate::server::{Router, dispatch};
-use crate::shared::{Shared, now};
+use crate::shared::{PeerInfo, Shared, now, with_inline_budget};
 
 /// Bytes of frames the writer takes from the core per round.
 const WRITE_CHUNK: usize = 256 * 1024;
 
-/// How long a side that closed waits for the peer's close reply.
+/// How long a side that closed waits for the peer's close reply, and how
+/// long a close may stay stuck behind a peer that does not read.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
-/// Starts driving `conn` over `ws`; calls the peer opens go to `router`.
+/// What the driver needs beyond the connection itself.
+pub(crate) struct Driver {
+    /// Handlers for calls the peer opens.
+    pub(crate) router: Option<Arc<Router>>,
+    /// Longest time one write may stay blocked on a peer that does not read
+    /// before the connection is dropped.
+    pub(crate) write_timeout: Duration,
+    /// Called (outside every lock) when the server-wide receive budget is
+    /// exceeded after this connection received a message.
+    pub(crate) on_budget_exceeded: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// Starts driving `conn` over `ws`.
 pub(crate) fn start<S, R>(
     ws: WebSocketStream<S>,
     conn: Connection,
-    router: Option<Arc<Router>>,
+    driver: Driver,
+    info: PeerInfo,
     rt: R,
-    peer: Option<SocketAddr>,
 ) -> Arc<Shared>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
-    let shared = Shared::new(conn, peer);
+    let shared = Shared::new(conn, info);
     let (tx, rx) = ws.split();
-    rt.spawn(writer(tx, shared.clone(), rt.clone()));
-    rt.spawn(reader(rx, shared.clone(), router, rt.clone()));
+    let driver = Arc::new(driver);
+    rt.spawn(writer(tx, shared.clone(), driver.write_timeout, rt.clone()));
+    rt.spawn(reader(rx, shared.clone(), driver, rt.clone()));
     shared
 }
 
@@ -60,7 +73,43 @@ fn to_message(t: Transmit) -> Message {
     }
 }
 
-async fn writer<S, R>(mut tx: WebSocketSender<S>, shared: Arc<Shared>, rt: R)
+async fn writer<S, R>(
+    mut tx: WebSocketSender<S>,
+    shared: Arc<Shared>,
+    write_timeout: Duration,
+    rt: R,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let end = write_loop(&mut tx, &shared, write_timeout, &rt).await;
+    if let WriterEnd::Failed(reason) = end {
+        {
+            let mut g = shared.lock();
+            g.conn.handle_close(None, reason);
+            g.pump_events();
+        }
+        // The reader stops too: a peer that stopped reading must not keep
+        // its connection (and the socket) by sending nothing. After a close
+        // that went out, the reader waits a little for the peer's reply.
+        shared.writer_done.notify();
+    }
+}
+
+/// How the writer ended.
+enum WriterEnd {
+    /// The close went out (or answered the peer's).
+    Closed,
+    /// The socket failed, or a write stayed blocked past its timeout.
+    Failed(&'static str),
+}
+
+async fn write_loop<S, R>(
+    tx: &mut WebSocketSender<S>,
+    shared: &Shared,
+    write_timeout: Duration,
+    rt: &R,
+) -> WriterEnd
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
@@ -92,34 +141,37 @@ where
             g.armed = deadline;
             (deadline, g.conn.is_closed())
         };
-        // Every pending frame goes into the WebSocket's write buffer, then
-        // one flush: one write syscall for a burst, not one per frame.
-        let mut sent_close = false;
-        let mut result = Ok(());
-        for t in batch.drain(..) {
-            sent_close |= matches!(t, Transmit::Close { .. });
-            result = tx.feed(to_message(t)).await;
-            if result.is_err() || sent_close {
-                break;
+        let sent_close = batch.iter().any(|t| matches!(t, Transmit::Close { .. }));
+        if !batch.is_empty() {
+            // Timers (deadlines, keepalive, a close decided meanwhile) keep
+            // running while the peer makes this write wait, and the write
+            // itself is bounded in time.
+            let started = now();
+            let written = async { Some(write_batch(tx, &mut batch).await) }
+                .or(async {
+                    run_timers_while_blocked(shared, started, write_timeout, rt).await;
+                    None
+                })
+                .await;
+            batch.clear();
+            match written {
+                None => return WriterEnd::Failed("peer stopped reading: write timed out"),
+                Some(Err(_)) => return WriterEnd::Failed("write failed"),
+                Some(Ok(())) => {}
             }
         }
-        batch.clear();
-        if result.is_ok() {
-            result = tx.flush().await;
-        }
-        if result.is_err() {
-            let mut g = shared.lock();
-            g.conn.handle_close(None, "write failed");
-            g.pump_events();
-            return;
-        }
         if sent_close {
-            return;
+            return WriterEnd::Closed;
         }
         if closed {
             // The peer closed: answer its close (a no-op if already answered).
-            let _ = tx.close(None).await;
-            return;
+            let _ = async { tx.close(None).await.ok() }
+                .or(async {
+                    rt.sleep_until(now() + CLOSE_LINGER).await;
+                    None
+                })
+                .await;
+            return WriterEnd::Closed;
         }
         if more {
             continue;
@@ -131,29 +183,92 @@ where
     }
 }
 
-async fn reader<S, R>(
-    mut rx: WebSocketReceiver<S>,
-    shared: Arc<Shared>,
-    router: Option<Arc<Router>>,
-    rt: R,
-) where
+/// Every pending frame goes into the WebSocket's write buffer, then one
+/// flush: one write syscall for a burst, not one per frame.
+async fn write_batch<S>(
+    tx: &mut WebSocketSender<S>,
+    batch: &mut Vec<Transmit>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    for t in batch.drain(..) {
+        let close = matches!(t, Transmit::Close { .. });
+        tx.feed(to_message(t)).await?;
+        if close {
+            break;
+        }
+    }
+    tx.flush().await
+}
+
+/// Runs the core's timers while a write is blocked; returns when the write
+/// has been blocked too long: `write_timeout`, or `CLOSE_LINGER` once the
+/// connection is closing (its close cannot reach a peer that does not read).
+async fn run_timers_while_blocked<R: Runtime>(
+    shared: &Shared,
+    started: Instant,
+    write_timeout: Duration,
+    rt: &R,
+) {
+    let give_up = started.checked_add(write_timeout);
+    let mut closing_since = None;
+    loop {
+        let next = {
+            let mut g = shared.lock();
+            let t = now();
+            if g.conn.poll_timeout().is_some_and(|d| d <= t) {
+                g.conn.handle_timeout(t);
+                g.pump_events();
+            }
+            if !g.conn.is_open() {
+                closing_since.get_or_insert(t);
+            }
+            let limit = [
+                give_up,
+                closing_since.and_then(|c| c.checked_add(CLOSE_LINGER)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if limit.is_some_and(|l| t >= l) {
+                return;
+            }
+            // Woken by the writer signal too: a close decided elsewhere
+            // (shutdown, an error) shortens the wait.
+            [limit, g.conn.poll_timeout()].into_iter().flatten().min()
+        };
+        match next {
+            Some(d) => shared.writer.wait().or(rt.sleep_until(d)).await,
+            None => shared.writer.wait().await,
+        }
+    }
+}
+
+async fn reader<S, R>(mut rx: WebSocketReceiver<S>, shared: Arc<Shared>, driver: Arc<Driver>, rt: R)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
+    let router = driver.router.as_ref();
     loop {
         let closing = shared.lock().conn.is_closed();
+        let writer_done = async {
+            shared.writer_done.wait().await;
+            None
+        };
         let item = if closing {
             // We closed: wait a little for the peer's reply, then give up.
             let linger = async {
                 rt.sleep_until(now() + CLOSE_LINGER).await;
                 None
             };
-            rx.next().or(linger).await
+            rx.next().or(writer_done).or(linger).await
         } else {
-            rx.next().await
+            rx.next().or(writer_done).await
         };
         let mut done = false;
-        let (opened, wake_writer) = {
+        let (opened, wake_writer, over_budget) = {
             let mut g = shared.lock();
             match item {
                 Some(Ok(Message::Binary(b))) => {
@@ -187,13 +302,17 @@ async fn reader<S, R>(
                     done = true;
                 }
             }
-            (g.pump_events(), g.writer_needed())
+            let opened = g.pump_events();
+            (opened, g.writer_needed(), g.sync_budget())
         };
         if wake_writer {
             shared.writer.notify();
         }
+        if over_budget && let Some(shed) = &driver.on_budget_exceeded {
+            shed();
+        }
         for call in opened {
-            let Some(mut task) = dispatch(call, &shared, router.as_ref()) else {
+            let Some(mut task) = dispatch(call, &shared, router) else {
                 continue;
             };
             // Unless the router says otherwise, the first poll runs here, in
@@ -202,8 +321,15 @@ async fn reader<S, R>(
             // with the others of this read. One that waits becomes a task;
             // that task's first poll registers its own wakers in place of the
             // reader's (a stale reader wake-up is harmless).
-            let inline = router.as_ref().is_some_and(|r| r.inline_first_poll());
-            if inline && poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await {
+            // The first poll has a budget of sends and receives: a handler
+            // that streams much at once yields and continues as its task.
+            let inline = router.is_some_and(|r| r.inline_first_poll());
+            if inline
+                && poll_fn(|cx| {
+                    Poll::Ready(with_inline_budget(|| task.as_mut().poll(cx).is_ready()))
+                })
+                .await
+            {
                 continue;
             }
             rt.spawn(task);

@@ -16,6 +16,7 @@ pub mod echo;
 mod runtime;
 mod server;
 mod shared;
+mod upgrade;
 
 use std::fmt;
 
@@ -26,6 +27,7 @@ pub use client::{
 };
 pub use runtime::{Listener, Runtime};
 pub use server::{Router, Server, ServerConfig, Service};
+pub use upgrade::{Refusal, UpgradeRequest};
 pub use zrpc_core::{
     CallKind, CallOptions, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId,
 };
@@ -48,6 +50,9 @@ pub enum Error {
     InvalidUrl(String),
     /// The first call failed.
     Status(Status),
+    /// The server refused the upgrade request (origin, authentication,
+    /// limits), with this HTTP status and reason.
+    Refused(Refusal),
 }
 
 impl fmt::Display for Error {
@@ -59,6 +64,7 @@ impl fmt::Display for Error {
             Error::NotZrpc => f.write_str("the server did not accept the zrpc.v1 subprotocol"),
             Error::InvalidUrl(u) => write!(f, "invalid URL {u:?}: expected ws://host[:port]/path"),
             Error::Status(s) => write!(f, "call failed: {s}"),
+            Error::Refused(r) => write!(f, "upgrade refused: {r}"),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Handlers, the [`Router`] that names them, and the [`Server`] that accepts
 //! connections and runs every call as its own task.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,9 +26,10 @@ use zrpc_core::{
 
 use crate::Error;
 use crate::call::{CallContext, RequestStream, ResponseMeta, ResponseSink};
-use crate::driver;
+use crate::driver::{self, Driver};
 use crate::runtime::{Listener, Runtime};
-use crate::shared::{Notify, Shared, lock, now};
+use crate::shared::{Identity, Notify, PeerInfo, RecvBudget, Shared, lock, now};
+use crate::upgrade::{self, HeadError, Refusal, UpgradeRequest};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type HandlerFn =
@@ -52,7 +54,10 @@ struct Handler {
 pub struct Router {
     methods: HashMap<String, Handler>,
     spawn_all: bool,
+    interceptors: Vec<Arc<Interceptor>>,
 }
+
+type Interceptor = dyn Fn(&CallContext) -> Result<(), Status> + Send + Sync;
 
 /// A group of methods registered together.
 pub trait Service {
@@ -156,6 +161,19 @@ impl Router {
         )
     }
 
+    /// Adds a check that runs before every handler of this router, in the
+    /// order added: it sees the call's context (method, request metadata
+    /// such as a bearer token, the connection's identity) and either lets
+    /// the call through or ends it with a status, typically
+    /// `UNAUTHENTICATED` or `PERMISSION_DENIED`; the handler then never runs.
+    pub fn intercept<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&CallContext) -> Result<(), Status> + Send + Sync + 'static,
+    {
+        self.interceptors.push(Arc::new(f));
+        self
+    }
+
     /// Registers every method of a service.
     pub fn service(self, service: impl Service) -> Self {
         service.register(self)
@@ -237,10 +255,21 @@ pub(crate) fn dispatch(
         return None;
     }
     let handler = handler?;
-    Some(Box::pin(run_handler(handler, call, shared.clone())))
+    let interceptors = router.map(|r| r.interceptors.clone()).unwrap_or_default();
+    Some(Box::pin(run_handler(
+        handler,
+        interceptors,
+        call,
+        shared.clone(),
+    )))
 }
 
-async fn run_handler(handler: Handler, call: IncomingCall, shared: Arc<Shared>) {
+async fn run_handler(
+    handler: Handler,
+    interceptors: Vec<Arc<Interceptor>>,
+    call: IncomingCall,
+    shared: Arc<Shared>,
+) {
     let ctx = CallContext {
         id: call.id,
         method: call.method,
@@ -260,7 +289,10 @@ async fn run_handler(handler: Handler, call: IncomingCall, shared: Arc<Shared>) 
         headers_flushed: false,
     };
     let started = std::time::Instant::now();
-    let fut = (handler.f)(ctx.clone(), reqs, sink);
+    let fut = match interceptors.iter().try_for_each(|i| i(&ctx)) {
+        Ok(()) => (handler.f)(ctx.clone(), reqs, sink),
+        Err(status) => Box::pin(std::future::ready(Err(status))),
+    };
     // The handler runs until it returns, panics, or the call ends under it
     // (cancel, deadline, connection loss): then it is dropped.
     let outcome = async { Some(AssertUnwindSafe(fut).catch_unwind().await) }
@@ -301,18 +333,31 @@ async fn run_handler(handler: Handler, call: IncomingCall, shared: Arc<Shared>) 
     shared.writer.notify();
 }
 
-/// Server settings.
+/// Server settings. Every bound has a default fit for a server reachable
+/// from the internet; README's "Security" section lists them all.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Protocol limits for every connection.
+    /// Protocol limits for every connection. The server's default turns on
+    /// keepalive (a PING after 30 s of silence, close 4000 when unanswered
+    /// within 20 s) and the idle timeout (drain after 5 minutes without a
+    /// call).
     pub core: Config,
     /// Serve clients that do not negotiate `zrpc.v1` in the seed's format.
     /// Default `true`.
     pub legacy: bool,
-    /// Connections beyond this are closed right after accept. Default 10,000.
+    /// Connections served at once; beyond it a connection gets HTTP 503
+    /// before any upgrade. Default 10,000.
     pub max_connections: usize,
-    /// Time allowed for the WebSocket handshake. Default 10 s.
+    /// Connections served at once from one IP address; beyond it HTTP 429.
+    /// Default 256.
+    pub max_connections_per_ip: usize,
+    /// Time allowed to read the request head and finish the WebSocket
+    /// handshake. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Longest time one write may stay blocked on a peer that does not
+    /// read; then the connection is dropped (its calls end `UNAVAILABLE`).
+    /// Default 30 s.
+    pub write_timeout: Duration,
     /// On shutdown, time in-flight calls get to finish. Default 10 s.
     pub drain_grace: Duration,
     /// Bytes read from the socket at a time, and so the read buffer every
@@ -321,17 +366,39 @@ pub struct ServerConfig {
     /// whole (in more reads); raise it for servers that mostly receive large
     /// messages.
     pub read_buffer_size: usize,
+    /// Bound on received bytes held for handlers over all connections
+    /// (unread messages and partial messages). When a received message takes
+    /// the total past it, the call holding the most bytes on the connection
+    /// holding the most ends with `RESOURCE_EXHAUSTED`, until the total is
+    /// back under it. Default 256 MiB.
+    pub max_server_receive_buffer: usize,
+    /// Browser origins allowed to connect (`https://app.example`, or `*` for
+    /// any). A request carrying an `Origin` header that is neither listed
+    /// nor same-origin with its `Host` is refused with HTTP 403 before the
+    /// upgrade, so a page on another site cannot call this server with its
+    /// visitors' cookies or from inside their network. Requests without
+    /// `Origin` (non-browser clients) are not concerned. Default: none
+    /// listed (same-origin pages only).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            core: Config::default(),
+            core: Config {
+                keepalive_interval: Some(Duration::from_secs(30)),
+                idle_timeout: Some(Duration::from_secs(300)),
+                ..Config::default()
+            },
             legacy: true,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             handshake_timeout: Duration::from_secs(10),
+            write_timeout: crate::client::DEFAULT_WRITE_TIMEOUT,
             drain_grace: Duration::from_secs(10),
             read_buffer_size: SERVER_READ_BUFFER,
+            max_server_receive_buffer: 256 * 1024 * 1024,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -342,26 +409,82 @@ pub(crate) const SERVER_READ_BUFFER: usize = 2 * 1024;
 /// streams, so it reads more at a time than a server.
 pub(crate) const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
-/// The WebSocket limits that go with a protocol configuration. The read
-/// buffer is a few KiB instead of tungstenite's 128 KiB: it is allocated
-/// (and filled) for every connection, idle or not, and larger messages are
-/// still read whole.
-pub(crate) fn ws_config(core: &Config, read_buffer: usize) -> WebSocketConfig {
-    let max = core.max_websocket_message();
+/// The WebSocket limits that go with a protocol configuration and mode: no
+/// WebSocket message (or frame) larger than the largest the mode allows is
+/// read at all. The read buffer is a few KiB instead of tungstenite's
+/// 128 KiB: it is allocated (and filled) for every connection, idle or not,
+/// and larger messages are still read whole.
+pub(crate) fn ws_config(core: &Config, mode: Mode, read_buffer: usize) -> WebSocketConfig {
+    let max = core.max_websocket_message_for(mode);
     WebSocketConfig::default()
         .read_buffer_size(read_buffer.max(256))
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }
 
+/// Refusals (503, 429) being written at once; beyond it a connection over a
+/// limit is closed without an answer.
+const MAX_REFUSALS: usize = 64;
+/// Time a refused client gets to send its request head.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed accept (EMFILE, say), doubling up to a second.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+type AuthFn = dyn Fn(&UpgradeRequest) -> Result<Identity, Refusal> + Send + Sync;
+
 struct ServerState {
     conns: Mutex<HashMap<u64, Weak<Shared>>>,
     /// Connections being served (counted by serve_stream, so that the accept
     /// loop's limit check is O(1)).
     open: AtomicUsize,
+    /// Connections being served per peer IP.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    refusing: AtomicUsize,
     next_id: AtomicU64,
     stopping: AtomicBool,
     stop: Notify,
+    budget: Arc<RecvBudget>,
+}
+
+impl ServerState {
+    /// Sheds calls while the server-wide receive budget is exceeded: each
+    /// round ends the call holding the most bytes on the connection holding
+    /// the most (bounded rounds; the next received message continues).
+    fn shed_largest(&self) {
+        for _ in 0..64 {
+            if !self.budget.exceeded() {
+                return;
+            }
+            let victim = lock(&self.conns)
+                .values()
+                .filter_map(Weak::upgrade)
+                .max_by_key(|s| s.lock().conn.buffered_bytes());
+            let Some(v) = victim else { return };
+            let mut g = v.lock();
+            if !g.conn.shed_largest_call() {
+                return;
+            }
+            g.pump_events();
+            drop(g);
+            v.writer.notify();
+        }
+    }
+}
+
+/// Decrements a per-IP count when a connection ends.
+struct IpSlot<'a>(&'a ServerState, IpAddr);
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = lock(&self.0.per_ip);
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// A zrpc server: a router, settings, and the connections it serves.
@@ -369,6 +492,7 @@ struct ServerState {
 pub struct Server<R: Runtime> {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
+    auth: Option<Arc<AuthFn>>,
     rt: R,
     state: Arc<ServerState>,
 }
@@ -378,6 +502,7 @@ impl<R: Runtime> Clone for Server<R> {
         Self {
             router: self.router.clone(),
             config: self.config.clone(),
+            auth: self.auth.clone(),
             rt: self.rt.clone(),
             state: self.state.clone(),
         }
@@ -392,18 +517,43 @@ impl<R: Runtime> Server<R> {
 
     /// A server with the given settings.
     pub fn with_config(router: Router, config: ServerConfig, rt: R) -> Self {
+        let budget = Arc::new(RecvBudget {
+            used: AtomicUsize::new(0),
+            limit: config.max_server_receive_buffer,
+        });
         Self {
             router: Arc::new(router),
             config: Arc::new(config),
+            auth: None,
             rt,
             state: Arc::new(ServerState {
                 conns: Mutex::new(HashMap::new()),
                 open: AtomicUsize::new(0),
+                per_ip: Mutex::new(HashMap::new()),
+                refusing: AtomicUsize::new(0),
                 next_id: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
                 stop: Notify::default(),
+                budget,
             }),
         }
+    }
+
+    /// Sets the authentication hook: it sees every upgrade request (headers,
+    /// cookies, query, peer address) before the WebSocket is accepted, and
+    /// either refuses it (the client gets the [`Refusal`]'s HTTP status) or
+    /// returns the identity every call on the connection then sees through
+    /// [`CallContext::identity`]. Runs on the accepting task: keep it quick
+    /// (a token check, not a database round trip).
+    pub fn authenticate<T, F>(mut self, f: F) -> Self
+    where
+        T: Any + Send + Sync,
+        F: Fn(&UpgradeRequest) -> Result<T, Refusal> + Send + Sync + 'static,
+    {
+        self.auth = Some(Arc::new(move |req: &UpgradeRequest| {
+            f(req).map(|id| Arc::new(id) as Identity)
+        }));
+        self
     }
 
     /// The settings.
@@ -428,9 +578,23 @@ impl<R: Runtime> Server<R> {
             .sum()
     }
 
+    /// Received bytes held for handlers over all connections (what
+    /// [`ServerConfig::max_server_receive_buffer`] bounds).
+    pub fn received_bytes_held(&self) -> usize {
+        self.state.budget.used.load(Ordering::Relaxed)
+    }
+
     /// Accepts connections until [`shutdown`](Self::shutdown); each is
     /// served in its own tasks. Returns once shutdown has begun.
+    ///
+    /// A connection over [`ServerConfig::max_connections`] gets HTTP 503,
+    /// one over [`ServerConfig::max_connections_per_ip`] HTTP 429. A failed
+    /// accept (out of file descriptors, say) pauses accepting, from 5 ms
+    /// doubling to 1 s while it keeps failing, and is logged once per run of
+    /// failures.
     pub async fn serve<L: Listener>(&self, mut listener: L) -> io::Result<()> {
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut failing = false;
         loop {
             if self.state.stopping.load(Ordering::Acquire) {
                 return Ok(());
@@ -444,37 +608,157 @@ impl<R: Runtime> Server<R> {
             match next {
                 None => return Ok(()),
                 Some(Ok((stream, peer))) => {
-                    if self.state.open.load(Ordering::Acquire) >= self.config.max_connections {
-                        drop(stream); // over the limit: refused at once
-                        continue;
+                    if failing {
+                        tracing::info!("accepting connections again");
                     }
-                    // Counted from accept (handshakes included) until the
-                    // connection is over.
-                    self.state.open.fetch_add(1, Ordering::AcqRel);
-                    let this = self.clone();
-                    self.rt.spawn(async move {
-                        let _ = this.serve_stream(stream, Some(peer)).await;
-                        this.state.open.fetch_sub(1, Ordering::AcqRel);
-                    });
+                    failing = false;
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    self.admit(stream, peer);
                 }
                 // Per-connection accept errors (reset before accept, fd
-                // limits) must not stop the server.
-                Some(Err(_)) => continue,
+                // limits) must not stop the server, nor spin it.
+                Some(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                    }
+                    failing = true;
+                    let resume = now() + backoff;
+                    let stopped = async {
+                        self.rt.sleep_until(resume).await;
+                        false
+                    }
+                    .or(async {
+                        self.state.stop.wait().await;
+                        true
+                    })
+                    .await;
+                    if stopped {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
             }
         }
     }
 
-    /// Runs the WebSocket handshake on any byte stream (negotiating
-    /// `zrpc.v1`, or legacy when allowed), then serves it until it closes.
+    /// Serves an accepted connection in its own task, or refuses it.
+    fn admit<S>(&self, stream: S, peer: SocketAddr)
+    where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
+    {
+        let refusal = if self.state.open.load(Ordering::Acquire) >= self.config.max_connections {
+            Some((503, "server at its connection limit"))
+        } else {
+            let mut m = lock(&self.state.per_ip);
+            let n = m.entry(peer.ip()).or_insert(0);
+            if *n >= self.config.max_connections_per_ip {
+                Some((429, "too many connections from this address"))
+            } else {
+                *n += 1;
+                None
+            }
+        };
+        if let Some((status, reason)) = refusal {
+            if self.state.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS {
+                self.state.refusing.fetch_sub(1, Ordering::AcqRel);
+                return; // dropped: too many refusals already in progress
+            }
+            let this = self.clone();
+            self.rt.spawn(async move {
+                let mut stream = stream;
+                let deadline = now() + REFUSAL_TIMEOUT;
+                let read = async { upgrade::read_head(&mut stream).await.is_ok() }.or(async {
+                    this.rt.sleep_until(deadline).await;
+                    false
+                });
+                if read.await {
+                    upgrade::respond(&mut stream, status, reason).await;
+                }
+                this.state.refusing.fetch_sub(1, Ordering::AcqRel);
+            });
+            return;
+        }
+        // Counted from accept (handshakes included) until the connection
+        // is over.
+        self.state.open.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let _slot = IpSlot(&this.state, peer.ip());
+            let _ = this.serve_stream(stream, Some(peer)).await;
+            this.state.open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    /// Reads the request head, applies the Origin policy and the
+    /// authentication hook, runs the WebSocket handshake (negotiating
+    /// `zrpc.v1`, or legacy when allowed) on any byte stream, then serves it
+    /// until it closes. Refusals are HTTP responses: 400 (not a request),
+    /// 431 (head over 16 KiB or 64 headers), 403 (origin), the hook's
+    /// status, 400 (legacy not allowed).
     // The handshake callback's error type is fixed by tungstenite.
     #[allow(clippy::result_large_err)]
     pub async fn serve_stream<S>(&self, stream: S, peer: Option<SocketAddr>) -> Result<(), Error>
     where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
+        let deadline = now() + self.config.handshake_timeout;
+        let timeout = async {
+            self.rt.sleep_until(deadline).await;
+            None
+        };
+        let mut stream = stream;
+        let head = async { Some(upgrade::read_head(&mut stream).await) }
+            .or(timeout)
+            .await
+            .ok_or(Error::HandshakeTimeout)?;
+        let head = match head {
+            Ok(h) => h,
+            Err(HeadError::Io(e)) => return Err(Error::Io(e)),
+            Err(HeadError::Malformed) => {
+                upgrade::respond(&mut stream, 400, "malformed HTTP request").await;
+                return Err(Error::Refused(Refusal::with_status(
+                    400,
+                    "malformed request",
+                )));
+            }
+            Err(HeadError::TooLarge) => {
+                upgrade::respond(&mut stream, 431, "request head too large").await;
+                return Err(Error::Refused(Refusal::with_status(
+                    431,
+                    "request head too large",
+                )));
+            }
+        };
+        // The mode is known before the WebSocket layer starts: its message
+        // limit is the mode's (v1: a frame; legacy: a whole request).
+        let ws_mode = if head.offers_v1 {
+            Mode::V1
+        } else {
+            Mode::Legacy
+        };
+        let stream = upgrade::Rewind::new(head.bytes, stream);
         let mut mode = Mode::Legacy;
+        let mut identity = None;
+        let mut refused = None;
         let legacy_ok = self.config.legacy;
+        let config = &self.config;
+        let auth = self.auth.as_deref();
         let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+            let refuse = |r: Refusal, refused: &mut Option<Refusal>| {
+                let mut err = ErrorResponse::new(Some(r.reason().to_owned()));
+                *err.status_mut() =
+                    StatusCode::from_u16(r.status()).unwrap_or(StatusCode::FORBIDDEN);
+                *refused = Some(r);
+                err
+            };
+            if let Some(origin) = req.headers().get("origin") {
+                let origin = origin.to_str().unwrap_or("");
+                let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+                if !upgrade::origin_allowed(origin, host, &config.allowed_origins) {
+                    let r = Refusal::forbidden(format!("origin {origin:?} is not allowed"));
+                    return Err(refuse(r, &mut refused));
+                }
+            }
             let offered = req
                 .headers()
                 .get_all("sec-websocket-protocol")
@@ -482,40 +766,55 @@ impl<R: Runtime> Server<R> {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|p| p.trim() == SUBPROTOCOL_V1);
+            if !offered && !legacy_ok {
+                let r = Refusal::with_status(400, "this server requires the zrpc.v1 subprotocol");
+                return Err(refuse(r, &mut refused));
+            }
+            if let Some(auth) = auth {
+                let up = UpgradeRequest {
+                    req: req.clone(),
+                    peer,
+                };
+                match auth(&up) {
+                    Ok(id) => identity = Some(id),
+                    Err(r) => return Err(refuse(r, &mut refused)),
+                }
+            }
             if offered {
                 resp.headers_mut().insert(
                     "sec-websocket-protocol",
                     HeaderValue::from_static(SUBPROTOCOL_V1),
                 );
                 mode = Mode::V1;
-            } else if !legacy_ok {
-                let mut err =
-                    ErrorResponse::new(Some("this server requires the zrpc.v1 subprotocol".into()));
-                *err.status_mut() = StatusCode::BAD_REQUEST;
-                return Err(err);
             }
             Ok(resp)
         };
         let handshake = async_tungstenite::accept_hdr_async_with_config(
             stream,
             callback,
-            Some(ws_config(&self.config.core, self.config.read_buffer_size)),
+            Some(ws_config(
+                &self.config.core,
+                ws_mode,
+                self.config.read_buffer_size,
+            )),
         );
-        let deadline = now() + self.config.handshake_timeout;
-        let ws = async { Some(handshake.await) }
-            .or(async {
-                self.rt.sleep_until(deadline).await;
-                None
-            })
-            .await
-            .ok_or(Error::HandshakeTimeout)??;
-        self.serve_websocket(ws, mode, peer).await;
+        let timeout = async {
+            self.rt.sleep_until(deadline).await;
+            None
+        };
+        let ws = match async { Some(handshake.await) }.or(timeout).await {
+            None => return Err(Error::HandshakeTimeout),
+            Some(Ok(ws)) => ws,
+            Some(Err(e)) => return Err(refused.map_or(Error::WebSocket(e), Error::Refused)),
+        };
+        self.serve_connection(ws, mode, peer, identity).await;
         Ok(())
     }
 
     /// Serves zrpc on a WebSocket that is already open (for example one your
     /// own HTTP server upgraded) until it closes. `mode` is [`Mode::V1`] when
-    /// the `zrpc.v1` subprotocol was negotiated, else [`Mode::Legacy`].
+    /// the `zrpc.v1` subprotocol was negotiated, else [`Mode::Legacy`]. Your
+    /// HTTP server applies its own Origin and authentication checks.
     pub async fn serve_websocket<S>(
         &self,
         ws: WebSocketStream<S>,
@@ -524,8 +823,35 @@ impl<R: Runtime> Server<R> {
     ) where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_connection(ws, mode, peer, None).await
+    }
+
+    async fn serve_connection<S>(
+        &self,
+        ws: WebSocketStream<S>,
+        mode: Mode,
+        peer: Option<SocketAddr>,
+        identity: Option<Identity>,
+    ) where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
+    {
         let conn = Connection::new(Side::Server, mode, self.config.core.clone(), now());
-        let shared = driver::start(ws, conn, Some(self.router.clone()), self.rt.clone(), peer);
+        let state = Arc::downgrade(&self.state);
+        let driver = Driver {
+            router: Some(self.router.clone()),
+            write_timeout: self.config.write_timeout,
+            on_budget_exceeded: Some(Arc::new(move || {
+                if let Some(s) = state.upgrade() {
+                    s.shed_largest();
+                }
+            })),
+        };
+        let info = PeerInfo {
+            addr: peer,
+            identity,
+            budget: Some(self.state.budget.clone()),
+        };
+        let shared = driver::start(ws, conn, driver, info, self.rt.clone());
         let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.state.conns).insert(id, Arc::downgrade(&shared));
         if self.state.stopping.load(Ordering::Acquire) {

@@ -2,9 +2,11 @@
 //! core state machine behind one mutex (never held across an await), plus
 //! per-call inboxes and wakers.
 
+use std::any::Any;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -47,10 +49,61 @@ impl Notify {
     }
 }
 
-/// Locks a mutex, recovering from poisoning (a panicking handler must not
-/// take the connection down with it).
+/// Locks a mutex. No user code runs under these locks (handlers are polled
+/// outside them), so a poisoned lock means zrpc itself panicked while
+/// holding it: that is surfaced, not hidden.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock()
+        .expect("zrpc: a connection lock was poisoned by an earlier panic inside zrpc (a bug)")
+}
+
+/// The server-wide bound on received bytes held for applications, shared by
+/// every connection of one server (see `ServerConfig::max_server_receive_buffer`).
+#[derive(Debug)]
+pub(crate) struct RecvBudget {
+    pub(crate) used: AtomicUsize,
+    pub(crate) limit: usize,
+}
+
+impl RecvBudget {
+    pub(crate) fn exceeded(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.limit
+    }
+}
+
+thread_local! {
+    /// Sends and receives left to a handler's first poll while it runs on
+    /// its connection's reader task (`None` outside such a poll).
+    static INLINE_BUDGET: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Operations a handler may complete during its inline first poll before it
+/// is made to yield (and continue as its own task).
+pub(crate) const INLINE_OPS: u32 = 64;
+
+/// Runs `f` as an inline first poll with a fresh operation budget.
+pub(crate) fn with_inline_budget<T>(f: impl FnOnce() -> T) -> T {
+    INLINE_BUDGET.with(|b| b.set(Some(INLINE_OPS)));
+    let out = f();
+    INLINE_BUDGET.with(|b| b.set(None));
+    out
+}
+
+/// Takes one operation from the inline budget; false (after scheduling a
+/// wake-up) when it is spent, so the caller returns `Pending` and the reader
+/// hands the handler to a task of its own.
+fn inline_budget_allows(cx: &mut Context<'_>) -> bool {
+    INLINE_BUDGET.with(|b| match b.get() {
+        None => true,
+        Some(0) => {
+            cx.waker().wake_by_ref();
+            false
+        }
+        Some(n) => {
+            b.set(Some(n - 1));
+            true
+        }
+    })
 }
 
 /// What the application side knows about one live call.
@@ -89,17 +142,34 @@ pub(crate) struct Inner {
     pub(crate) closed_wakers: Vec<Waker>,
     /// The deadline the writer sleeps toward (`None`: no timer armed).
     pub(crate) armed: Option<Instant>,
+    /// The server-wide receive budget and this connection's share of it.
+    budget: Option<Arc<RecvBudget>>,
+    budget_reported: usize,
+}
+
+/// Who the peer is, as the server's authentication hook decided.
+pub(crate) type Identity = Arc<dyn Any + Send + Sync>;
+
+/// What a connection knows about its peer and its server.
+#[derive(Default)]
+pub(crate) struct PeerInfo {
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) budget: Option<Arc<RecvBudget>>,
 }
 
 /// One connection's shared state.
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
     pub(crate) writer: Notify,
+    /// Signalled when the writer has ended: the reader stops too.
+    pub(crate) writer_done: Notify,
     pub(crate) peer: Option<SocketAddr>,
+    pub(crate) identity: Option<Identity>,
 }
 
 impl Shared {
-    pub(crate) fn new(conn: Connection, peer: Option<SocketAddr>) -> Arc<Self> {
+    pub(crate) fn new(conn: Connection, info: PeerInfo) -> Arc<Self> {
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 conn,
@@ -109,9 +179,13 @@ impl Shared {
                 open_wakers: Vec::new(),
                 closed_wakers: Vec::new(),
                 armed: None,
+                budget: info.budget,
+                budget_reported: 0,
             }),
             writer: Notify::default(),
-            peer,
+            writer_done: Notify::default(),
+            peer: info.addr,
+            identity: info.identity,
         })
     }
 
@@ -211,7 +285,26 @@ impl Inner {
                 }
             }
         }
+        self.sync_budget();
         opened
+    }
+
+    /// Brings this connection's share of the server-wide receive budget up
+    /// to date; true when the budget is exceeded.
+    pub(crate) fn sync_budget(&mut self) -> bool {
+        let Some(b) = &self.budget else {
+            return false;
+        };
+        let now = self.conn.buffered_bytes();
+        if now > self.budget_reported {
+            b.used
+                .fetch_add(now - self.budget_reported, Ordering::Relaxed);
+        } else if now < self.budget_reported {
+            b.used
+                .fetch_sub(self.budget_reported - now, Ordering::Relaxed);
+        }
+        self.budget_reported = now;
+        b.exceeded()
     }
 
     fn wake_openers(&mut self) {
@@ -265,6 +358,9 @@ pub(crate) fn poll_message(
     if let Some(m) = local.pop_front() {
         return Poll::Ready(Ok(Some(m)));
     }
+    if !inline_budget_allows(cx) {
+        return Poll::Pending;
+    }
     let mut g = shared.lock();
     let inner = &mut *g;
     let Some(slot) = inner.slots.get_mut(&id) else {
@@ -281,6 +377,7 @@ pub(crate) fn poll_message(
             bytes += m.len();
             local.push_back(m);
         }
+        inner.sync_budget();
         let wake = inner.writer_needed();
         drop(g);
         if wake {
@@ -310,9 +407,12 @@ pub(crate) fn poll_send(
     msg: &mut Option<Bytes>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), Status>> {
+    if msg.is_some() && !inline_budget_allows(cx) {
+        return Poll::Pending;
+    }
     let mut g = shared.lock();
     let data = match msg {
-        Some(m) if g.conn.send_credit(id) == Some(0) => m.clone(),
+        Some(m) if g.conn.would_block(id) => m.clone(),
         Some(_) => msg.take().unwrap_or_default(),
         None => return Poll::Ready(Ok(())),
     };

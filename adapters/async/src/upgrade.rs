@@ -1,0 +1,303 @@
+//! The HTTP side of accepting a connection, before any WebSocket frame: the
+//! request head is read (bounded in bytes and time) and parsed here, so the
+//! server knows the protocol mode, and so the WebSocket limits, before the
+//! WebSocket layer allocates anything; then the Origin policy and the
+//! authentication hook decide, and refusals are plain HTTP responses.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_tungstenite::tungstenite::handshake::server::Request;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zrpc_core::SUBPROTOCOL_V1;
+
+/// Largest request head accepted (request line and headers).
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Most headers accepted in a request head.
+const MAX_HEADERS: usize = 64;
+
+/// The HTTP upgrade request of a connection, as the authentication hook
+/// sees it (see [`Server::authenticate`](crate::Server::authenticate)).
+#[derive(Debug)]
+pub struct UpgradeRequest {
+    pub(crate) req: Request,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl UpgradeRequest {
+    /// The first value of a header (case-insensitive name), if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.req.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The request path, without the query.
+    pub fn path(&self) -> &str {
+        self.req.uri().path()
+    }
+
+    /// The query string, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.req.uri().query()
+    }
+
+    /// The value of one cookie from the `Cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.req
+            .headers()
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find_map(|(k, v)| (k == name).then_some(v))
+    }
+
+    /// The peer's address, when known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+/// Why an upgrade request was refused: an HTTP status and a reason sent as
+/// the response body. Nothing of zrpc runs for a refused connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    status: u16,
+    reason: String,
+}
+
+impl Refusal {
+    /// 401 Unauthorized: no or invalid credentials.
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        Self::with_status(401, reason)
+    }
+
+    /// 403 Forbidden: credentials valid, access denied.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::with_status(403, reason)
+    }
+
+    /// Any status from 400 to 599 (others become 403).
+    pub fn with_status(status: u16, reason: impl Into<String>) -> Self {
+        let status = if (400..600).contains(&status) {
+            status
+        } else {
+            403
+        };
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The reason given.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.reason)
+    }
+}
+
+/// What the request head says, for choosing the WebSocket limits.
+pub(crate) struct Head {
+    /// The bytes read so far (the head and anything after it).
+    pub(crate) bytes: Vec<u8>,
+    /// The client offered the `zrpc.v1` subprotocol.
+    pub(crate) offers_v1: bool,
+}
+
+/// Why a request head was not read.
+pub(crate) enum HeadError {
+    Io(io::Error),
+    /// Not HTTP, or malformed (answered 400).
+    Malformed,
+    /// Larger than [`MAX_HEAD`] or more than 64 headers (answered 431).
+    TooLarge,
+}
+
+/// Parses a request head; `Ok(None)` while it is incomplete.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<bool>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(_)) => Ok(Some(req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("sec-websocket-protocol")
+                && std::str::from_utf8(h.value)
+                    .is_ok_and(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL_V1))
+        }))),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
+/// Reads the request head from `stream` (at most [`MAX_HEAD`] bytes).
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Head, HeadError> {
+    let mut bytes = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(HeadError::Io)?;
+        if n == 0 {
+            return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if let Some(offers_v1) = parse_head(&bytes)? {
+            return Ok(Head { bytes, offers_v1 });
+        }
+    }
+}
+
+/// Writes a short HTTP error response and closes the write side.
+pub(crate) async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, reason: &str) {
+    let text = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let body = format!("{reason}\n");
+    let resp = format!(
+        "HTTP/1.1 {status} {text}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.flush().await;
+    let _ = stream.close().await;
+}
+
+/// Whether a browser's `Origin` may open a connection: allowed when listed
+/// (or `*` is listed), or same-origin with the `Host` it connected to.
+/// Requests without `Origin` (non-browser clients) are not concerned.
+pub(crate) fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    // Same origin: the origin's authority is the Host header.
+    let authority = origin
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .trim_end_matches('/');
+    host.is_some_and(|h| !authority.is_empty() && h.eq_ignore_ascii_case(authority))
+}
+
+/// A stream that first replays bytes already read from it (the request
+/// head read before the WebSocket layer took over).
+pub(crate) struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.pos < this.prefix.len() {
+            let n = buf.len().min(this.prefix.len() - this.pos);
+            buf[..n].copy_from_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new(); // free it: the connection lives on
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example".to_string()];
+        assert!(origin_allowed("https://app.example", None, &allowed));
+        assert!(origin_allowed(
+            "http://127.0.0.1:8060",
+            Some("127.0.0.1:8060"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "https://evil.example",
+            Some("127.0.0.1:8060"),
+            &allowed
+        ));
+        assert!(!origin_allowed("null", Some("127.0.0.1:8060"), &allowed));
+        assert!(origin_allowed("https://x", None, &["*".to_string()]));
+    }
+
+    #[test]
+    fn heads() {
+        let ok = b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Protocol: x, zrpc.v1\r\n\r\n";
+        assert!(matches!(parse_head(ok), Ok(Some(true))));
+        assert!(matches!(parse_head(&ok[..20]), Ok(None)));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(Some(false))
+        ));
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Err(HeadError::Malformed)
+        ));
+        let long = vec![b'a'; MAX_HEAD + 1];
+        assert!(parse_head(&long).is_err());
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..100 {
+            many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(parse_head(&many), Err(HeadError::TooLarge)));
+    }
+}
