@@ -202,7 +202,9 @@ impl<Req: Message, Resp: Message + Default> ClientStreamingCall<Req, Resp> {
         self.call.send(encode(m)).await
     }
 
-    /// Half-closes and waits for the response.
+    /// Half-closes and waits for the response and the final status: a
+    /// call whose status is an error after its response message fails with
+    /// that status, and the call ends without a needless RESET.
     pub async fn finish(mut self) -> Result<Resp, Status> {
         self.call.close_send()?;
         let b = self
@@ -210,6 +212,7 @@ impl<Req: Message, Resp: Message + Default> ClientStreamingCall<Req, Resp> {
             .message()
             .await?
             .ok_or_else(|| Status::new(Code::Internal, "the call ended without a response"))?;
+        self.call.finish().await?;
         decode_response(b)
     }
 }

@@ -7,7 +7,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite};
@@ -21,6 +21,8 @@ use crate::driver::{self, Driver};
 use crate::runtime::Runtime;
 use crate::server::{CLIENT_READ_BUFFER, Router, wait_closed, ws_config};
 use crate::shared::{PeerInfo, Shared, Slot, now, poll_end, poll_message, poll_send};
+use crate::upgrade::Refusal;
+use async_tungstenite::tungstenite::Error as WsError;
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -33,6 +35,9 @@ pub struct ClientConfig {
     /// read; then the connection is dropped and its calls end with
     /// `UNAVAILABLE`. Default 30 s.
     pub write_timeout: Duration,
+    /// Extra headers on the upgrade request (credentials such as
+    /// `authorization`, or a cookie), for the server's authentication hook.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +46,7 @@ impl Default for ClientConfig {
             core: Config::default(),
             router: None,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            headers: Vec::new(),
         }
     }
 }
@@ -311,6 +317,23 @@ impl Drop for Call {
     }
 }
 
+/// An HTTP error answer to the upgrade becomes [`Error::Refused`] with the
+/// status and the body's first line.
+fn refusal_of(e: WsError) -> Error {
+    match e {
+        WsError::Http(resp) => {
+            let reason = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .and_then(|b| b.lines().next().map(str::to_owned))
+                .unwrap_or_default();
+            Error::Refused(Refusal::with_status(resp.status().as_u16(), reason))
+        }
+        e => Error::WebSocket(e),
+    }
+}
+
 /// Runs the WebSocket client handshake on `stream`, offering `zrpc.v1`, and
 /// starts the connection. `url` gives the host and path of the request.
 pub async fn connect_stream<S, R>(
@@ -324,6 +347,13 @@ where
     R: Runtime,
 {
     let mut request = url.into_client_request()?;
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::InvalidHeader(name.clone()))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| Error::InvalidHeader(name.to_string()))?;
+        request.headers_mut().append(name, value);
+    }
     request.headers_mut().insert(
         "sec-websocket-protocol",
         HeaderValue::from_static(SUBPROTOCOL_V1),
@@ -333,7 +363,8 @@ where
         stream,
         Some(ws_config(&config.core, Mode::V1, CLIENT_READ_BUFFER)),
     )
-    .await?;
+    .await
+    .map_err(refusal_of)?;
     let accepted = resp
         .headers()
         .get("sec-websocket-protocol")

@@ -5,6 +5,7 @@
 //! other with full socket buffers never deadlock.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,11 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// How long a side that closed waits for the peer's close reply, and how
 /// long a close may stay stuck behind a peer that does not read.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// `Shared::writer_end`: the writer runs, ended after its close, or failed.
+pub(crate) const WRITER_RUNNING: u8 = 0;
+const WRITER_CLOSED: u8 = 1;
+const WRITER_FAILED: u8 = 2;
 
 /// What the driver needs beyond the connection itself.
 pub(crate) struct Driver {
@@ -84,16 +90,19 @@ async fn writer<S, R>(
 {
     let end = write_loop(&mut tx, &shared, write_timeout, &rt).await;
     if let WriterEnd::Failed(reason) = end {
-        {
-            let mut g = shared.lock();
-            g.conn.handle_close(None, reason);
-            g.pump_events();
-        }
-        // The reader stops too: a peer that stopped reading must not keep
-        // its connection (and the socket) by sending nothing. After a close
-        // that went out, the reader waits a little for the peer's reply.
-        shared.writer_done.notify();
+        let mut g = shared.lock();
+        g.conn.handle_close(None, reason);
+        g.pump_events();
     }
+    // The reader stops too (at once after a failure, after a short linger
+    // for the peer's close reply otherwise): a peer that stopped reading,
+    // or stopped inside a message, must not keep its socket.
+    let code = match end {
+        WriterEnd::Closed => WRITER_CLOSED,
+        WriterEnd::Failed(_) => WRITER_FAILED,
+    };
+    shared.writer_end.store(code, Ordering::Release);
+    shared.writer_done.notify();
 }
 
 /// How the writer ended.
@@ -251,22 +260,34 @@ where
     R: Runtime,
 {
     let router = driver.router.as_ref();
+    // Once this side has closed: when the reader gives up waiting for the
+    // peer's close reply (fixed once, so a peer that keeps sending cannot
+    // extend it).
+    let mut linger_until: Option<Instant> = None;
     loop {
-        let closing = shared.lock().conn.is_closed();
-        let writer_done = async {
-            shared.writer_done.wait().await;
-            None
+        if linger_until.is_none()
+            && (shared.writer_end.load(Ordering::Acquire) != WRITER_RUNNING
+                || shared.lock().conn.is_closed())
+        {
+            linger_until = Some(now() + CLOSE_LINGER);
+        }
+        let stop = async {
+            loop {
+                match (shared.writer_end.load(Ordering::Acquire), linger_until) {
+                    (WRITER_FAILED, _) => return None,
+                    (_, Some(until)) => {
+                        rt.sleep_until(until).await;
+                        return None;
+                    }
+                    (WRITER_CLOSED, None) => {
+                        rt.sleep_until(now() + CLOSE_LINGER).await;
+                        return None;
+                    }
+                    _ => shared.writer_done.wait().await,
+                }
+            }
         };
-        let item = if closing {
-            // We closed: wait a little for the peer's reply, then give up.
-            let linger = async {
-                rt.sleep_until(now() + CLOSE_LINGER).await;
-                None
-            };
-            rx.next().or(writer_done).or(linger).await
-        } else {
-            rx.next().or(writer_done).await
-        };
+        let item = rx.next().or(stop).await;
         let mut done = false;
         let (opened, wake_writer, over_budget) = {
             let mut g = shared.lock();

@@ -50,6 +50,8 @@ pub enum Error {
     InvalidUrl(String),
     /// The first call failed.
     Status(Status),
+    /// A header of `ClientConfig::headers` is not a valid HTTP header.
+    InvalidHeader(String),
     /// The server refused the upgrade request (origin, authentication,
     /// limits), with this HTTP status and reason.
     Refused(Refusal),
@@ -65,6 +67,7 @@ impl fmt::Display for Error {
             Error::InvalidUrl(u) => write!(f, "invalid URL {u:?}: expected ws://host[:port]/path"),
             Error::Status(s) => write!(f, "call failed: {s}"),
             Error::Refused(r) => write!(f, "upgrade refused: {r}"),
+            Error::InvalidHeader(h) => write!(f, "invalid request header {h:?}"),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -164,6 +164,8 @@ pub(crate) struct Shared {
     pub(crate) writer: Notify,
     /// Signalled when the writer has ended: the reader stops too.
     pub(crate) writer_done: Notify,
+    /// How the writer ended (`driver::WRITER_*`).
+    pub(crate) writer_end: AtomicU8,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Option<Identity>,
 }
@@ -184,6 +186,7 @@ impl Shared {
             }),
             writer: Notify::default(),
             writer_done: Notify::default(),
+            writer_end: AtomicU8::new(crate::driver::WRITER_RUNNING),
             peer: info.addr,
             identity: info.identity,
         })
