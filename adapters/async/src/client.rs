@@ -21,6 +21,7 @@ use crate::driver::{self, Driver};
 use crate::runtime::Runtime;
 use crate::server::{CLIENT_READ_BUFFER, Router, wait_closed, ws_config};
 use crate::shared::{PeerInfo, Shared, Slot, now, poll_end, poll_message, poll_send};
+use crate::tls::ClientTls;
 use crate::upgrade::Refusal;
 use async_tungstenite::tungstenite::Error as WsError;
 
@@ -38,6 +39,9 @@ pub struct ClientConfig {
     /// Extra headers on the upgrade request (credentials such as
     /// `authorization`, or a cookie), for the server's authentication hook.
     pub headers: Vec<(String, String)>,
+    /// Which servers `wss://` URLs trust. Default (`None`): Mozilla's root
+    /// certificates, as browsers.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +51,7 @@ impl Default for ClientConfig {
             router: None,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             headers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -419,10 +424,18 @@ where
     Ok(call)
 }
 
-/// Connects to `ws://host:port/path` over TCP, negotiating `zrpc.v1`.
+/// Connects to `ws://host:port/path` over TCP, or to `wss://...` over TLS,
+/// negotiating `zrpc.v1`.
 pub async fn connect<R: Runtime>(url: &str, config: ClientConfig, rt: R) -> Result<Client, Error> {
-    let tcp = rt.connect_tcp(crate::socket_addr_of(url)?).await?;
-    connect_stream(tcp, url, config, rt).await
+    let (host, port, tls) = crate::url_parts(url)?;
+    let tcp = rt.connect_tcp(format!("{host}:{port}")).await?;
+    if !tls {
+        return connect_stream(tcp, url, config, rt).await;
+    }
+    let name = crate::tls::server_name(&host).map_err(Error::Tls)?;
+    let trust = config.tls.clone().unwrap_or_else(ClientTls::webpki_roots);
+    let stream = trust.connector().connect(name, tcp).await?;
+    connect_stream(stream, url, config, rt).await
 }
 
 /// Calls an old server in the seed's format over a new TCP connection.

@@ -16,6 +16,7 @@ pub mod echo;
 mod runtime;
 mod server;
 mod shared;
+mod tls;
 mod upgrade;
 
 use std::fmt;
@@ -27,6 +28,7 @@ pub use client::{
 };
 pub use runtime::{Listener, Runtime};
 pub use server::{Router, Server, ServerConfig, Service};
+pub use tls::{ClientTls, ServerTls, TlsError};
 pub use upgrade::{Refusal, UpgradeRequest};
 pub use zrpc_core::{
     CallKind, CallOptions, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId,
@@ -46,12 +48,14 @@ pub enum Error {
     HandshakeTimeout,
     /// The server did not accept the `zrpc.v1` subprotocol.
     NotZrpc,
-    /// The URL is not a `ws://host[:port]/path` URL.
+    /// The URL is not a `ws://` or `wss://` URL.
     InvalidUrl(String),
     /// The first call failed.
     Status(Status),
     /// A header of `ClientConfig::headers` is not a valid HTTP header.
     InvalidHeader(String),
+    /// TLS settings or the server name were unusable.
+    Tls(TlsError),
     /// The server refused the upgrade request (origin, authentication,
     /// limits), with this HTTP status and reason.
     Refused(Refusal),
@@ -64,10 +68,16 @@ impl fmt::Display for Error {
             Error::WebSocket(e) => write!(f, "WebSocket error: {e}"),
             Error::HandshakeTimeout => f.write_str("WebSocket handshake timed out"),
             Error::NotZrpc => f.write_str("the server did not accept the zrpc.v1 subprotocol"),
-            Error::InvalidUrl(u) => write!(f, "invalid URL {u:?}: expected ws://host[:port]/path"),
+            Error::InvalidUrl(u) => {
+                write!(
+                    f,
+                    "invalid URL {u:?}: expected ws://host[:port]/path or wss://..."
+                )
+            }
             Error::Status(s) => write!(f, "call failed: {s}"),
             Error::Refused(r) => write!(f, "upgrade refused: {r}"),
             Error::InvalidHeader(h) => write!(f, "invalid request header {h:?}"),
+            Error::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
@@ -92,14 +102,23 @@ impl From<Status> for Error {
     }
 }
 
-/// Host and port of a `ws://` URL (port 80 by default), for the adapters'
-/// TCP connect.
+/// Host and port of a `ws://` URL (port 80 by default) or a `wss://` URL
+/// (port 443 by default), for the adapters' TCP connect.
 pub fn socket_addr_of(url: &str) -> Result<String, Error> {
+    let (host, port, _) = url_parts(url)?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// Host, port, and whether the URL asks for TLS.
+pub(crate) fn url_parts(url: &str) -> Result<(String, u16, bool), Error> {
     let uri: async_tungstenite::tungstenite::http::Uri =
         url.parse().map_err(|_| Error::InvalidUrl(url.into()))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err(Error::InvalidUrl(url.into()));
-    }
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(Error::InvalidUrl(url.into())),
+    };
     let host = uri.host().ok_or_else(|| Error::InvalidUrl(url.into()))?;
-    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok((host.to_owned(), port, tls))
 }

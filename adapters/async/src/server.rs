@@ -29,6 +29,7 @@ use crate::call::{CallContext, RequestStream, ResponseMeta, ResponseSink};
 use crate::driver::{self, Driver};
 use crate::runtime::{Listener, Runtime};
 use crate::shared::{Identity, Notify, PeerInfo, RecvBudget, Shared, lock, now};
+use crate::tls::ServerTls;
 use crate::upgrade::{self, HeadError, Refusal, UpgradeRequest};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -380,6 +381,11 @@ pub struct ServerConfig {
     /// `Origin` (non-browser clients) are not concerned. Default: none
     /// listed (same-origin pages only).
     pub allowed_origins: Vec<String>,
+    /// Serve `wss://`: every accepted connection does its TLS handshake
+    /// (within `handshake_timeout`) before the HTTP upgrade. Default `None`
+    /// (plain `ws://`, for a server behind a TLS-terminating proxy or on
+    /// loopback).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -399,6 +405,7 @@ impl Default for ServerConfig {
             read_buffer_size: SERVER_READ_BUFFER,
             max_server_receive_buffer: 256 * 1024 * 1024,
             allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -684,7 +691,23 @@ impl<R: Runtime> Server<R> {
         let this = self.clone();
         self.rt.spawn(async move {
             let _slot = IpSlot(&this.state, peer.ip());
-            let _ = this.serve_stream(stream, Some(peer)).await;
+            match &this.config.tls {
+                None => {
+                    let _ = this.serve_stream(stream, Some(peer)).await;
+                }
+                Some(tls) => {
+                    let deadline = now() + this.config.handshake_timeout;
+                    let accepted = async { tls.acceptor().accept(stream).await.ok() }
+                        .or(async {
+                            this.rt.sleep_until(deadline).await;
+                            None
+                        })
+                        .await;
+                    if let Some(stream) = accepted {
+                        let _ = this.serve_stream(stream, Some(peer)).await;
+                    }
+                }
+            }
             this.state.open.fetch_sub(1, Ordering::AcqRel);
         });
     }

@@ -51,6 +51,7 @@ on_both_runtimes!(
     authentication_and_interceptors,
     dropping_the_last_client_handle_closes_the_connection,
     a_timeout_too_large_to_represent_is_no_deadline,
+    tls_serves_wss_and_refuses_what_it_should,
 );
 
 async fn bounded<R: Runtime, F: Future>(rt: R, f: F) -> F::Output {
@@ -665,4 +666,55 @@ fn accept_errors_back_off() {
             );
         }
     });
+}
+
+/// A `wss://` server with a certificate made at run time: a client that
+/// trusts it calls; one that trusts only the public roots, and a plain
+/// `ws://` client, are refused.
+async fn tls_serves_wss_and_refuses_what_it_should<R: Runtime>(rt: R) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let config = ServerConfig {
+        tls: Some(ServerTls::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap()),
+        ..ServerConfig::default()
+    };
+    let (_server, url) = serve(&rt, echo_router(), config).await;
+    let wss = url.replacen("ws://", "wss://", 1);
+    let trusting = ClientConfig {
+        tls: Some(ClientTls::from_ca_pem(cert_pem.as_bytes()).unwrap()),
+        ..ClientConfig::default()
+    };
+    let c = zrpc_async::connect(&wss, trusting.clone(), rt.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.unary("t/Echo", b("secret"), CallOptions::default())
+            .await
+            .unwrap(),
+        b("secret")
+    );
+    let localhost = wss.replacen("127.0.0.1", "localhost", 1);
+    let c = zrpc_async::connect(&localhost, trusting, rt.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.unary("t/Echo", b("x"), CallOptions::default())
+            .await
+            .unwrap(),
+        b("x")
+    );
+    let untrusting = zrpc_async::connect(&wss, ClientConfig::default(), rt.clone()).await;
+    assert!(
+        matches!(untrusting, Err(Error::Io(_))),
+        "{:?}",
+        untrusting.err()
+    );
+    assert!(
+        zrpc_async::connect(&url, ClientConfig::default(), rt.clone())
+            .await
+            .is_err()
+    );
+    assert!(ServerTls::from_pem(b"not pem", key_pem.as_bytes()).is_err());
 }
