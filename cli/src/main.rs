@@ -1,19 +1,19 @@
-//! `zrpc`: serve, call and demo zrpc services.
-//!
-//! ```text
-//! zrpc serve [--addr 127.0.0.1:8060] [--db PATH] [--runtime tokio|smol] [--echo-interval-ms 500]
-//! zrpc call URL METHOD [--json JSON | --hex HEX | --file PATH] [--legacy] [--timeout-ms N]
-//! zrpc demo
-//! ```
+//! `zrpc`: serve, call and demo zrpc services. `zrpc --help` and
+//! `zrpc <command> --help` list every option.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
-use zrpc_async::{CallKind, CallOptions, Client, Code, Runtime, Server, Status, echo};
+use zrpc_async::{
+    CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Runtime, Server,
+    ServerConfig, ServerTls, Status, echo,
+};
 use zrpc_cli::store::{SqliteStore, Store};
 use zrpc_proto::Message;
 use zrpc_proto::echo::EchoRequest;
@@ -23,34 +23,120 @@ use zrpc_proto::people::{
     Department, Edge, EdgeKind, ListPeopleRequest, MembersRequest, Organization, Person,
 };
 
-const USAGE: &str = "usage:
-  zrpc serve [--addr 127.0.0.1:8060] [--db PATH] [--runtime tokio|smol] [--echo-interval-ms 500]
-      serves echo and people (zrpc v1 and the legacy format) until Ctrl-C / SIGTERM;
-      without --db the database is in memory
-  zrpc call URL METHOD [--json JSON | --hex HEX | --file PATH] [--legacy] [--timeout-ms N]
-      calls METHOD; JSON in and out for known methods (people.People/*, echo.Echo/*),
-      raw bytes otherwise; prints responses as they arrive and the status on stderr;
-      the exit code is the status code (0 for OK)
-  zrpc demo
-      starts a server on an ephemeral port with a temporary database and runs
-      every call kind of the people and echo services against it";
+/// Serve, call and demo zrpc services: streaming RPC over WebSocket.
+#[derive(Parser)]
+#[command(name = "zrpc", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn opt(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the echo and people.People services (zrpc v1 and the legacy
+    /// format) until Ctrl-C or SIGTERM, then drain.
+    Serve(ServeArgs),
+    /// Call METHOD on a server: JSON in and out for known methods
+    /// (people.People/*, echo.Echo/*), raw bytes otherwise. Responses print
+    /// as they arrive, the status goes to stderr, and the exit code is the
+    /// status code (0 for OK).
+    Call(CallArgs),
+    /// Start a server on an ephemeral port with a temporary database and run
+    /// every call kind of the people and echo services against it.
+    Demo,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RuntimeKind {
+    Tokio,
+    Smol,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8060")]
+    addr: String,
+    /// SQLite database file (created if missing); in memory without it.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Async runtime to serve on.
+    #[arg(long, value_enum, default_value = "tokio")]
+    runtime: RuntimeKind,
+    /// Interval between echo.Echo/Subscribe messages, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    echo_interval_ms: u64,
+    /// PEM certificate chain: serve wss:// (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A browser origin allowed to connect (repeat for more; `*` for any).
+    /// Pages from other origins get HTTP 403; same-origin pages and
+    /// non-browser clients are always allowed.
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+    /// Connections served at once (HTTP 503 beyond).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections served at once from one IP address (HTTP 429 beyond).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Drain a connection after this many seconds without a call (0: never).
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// PING a silent connection after this many seconds; close it when the
+    /// PING is not answered within 20 s (0: no keepalive).
+    #[arg(long, default_value_t = 30)]
+    keepalive_secs: u64,
+    /// Largest message accepted, in bytes.
+    #[arg(long, default_value_t = zrpc_core::DEFAULT_MAX_MESSAGE_SIZE)]
+    max_message_size: u32,
+    /// Received bytes held for handlers over all connections; the largest
+    /// holder is shed beyond it.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_server_receive_buffer: usize,
+    /// Do not serve clients in the seed's legacy format.
+    #[arg(long)]
+    no_legacy: bool,
+}
+
+#[derive(clap::Args)]
+struct CallArgs {
+    /// Server URL: ws://host:port/ or wss://host:port/.
+    url: String,
+    /// Method, as package.Service/Method (or a legacy name with --legacy).
+    method: String,
+    /// Request message(s) as JSON; an array sends one message per element.
+    #[arg(long, group = "input")]
+    json: Option<String>,
+    /// Request message as hex digits.
+    #[arg(long, group = "input")]
+    hex: Option<String>,
+    /// Request message from a file.
+    #[arg(long, group = "input")]
+    file: Option<PathBuf>,
+    /// Call in the seed's legacy format (one connection per call).
+    #[arg(long)]
+    legacy: bool,
+    /// Deadline of the call in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// PEM CA certificate(s) to trust for wss:// instead of the public roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Extra upgrade-request header, `name: value` (repeatable): credentials
+    /// for the server's authentication.
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]),
-        Some("call") => call(&args[1..]),
-        Some("demo") => demo(),
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+    match Cli::parse().command {
+        Command::Serve(a) => serve(a),
+        Command::Call(a) => call(a),
+        Command::Demo => demo(),
     }
 }
 
@@ -73,9 +159,9 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn open_store(db: Option<&str>) -> Result<Arc<dyn Store>, String> {
+fn open_store(db: Option<&std::path::Path>) -> Result<Arc<dyn Store>, String> {
     let store = match db {
-        Some(path) => SqliteStore::open(std::path::Path::new(path)),
+        Some(path) => SqliteStore::open(path),
         None => SqliteStore::in_memory(),
     };
     store
@@ -86,17 +172,20 @@ fn open_store(db: Option<&str>) -> Result<Arc<dyn Store>, String> {
 async fn serve_on<R: Runtime>(
     rt: R,
     addr: String,
+    config: ServerConfig,
     store: Arc<dyn Store>,
     echo_interval: Duration,
 ) -> std::io::Result<()> {
     use zrpc_async::Listener;
-    let server = Server::new(
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let server = Server::with_config(
         zrpc_cli::router(rt.clone(), store, echo_interval),
+        config,
         rt.clone(),
     );
     let listener = rt.bind(addr).await?;
     println!(
-        "zrpc serving echo and people.People on ws://{}/",
+        "zrpc serving echo and people.People on {scheme}://{}/",
         listener.local_addr()?
     );
     let stop = stop_signal();
@@ -111,32 +200,84 @@ async fn serve_on<R: Runtime>(
         .0
 }
 
-fn serve(args: &[String]) -> ExitCode {
+/// The server settings the flags ask for.
+fn server_config(a: &ServeArgs) -> Result<ServerConfig, String> {
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            Some(ServerTls::from_pem(&read(cert)?, &read(key)?).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    Ok(ServerConfig {
+        core: Config {
+            max_message_size: a.max_message_size,
+            keepalive_interval: secs(a.keepalive_secs),
+            idle_timeout: secs(a.idle_timeout_secs),
+            ..Config::default()
+        },
+        legacy: !a.no_legacy,
+        max_connections: a.max_connections,
+        max_connections_per_ip: a.max_connections_per_ip,
+        max_server_receive_buffer: a.max_server_receive_buffer,
+        allowed_origins: a.allow_origins.clone(),
+        tls,
+        ..ServerConfig::default()
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit, so the server can
+/// hold the connections it is configured for; says when it cannot.
+fn raise_fd_limit(want: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < want + 64 => tracing::warn!(
+            open_files = n,
+            max_connections = want,
+            "the open-file limit is below --max-connections: accepts will fail (and back off) before the connection limit is reached"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+fn serve(a: ServeArgs) -> ExitCode {
     init_logging();
-    let addr = opt(args, "--addr").unwrap_or_else(|| "127.0.0.1:8060".into());
-    let store = match open_store(opt(args, "--db").as_deref()) {
+    let config = match server_config(&a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_fd_limit(config.max_connections);
+    let store = match open_store(a.db.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot open the database: {e}");
             return ExitCode::from(1);
         }
     };
-    let interval = Duration::from_millis(
-        opt(args, "--echo-interval-ms")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500),
-    );
-    let result = match opt(args, "--runtime").as_deref() {
-        None | Some("tokio") => tokio::runtime::Builder::new_multi_thread()
+    let interval = Duration::from_millis(a.echo_interval_ms);
+    let result = match a.runtime {
+        RuntimeKind::Tokio => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("tokio runtime")
-            .block_on(serve_on(zrpc_tokio::TokioRuntime, addr, store, interval)),
-        Some("smol") => smol::block_on(serve_on(zrpc_smol::SmolRuntime, addr, store, interval)),
-        Some(other) => {
-            eprintln!("error: unknown runtime {other:?} (tokio or smol)");
-            return ExitCode::from(2);
-        }
+            .block_on(serve_on(
+                zrpc_tokio::TokioRuntime,
+                a.addr,
+                config,
+                store,
+                interval,
+            )),
+        RuntimeKind::Smol => smol::block_on(serve_on(
+            zrpc_smol::SmolRuntime,
+            a.addr,
+            config,
+            store,
+            interval,
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,13 +301,23 @@ fn lookup(pool: &DescriptorPool, method: &str) -> Option<MethodDescriptor> {
 }
 
 fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if !s.len().is_multiple_of(2) {
+    let digits: Vec<(usize, char)> = s
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .enumerate()
+        .collect();
+    if !digits.len().is_multiple_of(2) {
         return Err("hex input has an odd number of digits".into());
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("invalid hex at {i}")))
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let digit = |(i, c): (usize, char)| {
+                c.to_digit(16)
+                    .ok_or_else(|| format!("invalid hex digit {c:?} at position {i}"))
+            };
+            Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
         .collect()
 }
 
@@ -212,26 +363,53 @@ fn status_exit(status: &Status) -> ExitCode {
     ExitCode::from(status.code() as u8)
 }
 
-fn call(args: &[String]) -> ExitCode {
-    let (Some(url), Some(method)) = (args.first(), args.get(1)) else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+/// The client settings the flags ask for.
+fn client_config(a: &CallArgs) -> Result<ClientConfig, String> {
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?} is not `name: value`"))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let tls = match &a.ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(ClientTls::from_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
     };
+    Ok(ClientConfig {
+        headers,
+        tls,
+        ..ClientConfig::default()
+    })
+}
+
+fn call(a: CallArgs) -> ExitCode {
+    let (url, method) = (&a.url, &a.method);
     let pool = pool();
     let schema = lookup(&pool, method);
-    let input = if let Some(json) = opt(args, "--json") {
+    let input = if let Some(json) = &a.json {
         match &schema {
-            Some(m) => json_messages(&m.input(), &json),
+            Some(m) => json_messages(&m.input(), json),
             None => Err(format!("no schema known for {method}: use --hex or --file")),
         }
-    } else if let Some(h) = opt(args, "--hex") {
-        hex_decode(&h).map(|b| vec![Bytes::from(b)])
-    } else if let Some(path) = opt(args, "--file") {
-        std::fs::read(&path)
+    } else if let Some(h) = &a.hex {
+        hex_decode(h).map(|b| vec![Bytes::from(b)])
+    } else if let Some(path) = &a.file {
+        std::fs::read(path)
             .map(|b| vec![Bytes::from(b)])
-            .map_err(|e| format!("{path}: {e}"))
+            .map_err(|e| format!("{}: {e}", path.display()))
     } else {
         Ok(vec![Bytes::new()])
+    };
+    let config = match client_config(&a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
     let messages = match input {
         Ok(m) => m,
@@ -240,10 +418,8 @@ fn call(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let timeout = opt(args, "--timeout-ms")
-        .and_then(|t| t.parse().ok())
-        .map(Duration::from_millis);
-    let legacy = args.iter().any(|a| a == "--legacy");
+    let timeout = a.timeout_ms.map(Duration::from_millis);
+    let legacy = a.legacy;
     let out = schema.as_ref().map(|m| m.output());
     let kind = match &schema {
         Some(m) => match (m.is_client_streaming(), m.is_server_streaming()) {
@@ -265,7 +441,7 @@ fn call(args: &[String]) -> ExitCode {
                 .await
                 .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?
         } else {
-            let client = zrpc_tokio::connect(url)
+            let client = zrpc_tokio::connect_with(url, config)
                 .await
                 .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
             let opts = CallOptions {

@@ -14,7 +14,19 @@ use zrpc_proto::{CallContext, Code, Router, Sink, Status, Streaming};
 use crate::store::{DEPARTMENT, ORGANIZATION, PERSON, Store, StoreError};
 
 /// Most people one ImportPeople call may carry.
-pub const MAX_IMPORT: usize = 100_000;
+pub const MAX_IMPORT: usize = 10_000;
+/// Most bytes of people one ImportPeople call may carry (it holds them all
+/// until it stores them in one transaction).
+pub const MAX_IMPORT_BYTES: usize = 4 * 1024 * 1024;
+/// Rows a streaming read takes from the store at a time: what one
+/// ListPeople or Members call holds, whatever the result's size.
+pub const PAGE: u32 = 256;
+/// Longest name (person, organization, department), in bytes.
+pub const MAX_NAME: usize = 256;
+/// Longest email address, in bytes (RFC 5321).
+pub const MAX_EMAIL: usize = 254;
+/// Longest URL, in bytes.
+pub const MAX_URL: usize = 2048;
 
 /// The People service over a [`Store`].
 pub struct PeopleService<R: Runtime> {
@@ -58,11 +70,21 @@ fn valid_url(u: &str) -> bool {
     })
 }
 
+fn validate_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(invalid(format!(
+            "{field}: at most {max} bytes (got {})",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a person to create; the error names the field.
 pub fn validate_person(p: &Person) -> Result<(), Status> {
-    if p.name.trim().is_empty() {
-        return Err(invalid("name: must not be empty"));
-    }
+    validate_name("name", &p.name)?;
+    validate_len("email", &p.email, MAX_EMAIL)?;
+    validate_len("url", &p.url, MAX_URL)?;
     if !p.email.is_empty() && !valid_email(&p.email) {
         return Err(invalid(format!(
             "email: {:?} is not an email address",
@@ -79,7 +101,7 @@ fn validate_name(field: &str, name: &str) -> Result<(), Status> {
     if name.trim().is_empty() {
         return Err(invalid(format!("{field}: must not be empty")));
     }
-    Ok(())
+    validate_len(field, name, MAX_NAME)
 }
 
 impl<R: Runtime> PeopleService<R> {
@@ -97,6 +119,31 @@ impl<R: Runtime> PeopleService<R> {
             .spawn_blocking(move || f(&*store))
             .await
             .map_err(store_status)
+    }
+
+    /// Streams the rows `page(store, after_id, n)` returns, a page at a
+    /// time, until a short page or `left` rows: the call holds one page.
+    async fn stream_pages(
+        &self,
+        out: &mut Sink<Person>,
+        left: &mut u64,
+        page: impl Fn(&dyn Store, i32, u32) -> Result<Vec<Person>, StoreError> + Clone + Send + 'static,
+    ) -> Result<(), Status> {
+        let mut after = 0;
+        while *left > 0 {
+            let n = (*left).min(PAGE as u64) as u32;
+            let page = page.clone();
+            let rows = self.blocking(move |s| page(s, after, n)).await?;
+            for p in &rows {
+                out.send(p).await?;
+                after = p.id;
+            }
+            *left -= rows.len() as u64;
+            if rows.len() < n as usize {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Validates and stores one person.
@@ -133,11 +180,13 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         mut requests: Streaming<Person>,
     ) -> Result<ImportSummary, Status> {
         let mut people = Vec::new();
+        let mut bytes = 0;
         while let Some(p) = requests.message().await? {
-            if people.len() == MAX_IMPORT {
+            bytes += zrpc_proto::Message::encoded_len(&p);
+            if people.len() == MAX_IMPORT || bytes > MAX_IMPORT_BYTES {
                 return Err(Status::new(
                     Code::ResourceExhausted,
-                    format!("at most {MAX_IMPORT} people per import"),
+                    format!("at most {MAX_IMPORT} people and {MAX_IMPORT_BYTES} bytes per import"),
                 ));
             }
             validate_person(&p)
@@ -158,13 +207,16 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         request: ListPeopleRequest,
         mut responses: Sink<Person>,
     ) -> Result<(), Status> {
-        let people = self
-            .blocking(move |s| s.list_people(&request.name_contains, request.limit))
-            .await?;
-        for p in &people {
-            responses.send(p).await?;
-        }
-        Ok(())
+        let filter = Arc::new(request.name_contains);
+        let mut left = if request.limit == 0 {
+            u64::MAX
+        } else {
+            request.limit as u64
+        };
+        self.stream_pages(&mut responses, &mut left, move |s, after, n| {
+            s.list_people(&filter, after, n)
+        })
+        .await
     }
 
     async fn create_organization(
@@ -239,20 +291,21 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         mut responses: Sink<Person>,
     ) -> Result<(), Status> {
         let v = request.vertex_id;
-        let people = self
+        let kind = self
             .blocking(move |s| match s.label_of(v)?.as_deref() {
                 None => Err(StoreError::NotFound(format!("vertex_id: no vertex {v}"))),
-                Some(DEPARTMENT) => s.people_linked_to(EdgeKind::MemberOf, v),
-                Some(ORGANIZATION) => s.people_linked_to(EdgeKind::WorksFor, v),
+                Some(DEPARTMENT) => Ok(EdgeKind::MemberOf),
+                Some(ORGANIZATION) => Ok(EdgeKind::WorksFor),
                 Some(l) => Err(StoreError::Invalid(format!(
                     "vertex_id: vertex {v} is a {l}; members needs a department or an organization"
                 ))),
             })
             .await?;
-        for p in &people {
-            responses.send(p).await?;
-        }
-        Ok(())
+        let mut left = u64::MAX;
+        self.stream_pages(&mut responses, &mut left, move |s, after, n| {
+            s.people_linked_to(kind, v, after, n)
+        })
+        .await
     }
 }
 

@@ -54,10 +54,24 @@ pub trait Store: Send + Sync + 'static {
     fn label_of(&self, id: i32) -> Result<Option<String>, StoreError>;
     /// Adds an edge (the caller checked the vertex kinds); returns its id.
     fn link(&self, kind: EdgeKind, from: i32, to: i32) -> Result<i32, StoreError>;
-    /// People whose name contains `name_contains`, by id, at most `limit` (0: all).
-    fn list_people(&self, name_contains: &str, limit: u32) -> Result<Vec<Person>, StoreError>;
-    /// People with an edge of `kind` to vertex `to`.
-    fn people_linked_to(&self, kind: EdgeKind, to: i32) -> Result<Vec<Person>, StoreError>;
+    /// One page of the people whose name contains `name_contains`: ids
+    /// above `after_id`, in id order, at most `limit` (keyset paging: a
+    /// streaming reader holds one page, never the whole result).
+    fn list_people(
+        &self,
+        name_contains: &str,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError>;
+    /// One page of the people with an edge of `kind` to vertex `to`: ids
+    /// above `after_id`, in id order, at most `limit`.
+    fn people_linked_to(
+        &self,
+        kind: EdgeKind,
+        to: i32,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError>;
 }
 
 /// The embedded SQLite store: a `vertices` and an `edges` table; ids are
@@ -183,24 +197,35 @@ impl Store for SqliteStore {
         i32::try_from(id).map_err(|_| StoreError::Backend("edge ids exhausted".into()))
     }
 
-    fn list_people(&self, name_contains: &str, limit: u32) -> Result<Vec<Person>, StoreError> {
+    fn list_people(
+        &self,
+        name_contains: &str,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError> {
         let conn = self.conn();
-        let limit = if limit == 0 { -1 } else { limit as i64 };
-        let mut q = conn.prepare(
+        let mut q = conn.prepare_cached(
             "SELECT id, name, email, url FROM vertices
-             WHERE label = 'person' AND instr(name, ?1) > 0 ORDER BY id LIMIT ?2",
+             WHERE label = 'person' AND instr(name, ?1) > 0 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
-        let rows = q.query_map(params![name_contains, limit], person_row)?;
+        let rows = q.query_map(params![name_contains, after_id, limit], person_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn people_linked_to(&self, kind: EdgeKind, to: i32) -> Result<Vec<Person>, StoreError> {
+    fn people_linked_to(
+        &self,
+        kind: EdgeKind,
+        to: i32,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError> {
         let conn = self.conn();
-        let mut q = conn.prepare(
+        let mut q = conn.prepare_cached(
             "SELECT v.id, v.name, v.email, v.url FROM edges e JOIN vertices v ON v.id = e.from_id
-             WHERE e.to_id = ?1 AND e.label = ?2 AND v.label = 'person' ORDER BY v.id",
+             WHERE e.to_id = ?1 AND e.label = ?2 AND v.label = 'person' AND v.id > ?3
+             ORDER BY v.id LIMIT ?4",
         )?;
-        let rows = q.query_map(params![to, edge_label(kind)], person_row)?;
+        let rows = q.query_map(params![to, edge_label(kind), after_id, limit], person_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -115,3 +115,79 @@ fn call_against_serve_json_in_and_out_and_exit_codes() {
         "{log}"
     );
 }
+
+#[test]
+fn help_prints_help_and_bad_input_is_an_error_not_a_panic() {
+    let help = Command::new(ZRPC)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--tls-cert", "--allow-origin", "--max-connections-per-ip"] {
+        assert!(text.contains(flag), "{text}");
+    }
+    let hex = Command::new(ZRPC)
+        .args(["call", "ws://127.0.0.1:9/", "echo", "--hex", "aéab"])
+        .output()
+        .unwrap();
+    assert_eq!(hex.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&hex.stderr).contains("invalid hex digit 'é'"));
+    let half = Command::new(ZRPC)
+        .args(["serve", "--tls-cert", "cert.pem"])
+        .output()
+        .unwrap();
+    assert_eq!(half.status.code(), Some(2), "--tls-cert needs --tls-key");
+}
+
+#[test]
+fn serve_over_tls_and_call_with_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!("zrpc-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut serve = Command::new(ZRPC)
+        .args(["serve", "--addr", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{first}");
+    let url = url.replacen("127.0.0.1", "localhost", 1);
+    let say = |extra: &[&str]| {
+        Command::new(ZRPC)
+            .args([
+                "call",
+                &url,
+                "echo.Echo/Say",
+                "--json",
+                r#"{"message":"over tls"}"#,
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = say(&["--ca", cert_path.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("over tls"));
+    // Without the CA, the public roots do not vouch for it: UNAVAILABLE (14).
+    let untrusted = say(&[]);
+    assert_eq!(untrusted.status.code(), Some(14));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -367,3 +367,80 @@ async fn python_seed_titan_client_stores_a_person_in_legacy_mode() {
     }
     assert_eq!(list(&client, "jon").await.len(), 2);
 }
+
+/// What the shipped services keep per call is bounded: streaming reads go
+/// page by page (a result larger than a page streams whole, and a limit
+/// stops it exactly), oversized fields are refused naming the field, and
+/// echo.Echo/Collect refuses to keep more than its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_bound_what_they_hold() {
+    use zrpc_cli::people::{MAX_EMAIL, MAX_NAME, PAGE};
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let n = PAGE as usize * 2 + 10;
+    let people: Vec<Person> = (0..n).map(|i| person(&format!("p{i}"), "", "")).collect();
+    store.create_people(&people).unwrap();
+    let (_server, client, url) = serve(store).await;
+    assert_eq!(list(&client, "").await.len(), n);
+    // p1, p10..p19, p100..p199: a filtered result that also spans pages.
+    assert_eq!(list(&client, "p1").await.len(), 111);
+    let req = ListPeopleRequest {
+        name_contains: String::new(),
+        limit: PAGE + 3,
+    };
+    let mut stream = client
+        .list_people(&req, CallOptions::default())
+        .await
+        .unwrap();
+    let mut got = 0;
+    while stream.message().await.unwrap().is_some() {
+        got += 1;
+    }
+    assert_eq!(got, PAGE as usize + 3);
+
+    let long = "x".repeat(MAX_NAME + 1);
+    let err = client
+        .create_person(&person(&long, "", ""), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("name: at most 256 bytes"),
+        "{err}"
+    );
+    let email = format!("{}@example.org", "a".repeat(MAX_EMAIL));
+    let err = client
+        .create_person(&person("ann", &email, ""), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("email: at most"), "{err}");
+    let org = Organization {
+        name: long,
+        ..Organization::default()
+    };
+    let err = client
+        .create_organization(&org, CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    use zrpc_proto::echo::EchoRequest;
+    use zrpc_proto::echo::echo_client::EchoClient;
+    let echo = EchoClient::new(zrpc_tokio::connect(&url).await.unwrap());
+    let mut call = echo.collect(CallOptions::default()).await.unwrap();
+    let chunk = EchoRequest {
+        message: "y".repeat(16 * 1024),
+        repeat: 0,
+    };
+    let mut refused = None;
+    for _ in 0..64 {
+        if let Err(st) = call.send(&chunk).await {
+            refused = Some(st);
+            break;
+        }
+    }
+    let status = match refused {
+        Some(st) => st,
+        None => call.finish().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+}

@@ -7,6 +7,10 @@ use crate::{CallContext, Code, Sink, Status, Streaming};
 /// Most replies one `Repeat` call streams.
 pub const MAX_REPEAT: u32 = 10_000;
 
+/// Most bytes of messages one `Collect` call keeps: a handler that keeps
+/// what it receives bounds it, whatever the client sends.
+pub const MAX_COLLECT_BYTES: usize = 64 * 1024;
+
 /// The echo service.
 pub struct EchoService;
 
@@ -51,13 +55,24 @@ impl echo_server::Echo for EchoService {
         _ctx: CallContext,
         mut reqs: Streaming<EchoRequest>,
     ) -> Result<EchoReply, Status> {
-        let mut words = Vec::new();
+        let mut joined = String::new();
+        let mut count = 0u32;
         while let Some(r) = reqs.message().await? {
-            words.push(r.message);
+            if joined.len() + 1 + r.message.len() > MAX_COLLECT_BYTES {
+                return Err(Status::new(
+                    Code::ResourceExhausted,
+                    format!("message: at most {MAX_COLLECT_BYTES} bytes in all per call"),
+                ));
+            }
+            if count > 0 {
+                joined.push(' ');
+            }
+            joined.push_str(&r.message);
+            count += 1;
         }
         Ok(EchoReply {
-            message: words.join(" "),
-            index: words.len() as u32,
+            message: joined,
+            index: count,
         })
     }
 

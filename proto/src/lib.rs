@@ -27,8 +27,16 @@
 //!         Ok(())
 //!     }
 //!     async fn collect(&self, _ctx: CallContext, mut reqs: Streaming<EchoRequest>) -> Result<EchoReply, Status> {
+//!         // Whatever a handler keeps from a stream, it bounds.
 //!         let mut words = vec![];
-//!         while let Some(r) = reqs.message().await? { words.push(r.message); }
+//!         let mut bytes = 0;
+//!         while let Some(r) = reqs.message().await? {
+//!             bytes += r.message.len();
+//!             if bytes > 64 * 1024 {
+//!                 return Err(Status::new(Code::ResourceExhausted, "at most 64 KiB per call"));
+//!             }
+//!             words.push(r.message);
+//!         }
 //!         Ok(EchoReply { message: words.join(" "), index: 0 })
 //!     }
 //!     async fn chat(&self, _ctx: CallContext, mut reqs: Streaming<EchoRequest>, mut out: Sink<EchoReply>) -> Result<(), Status> {
