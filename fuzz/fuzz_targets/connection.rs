@@ -54,6 +54,7 @@ struct Input {
 }
 
 const BOUND: usize = 64 * 1024;
+const SEND_BOUND: usize = 16 * 1024;
 
 fn encode(w: Wire) -> Incoming {
     let sid = |s: u8| StreamId(s as u32);
@@ -97,6 +98,9 @@ fuzz_target!(|input: Input| {
         max_message_size: 32 * 1024,
         keepalive_interval: Some(Duration::from_millis(500)),
         keepalive_timeout: Duration::from_millis(300),
+        idle_timeout: Some(Duration::from_millis(700)),
+        max_call_send_buffer: 4096,
+        max_connection_send_buffer: SEND_BOUND,
         ..Config::default()
     };
     let mut c = Connection::new(side, mode, cfg, now);
@@ -148,6 +152,9 @@ fuzz_target!(|input: Input| {
             Op::PeerClose { code } => c.handle_close(code, "fuzz"),
         }
         assert!(c.buffered_bytes() <= BOUND, "buffered {} over the bound", c.buffered_bytes());
+        // Queued for sending: under the bound before the last accepted
+        // message, so at most the bound plus one message.
+        assert!(c.queued_send_bytes() < SEND_BOUND + u16::MAX as usize + 1, "queued {}", c.queued_send_bytes());
         if let Some(t) = c.poll_timeout() {
             assert!(t >= start);
         }
@@ -167,4 +174,5 @@ fuzz_target!(|input: Input| {
     c.handle_close(None, "end");
     assert_eq!(c.live_calls(), 0);
     assert_eq!(c.buffered_bytes(), 0);
+    assert_eq!(c.queued_send_bytes(), 0);
 });

@@ -12,7 +12,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use zrpc_proto::echo::{EchoReply, EchoRequest, echo_client::EchoClient, echo_server};
-//! use zrpc_proto::{CallContext, CallOptions, Router, Sink, Status, Streaming};
+//! use zrpc_proto::{CallContext, CallOptions, Code, Router, Sink, Status, Streaming};
 //!
 //! struct Echo;
 //!

@@ -4,6 +4,8 @@
 //! Reading and writing proceed independently, so two peers writing to each
 //! other with full socket buffers never deadlock.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -105,6 +107,9 @@ async fn writer<S, R>(
     shared.writer_done.notify();
 }
 
+/// A runtime timer, kept armed across writer rounds.
+type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// How the writer ended.
 enum WriterEnd {
     /// The close went out (or answered the peer's).
@@ -125,6 +130,8 @@ where
 {
     let mut batch = Vec::new();
     let mut more;
+    let mut woken = false;
+    let mut timer: Option<(Instant, Sleep)> = None;
     loop {
         let (deadline, closed) = {
             let mut g = shared.lock();
@@ -145,6 +152,12 @@ where
                 batch.push(t);
             }
             more = bytes >= WRITE_CHUNK;
+            // A call that ended in this round makes the idle clock due at
+            // once: start it here rather than with another round and timer.
+            if g.conn.poll_timeout().is_some_and(|d| d <= t) {
+                g.conn.handle_timeout(t);
+                more |= g.conn.has_transmit();
+            }
             g.pump_events();
             let deadline = g.conn.poll_timeout();
             g.armed = deadline;
@@ -158,7 +171,7 @@ where
             let started = now();
             let written = async { Some(write_batch(tx, &mut batch).await) }
                 .or(async {
-                    run_timers_while_blocked(shared, started, write_timeout, rt).await;
+                    run_timers_while_blocked(shared, started, write_timeout, rt, &mut woken).await;
                     None
                 })
                 .await;
@@ -182,11 +195,34 @@ where
                 .await;
             return WriterEnd::Closed;
         }
-        if more {
+        // A wake-up taken while the write was blocked means frames may be
+        // waiting: go round again instead of sleeping.
+        if more || std::mem::take(&mut woken) {
             continue;
         }
         match deadline {
-            Some(d) => shared.writer.wait().or(rt.sleep_until(d)).await,
+            Some(d) => {
+                // One armed timer, kept across rounds unless the deadline
+                // moves earlier: keepalive moves it later with every
+                // message, and arming a runtime timer per round is costly.
+                // A timer armed for an earlier instant only fires early.
+                if timer.as_ref().is_none_or(|(at, _)| *at > d) {
+                    timer = Some((d, Box::pin(rt.sleep_until(d))));
+                }
+                let (_, sleep) = timer.as_mut().expect("armed above");
+                let fired = async {
+                    sleep.await;
+                    true
+                }
+                .or(async {
+                    shared.writer.wait().await;
+                    false
+                })
+                .await;
+                if fired {
+                    timer = None;
+                }
+            }
             None => shared.writer.wait().await,
         }
     }
@@ -219,6 +255,7 @@ async fn run_timers_while_blocked<R: Runtime>(
     started: Instant,
     write_timeout: Duration,
     rt: &R,
+    woken: &mut bool,
 ) {
     let give_up = started.checked_add(write_timeout);
     let mut closing_since = None;
@@ -247,10 +284,21 @@ async fn run_timers_while_blocked<R: Runtime>(
             // (shutdown, an error) shortens the wait.
             [limit, g.conn.poll_timeout()].into_iter().flatten().min()
         };
-        match next {
-            Some(d) => shared.writer.wait().or(rt.sleep_until(d)).await,
-            None => shared.writer.wait().await,
-        }
+        let signal = async {
+            shared.writer.wait().await;
+            true
+        };
+        *woken |= match next {
+            Some(d) => {
+                signal
+                    .or(async {
+                        rt.sleep_until(d).await;
+                        false
+                    })
+                    .await
+            }
+            None => signal.await,
+        };
     }
 }
 

@@ -102,6 +102,21 @@ impl From<Status> for Error {
     }
 }
 
+/// Entry points for the fuzz targets only; not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Parses an upgrade request head: `Some(offers zrpc.v1)` when complete
+    /// and acceptable.
+    pub fn parse_upgrade_head(bytes: &[u8]) -> Option<bool> {
+        crate::upgrade::parse_head(bytes).ok().flatten()
+    }
+
+    /// The origin policy.
+    pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+        crate::upgrade::origin_allowed(origin, host, allowed)
+    }
+}
+
 /// Host and port of a `ws://` URL (port 80 by default) or a `wss://` URL
 /// (port 443 by default), for the adapters' TCP connect.
 pub fn socket_addr_of(url: &str) -> Result<String, Error> {

@@ -319,14 +319,22 @@ async fn run_handler(
         "call"
     );
     let mut g = shared.lock();
-    if let Some(status) = status
-        && let Err(UserError::Cardinality) = g.conn.finish(call.id, status, trailers.clone())
-    {
-        let st = Status::new(
-            Code::Internal,
-            "the handler ended OK without its response message",
-        );
-        let _ = g.conn.finish(call.id, st, trailers);
+    if let Some(status) = status {
+        // A status the call cannot carry still ends it: INTERNAL, saying why.
+        let fallback = match g.conn.finish(call.id, status, trailers) {
+            Err(UserError::Cardinality) => {
+                Some("the handler ended OK without its response message")
+            }
+            Err(UserError::MetadataTooLarge { .. }) => {
+                Some("the handler's status and trailers exceed the caller's metadata limit")
+            }
+            _ => None,
+        };
+        if let Some(why) = fallback {
+            let _ = g
+                .conn
+                .finish(call.id, Status::new(Code::Internal, why), Metadata::new());
+        }
     }
     g.pump_events();
     g.slots.remove(&call.id);

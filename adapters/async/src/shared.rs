@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+
+use futures_util::task::AtomicWaker;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,10 +19,11 @@ use zrpc_core::{
 };
 
 /// A one-slot wake-up signal (a notification is kept until taken).
+/// Lock-free: polled on every pending read and every writer wait.
 #[derive(Default)]
 pub(crate) struct Notify {
     flag: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    waker: AtomicWaker,
 }
 
 impl Notify {
@@ -28,16 +31,14 @@ impl Notify {
         if self.flag.swap(true, Ordering::AcqRel) {
             return; // already signalled and not yet taken: the waiter will run
         }
-        if let Some(w) = lock(&self.waker).take() {
-            w.wake();
-        }
+        self.waker.wake();
     }
 
     pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.flag.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
-        *lock(&self.waker) = Some(cx.waker().clone());
+        self.waker.register(cx.waker());
         if self.flag.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
@@ -168,11 +169,15 @@ pub(crate) struct Shared {
     pub(crate) writer_end: AtomicU8,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Option<Identity>,
+    /// The connection's wire format (fixed for its life).
+    mode: Mode,
 }
 
 impl Shared {
     pub(crate) fn new(conn: Connection, info: PeerInfo) -> Arc<Self> {
+        let mode = conn.mode();
         Arc::new(Shared {
+            mode,
             inner: Mutex::new(Inner {
                 conn,
                 slots: StreamIdMap::default(),
@@ -197,7 +202,7 @@ impl Shared {
     }
 
     pub(crate) fn mode(&self) -> Mode {
-        self.lock().conn.mode()
+        self.mode
     }
 }
 

@@ -99,6 +99,11 @@ fn serve(system: &str) {
         zrpc_async::ServerConfig {
             max_connections: 20_000,
             max_connections_per_ip: 20_000,
+            core: if std::env::var("ZRPC_LOAD_NO_TIMERS").is_ok() {
+                zrpc_core::Config::default()
+            } else {
+                zrpc_async::ServerConfig::default().core
+            },
             ..Default::default()
         }
     }
@@ -116,10 +121,7 @@ fn serve(system: &str) {
         }));
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_runtime();
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         announce(listener.local_addr().unwrap());
@@ -567,6 +569,21 @@ async fn idle_connections(
     ]
 }
 
+/// The tokio runtime of each process: current-thread by default; with
+/// `ZRPC_LOAD_TOKIO=multi` the multi-thread runtime with one worker (what
+/// `#[tokio::main(worker_threads = 1)]` gives), the kind most tokio
+/// applications run. Child server processes inherit the setting.
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    let mut b = if std::env::var("ZRPC_LOAD_TOKIO").as_deref() == Ok("multi") {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(1);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().unwrap()
+}
+
 fn main() {
     if let Some(system) = arg("--serve") {
         serve(&system);
@@ -623,10 +640,7 @@ fn main() {
             } else {
                 // A runtime per workload: dropping it ends every client task
                 // and closes its sockets before the next workload starts.
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio_runtime();
                 rt.block_on(work)
             };
             let row = Row {
