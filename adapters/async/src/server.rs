@@ -703,17 +703,23 @@ impl<R: Runtime> Server<R> {
                 None => {
                     let _ = this.serve_stream(stream, Some(peer)).await;
                 }
+                // Boxed: a plain connection's task stays as small as it was
+                // (the TLS branch's futures are large), which is most of
+                // the memory an idle connection holds.
                 Some(tls) => {
-                    let deadline = now() + this.config.handshake_timeout;
-                    let accepted = async { tls.acceptor().accept(stream).await.ok() }
-                        .or(async {
-                            this.rt.sleep_until(deadline).await;
-                            None
-                        })
-                        .await;
-                    if let Some(stream) = accepted {
-                        let _ = this.serve_stream(stream, Some(peer)).await;
-                    }
+                    Box::pin(async {
+                        let deadline = now() + this.config.handshake_timeout;
+                        let accepted = async { tls.acceptor().accept(stream).await.ok() }
+                            .or(async {
+                                this.rt.sleep_until(deadline).await;
+                                None
+                            })
+                            .await;
+                        if let Some(stream) = accepted {
+                            let _ = this.serve_stream(stream, Some(peer)).await;
+                        }
+                    })
+                    .await
                 }
             }
             this.state.open.fetch_sub(1, Ordering::AcqRel);
@@ -729,6 +735,24 @@ impl<R: Runtime> Server<R> {
     // The handshake callback's error type is fixed by tungstenite.
     #[allow(clippy::result_large_err)]
     pub async fn serve_stream<S>(&self, stream: S, peer: Option<SocketAddr>) -> Result<(), Error>
+    where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
+    {
+        // Boxed, so its futures are freed once the upgrade is done instead
+        // of sizing the connection's task for its whole life.
+        let (ws, mode, identity) = Box::pin(self.upgrade(stream, peer)).await?;
+        self.serve_connection(ws, mode, peer, identity).await;
+        Ok(())
+    }
+
+    /// The upgrade of [`serve_stream`](Self::serve_stream): head, checks,
+    /// WebSocket handshake.
+    #[allow(clippy::result_large_err)]
+    async fn upgrade<S>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+    ) -> Result<(WebSocketStream<upgrade::Rewind<S>>, Mode, Option<Identity>), Error>
     where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
@@ -838,8 +862,7 @@ impl<R: Runtime> Server<R> {
             Some(Ok(ws)) => ws,
             Some(Err(e)) => return Err(refused.map_or(Error::WebSocket(e), Error::Refused)),
         };
-        self.serve_connection(ws, mode, peer, identity).await;
-        Ok(())
+        Ok((ws, mode, identity))
     }
 
     /// Serves zrpc on a WebSocket that is already open (for example one your

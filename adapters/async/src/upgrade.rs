@@ -147,14 +147,20 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<bool>, HeadError> {
 
 /// Reads the request head from `stream` (at most [`MAX_HEAD`] bytes).
 pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Head, HeadError> {
-    let mut bytes = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    // Read straight into the Vec: no buffer in the future, which lives as
+    // long as the connection's task.
+    let mut bytes = Vec::new();
     loop {
-        let n = stream.read(&mut chunk).await.map_err(HeadError::Io)?;
+        let len = bytes.len();
+        bytes.resize(len + 1024, 0);
+        let n = stream
+            .read(&mut bytes[len..])
+            .await
+            .map_err(HeadError::Io)?;
+        bytes.truncate(len + n);
         if n == 0 {
             return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into()));
         }
-        bytes.extend_from_slice(&chunk[..n]);
         if let Some(offers_v1) = parse_head(&bytes)? {
             return Ok(Head { bytes, offers_v1 });
         }
