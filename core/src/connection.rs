@@ -230,6 +230,29 @@ enum Notify {
 const OUT_CHUNK: usize = 16 * 1024;
 const MIN_CHUNK: usize = 512;
 
+/// A queued message of `len` bytes of stream `id` was completely taken for
+/// writing (`conn_queued`: the connection's queued bytes after it): the
+/// call may be writable again. The connection's own count and its waiters
+/// are the caller's (`release_send`).
+fn took_message(
+    s: &mut Stream,
+    id: StreamId,
+    len: usize,
+    config: &Config,
+    conn_queued: usize,
+    events: &mut VecDeque<Event>,
+) {
+    s.queued -= len;
+    if s.want_writable
+        && s.send_credit > 0
+        && s.queued < config.max_call_send_buffer
+        && conn_queued < config.max_connection_send_buffer
+    {
+        s.want_writable = false;
+        events.push_back(Event::Writable { id });
+    }
+}
+
 /// `at + d`, or `None` when that is too far in the future to represent (a
 /// timer that never fires).
 fn after(at: Instant, d: Duration) -> Option<Instant> {
@@ -1074,6 +1097,7 @@ impl Connection {
         let s = self.streams.get_mut(&id)?;
         s.in_ready = false;
         let item = s.outq.pop_front()?;
+        let mut released = 0;
         let (next, finished) = match item {
             Out::Frame { bytes, role } => {
                 if role == Role::Open {
@@ -1095,7 +1119,9 @@ impl Connection {
             Out::Message { data, end } => {
                 if legacy {
                     s.send_credit += 1;
-                    self.sent_message(id, data.len());
+                    let room = self.queued_send - data.len();
+                    took_message(s, id, data.len(), &self.config, room, &mut self.events);
+                    self.release_send(data.len());
                     self.mark_ready(id);
                     return Some(Next::Other(Transmit::Binary(data)));
                 }
@@ -1117,7 +1143,9 @@ impl Connection {
                     });
                 } else {
                     s.frag_off = 0;
-                    self.sent_message(id, data.len());
+                    let room = self.queued_send - data.len();
+                    took_message(s, id, data.len(), &self.config, room, &mut self.events);
+                    released = data.len();
                 }
                 (
                     Next::Frame(Piece::Message {
@@ -1131,6 +1159,9 @@ impl Connection {
                 )
             }
         };
+        if released > 0 {
+            self.release_send(released);
+        }
         if finished {
             self.remove_stream(id);
         } else {
@@ -1139,30 +1170,13 @@ impl Connection {
         Some(next)
     }
 
-    /// A queued message of `len` bytes was completely taken for writing:
-    /// its call (and the calls waiting on the connection's bound) may be
-    /// writable again.
-    fn sent_message(&mut self, id: StreamId, len: usize) {
-        let call_limit = self.config.max_call_send_buffer;
-        if let Some(s) = self.streams.get_mut(&id) {
-            s.queued -= len;
-            if s.want_writable
-                && s.send_credit > 0
-                && s.queued < call_limit
-                && self.queued_send - len < self.config.max_connection_send_buffer
-            {
-                s.want_writable = false;
-                self.events.push_back(Event::Writable { id });
-            }
-        }
-        self.release_send(len);
-    }
-
     /// `len` queued bytes left the connection's send buffer; once below its
     /// bound, the calls that waited on it may try again.
     fn release_send(&mut self, len: usize) {
         self.queued_send -= len;
-        if self.queued_send >= self.config.max_connection_send_buffer {
+        if self.send_waiters.is_empty()
+            || self.queued_send >= self.config.max_connection_send_buffer
+        {
             return;
         }
         let call_limit = self.config.max_call_send_buffer;
