@@ -6,7 +6,8 @@
 #   3. all tests: unit, transition, legacy, test vectors, property, model-based,
 #      allocation-count and doc tests (cargo test --workspace)
 #   4. the benchmarks build (cargo bench --no-run), so they cannot rot
-#   5. a fuzz smoke: each cargo-fuzz target for FUZZ_SECONDS (default 30) on
+#   5. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
+#      handshake) for FUZZ_SECONDS (default 30) on
 #      nightly; installs cargo-fuzz once if it is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 log=$(mktemp)
-for target in frame_decode connection; do
+for target in frame_decode connection handshake; do
   if ! cargo +nightly fuzz run "$target" -- -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 >"$log" 2>&1; then
     tail -60 "$log"
     echo "fuzz target $target failed (crash input saved under fuzz/artifacts/$target/)"
