@@ -55,7 +55,8 @@ struct Handler {
 pub struct Router {
     methods: HashMap<String, Handler>,
     spawn_all: bool,
-    interceptors: Vec<Arc<Interceptor>>,
+    /// Shared by every call's handler task (no copy per call).
+    interceptors: Arc<Vec<Arc<Interceptor>>>,
 }
 
 type Interceptor = dyn Fn(&CallContext) -> Result<(), Status> + Send + Sync;
@@ -171,7 +172,7 @@ impl Router {
     where
         F: Fn(&CallContext) -> Result<(), Status> + Send + Sync + 'static,
     {
-        self.interceptors.push(Arc::new(f));
+        Arc::make_mut(&mut self.interceptors).push(Arc::new(f));
         self
     }
 
@@ -256,7 +257,9 @@ pub(crate) fn dispatch(
         return None;
     }
     let handler = handler?;
-    let interceptors = router.map(|r| r.interceptors.clone()).unwrap_or_default();
+    let interceptors = router
+        .filter(|r| !r.interceptors.is_empty())
+        .map(|r| r.interceptors.clone());
     Some(Box::pin(run_handler(
         handler,
         interceptors,
@@ -267,7 +270,7 @@ pub(crate) fn dispatch(
 
 async fn run_handler(
     handler: Handler,
-    interceptors: Vec<Arc<Interceptor>>,
+    interceptors: Option<Arc<Vec<Arc<Interceptor>>>>,
     call: IncomingCall,
     shared: Arc<Shared>,
 ) {
@@ -290,7 +293,8 @@ async fn run_handler(
         headers_flushed: false,
     };
     let started = std::time::Instant::now();
-    let fut = match interceptors.iter().try_for_each(|i| i(&ctx)) {
+    let checked = interceptors.map_or(Ok(()), |list| list.iter().try_for_each(|i| i(&ctx)));
+    let fut = match checked {
         Ok(()) => (handler.f)(ctx.clone(), reqs, sink),
         Err(status) => Box::pin(std::future::ready(Err(status))),
     };
@@ -379,7 +383,7 @@ pub struct ServerConfig {
     /// (unread messages and partial messages). When a received message takes
     /// the total past it, the call holding the most bytes on the connection
     /// holding the most ends with `RESOURCE_EXHAUSTED`, until the total is
-    /// back under it. Default 256 MiB.
+    /// back under 90% of it. Default 256 MiB.
     pub max_server_receive_buffer: usize,
     /// Browser origins allowed to connect (`https://app.example`, or `*` for
     /// any). A request carrying an `Origin` header that is neither listed
@@ -463,12 +467,16 @@ struct ServerState {
 }
 
 impl ServerState {
-    /// Sheds calls while the server-wide receive budget is exceeded: each
+    /// Sheds calls once the server-wide receive budget is exceeded: each
     /// round ends the call holding the most bytes on the connection holding
-    /// the most (bounded rounds; the next received message continues).
+    /// the most, down to 90% of the bound (bounded rounds; the next received
+    /// message continues). The margin makes every scan of the connections
+    /// cost a peer a tenth of the budget in new data, so trickling bytes at
+    /// the bound cannot make the server scan per message.
     fn shed_largest(&self) {
+        let low_water = self.budget.limit / 10 * 9;
         for _ in 0..64 {
-            if !self.budget.exceeded() {
+            if self.budget.used.load(Ordering::Relaxed) <= low_water {
                 return;
             }
             let victim = lock(&self.conns)
