@@ -2,7 +2,7 @@
 //! served by `zrpc serve`, and used by the generated-code tests.
 
 use crate::echo::{EchoReply, EchoRequest, echo_server};
-use crate::{CallContext, Code, Sink, Status, Streaming};
+use crate::{CallContext, CallOptions, Code, Metadata, Sink, Status, Streaming};
 
 /// Most replies one `Repeat` call streams.
 pub const MAX_REPEAT: u32 = 10_000;
@@ -92,5 +92,63 @@ impl echo_server::Echo for EchoService {
             index += 1;
         }
         Ok(())
+    }
+
+    async fn reflect(&self, ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
+        let mut headers = Metadata::new();
+        let mut trailers = Metadata::new();
+        for (key, value) in ctx.metadata().iter() {
+            // Keys and values were valid on the way in; the prefixed key is
+            // too unless it grows past 255 bytes, which is then skipped.
+            let _ = headers.insert(key, value.clone());
+            let _ = trailers.insert(&format!("reflect-{key}"), value.clone());
+        }
+        ctx.set_headers(headers);
+        ctx.set_trailers(trailers);
+        Ok(EchoReply {
+            message: req.message,
+            index: 0,
+        })
+    }
+
+    async fn callback(&self, ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
+        if req.repeat > MAX_REPEAT {
+            return Err(Status::new(
+                Code::InvalidArgument,
+                format!("repeat: at most {MAX_REPEAT}"),
+            ));
+        }
+        let client = ctx.client();
+        let hello = EchoRequest {
+            message: "hello from the server".into(),
+            repeat: req.repeat,
+        };
+        let mut joined = Vec::new();
+        let mut held = 0;
+        if req.repeat == 0 {
+            let reply = client
+                .unary(&req.message, crate::encode(&hello), CallOptions::default())
+                .await?;
+            joined.push(crate::decode::<EchoReply>(reply)?.message);
+        } else {
+            let call = client
+                .server_streaming(&req.message, crate::encode(&hello), CallOptions::default())
+                .await?;
+            let mut replies = crate::ResponseStream::<EchoReply>::new(call);
+            while let Some(r) = replies.message().await? {
+                held += r.message.len() + 1;
+                if held > MAX_COLLECT_BYTES {
+                    return Err(Status::new(
+                        Code::ResourceExhausted,
+                        format!("replies: at most {MAX_COLLECT_BYTES} bytes in all per call"),
+                    ));
+                }
+                joined.push(r.message);
+            }
+        }
+        Ok(EchoReply {
+            index: joined.len() as u32,
+            message: joined.join(" "),
+        })
     }
 }

@@ -1,0 +1,500 @@
+/**
+ * The client: a {@link Connection} driven over a WebSocket, with the four
+ * call kinds as promises and async iterators, AbortSignal cancellation,
+ * deadlines, and handlers for the calls the server opens toward it.
+ */
+
+import { singleRequest, singleResponse } from "./protocol/call.js";
+import type { Config } from "./protocol/config.js";
+import { type Event, Connection } from "./protocol/connection.js";
+import type { CallKind } from "./protocol/frame.js";
+import { type Metadata, type MetadataInit, toMetadata } from "./protocol/metadata.js";
+import { type Status, ZrpcError, status } from "./protocol/status.js";
+import { AsyncQueue } from "./queue.js";
+import { SEND_HIGH_WATER, type WebSocketConstructor, type WebSocketLike, bindSocket, openSocket } from "./transport.js";
+
+/** Options of {@link connect}. */
+export interface ConnectOptions {
+  /** The WebSocket class; `globalThis.WebSocket` by default (pass `ws`'s in Node 20). */
+  WebSocket?: WebSocketConstructor;
+  /** Request metadata sent with every call (before each call's own). */
+  metadata?: MetadataInit;
+  /** PING after `intervalMs` of silence, close when unanswered for `timeoutMs` (30 s / 20 s); `false` turns it off. */
+  keepalive?: { intervalMs?: number; timeoutMs?: number } | false;
+  /** Give up connecting after this many ms (10,000). */
+  connectTimeoutMs?: number;
+  /** Aborts connecting. */
+  signal?: AbortSignal;
+  /** Handlers for the calls the server opens toward this client, by method name. */
+  handlers?: Handlers;
+  /** Protocol limits (see `Config` for each one and its default). */
+  limits?: Partial<Config>;
+}
+
+/** Options of one call. */
+export interface CallOptions {
+  /** Aborting it cancels the call (RESET CANCELLED); the call rejects with `CANCELLED`. */
+  signal?: AbortSignal;
+  /** Deadline in ms, sent on the wire; the call ends with `DEADLINE_EXCEEDED` when it passes. */
+  timeoutMs?: number;
+  /** Request metadata. */
+  metadata?: MetadataInit;
+  /** Called with the response headers when they arrive. */
+  onHeaders?: (headers: Metadata) => void;
+  /** Called with the trailers when the call ends, whatever its status. */
+  onTrailers?: (trailers: Metadata) => void;
+}
+
+/** A bidirectional call: send with {@link BidiCall.send}, read replies with `for await`. */
+export interface BidiCall extends AsyncIterable<Uint8Array> {
+  /** Sends a message; waits while the server has granted no credit for it. */
+  send(message: Uint8Array): Promise<void>;
+  /** Ends the request stream. */
+  closeSend(): void;
+  /** Cancels the call. */
+  cancel(): void;
+  /** Resolves with the final status (OK or not; never rejects). */
+  readonly status: Promise<Status>;
+}
+
+/** The context of a call the server opened toward this client. */
+export interface HandlerContext {
+  readonly method: string;
+  readonly metadata: Metadata;
+  /** Aborted when the server cancels the call, its deadline passes, or the connection ends. */
+  readonly signal: AbortSignal;
+  /** Sends response headers (before the first message). */
+  sendHeaders(headers: MetadataInit): void;
+  /** Trailers to send with the status. */
+  readonly trailers: Metadata;
+}
+
+/** A handler for a call the server opens, by kind. */
+export type Handler =
+  | { kind: "unary"; handler: (request: Uint8Array, ctx: HandlerContext) => Promise<Uint8Array> | Uint8Array }
+  | { kind: "server_streaming"; handler: (request: Uint8Array, ctx: HandlerContext) => AsyncIterable<Uint8Array> }
+  | { kind: "client_streaming"; handler: (requests: AsyncIterable<Uint8Array>, ctx: HandlerContext) => Promise<Uint8Array> }
+  | { kind: "bidi"; handler: (requests: AsyncIterable<Uint8Array>, ctx: HandlerContext) => AsyncIterable<Uint8Array> };
+
+/** Handlers by method name (`package.Service/Method`). */
+export type Handlers = Record<string, Handler>;
+
+/** How the connection ended. */
+export interface CloseInfo {
+  code: number;
+  reason: string;
+}
+
+/** Opens a connection to a zrpc server (`ws://` or `wss://` URL). */
+export async function connect(url: string, opts: ConnectOptions = {}): Promise<Client> {
+  const ws = await openSocket(url, opts.WebSocket, opts.connectTimeoutMs ?? 10_000, opts.signal);
+  return new Client(ws, opts);
+}
+
+const now = () => performance.now();
+
+/** One call's state on this side. */
+interface Active {
+  readonly id: number;
+  readonly inbox: AsyncQueue<Uint8Array>;
+  /** Resolved by the `end` event. */
+  ended: Status | undefined;
+  readonly done: Promise<Status>;
+  resolveDone: (s: Status) => void;
+  /** Wakes a sender waiting for credit (or for the end). */
+  wake: (() => void) | undefined;
+  onHeaders: ((md: Metadata) => void) | undefined;
+  onEnd: ((s: Status) => void) | undefined;
+}
+
+/** A connection to a zrpc server. Create it with {@link connect}. */
+export class Client {
+  private readonly conn: Connection;
+  private readonly calls = new Map<number, Active>();
+  private readonly baseMetadata: Metadata;
+  private readonly handlers: Handlers;
+  private scheduled = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timerAt: number | undefined;
+  private blockedTimer: ReturnType<typeof setTimeout> | undefined;
+  private closeInfo: CloseInfo | undefined;
+  private resolveClosed!: (c: CloseInfo) => void;
+  /** Resolves when the connection has closed. */
+  readonly closed: Promise<CloseInfo>;
+
+  /** Use {@link connect}. */
+  constructor(
+    private readonly ws: WebSocketLike,
+    opts: ConnectOptions = {},
+  ) {
+    const keepalive = opts.keepalive === false ? { keepaliveIntervalMs: 0 } : { keepaliveIntervalMs: opts.keepalive?.intervalMs ?? 30_000, keepaliveTimeoutMs: opts.keepalive?.timeoutMs ?? 20_000 };
+    this.conn = new Connection({ ...opts.limits, ...keepalive }, now());
+    this.baseMetadata = toMetadata(opts.metadata);
+    this.handlers = opts.handlers ?? {};
+    this.closed = new Promise((r) => {
+      this.resolveClosed = r;
+    });
+    bindSocket(ws, {
+      message: (data) => {
+        this.conn.handleMessage(data, now());
+        this.pump();
+      },
+      closed: (code, reason) => {
+        this.conn.handleClose(code, reason);
+        this.pump();
+      },
+    });
+    this.pump();
+  }
+
+  /** Calls in flight on this connection. */
+  get liveCalls(): number {
+    return this.conn.liveCalls;
+  }
+
+  /** Received bytes held for the application (unread messages). */
+  get heldBytes(): number {
+    return this.conn.heldBytes;
+  }
+
+  /** Whether new calls can be made (false once draining or closed). */
+  get isOpen(): boolean {
+    return this.conn.isOpen;
+  }
+
+  // ---- the four call kinds ----------------------------------------------
+
+  /** One request, one response. */
+  async unary(method: string, request: Uint8Array, opts: CallOptions = {}): Promise<Uint8Array> {
+    const call = this.start("unary", method, opts);
+    await this.sendOn(call, request, true);
+    return this.single(call);
+  }
+
+  /** One request, a stream of responses. The call starts when iteration starts. */
+  serverStreaming(method: string, request: Uint8Array, opts: CallOptions = {}): AsyncIterable<Uint8Array> {
+    return {
+      [Symbol.asyncIterator]: () => {
+        const call = this.start("server_streaming", method, opts);
+        void this.sendOn(call, request, true).catch(() => {});
+        return this.iterate(call);
+      },
+    };
+  }
+
+  /** A stream of requests, one response. */
+  async clientStreaming(
+    method: string,
+    requests: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    opts: CallOptions = {},
+  ): Promise<Uint8Array> {
+    const call = this.start("client_streaming", method, opts);
+    try {
+      for await (const m of requests) {
+        if (call.ended !== undefined) break;
+        await this.sendOn(call, m, false);
+      }
+    } catch (e) {
+      if (!(e instanceof ZrpcError)) {
+        this.conn.reset(call.id, "CANCELLED", "the request stream failed");
+        this.pump();
+      }
+      throw e;
+    }
+    this.conn.halfClose(call.id);
+    this.pump();
+    return this.single(call);
+  }
+
+  /** Streams both ways. */
+  bidi(method: string, opts: CallOptions = {}): BidiCall {
+    const call = this.start("bidi", method, opts);
+    const it = this.iterate(call);
+    return {
+      send: (m) => this.sendOn(call, m, false),
+      closeSend: () => {
+        this.conn.halfClose(call.id);
+        this.pump();
+      },
+      cancel: () => {
+        this.conn.reset(call.id, "CANCELLED", "cancelled by the application");
+        this.pump();
+      },
+      status: call.done,
+      [Symbol.asyncIterator]: () => it,
+    };
+  }
+
+  /**
+   * Closes gracefully: no new calls, the calls in flight finish, then the
+   * connection closes (GOAWAY, then close 1000). Resolves when it has closed.
+   */
+  async close(): Promise<CloseInfo> {
+    this.conn.drain();
+    this.pump();
+    return this.closed;
+  }
+
+  // ---- call plumbing ----------------------------------------------------
+
+  private track(id: number): Active {
+    let resolveDone!: (s: Status) => void;
+    const done = new Promise<Status>((r) => {
+      resolveDone = r;
+    });
+    const call: Active = {
+      id,
+      inbox: new AsyncQueue<Uint8Array>((m) => {
+        this.conn.consume(id, m.length);
+        this.pump();
+      }),
+      ended: undefined,
+      done,
+      resolveDone,
+      wake: undefined,
+      onHeaders: undefined,
+      onEnd: undefined,
+    };
+    this.calls.set(id, call);
+    return call;
+  }
+
+  private start(kind: CallKind, method: string, opts: CallOptions): Active {
+    const signal = opts.signal;
+    if (signal?.aborted) throw new ZrpcError("CANCELLED", "aborted before the call started");
+    const metadata = [...this.baseMetadata, ...toMetadata(opts.metadata)];
+    let id: number;
+    try {
+      id = this.conn.open(kind, method, now(), { metadata, timeoutMs: opts.timeoutMs ?? 0 });
+    } catch (e) {
+      throw isStatus(e) ? ZrpcError.fromStatus(e) : e;
+    }
+    const call = this.track(id);
+    call.onHeaders = opts.onHeaders;
+    const onAbort = () => {
+      this.conn.reset(id, "CANCELLED", "cancelled by the application");
+      this.pump();
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    call.onEnd = (s) => {
+      signal?.removeEventListener("abort", onAbort);
+      opts.onTrailers?.(s.trailers);
+    };
+    this.pump();
+    return call;
+  }
+
+  /** Queues a message once the peer has credit for it; rejects with the call's status if it ended. */
+  private async sendOn(call: Active, data: Uint8Array, end: boolean): Promise<void> {
+    while (call.ended === undefined && !this.conn.canSend(call.id)) {
+      await new Promise<void>((r) => {
+        call.wake = r;
+      });
+    }
+    if (call.ended !== undefined) {
+      if (call.ended.code === "OK") return;
+      throw ZrpcError.fromStatus(call.ended);
+    }
+    this.conn.send(call.id, data, end);
+    this.pump();
+  }
+
+  /** The one response of a unary or client-streaming call. */
+  private async single(call: Active): Promise<Uint8Array> {
+    const first = await call.inbox.next();
+    const s = await call.done;
+    if (s.code !== "OK") throw ZrpcError.fromStatus(s);
+    if (first.done) throw new ZrpcError("INTERNAL", "OK status without the one response message");
+    return first.value;
+  }
+
+  private iterate(call: Active): AsyncIterator<Uint8Array> {
+    return {
+      next: () => call.inbox.next(),
+      return: async () => {
+        if (call.ended === undefined) {
+          this.conn.reset(call.id, "CANCELLED", "the application stopped reading");
+          this.pump();
+        }
+        return { value: undefined, done: true };
+      },
+    };
+  }
+
+  // ---- the driver -------------------------------------------------------
+
+  /** Runs the state machine's outputs on the next microtask (coalesced, so ready frames share a BATCH). */
+  private pump(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.drive();
+    });
+  }
+
+  private drive(): void {
+    // Sending can raise events (a call becomes writable): loop until quiet.
+    for (let rounds = 0; rounds < 64; rounds++) {
+      let ev = this.conn.pollEvent();
+      if (ev === undefined && rounds > 0) break;
+      for (; ev !== undefined; ev = this.conn.pollEvent()) this.dispatch(ev);
+      while (this.ws.bufferedAmount < SEND_HIGH_WATER) {
+        const m = this.conn.pollTransmit();
+        if (m === undefined) break;
+        try {
+          this.ws.send(m);
+        } catch {
+          break; // the close event follows
+        }
+      }
+    }
+    if (this.ws.bufferedAmount >= SEND_HIGH_WATER && this.blockedTimer === undefined) {
+      // WebSocket has no "drained" event: look again shortly.
+      this.blockedTimer = setTimeout(() => {
+        this.blockedTimer = undefined;
+        this.drive();
+      }, 2);
+    }
+    const close = this.conn.pollClose();
+    if (close !== undefined) this.ws.close(close.code, close.reason);
+    this.arm();
+  }
+
+  private arm(): void {
+    const at = this.conn.pollTimeout();
+    if (at === this.timerAt) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = at;
+    if (at === undefined) return;
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.timerAt = undefined;
+        this.conn.handleTimeout(now());
+        this.drive();
+      },
+      Math.max(0, at - now()),
+    );
+  }
+
+  private dispatch(ev: Event): void {
+    switch (ev.type) {
+      case "headers":
+        this.calls.get(ev.id)?.onHeaders?.(ev.metadata);
+        return;
+      case "message":
+        this.calls.get(ev.id)?.inbox.push(ev.data);
+        return;
+      case "half-closed":
+        this.calls.get(ev.id)?.inbox.end();
+        return;
+      case "writable": {
+        const call = this.calls.get(ev.id);
+        const wake = call?.wake;
+        if (call !== undefined) call.wake = undefined;
+        wake?.();
+        return;
+      }
+      case "end": {
+        const call = this.calls.get(ev.id);
+        if (call === undefined) return;
+        this.calls.delete(ev.id);
+        call.ended = ev.status;
+        call.inbox.end(ev.status.code === "OK" ? undefined : ZrpcError.fromStatus(ev.status));
+        call.onEnd?.(ev.status);
+        call.resolveDone(ev.status);
+        const wake = call.wake;
+        call.wake = undefined;
+        wake?.();
+        return;
+      }
+      case "open":
+        this.serve(ev.id, ev.kind, ev.method, ev.metadata);
+        return;
+      case "goaway":
+        return;
+      case "closed":
+        if (this.timer !== undefined) clearTimeout(this.timer);
+        this.timer = undefined;
+        this.closeInfo ??= { code: ev.code, reason: ev.reason };
+        this.resolveClosed(this.closeInfo);
+        return;
+    }
+  }
+
+  // ---- calls the server opens -------------------------------------------
+
+  private serve(id: number, kind: CallKind, method: string, metadata: Metadata): void {
+    const h = this.handlers[method];
+    if (h === undefined) {
+      this.conn.sendStatus(id, status("UNIMPLEMENTED", `unknown method ${method}`));
+      return;
+    }
+    if (!compatible(kind, h.kind)) {
+      this.conn.sendStatus(id, status("UNIMPLEMENTED", `${method} is ${h.kind}, called as ${kind}`));
+      return;
+    }
+    const call = this.track(id);
+    const abort = new AbortController();
+    const trailers: Metadata = [];
+    const ctx: HandlerContext = {
+      method,
+      metadata,
+      signal: abort.signal,
+      trailers,
+      sendHeaders: (md) => {
+        this.conn.sendHeaders(id, toMetadata(md));
+        this.pump();
+      },
+    };
+    call.onEnd = (s) => abort.abort(ZrpcError.fromStatus(s));
+    const requests: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => ({ next: () => call.inbox.next() }) };
+    const one = async (): Promise<Uint8Array> => {
+      const r = await call.inbox.next();
+      if (r.done) throw new ZrpcError("INTERNAL", "no request message");
+      return r.value;
+    };
+    const stream = async (out: AsyncIterable<Uint8Array>) => {
+      for await (const m of out) await this.sendOn(call, m, false);
+    };
+    const run = async () => {
+      switch (h.kind) {
+        case "unary":
+          await this.sendOn(call, await h.handler(await one(), ctx), false);
+          return;
+        case "server_streaming":
+          return stream(h.handler(await one(), ctx));
+        case "client_streaming":
+          await this.sendOn(call, await h.handler(requests, ctx), false);
+          return;
+        case "bidi":
+          return stream(h.handler(requests, ctx));
+      }
+    };
+    run().then(
+      () => {
+        this.conn.sendStatus(id, { code: "OK", message: "", details: new Uint8Array(0), trailers });
+        this.pump();
+      },
+      (e: unknown) => {
+        const s =
+          e instanceof ZrpcError
+            ? { code: e.code, message: e.rawMessage, details: e.details, trailers: [...trailers, ...e.trailers] }
+            : { ...status("UNKNOWN", e instanceof Error ? e.message : String(e)), trailers };
+        this.conn.sendStatus(id, s);
+        this.pump();
+      },
+    );
+  }
+}
+
+/** Whether a call of kind `call` carries what a handler of kind `handler` needs (PROTOCOL.md 5.2). */
+function compatible(call: CallKind, handler: CallKind): boolean {
+  return (singleRequest(handler) || !singleRequest(call)) && (singleResponse(handler) || !singleResponse(call));
+}
+
+function isStatus(e: unknown): e is Status {
+  return typeof e === "object" && e !== null && "code" in e && "trailers" in e && !(e instanceof Error);
+}

@@ -1,0 +1,716 @@
+/**
+ * The protocol state machine of one connection, for the client side (it
+ * also serves the calls the server opens toward it). Sans-IO: messages in
+ * through `handle*`, bytes and events out through `poll*`, time passed in
+ * as milliseconds of any monotonic clock. No sockets, no timers, no promises.
+ *
+ * The connection routes frames to calls ({@link Call} owns the per-call
+ * rules), packs what is ready into WebSocket messages, and ends everything
+ * through one teardown path.
+ */
+
+import { Call, type Role } from "./call.js";
+import { type Config, DEFAULT_CONFIG, type Limits, PROTOCOL_DEFAULTS, checkSettings, maxWebSocketMessage } from "./config.js";
+import {
+  type CallKind,
+  type Frame,
+  FrameError,
+  HEADER_LEN,
+  MAX_CREDIT,
+  decodeFrame,
+  encodeBatch,
+  encodeFrame,
+  encodeMessage,
+  isBatch,
+  splitBatch,
+} from "./frame.js";
+import { type Metadata, metadataSize } from "./metadata.js";
+import { Code, type CodeName, type Status, codeName, status } from "./status.js";
+
+/** What the connection tells its driver. */
+export type Event =
+  /** Response headers of a call this side opened. */
+  | { type: "headers"; id: number; metadata: Metadata }
+  /** A whole message (after reassembly); consume it with {@link Connection.consume}. */
+  | { type: "message"; id: number; data: Uint8Array }
+  /** The peer ended its stream of a call this side responds to. */
+  | { type: "half-closed"; id: number }
+  /** A call ended: its status (caller), or why it stopped (responder: RESET, deadline, connection lost). */
+  | { type: "end"; id: number; status: Status }
+  /** A call that was blocked in `canSend` may send again. */
+  | { type: "writable"; id: number }
+  /** The peer opened a call toward this side (answer it or reset it). */
+  | { type: "open"; id: number; kind: CallKind; method: string; metadata: Metadata; deadline: number | undefined }
+  /** The peer is draining: no new calls on this connection. */
+  | { type: "goaway"; lastStreamId: number; reason: string }
+  /** The connection is over; emitted exactly once. */
+  | { type: "closed"; code: number; reason: string };
+
+/** Connection states: `draining` after a GOAWAY either way; `closed` after teardown. */
+type State = "open" | "draining" | "closed";
+
+/** A connection error: a close code and its reason (PROTOCOL.md 9.4). */
+class ConnectionError extends Error {
+  constructor(
+    readonly code: number,
+    reason: string,
+  ) {
+    super(reason);
+  }
+}
+
+const protocolError = (reason: string) => new ConnectionError(1002, reason);
+
+/** Options of {@link Connection.open}. */
+export interface OpenOptions {
+  metadata?: Metadata;
+  /** Deadline relative to `now`, ms; 0 or absent: none. */
+  timeoutMs?: number;
+}
+
+export class Connection {
+  readonly config: Config;
+  /** The peer's limits (protocol defaults until its SETTINGS arrives). */
+  private peer: Limits = { ...PROTOCOL_DEFAULTS };
+  private state: State = "open";
+  private readonly calls = new Map<number, Call>();
+  /** Calls with a frame ready to go, in turn order. */
+  private readonly ready: number[] = [];
+  private readonly inReady = new Set<number>();
+  /** Frames that go before any call data (SETTINGS, OPEN, CREDIT, RESET, PING...). */
+  private readonly control: Uint8Array[] = [];
+  private readonly events: Event[] = [];
+  private nextId = 1;
+  /** Highest id the peer opened. */
+  private maxPeerId = 0;
+  private settingsReceived = false;
+  private settingsSent = false;
+  private framesReceived = 0;
+  /** Our GOAWAY's last id, once sent. */
+  private goawaySent: number | undefined;
+  /** The peer's GOAWAY's last id, once received. */
+  private goawayReceived: number | undefined;
+  private close: { code: number; reason: string } | undefined;
+  private closeTaken = false;
+  private queuedSend = 0;
+  /** Received bytes held for the application over all calls. */
+  private held = 0;
+  private lastReceived: number;
+  private pingSentAt: number | undefined;
+  private readonly maxInbound: number;
+  private responderCalls = 0;
+
+  constructor(config: Partial<Config> = {}, now = 0) {
+    this.config = { ...DEFAULT_CONFIG, ...config };
+    this.lastReceived = now;
+    this.maxInbound = maxWebSocketMessage(this.config);
+    const c = this.config;
+    this.control.push(
+      encodeFrame({
+        type: "SETTINGS",
+        settings: {
+          maxMessageSize: c.maxMessageSize,
+          maxConcurrentStreams: c.maxConcurrentStreams,
+          initialCredit: c.initialCredit,
+          maxFragmentSize: c.maxFragmentSize,
+          maxMetadataSize: c.maxMetadataSize,
+          maxBatchSize: c.maxBatchSize,
+        },
+      }),
+    );
+  }
+
+  // ---- state ------------------------------------------------------------
+
+  /** Whether new calls may be opened. */
+  get isOpen(): boolean {
+    return this.state === "open";
+  }
+
+  /** Whether the connection is over. */
+  get isClosed(): boolean {
+    return this.state === "closed";
+  }
+
+  /** Live calls, both directions. */
+  get liveCalls(): number {
+    return this.calls.size;
+  }
+
+  /** Received bytes held for the application. */
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  /** Bytes queued to send. */
+  get queuedBytes(): number {
+    return this.queuedSend;
+  }
+
+  /** Whether events are waiting for {@link pollEvent}. */
+  get hasEvents(): boolean {
+    return this.events.length > 0;
+  }
+
+  /** The peer's limits as it announced them. */
+  get peerLimits(): Readonly<Limits> {
+    return this.peer;
+  }
+
+  // ---- actions ----------------------------------------------------------
+
+  /** Opens a call; returns its id. Throws a status when no call can be opened. */
+  open(kind: CallKind, method: string, now: number, opts: OpenOptions = {}): number {
+    if (this.state !== "open") {
+      throw status("UNAVAILABLE", this.state === "draining" ? "connection is draining" : "connection closed");
+    }
+    if (this.nextId > 0xffffffff) throw status("UNAVAILABLE", "stream ids used up: open a new connection");
+    const metadata = opts.metadata ?? [];
+    if (metadataSize(metadata) > this.peer.maxMetadataSize) {
+      throw status("RESOURCE_EXHAUSTED", `request metadata over the server's limit of ${this.peer.maxMetadataSize} bytes`);
+    }
+    const id = this.nextId;
+    const timeoutMs = Math.max(0, Math.min(Math.ceil(opts.timeoutMs ?? 0), 0xffffffff));
+    let open: Uint8Array;
+    try {
+      open = encodeFrame({
+        type: "OPEN",
+        stream: id,
+        kind,
+        timeoutMs,
+        initialCredit: this.config.callCredit,
+        method,
+        metadata,
+      });
+    } catch (e) {
+      throw status("INVALID_ARGUMENT", e instanceof Error ? e.message : String(e));
+    }
+    this.nextId += 2;
+    const call = new Call(id, "caller", kind, this.peer.initialCredit, this.config.callCredit);
+    if (timeoutMs > 0) call.deadline = now + timeoutMs;
+    this.calls.set(id, call);
+    this.control.push(open);
+    return id;
+  }
+
+  /**
+   * Whether a message may be queued on `id` now: the peer has credit for
+   * it and the send buffers have room. When not, wait for its `writable` event.
+   */
+  canSend(id: number): boolean {
+    const call = this.calls.get(id);
+    if (call === undefined) return true; // send() reports the end
+    const s = call.send;
+    if (s.credit <= s.queuedMessages || s.queuedBytes >= this.config.maxCallSendBuffer || this.queuedSend >= this.config.maxConnectionSendBuffer) {
+      this.wantWritable.add(id);
+      return false;
+    }
+    return true;
+  }
+
+  private readonly wantWritable = new Set<number>();
+
+  /**
+   * Queues a message (the caller's last one when `end`). Returns false when
+   * the call has ended or its send side is closed (its `end` event says why).
+   */
+  send(id: number, data: Uint8Array, end = false): boolean {
+    const call = this.calls.get(id);
+    if (call === undefined || call.send.state !== "open") return false;
+    if (data.length > this.peer.maxMessageSize) {
+      this.streamError(call, status("RESOURCE_EXHAUSTED", `message of ${data.length} bytes over the peer's limit of ${this.peer.maxMessageSize}`));
+      return false;
+    }
+    call.send.push(data, end && call.role === "caller");
+    this.queuedSend += data.length;
+    this.schedule(call);
+    return true;
+  }
+
+  /** Ends the request stream of a call this side opened. */
+  halfClose(id: number): void {
+    const call = this.calls.get(id);
+    if (call === undefined || call.role !== "caller" || call.send.state !== "open") return;
+    call.send.end();
+    this.schedule(call);
+  }
+
+  /** The application consumed a message of `bytes` from `id`: credit flows back. */
+  consume(id: number, bytes: number): void {
+    const call = this.calls.get(id);
+    if (call === undefined) return;
+    this.held -= Math.min(bytes, call.recv.unreadBytes);
+    const grant = call.recv.consume(bytes, this.config);
+    if (grant > 0) this.control.push(encodeFrame({ type: "CREDIT", stream: id, credit: grant }));
+  }
+
+  /** Aborts a call: RESET as its caller, STATUS as its responder. */
+  reset(id: number, code: CodeName = "CANCELLED", message = "cancelled"): void {
+    const call = this.calls.get(id);
+    if (call === undefined) return;
+    this.streamError(call, status(code, message));
+  }
+
+  /** Response headers of a call the peer opened (before its first message). */
+  sendHeaders(id: number, metadata: Metadata): void {
+    const call = this.calls.get(id);
+    if (call === undefined || call.role !== "responder" || call.headersDone) return;
+    call.headersDone = true;
+    this.control.push(encodeFrame({ type: "HEADERS", stream: id, metadata }));
+  }
+
+  /** Ends a call the peer opened with `s`, after the messages already queued. */
+  sendStatus(id: number, s: Status): void {
+    const call = this.calls.get(id);
+    if (call === undefined || call.role !== "responder" || call.pendingStatus !== undefined) return;
+    call.headersDone = true;
+    call.pendingStatus = s;
+    call.send.end();
+    this.schedule(call);
+  }
+
+  /**
+   * Starts a graceful close: GOAWAY, no new calls, and once the calls in
+   * flight have ended the connection closes with 1000.
+   */
+  drain(reason = "client closing"): void {
+    if (this.state === "closed" || this.goawaySent !== undefined) return;
+    this.goawaySent = this.maxPeerId;
+    this.state = "draining";
+    this.control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.maxPeerId, code: 1000, reason }));
+    this.maybeDrained();
+  }
+
+  /** Ends every call at once and closes with `code` (for example when the page unloads). */
+  abort(code = 1000, reason = "closed by the application"): void {
+    this.teardown(code, reason, status("CANCELLED", reason), true);
+  }
+
+  // ---- inputs -----------------------------------------------------------
+
+  /** A WebSocket message arrived. */
+  handleMessage(data: Uint8Array | string, now: number): void {
+    if (this.state === "closed") return;
+    this.lastReceived = now;
+    this.pingSentAt = undefined;
+    try {
+      if (typeof data === "string") throw new ConnectionError(1003, "text message on a zrpc.v1 connection");
+      if (data.length > this.maxInbound && !(isBatch(data) && data.length <= HEADER_LEN + this.config.maxBatchSize)) {
+        throw new ConnectionError(1009, `message of ${data.length} bytes over the limit of ${this.maxInbound}`);
+      }
+      if (isBatch(data)) {
+        if (this.config.maxBatchSize === 0) throw protocolError("BATCH not offered");
+        if (data.length > HEADER_LEN + this.config.maxBatchSize) throw new ConnectionError(1009, "BATCH over MAX_BATCH_SIZE");
+        for (const f of splitBatch(data)) {
+          this.onFrame(decodeFrame(f), now);
+          if (this.isClosed) return;
+        }
+      } else {
+        this.onFrame(decodeFrame(data), now);
+      }
+    } catch (e) {
+      if (e instanceof FrameError) this.fail(new ConnectionError(1002, e.message));
+      else if (e instanceof ConnectionError) this.fail(e);
+      else throw e;
+    }
+  }
+
+  /** The WebSocket closed (or failed: pass 1006). */
+  handleClose(code: number, reason: string): void {
+    const why = code === 1000 && this.calls.size === 0 ? "connection closed" : `connection closed (${code}${reason ? `: ${reason}` : ""})`;
+    this.teardown(code, reason, status("UNAVAILABLE", why), false);
+  }
+
+  /** Time passed: deadlines and keepalive. Call it at {@link pollTimeout}. */
+  handleTimeout(now: number): void {
+    if (this.state === "closed") return;
+    for (const call of [...this.calls.values()]) {
+      if (call.deadline !== undefined && call.deadline <= now) {
+        this.streamError(call, status("DEADLINE_EXCEEDED", "deadline exceeded"));
+      }
+    }
+    const k = this.config;
+    if (k.keepaliveIntervalMs > 0) {
+      if (this.pingSentAt !== undefined && now >= this.pingSentAt + k.keepaliveTimeoutMs) {
+        this.fail(new ConnectionError(4000, "keepalive timeout"));
+      } else if (this.pingSentAt === undefined && now >= this.lastReceived + k.keepaliveIntervalMs) {
+        this.pingSentAt = now;
+        this.control.push(encodeFrame({ type: "PING", ack: false, data: new Uint8Array(8) }));
+      }
+    }
+  }
+
+  // ---- outputs ----------------------------------------------------------
+
+  /** The next event, if any. */
+  pollEvent(): Event | undefined {
+    return this.events.shift();
+  }
+
+  /** When {@link handleTimeout} is next due, if ever. */
+  pollTimeout(): number | undefined {
+    if (this.state === "closed") return undefined;
+    let at: number | undefined;
+    for (const call of this.calls.values()) {
+      if (call.deadline !== undefined && (at === undefined || call.deadline < at)) at = call.deadline;
+    }
+    const k = this.config;
+    if (k.keepaliveIntervalMs > 0) {
+      const t = this.pingSentAt !== undefined ? this.pingSentAt + k.keepaliveTimeoutMs : this.lastReceived + k.keepaliveIntervalMs;
+      if (at === undefined || t < at) at = t;
+    }
+    return at;
+  }
+
+  /**
+   * The next WebSocket message to send, if any: control frames first, then
+   * one frame per ready call in turn, packed in a BATCH when the peer
+   * offered one and more than one frame is ready.
+   */
+  pollTransmit(): Uint8Array | undefined {
+    if (!this.settingsSent) {
+      // SETTINGS is the first frame, alone in its message.
+      this.settingsSent = true;
+      return this.control.shift();
+    }
+    const limit = this.settingsReceived ? this.peer.maxBatchSize : 0;
+    const first = this.nextFrame();
+    if (first === undefined) return undefined;
+    if (limit === 0 || first.length > limit || first.length > 0xffff) return first;
+    const frames = [first];
+    let size = 2 + first.length;
+    for (;;) {
+      const f = this.peekFits(limit - size);
+      if (f === undefined) break;
+      frames.push(f);
+      size += 2 + f.length;
+    }
+    return frames.length === 1 ? first : encodeBatch(frames);
+  }
+
+  /** The close the driver must perform after sending what is queued, once. */
+  pollClose(): { code: number; reason: string } | undefined {
+    if (this.close === undefined || this.closeTaken) return undefined;
+    if (this.control.length > 0 || this.ready.length > 0) return undefined;
+    this.closeTaken = true;
+    return this.close;
+  }
+
+  // ---- sending ----------------------------------------------------------
+
+  private schedule(call: Call): void {
+    if (!this.inReady.has(call.id) && (call.send.ready() || call.pendingStatus !== undefined)) {
+      this.inReady.add(call.id);
+      this.ready.push(call.id);
+    }
+  }
+
+  /** A frame of at most `room` bytes (plus entry header) if one is ready, else undefined. */
+  private peekFits(room: number): Uint8Array | undefined {
+    if (room < 2 + HEADER_LEN) return undefined;
+    const c = this.control[0];
+    if (c !== undefined) return c.length + 2 <= room ? this.control.shift() : undefined;
+    const id = this.ready[0];
+    if (id === undefined) return undefined;
+    const call = this.calls.get(id);
+    if (call === undefined) return this.nextFrame();
+    // A data frame fits when its whole payload does (fragments are not shrunk to fit).
+    const s = call.send;
+    const maxPayload = Math.min(this.peer.maxFragmentSize, room - 2 - HEADER_LEN);
+    if (s.ready() && s.nextLength(this.peer.maxFragmentSize) > maxPayload) return undefined;
+    return this.nextFrame();
+  }
+
+  private nextFrame(): Uint8Array | undefined {
+    const c = this.control.shift();
+    if (c !== undefined) return c;
+    while (this.ready.length > 0) {
+      const id = this.ready.shift() as number;
+      this.inReady.delete(id);
+      const call = this.calls.get(id);
+      if (call === undefined) continue;
+      const frame = this.callFrame(call);
+      if (call.send.ready() || call.pendingStatus !== undefined) {
+        this.inReady.add(id);
+        this.ready.push(id);
+      }
+      if (frame !== undefined) return frame;
+    }
+    return undefined;
+  }
+
+  private callFrame(call: Call): Uint8Array | undefined {
+    const before = call.send.queuedBytes;
+    const next = call.send.next(this.peer.maxFragmentSize, call.role === "caller");
+    this.queuedSend -= before - call.send.queuedBytes;
+    this.notifyWritable(call);
+    if (next?.type === "message") return encodeMessage(call.id, next.payload, next.end, next.more);
+    if (next?.type === "half-close") return encodeFrame({ type: "HALF_CLOSE", stream: call.id });
+    if (call.pendingStatus !== undefined && call.send.queuedMessages === 0) {
+      const s = call.pendingStatus;
+      call.pendingStatus = undefined;
+      const frame = this.statusFrame(call.id, s);
+      this.remove(call);
+      return frame;
+    }
+    return undefined;
+  }
+
+  private notifyWritable(call: Call): void {
+    if (!this.wantWritable.has(call.id)) return;
+    const s = call.send;
+    if (s.credit > s.queuedMessages && s.queuedBytes < this.config.maxCallSendBuffer && this.queuedSend < this.config.maxConnectionSendBuffer) {
+      this.wantWritable.delete(call.id);
+      this.events.push({ type: "writable", id: call.id });
+    }
+  }
+
+  private statusFrame(id: number, s: Status): Uint8Array {
+    let frame = encodeFrame({ type: "STATUS", stream: id, code: Code[s.code], message: s.message, details: s.details, trailers: s.trailers });
+    if (frame.length - HEADER_LEN > this.peer.maxMetadataSize) {
+      // Too large for the peer: the code and a shortened message still go.
+      const message = `${s.message.slice(0, 200)} (status truncated: over the peer's metadata limit)`;
+      frame = encodeFrame({ type: "STATUS", stream: id, code: Code[s.code], message, details: new Uint8Array(0), trailers: [] });
+    }
+    return frame;
+  }
+
+  // ---- receiving --------------------------------------------------------
+
+  private onFrame(f: Frame, now: number): void {
+    const first = this.framesReceived === 0;
+    this.framesReceived += 1;
+    switch (f.type) {
+      case "SETTINGS": {
+        if (!first) throw protocolError("SETTINGS after the first frame");
+        const bad = checkSettings(f.settings);
+        if (bad !== undefined) throw protocolError(bad);
+        Object.assign(this.peer, f.settings);
+        this.settingsReceived = true;
+        return;
+      }
+      case "PING":
+        if (!f.ack) {
+          this.control.push(encodeFrame({ type: "PING", ack: true, data: f.data }));
+          if (this.control.length > this.config.maxPendingControl) throw new ConnectionError(1008, "peer does not read its PING replies");
+        }
+        return;
+      case "GOAWAY":
+        return this.onGoAway(f.lastStreamId, f.code, f.reason);
+      case "OPEN":
+        return this.onOpen(f, now);
+      default:
+        return this.onCallFrame(f);
+    }
+  }
+
+  private onGoAway(last: number, code: number, reason: string): void {
+    if (code !== 1000) {
+      const why = `the server closed the connection (${code}${reason ? `: ${reason}` : ""})`;
+      this.teardown(code, reason, status("UNAVAILABLE", why), true);
+      return;
+    }
+    last = Math.min(last, this.goawayReceived ?? last);
+    this.goawayReceived = last;
+    if (this.state === "open") this.state = "draining";
+    const refused = [...this.calls.values()].filter((c) => c.role === "caller" && c.id > last).sort((a, b) => a.id - b.id);
+    for (const call of refused) {
+      this.end(call, status("UNAVAILABLE", "not processed: the server is draining (GOAWAY); safe to retry"));
+    }
+    this.events.push({ type: "goaway", lastStreamId: last, reason });
+    this.maybeDrained();
+  }
+
+  private onOpen(f: Extract<Frame, { type: "OPEN" }>, now: number): void {
+    if (f.stream % 2 === 1 || f.stream <= this.maxPeerId) throw protocolError("OPEN with a stream id not above the peer's last, or of the wrong parity");
+    this.maxPeerId = f.stream;
+    const size = metadataSize(f.metadata);
+    if (size > this.config.maxMetadataSize) throw new ConnectionError(1009, "request metadata over MAX_METADATA_SIZE");
+    if (this.goawaySent !== undefined) return; // above our GOAWAY's last id: not processed
+    const call = new Call(f.stream, "responder", f.kind, f.initialCredit, this.config.initialCredit);
+    if (this.responderCalls >= this.config.maxConcurrentStreams) {
+      this.control.push(this.statusFrame(f.stream, status("RESOURCE_EXHAUSTED", "too many concurrent calls")));
+      return;
+    }
+    if (f.timeoutMs > 0) call.deadline = now + f.timeoutMs;
+    this.calls.set(call.id, call);
+    this.responderCalls += 1;
+    this.events.push({ type: "open", id: call.id, kind: f.kind, method: f.method, metadata: f.metadata, deadline: call.deadline });
+  }
+
+  /** The live call a frame is for, or undefined for a frame to ignore. */
+  private live(id: number): Call | undefined {
+    const call = this.calls.get(id);
+    if (call !== undefined) return call;
+    const ours = id % 2 === 1;
+    if (ours ? id >= this.nextId : id > this.maxPeerId) throw protocolError("frame for a stream that was never opened");
+    return undefined;
+  }
+
+  private onCallFrame(f: Exclude<Frame, { type: "SETTINGS" | "PING" | "GOAWAY" | "OPEN" }>): void {
+    const call = this.live(f.stream);
+    if (call === undefined) return;
+    const caller = call.role === "caller";
+    switch (f.type) {
+      case "HEADERS": {
+        if (!caller) throw protocolError("HEADERS from the caller");
+        if (metadataSize(f.metadata) > this.config.maxMetadataSize) throw new ConnectionError(1009, "response headers over MAX_METADATA_SIZE");
+        if (call.headersDone) return this.streamError(call, status("INTERNAL", "response headers after headers or a message"));
+        call.headersDone = true;
+        this.events.push({ type: "headers", id: call.id, metadata: f.metadata });
+        return;
+      }
+      case "MESSAGE":
+        return this.onMessage(call, f.payload, f.more, f.endStream);
+      case "HALF_CLOSE":
+        if (caller) throw protocolError("HALF_CLOSE from the responder");
+        return this.onHalfClose(call);
+      case "STATUS": {
+        if (!caller) throw protocolError("STATUS from the caller");
+        const size = f.message.length + f.details.length + metadataSize(f.trailers) + 7;
+        if (size > this.config.maxMetadataSize) throw new ConnectionError(1009, "STATUS over MAX_METADATA_SIZE");
+        let s: Status = { code: codeName(f.code), message: f.message, details: f.details.slice(), trailers: f.trailers };
+        if (s.code === "OK" && call.recv.received !== 1 && (call.kind === "unary" || call.kind === "client_streaming")) {
+          s = status("INTERNAL", "OK status without the one response message");
+        }
+        this.end(call, s);
+        return;
+      }
+      case "RESET":
+        this.end(call, status(codeName(f.code), caller ? "call reset by the server" : "call cancelled by the caller"));
+        return;
+      case "CREDIT": {
+        if (call.send.credit + f.credit > MAX_CREDIT) throw protocolError("stream credit above 2^31-1");
+        call.send.credit += f.credit;
+        this.schedule(call);
+        this.notifyWritable(call);
+        return;
+      }
+    }
+  }
+
+  private onMessage(call: Call, payload: Uint8Array, more: boolean, end: boolean): void {
+    if (payload.length > this.config.maxFragmentSize) throw new ConnectionError(1009, "MESSAGE frame over MAX_FRAGMENT_SIZE");
+    if (end && call.role === "caller") throw protocolError("END_STREAM from the responder");
+    const r = call.recv;
+    if (!r.open) return this.streamError(call, status("INTERNAL", "message after half-close"));
+    if (r.partial === undefined) {
+      if (r.credit === 0) throw protocolError("message beyond the granted credit");
+      r.credit -= 1;
+      if (call.tooManyReceived()) return this.streamError(call, status("INTERNAL", "more than one message for this call kind"));
+    }
+    if (r.partialBytes + payload.length > this.config.maxMessageSize) {
+      return this.streamError(call, status("RESOURCE_EXHAUSTED", `message larger than the limit of ${this.config.maxMessageSize} bytes`));
+    }
+    if (more) {
+      // Copied: the WebSocket's buffer may be reused; the copy is what is held.
+      (r.partial ??= []).push(payload.slice());
+      r.partialBytes += payload.length;
+      this.held += payload.length;
+    } else {
+      let data = payload;
+      if (r.partial !== undefined) {
+        r.partial.push(payload);
+        const total = r.partialBytes + payload.length;
+        const out = new Uint8Array(total);
+        let at = 0;
+        for (const p of r.partial) {
+          out.set(p, at);
+          at += p.length;
+        }
+        data = out;
+        this.held -= r.partialBytes;
+        r.partial = undefined;
+        r.partialBytes = 0;
+      }
+      r.delivered(data.length);
+      this.held += data.length;
+      if (call.role === "caller") call.headersDone = true;
+      this.events.push({ type: "message", id: call.id, data });
+    }
+    this.enforceBuffer();
+    if (end && this.calls.has(call.id)) this.onHalfClose(call);
+  }
+
+  private onHalfClose(call: Call): void {
+    const r = call.recv;
+    if (!r.open) return this.streamError(call, status("INTERNAL", "duplicate half-close"));
+    if (r.partial !== undefined) return this.streamError(call, status("INTERNAL", "half-close inside a fragmented message"));
+    r.open = false;
+    this.events.push({ type: "half-closed", id: call.id });
+  }
+
+  /** Ends the call holding the most while the connection-wide bound is exceeded. */
+  private enforceBuffer(): void {
+    while (this.held > this.config.maxConnectionBuffer) {
+      let victim: Call | undefined;
+      for (const c of this.calls.values()) if (victim === undefined || c.recv.held > victim.recv.held) victim = c;
+      if (victim === undefined || victim.recv.held === 0) return;
+      this.streamError(victim, status("RESOURCE_EXHAUSTED", "connection receive buffer full: this call's reader is the slowest"));
+    }
+  }
+
+  // ---- ending -----------------------------------------------------------
+
+  /** A stream error: tell the peer (RESET or STATUS) and end the call here. */
+  private streamError(call: Call, s: Status): void {
+    if (call.role === "caller") {
+      this.control.push(encodeFrame({ type: "RESET", stream: call.id, code: Code[s.code] }));
+    } else {
+      this.control.push(this.statusFrame(call.id, s));
+    }
+    this.end(call, s);
+  }
+
+  /** Ends one call: frees its buffers, emits `end`. */
+  private end(call: Call, s: Status): void {
+    if (!this.remove(call)) return;
+    this.events.push({ type: "end", id: call.id, status: s });
+  }
+
+  private remove(call: Call): boolean {
+    if (!this.calls.delete(call.id)) return false;
+    this.queuedSend -= call.send.clear();
+    this.held -= call.recv.held;
+    this.wantWritable.delete(call.id);
+    if (call.role === "responder") this.responderCalls -= 1;
+    this.maybeDrained();
+    return true;
+  }
+
+  private maybeDrained(): void {
+    if (this.state === "draining" && this.goawaySent !== undefined && this.calls.size === 0 && this.close === undefined) {
+      this.close = { code: 1000, reason: "drained" };
+    }
+  }
+
+  private fail(e: ConnectionError): void {
+    if (this.state === "closed") return;
+    this.control.length = 0;
+    this.control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.maxPeerId, code: e.code, reason: e.message }));
+    this.teardown(e.code, e.message, status("UNAVAILABLE", `connection error: ${e.message}`), true);
+  }
+
+  /**
+   * The one teardown: every call ends with `s`, nothing more is sent but
+   * what is already queued in `control`, `closed` is emitted once, and when
+   * `sendClose` the driver is asked to close the WebSocket.
+   */
+  private teardown(code: number, reason: string, s: Status, sendClose: boolean): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.ready.length = 0;
+    this.inReady.clear();
+    for (const call of [...this.calls.values()]) this.end(call, s);
+    if (sendClose && this.close === undefined) this.close = { code, reason: truncateReason(reason) };
+    if (!sendClose) this.control.length = 0;
+    this.events.push({ type: "closed", code, reason });
+  }
+}
+
+/** A WebSocket close reason is at most 123 bytes of UTF-8. */
+function truncateReason(reason: string): string {
+  let r = reason;
+  while (new TextEncoder().encode(r).length > 123) r = r.slice(0, -1);
+  return r;
+}

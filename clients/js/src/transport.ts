@@ -1,0 +1,109 @@
+/**
+ * The WebSocket binding: opens a socket with the `zrpc.v1` subprotocol and
+ * turns its callbacks into calls on a protocol driver. Works with the
+ * WHATWG `WebSocket` (browsers, Node ≥ 22) and with the `ws` package.
+ */
+
+import { ZrpcError } from "./protocol/status.js";
+
+/** The subprotocol token of zrpc v1. */
+export const SUBPROTOCOL = "zrpc.v1";
+
+/** What zrpc needs of a WebSocket: the WHATWG interface's core. */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly bufferedAmount: number;
+  readonly protocol: string;
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** A WebSocket constructor: `globalThis.WebSocket`, or `ws`'s `WebSocket` in Node 20. */
+export type WebSocketConstructor = new (url: string, protocols: string | string[]) => WebSocketLike;
+
+/** What the socket reports to whoever drives the protocol. */
+export interface SocketSink {
+  message(data: Uint8Array | string): void;
+  closed(code: number, reason: string): void;
+}
+
+/** Bytes in the socket's send buffer above which zrpc stops handing it more. */
+export const SEND_HIGH_WATER = 1024 * 1024;
+
+/**
+ * Opens a WebSocket and resolves when it is open with `zrpc.v1` selected.
+ * Rejects with `UNAVAILABLE` when it cannot connect within `timeoutMs`, or
+ * when the server is not a zrpc v1 server.
+ */
+export function openSocket(
+  url: string,
+  ctor: WebSocketConstructor | undefined,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<WebSocketLike> {
+  const WS = ctor ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (WS === undefined) {
+    return Promise.reject(
+      new ZrpcError("UNAVAILABLE", "no WebSocket implementation: pass { WebSocket } (in Node 20: import { WebSocket } from 'ws')"),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    let ws: WebSocketLike;
+    try {
+      ws = new WS(url, [SUBPROTOCOL]);
+    } catch (e) {
+      reject(new ZrpcError("UNAVAILABLE", `cannot connect to ${url}: ${e instanceof Error ? e.message : String(e)}`));
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    const fail = (why: string) => {
+      cleanup();
+      try {
+        ws.close();
+      } catch {
+        // already closing
+      }
+      reject(new ZrpcError("UNAVAILABLE", why));
+    };
+    const timer = setTimeout(() => fail(`connecting to ${url} timed out after ${timeoutMs} ms`), timeoutMs);
+    const onAbort = () => fail("connect aborted");
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const cleanup = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      ws.onopen = null;
+      ws.onerror = null;
+      ws.onclose = null;
+    };
+    ws.onopen = () => {
+      if (ws.protocol !== SUBPROTOCOL) {
+        fail(`${url} is not a zrpc server: it did not select the ${SUBPROTOCOL} subprotocol`);
+        return;
+      }
+      cleanup();
+      resolve(ws);
+    };
+    ws.onerror = () => fail(`cannot connect to ${url}`);
+    ws.onclose = (ev) => fail(`cannot connect to ${url} (close ${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`);
+  });
+}
+
+/** Routes an open socket's events to `sink`. */
+export function bindSocket(ws: WebSocketLike, sink: SocketSink): void {
+  ws.onmessage = (ev) => {
+    const d = ev.data;
+    if (d instanceof ArrayBuffer) sink.message(new Uint8Array(d));
+    else if (typeof d === "string") sink.message(d);
+    else if (ArrayBuffer.isView(d)) sink.message(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    else sink.message("");
+  };
+  ws.onclose = (ev) => sink.closed(ev.code, ev.reason);
+  ws.onerror = () => {
+    // onclose follows with the code.
+  };
+}

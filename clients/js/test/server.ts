@@ -1,0 +1,78 @@
+/** Starts `zrpc serve` on 127.0.0.1 with an OS-chosen port for a test, and stops it. */
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { dirname, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { WebSocket } from "ws";
+import { type Client, type ConnectOptions, type WebSocketConstructor, connect } from "../src/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The repository root (this file runs from clients/js/dist-test/test). */
+export const repoRoot = resolve(here, "../../../..");
+/** The `zrpc` binary the tests run; `ZRPC_BIN` overrides. */
+export const zrpcBin = process.env.ZRPC_BIN ?? resolve(repoRoot, "target/debug/zrpc");
+
+/** `ws`'s WebSocket as the WHATWG constructor type (Node 20 has no global one). */
+export const NodeWebSocket = WebSocket as unknown as WebSocketConstructor;
+
+export interface RunningServer {
+  url: string;
+  /** Lines the server wrote to stderr (its log). */
+  log: string[];
+  /** Resolves with the exit code once the process has exited. */
+  exited: Promise<number | null>;
+  /** SIGTERM (drain) and wait for the exit. */
+  stop(): Promise<number | null>;
+  connect(opts?: ConnectOptions): Promise<Client>;
+}
+
+/** Starts `zrpc serve --addr 127.0.0.1:0 ...args`; resolves once it listens. */
+export function startServer(args: string[] = []): Promise<RunningServer> {
+  const child: ChildProcess = spawn(zrpcBin, ["serve", "--addr", "127.0.0.1:0", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" },
+  });
+  const log: string[] = [];
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (l) => log.push(l));
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  return new Promise((resolveStart, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`zrpc serve did not start within 20 s:\n${log.join("\n")}`));
+    }, 20_000);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${zrpcBin} (build it with cargo build -p zrpc-cli): ${e.message}`));
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`zrpc serve exited with ${code}:\n${log.join("\n")}`));
+    });
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      const m = /on (wss?:\/\/\S+)/.exec(line);
+      if (m === null) return;
+      clearTimeout(timer);
+      const url = m[1] as string;
+      resolveStart({
+        url,
+        log,
+        exited,
+        stop: () => {
+          child.kill("SIGTERM");
+          return exited;
+        },
+        connect: (opts = {}) => connect(url, { WebSocket: NodeWebSocket, ...opts }),
+      });
+    });
+  });
+}
+
+/** Resolves when `cond()` holds, checking on every event-loop turn; rejects after `ms`. */
+export async function until(cond: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
