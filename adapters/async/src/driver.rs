@@ -186,8 +186,11 @@ where
             return WriterEnd::Closed;
         }
         if closed {
-            // The peer closed: answer its close (a no-op if already answered).
-            let _ = async { tx.close(None).await.ok() }
+            // The peer closed: answer its close. The WebSocket layer queued
+            // the reply when it read the peer's close; the sink's close
+            // flushes it (sending a new Close message would be refused as
+            // a send after closing, and the peer would see 1006).
+            let _ = async { SinkExt::close(tx).await.ok() }
                 .or(async {
                     rt.sleep_until(now() + CLOSE_LINGER).await;
                     None

@@ -13,6 +13,8 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use zrpc_core::frame::Open;
@@ -51,6 +53,7 @@ on_both_runtimes!(
     authentication_and_interceptors,
     dropping_the_last_client_handle_closes_the_connection,
     a_timeout_too_large_to_represent_is_no_deadline,
+    a_client_close_is_answered_with_a_close,
     tls_serves_wss_and_refuses_what_it_should,
 );
 
@@ -600,6 +603,24 @@ async fn dropping_the_last_client_handle_closes_the_connection<R: Runtime>(rt: R
             .await;
     }
     assert!(closed, "the server still holds the connection");
+}
+
+/// A client that closes the WebSocket (1000, as a draining client does)
+/// gets the server's close reply, not a dropped socket (which browsers
+/// report as 1006).
+async fn a_client_close_is_answered_with_a_close<R: Runtime>(rt: R) {
+    let (_server, url) = serve(&rt, echo_router(), ServerConfig::default()).await;
+    let mut ws = raw(&rt, &url).await;
+    ws.send(Message::Binary(Bytes::from_static(&[0, 0, 0, 0, 0, 0])))
+        .await
+        .unwrap();
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(close_code::<R>(&mut ws).await, Some(1000));
 }
 
 /// `CallOptions { timeout: Some(Duration::MAX) }` is no panic: the call
