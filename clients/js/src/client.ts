@@ -6,12 +6,12 @@
 
 import { singleRequest, singleResponse } from "./protocol/call.js";
 import type { Config } from "./protocol/config.js";
-import { type Event, Connection } from "./protocol/connection.js";
+import { Connection, type Event } from "./protocol/connection.js";
 import type { CallKind } from "./protocol/frame.js";
 import { type Metadata, type MetadataInit, toMetadata } from "./protocol/metadata.js";
-import { type Status, ZrpcError, status } from "./protocol/status.js";
+import { type Status, status, ZrpcError } from "./protocol/status.js";
 import { AsyncQueue } from "./queue.js";
-import { SEND_HIGH_WATER, type WebSocketConstructor, type WebSocketLike, bindSocket, openSocket } from "./transport.js";
+import { bindSocket, openSocket, SEND_HIGH_WATER, type WebSocketConstructor, type WebSocketLike } from "./transport.js";
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -121,18 +121,27 @@ export class Client {
   private resolveClosed!: (c: CloseInfo) => void;
   /** Resolves when the connection has closed. */
   readonly closed: Promise<CloseInfo>;
+  /** Resolves when the server starts draining (GOAWAY): new calls fail with UNAVAILABLE from then on. */
+  readonly draining: Promise<{ reason: string }>;
+  private resolveDraining!: (d: { reason: string }) => void;
 
   /** Use {@link connect}. */
   constructor(
     private readonly ws: WebSocketLike,
     opts: ConnectOptions = {},
   ) {
-    const keepalive = opts.keepalive === false ? { keepaliveIntervalMs: 0 } : { keepaliveIntervalMs: opts.keepalive?.intervalMs ?? 30_000, keepaliveTimeoutMs: opts.keepalive?.timeoutMs ?? 20_000 };
+    const keepalive =
+      opts.keepalive === false
+        ? { keepaliveIntervalMs: 0 }
+        : { keepaliveIntervalMs: opts.keepalive?.intervalMs ?? 30_000, keepaliveTimeoutMs: opts.keepalive?.timeoutMs ?? 20_000 };
     this.conn = new Connection({ ...opts.limits, ...keepalive }, now());
     this.baseMetadata = toMetadata(opts.metadata);
     this.handlers = opts.handlers ?? {};
     this.closed = new Promise((r) => {
       this.resolveClosed = r;
+    });
+    this.draining = new Promise((r) => {
+      this.resolveDraining = r;
     });
     bindSocket(ws, {
       message: (data) => {
@@ -216,10 +225,7 @@ export class Client {
         this.conn.halfClose(call.id);
         this.pump();
       },
-      cancel: () => {
-        this.conn.reset(call.id, "CANCELLED", "cancelled by the application");
-        this.pump();
-      },
+      cancel: () => this.cancel(call, "cancelled by the application"),
       status: call.done,
       [Symbol.asyncIterator]: () => it,
     };
@@ -272,8 +278,7 @@ export class Client {
     const call = this.track(id);
     call.onHeaders = opts.onHeaders;
     const onAbort = () => {
-      this.conn.reset(id, "CANCELLED", "cancelled by the application");
-      this.pump();
+      this.cancel(call, "cancelled by the application");
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     call.onEnd = (s) => {
@@ -282,6 +287,15 @@ export class Client {
     };
     this.pump();
     return call;
+  }
+
+  /** Cancels a live call: RESET CANCELLED, and what was received but not read is dropped. */
+  private cancel(call: Active, why: string): void {
+    if (call.ended !== undefined) return;
+    this.conn.reset(call.id, "CANCELLED", why);
+    // The `end` event (dispatched synchronously below) ends the inbox.
+    for (let ev = this.conn.pollEvent(); ev !== undefined; ev = this.conn.pollEvent()) this.dispatch(ev);
+    this.pump();
   }
 
   /** Queues a message once the peer has credit for it; rejects with the call's status if it ended. */
@@ -312,10 +326,7 @@ export class Client {
     return {
       next: () => call.inbox.next(),
       return: async () => {
-        if (call.ended === undefined) {
-          this.conn.reset(call.id, "CANCELLED", "the application stopped reading");
-          this.pump();
-        }
+        this.cancel(call, "the application stopped reading");
         return { value: undefined, done: true };
       },
     };
@@ -402,7 +413,9 @@ export class Client {
         if (call === undefined) return;
         this.calls.delete(ev.id);
         call.ended = ev.status;
-        call.inbox.end(ev.status.code === "OK" ? undefined : ZrpcError.fromStatus(ev.status));
+        if (ev.status.code === "OK") call.inbox.end();
+        else if (ev.status.code === "CANCELLED") call.inbox.fail(ZrpcError.fromStatus(ev.status));
+        else call.inbox.end(ZrpcError.fromStatus(ev.status));
         call.onEnd?.(ev.status);
         call.resolveDone(ev.status);
         const wake = call.wake;
@@ -414,6 +427,7 @@ export class Client {
         this.serve(ev.id, ev.kind, ev.method, ev.metadata);
         return;
       case "goaway":
+        this.resolveDraining({ reason: ev.reason });
         return;
       case "closed":
         if (this.timer !== undefined) clearTimeout(this.timer);

@@ -40,6 +40,14 @@ export class AsyncQueue<T> {
     }
   }
 
+  /** Ends now, dropping what is queued: the consumer sees `error` next. */
+  fail(error: unknown): void {
+    this.items.length = 0;
+    this.head = 0;
+    this.done = false;
+    this.end(error);
+  }
+
   get size(): number {
     return this.items.length - this.head;
   }

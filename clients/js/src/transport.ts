@@ -63,6 +63,8 @@ export function openSocket(
     ws.binaryType = "arraybuffer";
     const fail = (why: string) => {
       cleanup();
+      // Closing a socket still connecting reports an error event: keep a listener.
+      ws.onerror = () => {};
       try {
         ws.close();
       } catch {

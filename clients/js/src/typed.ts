@@ -5,7 +5,16 @@
  * length prefix), as on the Rust side.
  */
 
-import { type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  fromBinary,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
 import type { CallOptions, Client } from "./client.js";
 import type { Status } from "./protocol/status.js";
 
@@ -20,7 +29,11 @@ export interface TypedBidiCall<I extends DescMessage, O extends DescMessage> ext
 }
 
 /** The typed function for one method, by its kind. */
-export type TypedMethod<M extends Method> = M extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+export type TypedMethod<M extends Method> = M extends {
+  methodKind: "unary";
+  input: infer I extends DescMessage;
+  output: infer O extends DescMessage;
+}
   ? (request: MessageInitShape<I>, opts?: CallOptions) => Promise<MessageShape<O>>
   : M extends { methodKind: "server_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
     ? (request: MessageInitShape<I>, opts?: CallOptions) => AsyncIterable<MessageShape<O>>

@@ -5,7 +5,7 @@ import { dirname, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { WebSocket } from "ws";
-import { type Client, type ConnectOptions, type WebSocketConstructor, connect } from "../src/index.js";
+import { type Client, type ConnectOptions, connect, type WebSocketConstructor } from "../src/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root (this file runs from clients/js/dist-test/test). */

@@ -34,10 +34,7 @@ interface Outgoing {
 export type SendState = "open" | "ending" | "done";
 
 /** What the send half puts on the wire next. */
-export type NextFrame =
-  | { type: "message"; payload: Uint8Array; more: boolean; end: boolean }
-  | { type: "half-close" }
-  | undefined;
+export type NextFrame = { type: "message"; payload: Uint8Array; more: boolean; end: boolean } | { type: "half-close" } | undefined;
 
 export class SendHalf {
   state: SendState = "open";

@@ -73,8 +73,7 @@ export const DEFAULT_CONFIG: Config = {
 export function checkSettings(s: Settings): string | undefined {
   const bad = (name: string) => `SETTINGS ${name} out of range`;
   if (s.maxMessageSize !== undefined && s.maxMessageSize < 1) return bad("MAX_MESSAGE_SIZE");
-  if (s.initialCredit !== undefined && (s.initialCredit < 1 || s.initialCredit > 0x7fffffff))
-    return bad("INITIAL_CREDIT");
+  if (s.initialCredit !== undefined && (s.initialCredit < 1 || s.initialCredit > 0x7fffffff)) return bad("INITIAL_CREDIT");
   if (s.maxFragmentSize !== undefined && s.maxFragmentSize < 1024) return bad("MAX_FRAGMENT_SIZE");
   if (s.maxMetadataSize !== undefined && s.maxMetadataSize < 256) return bad("MAX_METADATA_SIZE");
   if (s.maxBatchSize !== undefined && s.maxBatchSize !== 0 && s.maxBatchSize < 1024) return bad("MAX_BATCH_SIZE");

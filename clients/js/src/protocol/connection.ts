@@ -9,23 +9,23 @@
  * through one teardown path.
  */
 
-import { Call, type Role } from "./call.js";
-import { type Config, DEFAULT_CONFIG, type Limits, PROTOCOL_DEFAULTS, checkSettings, maxWebSocketMessage } from "./config.js";
+import { Call } from "./call.js";
+import { type Config, checkSettings, DEFAULT_CONFIG, type Limits, maxWebSocketMessage, PROTOCOL_DEFAULTS } from "./config.js";
 import {
   type CallKind,
-  type Frame,
-  FrameError,
-  HEADER_LEN,
-  MAX_CREDIT,
   decodeFrame,
   encodeBatch,
   encodeFrame,
   encodeMessage,
+  type Frame,
+  FrameError,
+  HEADER_LEN,
   isBatch,
+  MAX_CREDIT,
   splitBatch,
 } from "./frame.js";
 import { type Metadata, metadataSize } from "./metadata.js";
-import { Code, type CodeName, type Status, codeName, status } from "./status.js";
+import { Code, type CodeName, codeName, type Status, status } from "./status.js";
 
 /** What the connection tells its driver. */
 export type Event =
@@ -201,7 +201,11 @@ export class Connection {
     const call = this.calls.get(id);
     if (call === undefined) return true; // send() reports the end
     const s = call.send;
-    if (s.credit <= s.queuedMessages || s.queuedBytes >= this.config.maxCallSendBuffer || this.queuedSend >= this.config.maxConnectionSendBuffer) {
+    if (
+      s.credit <= s.queuedMessages ||
+      s.queuedBytes >= this.config.maxCallSendBuffer ||
+      this.queuedSend >= this.config.maxConnectionSendBuffer
+    ) {
       this.wantWritable.add(id);
       return false;
     }
@@ -218,7 +222,10 @@ export class Connection {
     const call = this.calls.get(id);
     if (call === undefined || call.send.state !== "open") return false;
     if (data.length > this.peer.maxMessageSize) {
-      this.streamError(call, status("RESOURCE_EXHAUSTED", `message of ${data.length} bytes over the peer's limit of ${this.peer.maxMessageSize}`));
+      this.streamError(
+        call,
+        status("RESOURCE_EXHAUSTED", `message of ${data.length} bytes over the peer's limit of ${this.peer.maxMessageSize}`),
+      );
       return false;
     }
     call.send.push(data, end && call.role === "caller");
@@ -459,14 +466,25 @@ export class Connection {
   private notifyWritable(call: Call): void {
     if (!this.wantWritable.has(call.id)) return;
     const s = call.send;
-    if (s.credit > s.queuedMessages && s.queuedBytes < this.config.maxCallSendBuffer && this.queuedSend < this.config.maxConnectionSendBuffer) {
+    if (
+      s.credit > s.queuedMessages &&
+      s.queuedBytes < this.config.maxCallSendBuffer &&
+      this.queuedSend < this.config.maxConnectionSendBuffer
+    ) {
       this.wantWritable.delete(call.id);
       this.events.push({ type: "writable", id: call.id });
     }
   }
 
   private statusFrame(id: number, s: Status): Uint8Array {
-    let frame = encodeFrame({ type: "STATUS", stream: id, code: Code[s.code], message: s.message, details: s.details, trailers: s.trailers });
+    let frame = encodeFrame({
+      type: "STATUS",
+      stream: id,
+      code: Code[s.code],
+      message: s.message,
+      details: s.details,
+      trailers: s.trailers,
+    });
     if (frame.length - HEADER_LEN > this.peer.maxMetadataSize) {
       // Too large for the peer: the code and a shortened message still go.
       const message = `${s.message.slice(0, 200)} (status truncated: over the peer's metadata limit)`;
@@ -496,11 +514,14 @@ export class Connection {
         }
         return;
       case "GOAWAY":
-        return this.onGoAway(f.lastStreamId, f.code, f.reason);
+        this.onGoAway(f.lastStreamId, f.code, f.reason);
+        return;
       case "OPEN":
-        return this.onOpen(f, now);
+        this.onOpen(f, now);
+        return;
       default:
-        return this.onCallFrame(f);
+        this.onCallFrame(f);
+        return;
     }
   }
 
@@ -522,7 +543,8 @@ export class Connection {
   }
 
   private onOpen(f: Extract<Frame, { type: "OPEN" }>, now: number): void {
-    if (f.stream % 2 === 1 || f.stream <= this.maxPeerId) throw protocolError("OPEN with a stream id not above the peer's last, or of the wrong parity");
+    if (f.stream % 2 === 1 || f.stream <= this.maxPeerId)
+      throw protocolError("OPEN with a stream id not above the peer's last, or of the wrong parity");
     this.maxPeerId = f.stream;
     const size = metadataSize(f.metadata);
     if (size > this.config.maxMetadataSize) throw new ConnectionError(1009, "request metadata over MAX_METADATA_SIZE");
@@ -554,17 +576,23 @@ export class Connection {
     switch (f.type) {
       case "HEADERS": {
         if (!caller) throw protocolError("HEADERS from the caller");
-        if (metadataSize(f.metadata) > this.config.maxMetadataSize) throw new ConnectionError(1009, "response headers over MAX_METADATA_SIZE");
-        if (call.headersDone) return this.streamError(call, status("INTERNAL", "response headers after headers or a message"));
+        if (metadataSize(f.metadata) > this.config.maxMetadataSize)
+          throw new ConnectionError(1009, "response headers over MAX_METADATA_SIZE");
+        if (call.headersDone) {
+          this.streamError(call, status("INTERNAL", "response headers after headers or a message"));
+          return;
+        }
         call.headersDone = true;
         this.events.push({ type: "headers", id: call.id, metadata: f.metadata });
         return;
       }
       case "MESSAGE":
-        return this.onMessage(call, f.payload, f.more, f.endStream);
+        this.onMessage(call, f.payload, f.more, f.endStream);
+        return;
       case "HALF_CLOSE":
         if (caller) throw protocolError("HALF_CLOSE from the responder");
-        return this.onHalfClose(call);
+        this.onHalfClose(call);
+        return;
       case "STATUS": {
         if (!caller) throw protocolError("STATUS from the caller");
         const size = f.message.length + f.details.length + metadataSize(f.trailers) + 7;
@@ -593,18 +621,26 @@ export class Connection {
     if (payload.length > this.config.maxFragmentSize) throw new ConnectionError(1009, "MESSAGE frame over MAX_FRAGMENT_SIZE");
     if (end && call.role === "caller") throw protocolError("END_STREAM from the responder");
     const r = call.recv;
-    if (!r.open) return this.streamError(call, status("INTERNAL", "message after half-close"));
+    if (!r.open) {
+      this.streamError(call, status("INTERNAL", "message after half-close"));
+      return;
+    }
     if (r.partial === undefined) {
       if (r.credit === 0) throw protocolError("message beyond the granted credit");
       r.credit -= 1;
-      if (call.tooManyReceived()) return this.streamError(call, status("INTERNAL", "more than one message for this call kind"));
+      if (call.tooManyReceived()) {
+        this.streamError(call, status("INTERNAL", "more than one message for this call kind"));
+        return;
+      }
     }
     if (r.partialBytes + payload.length > this.config.maxMessageSize) {
-      return this.streamError(call, status("RESOURCE_EXHAUSTED", `message larger than the limit of ${this.config.maxMessageSize} bytes`));
+      this.streamError(call, status("RESOURCE_EXHAUSTED", `message larger than the limit of ${this.config.maxMessageSize} bytes`));
+      return;
     }
     if (more) {
       // Copied: the WebSocket's buffer may be reused; the copy is what is held.
-      (r.partial ??= []).push(payload.slice());
+      if (r.partial === undefined) r.partial = [];
+      r.partial.push(payload.slice());
       r.partialBytes += payload.length;
       this.held += payload.length;
     } else {
@@ -634,8 +670,14 @@ export class Connection {
 
   private onHalfClose(call: Call): void {
     const r = call.recv;
-    if (!r.open) return this.streamError(call, status("INTERNAL", "duplicate half-close"));
-    if (r.partial !== undefined) return this.streamError(call, status("INTERNAL", "half-close inside a fragmented message"));
+    if (!r.open) {
+      this.streamError(call, status("INTERNAL", "duplicate half-close"));
+      return;
+    }
+    if (r.partial !== undefined) {
+      this.streamError(call, status("INTERNAL", "half-close inside a fragmented message"));
+      return;
+    }
     r.open = false;
     this.events.push({ type: "half-closed", id: call.id });
   }

@@ -3,7 +3,7 @@
  * and BATCH packing and splitting (3.3). Pure functions over bytes.
  */
 
-import { InvalidUtf8Error, Reader, TruncatedError, Writer, decodeUtf8, utf8 } from "./bytes.js";
+import { decodeUtf8, InvalidUtf8Error, Reader, TruncatedError, utf8, Writer } from "./bytes.js";
 import { type Metadata, MetadataError, readMetadata, writeMetadata } from "./metadata.js";
 
 /** Frame type numbers. */
@@ -104,18 +104,7 @@ export class FrameError extends Error {
   }
 }
 
-const typeNames = [
-  "SETTINGS",
-  "OPEN",
-  "HEADERS",
-  "MESSAGE",
-  "HALF_CLOSE",
-  "STATUS",
-  "RESET",
-  "CREDIT",
-  "PING",
-  "GOAWAY",
-] as const;
+const typeNames = ["SETTINGS", "OPEN", "HEADERS", "MESSAGE", "HALF_CLOSE", "STATUS", "RESET", "CREDIT", "PING", "GOAWAY"] as const;
 
 /** Decodes one frame (never a BATCH: split those with {@link splitBatch}). */
 export function decodeFrame(bytes: Uint8Array): Frame {
@@ -232,11 +221,7 @@ export function encodeFrame(f: Frame): Uint8Array {
     case "OPEN": {
       const m = utf8(f.method);
       if (m.length === 0 || m.length > MAX_METHOD_LEN) throw new RangeError("method: 1 to 1,024 bytes");
-      header(w, FrameType.OPEN, 0, f.stream)
-        .u8(CallKind[f.kind])
-        .u32(f.timeoutMs)
-        .u32(f.initialCredit)
-        .str16(m);
+      header(w, FrameType.OPEN, 0, f.stream).u8(CallKind[f.kind]).u32(f.timeoutMs).u32(f.initialCredit).str16(m);
       writeMetadata(w, f.metadata);
       break;
     }

@@ -1,6 +1,6 @@
 /** Metadata: ordered key/value pairs (PROTOCOL.md 8). */
 
-import { Reader, type Writer, decodeUtf8, utf8 } from "./bytes.js";
+import { decodeUtf8, Reader, utf8, type Writer } from "./bytes.js";
 
 /** A value: bytes for keys ending in `-bin`, printable ASCII text otherwise. */
 export type MetadataValue = string | Uint8Array;

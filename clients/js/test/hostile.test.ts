@@ -1,0 +1,126 @@
+/** A fake server that breaks the protocol: every case ends in a clean ZrpcError and close, never a hang. */
+
+import assert from "node:assert/strict";
+import type { AddressInfo } from "node:net";
+import { test } from "node:test";
+import { WebSocketServer, type WebSocket as WsSocket } from "ws";
+import { connect, ZrpcError } from "../src/index.js";
+import { encodeFrame } from "../src/protocol/index.js";
+import { NodeWebSocket } from "./server.js";
+
+const hex = (h: string) => Buffer.from(h.replace(/\s/g, ""), "hex");
+const SETTINGS = hex("000000000000");
+
+/** Starts a fake server on 127.0.0.1:0 that runs `behave` on each connection; reports the close code it got. */
+async function fake(behave: (ws: WsSocket, frame: Buffer) => void, opts: { protocol?: string | false } = {}) {
+  const wss = new WebSocketServer({
+    host: "127.0.0.1",
+    port: 0,
+    handleProtocols: (protocols) => (opts.protocol === false ? false : (opts.protocol ?? (protocols.has("zrpc.v1") ? "zrpc.v1" : false))),
+  });
+  await new Promise<void>((r) => wss.once("listening", () => r()));
+  const closes: number[] = [];
+  wss.on("connection", (ws) => {
+    ws.on("close", (code) => closes.push(code));
+    ws.on("message", (data, isBinary) => {
+      if (isBinary) behave(ws, data as Buffer);
+    });
+  });
+  const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`;
+  return { url, closes, stop: () => new Promise<void>((r) => wss.close(() => r())) };
+}
+
+/** Opens a unary call against a fake that answers the OPEN with `reply`; the error and the close. */
+async function against(reply: (ws: WsSocket) => void) {
+  const server = await fake((ws, frame) => {
+    if (frame[0] === 0x01) reply(ws); // answer OPEN
+    if (frame[0] === 0x00) ws.send(SETTINGS);
+  });
+  const client = await connect(server.url, { WebSocket: NodeWebSocket, keepalive: false });
+  const err = await client.unary("a/B", new Uint8Array([1]), { timeoutMs: 5_000 }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  // A stream error leaves the connection up: close it from this side.
+  if (client.isOpen) void client.close();
+  const closed = await client.closed;
+  await server.stop();
+  return { err, closed };
+}
+
+const cases: [string, (ws: WsSocket) => void, number, string?][] = [
+  ["unknown frame type", (ws) => ws.send(hex("0b0000000001")), 1002],
+  ["truncated frame", (ws) => ws.send(hex("070000000001000000")), 1002],
+  ["a text message", (ws) => ws.send("hello"), 1003],
+  ["a message over every limit", (ws) => ws.send(Buffer.alloc(200_000, 3)), 1009],
+  ["a second SETTINGS", (ws) => ws.send(SETTINGS), 1002],
+  ["a frame for a stream never opened", (ws) => ws.send(hex("030000000063 6869")), 1002],
+  [
+    "two responses to a unary call (a stream error: INTERNAL, the connection lives)",
+    (ws) => {
+      for (let i = 0; i < 20; i++) ws.send(hex("030000000001 6869"));
+    },
+    1000,
+    "INTERNAL",
+  ],
+  ["a STATUS OK without the response", (ws) => ws.send(hex("050000000001000000000000000000")), 1000, "INTERNAL"],
+  ["END_STREAM from the responder", (ws) => ws.send(hex("030100000001 6869")), 1002],
+  ["a BATCH nested in a BATCH", (ws) => ws.send(hex("0a000000000000160a0000000000000e0800000000000000000000000001")), 1002],
+  [
+    "credit overflowing 2^31-1",
+    (ws) => {
+      ws.send(hex("07000000000170000000"));
+      ws.send(hex("07000000000170000000"));
+    },
+    1002,
+  ],
+  ["an uppercase metadata key", (ws) => ws.send(hex("0200000000010001000141000176")), 1002],
+];
+
+for (const [name, reply, code, status = "UNAVAILABLE"] of cases) {
+  test(`a server sending ${name}: ${status} and close ${code}`, async () => {
+    const { err, closed } = await against(reply);
+    assert.ok(err instanceof ZrpcError, `got ${String(err)}`);
+    assert.equal(err.code, status);
+    assert.equal(closed.code, code);
+  });
+}
+
+test("a server that drops the socket mid-call: UNAVAILABLE (1006)", async () => {
+  const { err, closed } = await against((ws) => ws.terminate());
+  assert.ok(err instanceof ZrpcError);
+  assert.equal(err.code, "UNAVAILABLE");
+  assert.equal(closed.code, 1006);
+});
+
+test("a server that never answers: the deadline still ends the call", async () => {
+  const server = await fake(() => {});
+  const client = await connect(server.url, { WebSocket: NodeWebSocket });
+  await assert.rejects(client.unary("a/B", new Uint8Array([1]), { timeoutMs: 100 }), { code: "DEADLINE_EXCEEDED" });
+  client.close();
+  await server.stop();
+});
+
+test("a server that selects no subprotocol is not a zrpc server", async () => {
+  const server = await fake(() => {}, { protocol: false });
+  await assert.rejects(
+    connect(server.url, { WebSocket: NodeWebSocket }),
+    (e: unknown) => e instanceof ZrpcError && e.code === "UNAVAILABLE" && /not a zrpc server|cannot connect/.test(e.message),
+  );
+  await server.stop();
+});
+
+test("a server that never opens: connect times out", async () => {
+  const { createServer } = await import("node:net");
+  const sockets: import("node:net").Socket[] = [];
+  const tcp = createServer((s) => sockets.push(s));
+  await new Promise<void>((r) => tcp.listen(0, "127.0.0.1", () => r()));
+  const url = `ws://127.0.0.1:${(tcp.address() as AddressInfo).port}/`;
+  await assert.rejects(connect(url, { WebSocket: NodeWebSocket, connectTimeoutMs: 200 }), { code: "UNAVAILABLE" });
+  for (const s of sockets) s.destroy();
+  await new Promise<void>((r) => tcp.close(() => r()));
+});
+
+test("an encoded frame is what the fake expects", () => {
+  assert.equal(Buffer.from(encodeFrame({ type: "SETTINGS", settings: {} })).toString("hex"), "000000000000");
+});
