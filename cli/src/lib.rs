@@ -10,6 +10,30 @@
 pub mod people;
 pub mod store;
 
+/// The people web app served by `zrpc serve --web`: the files of `cli/web/`
+/// (built from `clients/js/web/` by `npm run build:web`), built into the binary.
+pub mod web {
+    use zrpc_async::StaticFiles;
+
+    /// The app's page, script and style, at `/`, `/app.js` and `/style.css`.
+    pub fn files() -> StaticFiles {
+        let html: &'static [u8] = include_bytes!("../web/index.html");
+        StaticFiles::new()
+            .with("/", "text/html; charset=utf-8", html)
+            .with("/index.html", "text/html; charset=utf-8", html)
+            .with(
+                "/app.js",
+                "text/javascript; charset=utf-8",
+                &include_bytes!("../web/app.js")[..],
+            )
+            .with(
+                "/style.css",
+                "text/css; charset=utf-8",
+                &include_bytes!("../web/style.css")[..],
+            )
+    }
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 

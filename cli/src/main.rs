@@ -100,6 +100,10 @@ struct ServeArgs {
     /// Do not serve clients in the seed's legacy format.
     #[arg(long)]
     no_legacy: bool,
+    /// Also serve the people web app (built into the binary) to browsers at
+    /// http://ADDR/: every call kind from a page, with the TypeScript client.
+    #[arg(long)]
+    web: bool,
 }
 
 #[derive(clap::Args)]
@@ -184,10 +188,12 @@ async fn serve_on<R: Runtime>(
         rt.clone(),
     );
     let listener = rt.bind(addr).await?;
-    println!(
-        "zrpc serving echo and people.People on {scheme}://{}/",
-        listener.local_addr()?
-    );
+    let addr = listener.local_addr()?;
+    println!("zrpc serving echo and people.People on {scheme}://{addr}/");
+    if server.config().static_files.is_some() {
+        let web = if scheme == "wss" { "https" } else { "http" };
+        println!("the people web app: open {web}://{addr}/ in a browser");
+    }
     let stop = stop_signal();
     let stopped = async {
         stop.await;
@@ -223,6 +229,7 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig, String> {
         max_server_receive_buffer: a.max_server_receive_buffer,
         allowed_origins: a.allow_origins.clone(),
         tls,
+        static_files: a.web.then(zrpc_cli::web::files),
         ..ServerConfig::default()
     })
 }

@@ -32,6 +32,8 @@ pub const MAX_URL: usize = 2048;
 pub struct PeopleService<R: Runtime> {
     store: Arc<dyn Store>,
     rt: R,
+    /// Notified after people are stored: WatchPeople streams look again.
+    created: event_listener::Event,
 }
 
 fn invalid(msg: impl Into<String>) -> Status {
@@ -107,7 +109,11 @@ fn validate_name(field: &str, name: &str) -> Result<(), Status> {
 impl<R: Runtime> PeopleService<R> {
     /// A service over `store`, running store calls on `rt`'s blocking pool.
     pub fn new(store: Arc<dyn Store>, rt: R) -> Self {
-        Self { store, rt }
+        Self {
+            store,
+            rt,
+            created: event_listener::Event::new(),
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -150,6 +156,7 @@ impl<R: Runtime> PeopleService<R> {
     pub async fn store_person(&self, p: Person) -> Result<Person, Status> {
         validate_person(&p)?;
         let mut stored = self.blocking(move |s| s.create_people(&[p])).await?;
+        self.created.notify(usize::MAX);
         stored
             .pop()
             .ok_or_else(|| Status::new(Code::Internal, "store returned nothing"))
@@ -194,6 +201,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
             people.push(p);
         }
         let stored = self.blocking(move |s| s.create_people(&people)).await?;
+        self.created.notify(usize::MAX);
         Ok(ImportSummary {
             created: stored.len() as u32,
             rejected: 0,
@@ -306,6 +314,48 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
             s.people_linked_to(kind, v, after, n)
         })
         .await
+    }
+
+    async fn watch_people(
+        &self,
+        _ctx: CallContext,
+        request: ListPeopleRequest,
+        mut responses: Sink<Person>,
+    ) -> Result<(), Status> {
+        let filter = Arc::new(request.name_contains);
+        let mut left = if request.limit == 0 {
+            u64::MAX
+        } else {
+            request.limit as u64
+        };
+        // Keyset paging from the last id sent: the call holds one page, and
+        // a person created between two looks is seen by the next one.
+        let mut after = 0;
+        while left > 0 {
+            // Listen before looking, so a creation during the look wakes us.
+            let created = self.created.listen();
+            loop {
+                let n = left.min(PAGE as u64) as u32;
+                let filter = filter.clone();
+                let rows = self
+                    .blocking(move |s| s.list_people(&filter, after, n))
+                    .await?;
+                for p in &rows {
+                    responses.send(p).await?;
+                    after = p.id;
+                }
+                left -= rows.len() as u64;
+                if rows.len() < n as usize || left == 0 {
+                    break;
+                }
+            }
+            if left > 0 {
+                // Ends when people are created, or the call ends (the
+                // server drops this handler on cancel, deadline or drain).
+                created.await;
+            }
+        }
+        Ok(())
     }
 }
 

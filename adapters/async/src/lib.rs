@@ -18,6 +18,7 @@ mod server;
 mod shared;
 mod tls;
 mod upgrade;
+mod web;
 
 use std::fmt;
 
@@ -30,6 +31,7 @@ pub use runtime::{Listener, Runtime};
 pub use server::{Router, Server, ServerConfig, Service};
 pub use tls::{ClientTls, ServerTls, TlsError};
 pub use upgrade::{Refusal, UpgradeRequest};
+pub use web::StaticFiles;
 pub use zrpc_core::{
     CallKind, CallOptions, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId,
 };
@@ -108,7 +110,10 @@ pub mod __fuzz {
     /// Parses an upgrade request head: `Some(offers zrpc.v1)` when complete
     /// and acceptable.
     pub fn parse_upgrade_head(bytes: &[u8]) -> Option<bool> {
-        crate::upgrade::parse_head(bytes).ok().flatten()
+        crate::upgrade::parse_head(bytes)
+            .ok()
+            .flatten()
+            .map(|h| h.offers_v1)
     }
 
     /// The origin policy.

@@ -31,6 +31,7 @@ use crate::runtime::{Listener, Runtime};
 use crate::shared::{Identity, Notify, PeerInfo, RecvBudget, Shared, lock, now};
 use crate::tls::ServerTls;
 use crate::upgrade::{self, HeadError, Refusal, UpgradeRequest};
+use crate::web::StaticFiles;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type HandlerFn =
@@ -398,6 +399,10 @@ pub struct ServerConfig {
     /// (plain `ws://`, for a server behind a TLS-terminating proxy or on
     /// loopback).
     pub tls: Option<ServerTls>,
+    /// Files answered to plain HTTP GET requests on the same port (a web
+    /// app beside its endpoint); `None` (the default): such requests are
+    /// refused like any failed upgrade.
+    pub static_files: Option<StaticFiles>,
 }
 
 impl Default for ServerConfig {
@@ -418,8 +423,18 @@ impl Default for ServerConfig {
             max_server_receive_buffer: 256 * 1024 * 1024,
             allowed_origins: Vec::new(),
             tls: None,
+            static_files: None,
         }
     }
+}
+
+/// Answers a plain HTTP request from the static files.
+async fn upgrade_web<S: futures_lite::AsyncWrite + Unpin>(
+    stream: &mut S,
+    files: &StaticFiles,
+    head: &upgrade::HeadInfo,
+) {
+    crate::web::respond(stream, files, &head.method, &head.path).await;
 }
 
 /// The server's default read buffer (see [`ServerConfig::read_buffer_size`]).
@@ -748,7 +763,9 @@ impl<R: Runtime> Server<R> {
     {
         // Boxed, so its futures are freed once the upgrade is done instead
         // of sizing the connection's task for its whole life.
-        let (ws, mode, identity) = Box::pin(self.upgrade(stream, peer)).await?;
+        let Some((ws, mode, identity)) = Box::pin(self.upgrade(stream, peer)).await? else {
+            return Ok(()); // a plain HTTP request, answered from the static files
+        };
         self.serve_connection(ws, mode, peer, identity).await;
         Ok(())
     }
@@ -760,7 +777,7 @@ impl<R: Runtime> Server<R> {
         &self,
         stream: S,
         peer: Option<SocketAddr>,
-    ) -> Result<(WebSocketStream<upgrade::Rewind<S>>, Mode, Option<Identity>), Error>
+    ) -> Result<Option<(WebSocketStream<upgrade::Rewind<S>>, Mode, Option<Identity>)>, Error>
     where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
@@ -794,7 +811,13 @@ impl<R: Runtime> Server<R> {
         };
         // The mode is known before the WebSocket layer starts: its message
         // limit is the mode's (v1: a frame; legacy: a whole request).
-        let ws_mode = if head.offers_v1 {
+        if !head.info.websocket
+            && let Some(files) = &self.config.static_files
+        {
+            upgrade_web(&mut stream, files, &head.info).await;
+            return Ok(None);
+        }
+        let ws_mode = if head.info.offers_v1 {
             Mode::V1
         } else {
             Mode::Legacy
@@ -870,7 +893,7 @@ impl<R: Runtime> Server<R> {
             Some(Ok(ws)) => ws,
             Some(Err(e)) => return Err(refused.map_or(Error::WebSocket(e), Error::Refused)),
         };
-        Ok((ws, mode, identity))
+        Ok(Some((ws, mode, identity)))
     }
 
     /// Serves zrpc on a WebSocket that is already open (for example one your

@@ -110,12 +110,26 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// What the request head says, for choosing the WebSocket limits.
+/// What the request head says, for choosing the WebSocket limits (or
+/// answering a plain HTTP request).
 pub(crate) struct Head {
     /// The bytes read so far (the head and anything after it).
     pub(crate) bytes: Vec<u8>,
+    /// What was parsed from them.
+    pub(crate) info: HeadInfo,
+}
+
+/// The parsed parts of a request head zrpc looks at.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct HeadInfo {
     /// The client offered the `zrpc.v1` subprotocol.
     pub(crate) offers_v1: bool,
+    /// An `Upgrade: websocket` request (otherwise plain HTTP).
+    pub(crate) websocket: bool,
+    /// The request method, e.g. `GET`.
+    pub(crate) method: String,
+    /// The request target.
+    pub(crate) path: String,
 }
 
 /// Why a request head was not read.
@@ -128,18 +142,29 @@ pub(crate) enum HeadError {
 }
 
 /// Parses a request head; `Ok(None)` while it is incomplete.
-pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<bool>, HeadError> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<HeadInfo>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Complete(_)) => Ok(Some(req.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("sec-websocket-protocol")
-                && std::str::from_utf8(h.value)
-                    .is_ok_and(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL_V1))
-        }))),
+        Ok(httparse::Status::Complete(_)) => {
+            let has = |name: &str, token: &str| {
+                req.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case(name)
+                        && std::str::from_utf8(h.value).is_ok_and(|v| {
+                            v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token))
+                        })
+                })
+            };
+            Ok(Some(HeadInfo {
+                offers_v1: has("sec-websocket-protocol", SUBPROTOCOL_V1),
+                websocket: has("upgrade", "websocket"),
+                method: req.method.unwrap_or("").to_owned(),
+                path: req.path.unwrap_or("/").to_owned(),
+            }))
+        }
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(_) => Err(HeadError::Malformed),
     }
@@ -161,8 +186,8 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<He
         if n == 0 {
             return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into()));
         }
-        if let Some(offers_v1) = parse_head(&bytes)? {
-            return Ok(Head { bytes, offers_v1 });
+        if let Some(info) = parse_head(&bytes)? {
+            return Ok(Head { bytes, info });
         }
     }
 }
@@ -287,12 +312,19 @@ mod tests {
     #[test]
     fn heads() {
         let ok = b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Protocol: x, zrpc.v1\r\n\r\n";
-        assert!(matches!(parse_head(ok), Ok(Some(true))));
+        assert!(matches!(parse_head(ok), Ok(Some(HeadInfo { offers_v1: true, .. }))));
         assert!(matches!(parse_head(&ok[..20]), Ok(None)));
-        assert!(matches!(
-            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Ok(Some(false))
-        ));
+        assert_eq!(
+            parse_head(b"GET /app.js?v=1 HTTP/1.1\r\nHost: a\r\n\r\n").ok(),
+            Some(Some(HeadInfo {
+                offers_v1: false,
+                websocket: false,
+                method: "GET".into(),
+                path: "/app.js?v=1".into(),
+            }))
+        );
+        let up = b"GET / HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+        assert!(matches!(parse_head(up), Ok(Some(HeadInfo { websocket: true, offers_v1: false, .. }))));
         assert!(matches!(
             parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
             Err(HeadError::Malformed)

@@ -1,0 +1,112 @@
+/**
+ * The people web app: one connection, every call kind, typed stubs.
+ * Served by `zrpc serve --web` (bundled into cli/web/app.js).
+ */
+
+import { Echo } from "../src/gen/echo_pb.js";
+import { People, type Person } from "../src/gen/people_pb.js";
+import { connect, ZrpcError } from "../src/index.js";
+import { createClient } from "../src/typed.js";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const say = (id: string, text: string, error = false) => {
+  const el = $(id);
+  el.textContent = text;
+  el.classList.toggle("error", error);
+};
+const describe = (e: unknown) => (e instanceof ZrpcError ? e.message : String(e));
+
+const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
+const client = await connect(url);
+const people = createClient(People, client);
+const echo = createClient(Echo, client);
+say("status", `connected to ${url}`);
+$("status").classList.add("ok");
+void client.closed.then((c) => say("status", `connection closed (${c.code})`, c.code !== 1000));
+
+// Unary.
+$("create").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const p = await people.createPerson({
+      name: $<HTMLInputElement>("create-name").value,
+      email: $<HTMLInputElement>("create-email").value,
+    });
+    say("create-result", `created ${p.name} with id ${p.id}`);
+    $<HTMLInputElement>("create-name").value = "";
+  } catch (e) {
+    say("create-result", describe(e), true);
+  }
+});
+
+// Client streaming: the names go one message each, paced by the server's credit.
+$("import").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const names = $<HTMLTextAreaElement>("import-names")
+    .value.split("\n")
+    .map((n) => n.trim())
+    .filter((n) => n.length > 0);
+  try {
+    const summary = await people.importPeople(names.map((name) => ({ name })));
+    say("import-result", `created ${summary.created}: ids ${summary.ids.join(", ")}`);
+  } catch (e) {
+    say("import-result", describe(e), true);
+  }
+});
+
+// Server streaming, live, with a Cancel button (AbortSignal → RESET CANCELLED).
+let watching: AbortController | undefined;
+async function watch() {
+  const abort = new AbortController();
+  watching = abort;
+  $<HTMLButtonElement>("watch-cancel").disabled = false;
+  $<HTMLButtonElement>("watch-start").disabled = true;
+  $("people").replaceChildren();
+  say("watch-state", "watching");
+  try {
+    for await (const p of people.watchPeople({}, { signal: abort.signal })) add(p);
+    say("watch-state", "ended");
+  } catch (e) {
+    const cancelled = e instanceof ZrpcError && e.code === "CANCELLED";
+    say("watch-state", cancelled ? "cancelled" : describe(e), !cancelled);
+  }
+  $<HTMLButtonElement>("watch-cancel").disabled = true;
+  $<HTMLButtonElement>("watch-start").disabled = false;
+}
+function add(p: Person) {
+  const li = document.createElement("li");
+  li.textContent = `${p.name}${p.email ? ` <${p.email}>` : ""} (#${p.id})`;
+  $("people").append(li);
+}
+$("watch-cancel").addEventListener("click", () => watching?.abort());
+$("watch-start").addEventListener("click", () => void watch());
+void watch();
+
+// Bidirectional: one call for the page's life; replies arrive as they come.
+const chat = echo.chat();
+$("chat").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const input = $<HTMLInputElement>("chat-input");
+  const message = input.value;
+  input.value = "";
+  await chat.send({ message });
+});
+void (async () => {
+  try {
+    for await (const r of chat) {
+      const li = document.createElement("li");
+      li.textContent = r.message;
+      $("chat-log").append(li);
+    }
+  } catch (e) {
+    say("status", `chat ended: ${describe(e)}`, true);
+  }
+})();
+
+// A deadline: a chat that never sends ends with DEADLINE_EXCEEDED.
+$("deadline-button").addEventListener("click", async () => {
+  say("deadline-result", "waiting…");
+  const call = echo.chat({ timeoutMs: 200 });
+  const status = await call.status;
+  say("deadline-result", status.code, status.code !== "OK");
+});
