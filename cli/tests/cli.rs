@@ -191,3 +191,68 @@ fn serve_over_tls_and_call_with_a_private_ca() {
     let _ = serve.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `zrpc serve --web` answers plain HTTP GETs with the built-in web app on
+/// the RPC port (one origin for page and WebSocket); unknown paths are 404,
+/// and zrpc calls on the same port still work. Without `--web` a plain GET
+/// is refused.
+#[test]
+fn serve_web_serves_the_app_beside_the_endpoint() {
+    use std::io::{Read, Write};
+    let get = |addr: &str, path: &str| {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        write!(tcp, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        tcp.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    for web in [true, false] {
+        let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
+        if web {
+            args.push("--web");
+        }
+        let mut serve = Command::new(ZRPC)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        let mut out = BufReader::new(serve.stdout.take().unwrap());
+        out.read_line(&mut first).unwrap();
+        let url = first.trim().rsplit(' ').next().unwrap().to_owned();
+        let addr = url
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .to_owned();
+        let page = get(&addr, "/");
+        if web {
+            let mut second = String::new();
+            out.read_line(&mut second).unwrap();
+            assert!(second.contains(&format!("http://{addr}/")), "{second}");
+            assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+            assert!(
+                page.contains("text/html") && page.contains("/app.js"),
+                "{page}"
+            );
+            let js = get(&addr, "/app.js?v=1");
+            assert!(js.starts_with("HTTP/1.1 200") && js.contains("text/javascript"));
+            assert!(get(&addr, "/nope").starts_with("HTTP/1.1 404"));
+        } else {
+            assert!(page.starts_with("HTTP/1.1 4"), "{page}");
+        }
+        let call = Command::new(ZRPC)
+            .args([
+                "call",
+                &url,
+                "echo.Echo/Say",
+                "--json",
+                r#"{"message":"hi"}"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(call.status.success(), "{call:?}");
+        serve.kill().unwrap();
+        serve.wait().unwrap();
+    }
+}

@@ -444,3 +444,44 @@ async fn the_services_bound_what_they_hold() {
     };
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
 }
+
+/// WatchPeople streams who is stored, then each person as they are
+/// created (by any call kind), until the caller cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_people_streams_the_stored_then_the_new() {
+    let (_server, client, _url) = serve(Arc::new(SqliteStore::in_memory().unwrap())).await;
+    client
+        .create_person(&person("Early", "", ""), CallOptions::default())
+        .await
+        .unwrap();
+    let req = ListPeopleRequest {
+        name_contains: String::new(),
+        limit: 0,
+    };
+    let mut watch = client
+        .watch_people(&req, CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(watch.message().await.unwrap().unwrap().name, "Early");
+    client
+        .create_person(&person("Later", "", ""), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(watch.message().await.unwrap().unwrap().name, "Later");
+    let mut import = client.import_people(CallOptions::default()).await.unwrap();
+    import.send(&person("Imported", "", "")).await.unwrap();
+    import.finish().await.unwrap();
+    assert_eq!(watch.message().await.unwrap().unwrap().name, "Imported");
+    // `limit` ends the stream.
+    let limited = ListPeopleRequest {
+        name_contains: String::new(),
+        limit: 2,
+    };
+    let mut two = client
+        .watch_people(&limited, CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(two.message().await.unwrap().unwrap().name, "Early");
+    assert_eq!(two.message().await.unwrap().unwrap().name, "Later");
+    assert!(two.message().await.unwrap().is_none());
+}

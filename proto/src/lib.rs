@@ -45,6 +45,13 @@
 //!         }
 //!         Ok(())
 //!     }
+//!     async fn reflect(&self, ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
+//!         ctx.set_headers(ctx.metadata().clone());
+//!         Ok(EchoReply { message: req.message, index: 0 })
+//!     }
+//!     async fn callback(&self, _ctx: CallContext, _req: EchoRequest) -> Result<EchoReply, Status> {
+//!         Err(Status::new(Code::Unimplemented, "no callbacks here"))
+//!     }
 //! }
 //!
 //! # async fn run(client: zrpc_proto::Client) -> Result<(), Status> {

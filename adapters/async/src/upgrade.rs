@@ -312,7 +312,13 @@ mod tests {
     #[test]
     fn heads() {
         let ok = b"GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Protocol: x, zrpc.v1\r\n\r\n";
-        assert!(matches!(parse_head(ok), Ok(Some(HeadInfo { offers_v1: true, .. }))));
+        assert!(matches!(
+            parse_head(ok),
+            Ok(Some(HeadInfo {
+                offers_v1: true,
+                ..
+            }))
+        ));
         assert!(matches!(parse_head(&ok[..20]), Ok(None)));
         assert_eq!(
             parse_head(b"GET /app.js?v=1 HTTP/1.1\r\nHost: a\r\n\r\n").ok(),
@@ -324,7 +330,14 @@ mod tests {
             }))
         );
         let up = b"GET / HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
-        assert!(matches!(parse_head(up), Ok(Some(HeadInfo { websocket: true, offers_v1: false, .. }))));
+        assert!(matches!(
+            parse_head(up),
+            Ok(Some(HeadInfo {
+                websocket: true,
+                offers_v1: false,
+                ..
+            }))
+        ));
         assert!(matches!(
             parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
             Err(HeadError::Malformed)

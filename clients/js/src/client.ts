@@ -109,21 +109,21 @@ interface Active {
 
 /** A connection to a zrpc server. Create it with {@link connect}. */
 export class Client {
-  private readonly conn: Connection;
-  private readonly calls = new Map<number, Active>();
-  private readonly baseMetadata: Metadata;
-  private readonly handlers: Handlers;
-  private scheduled = false;
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private timerAt: number | undefined;
-  private blockedTimer: ReturnType<typeof setTimeout> | undefined;
-  private closeInfo: CloseInfo | undefined;
-  private resolveClosed!: (c: CloseInfo) => void;
+  readonly #conn: Connection;
+  readonly #calls = new Map<number, Active>();
+  readonly #baseMetadata: Metadata;
+  readonly #handlers: Handlers;
+  #scheduled = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt: number | undefined;
+  #blockedTimer: ReturnType<typeof setTimeout> | undefined;
+  #closeInfo: CloseInfo | undefined;
+  #resolveClosed!: (c: CloseInfo) => void;
   /** Resolves when the connection has closed. */
   readonly closed: Promise<CloseInfo>;
   /** Resolves when the server starts draining (GOAWAY): new calls fail with UNAVAILABLE from then on. */
   readonly draining: Promise<{ reason: string }>;
-  private resolveDraining!: (d: { reason: string }) => void;
+  #resolveDraining!: (d: { reason: string }) => void;
 
   /** Use {@link connect}. */
   constructor(
@@ -134,59 +134,59 @@ export class Client {
       opts.keepalive === false
         ? { keepaliveIntervalMs: 0 }
         : { keepaliveIntervalMs: opts.keepalive?.intervalMs ?? 30_000, keepaliveTimeoutMs: opts.keepalive?.timeoutMs ?? 20_000 };
-    this.conn = new Connection({ ...opts.limits, ...keepalive }, now());
-    this.baseMetadata = toMetadata(opts.metadata);
-    this.handlers = opts.handlers ?? {};
+    this.#conn = new Connection({ ...opts.limits, ...keepalive }, now());
+    this.#baseMetadata = toMetadata(opts.metadata);
+    this.#handlers = opts.handlers ?? {};
     this.closed = new Promise((r) => {
-      this.resolveClosed = r;
+      this.#resolveClosed = r;
     });
     this.draining = new Promise((r) => {
-      this.resolveDraining = r;
+      this.#resolveDraining = r;
     });
     bindSocket(ws, {
       message: (data) => {
-        this.conn.handleMessage(data, now());
-        this.pump();
+        this.#conn.handleMessage(data, now());
+        this.#pump();
       },
       closed: (code, reason) => {
-        this.conn.handleClose(code, reason);
-        this.pump();
+        this.#conn.handleClose(code, reason);
+        this.#pump();
       },
     });
-    this.pump();
+    this.#pump();
   }
 
   /** Calls in flight on this connection. */
   get liveCalls(): number {
-    return this.conn.liveCalls;
+    return this.#conn.liveCalls;
   }
 
   /** Received bytes held for the application (unread messages). */
   get heldBytes(): number {
-    return this.conn.heldBytes;
+    return this.#conn.heldBytes;
   }
 
   /** Whether new calls can be made (false once draining or closed). */
   get isOpen(): boolean {
-    return this.conn.isOpen;
+    return this.#conn.isOpen;
   }
 
   // ---- the four call kinds ----------------------------------------------
 
   /** One request, one response. */
   async unary(method: string, request: Uint8Array, opts: CallOptions = {}): Promise<Uint8Array> {
-    const call = this.start("unary", method, opts);
-    await this.sendOn(call, request, true);
-    return this.single(call);
+    const call = this.#start("unary", method, opts);
+    await this.#sendOn(call, request, true);
+    return this.#single(call);
   }
 
   /** One request, a stream of responses. The call starts when iteration starts. */
   serverStreaming(method: string, request: Uint8Array, opts: CallOptions = {}): AsyncIterable<Uint8Array> {
     return {
       [Symbol.asyncIterator]: () => {
-        const call = this.start("server_streaming", method, opts);
-        void this.sendOn(call, request, true).catch(() => {});
-        return this.iterate(call);
+        const call = this.#start("server_streaming", method, opts);
+        void this.#sendOn(call, request, true).catch(() => {});
+        return this.#iterate(call);
       },
     };
   }
@@ -197,35 +197,35 @@ export class Client {
     requests: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     opts: CallOptions = {},
   ): Promise<Uint8Array> {
-    const call = this.start("client_streaming", method, opts);
+    const call = this.#start("client_streaming", method, opts);
     try {
       for await (const m of requests) {
         if (call.ended !== undefined) break;
-        await this.sendOn(call, m, false);
+        await this.#sendOn(call, m, false);
       }
     } catch (e) {
       if (!(e instanceof ZrpcError)) {
-        this.conn.reset(call.id, "CANCELLED", "the request stream failed");
-        this.pump();
+        this.#conn.reset(call.id, "CANCELLED", "the request stream failed");
+        this.#pump();
       }
       throw e;
     }
-    this.conn.halfClose(call.id);
-    this.pump();
-    return this.single(call);
+    this.#conn.halfClose(call.id);
+    this.#pump();
+    return this.#single(call);
   }
 
   /** Streams both ways. */
   bidi(method: string, opts: CallOptions = {}): BidiCall {
-    const call = this.start("bidi", method, opts);
-    const it = this.iterate(call);
+    const call = this.#start("bidi", method, opts);
+    const it = this.#iterate(call);
     return {
-      send: (m) => this.sendOn(call, m, false),
+      send: (m) => this.#sendOn(call, m, false),
       closeSend: () => {
-        this.conn.halfClose(call.id);
-        this.pump();
+        this.#conn.halfClose(call.id);
+        this.#pump();
       },
-      cancel: () => this.cancel(call, "cancelled by the application"),
+      cancel: () => this.#cancel(call, "cancelled by the application"),
       status: call.done,
       [Symbol.asyncIterator]: () => it,
     };
@@ -236,14 +236,14 @@ export class Client {
    * connection closes (GOAWAY, then close 1000). Resolves when it has closed.
    */
   async close(): Promise<CloseInfo> {
-    this.conn.drain();
-    this.pump();
+    this.#conn.drain();
+    this.#pump();
     return this.closed;
   }
 
   // ---- call plumbing ----------------------------------------------------
 
-  private track(id: number): Active {
+  #track(id: number): Active {
     let resolveDone!: (s: Status) => void;
     const done = new Promise<Status>((r) => {
       resolveDone = r;
@@ -251,8 +251,8 @@ export class Client {
     const call: Active = {
       id,
       inbox: new AsyncQueue<Uint8Array>((m) => {
-        this.conn.consume(id, m.length);
-        this.pump();
+        this.#conn.consume(id, m.length);
+        this.#pump();
       }),
       ended: undefined,
       done,
@@ -261,46 +261,46 @@ export class Client {
       onHeaders: undefined,
       onEnd: undefined,
     };
-    this.calls.set(id, call);
+    this.#calls.set(id, call);
     return call;
   }
 
-  private start(kind: CallKind, method: string, opts: CallOptions): Active {
+  #start(kind: CallKind, method: string, opts: CallOptions): Active {
     const signal = opts.signal;
     if (signal?.aborted) throw new ZrpcError("CANCELLED", "aborted before the call started");
-    const metadata = [...this.baseMetadata, ...toMetadata(opts.metadata)];
+    const metadata = [...this.#baseMetadata, ...toMetadata(opts.metadata)];
     let id: number;
     try {
-      id = this.conn.open(kind, method, now(), { metadata, timeoutMs: opts.timeoutMs ?? 0 });
+      id = this.#conn.open(kind, method, now(), { metadata, timeoutMs: opts.timeoutMs ?? 0 });
     } catch (e) {
       throw isStatus(e) ? ZrpcError.fromStatus(e) : e;
     }
-    const call = this.track(id);
+    const call = this.#track(id);
     call.onHeaders = opts.onHeaders;
     const onAbort = () => {
-      this.cancel(call, "cancelled by the application");
+      this.#cancel(call, "cancelled by the application");
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     call.onEnd = (s) => {
       signal?.removeEventListener("abort", onAbort);
       opts.onTrailers?.(s.trailers);
     };
-    this.pump();
+    this.#pump();
     return call;
   }
 
   /** Cancels a live call: RESET CANCELLED, and what was received but not read is dropped. */
-  private cancel(call: Active, why: string): void {
+  #cancel(call: Active, why: string): void {
     if (call.ended !== undefined) return;
-    this.conn.reset(call.id, "CANCELLED", why);
+    this.#conn.reset(call.id, "CANCELLED", why);
     // The `end` event (dispatched synchronously below) ends the inbox.
-    for (let ev = this.conn.pollEvent(); ev !== undefined; ev = this.conn.pollEvent()) this.dispatch(ev);
-    this.pump();
+    for (let ev = this.#conn.pollEvent(); ev !== undefined; ev = this.#conn.pollEvent()) this.#dispatch(ev);
+    this.#pump();
   }
 
   /** Queues a message once the peer has credit for it; rejects with the call's status if it ended. */
-  private async sendOn(call: Active, data: Uint8Array, end: boolean): Promise<void> {
-    while (call.ended === undefined && !this.conn.canSend(call.id)) {
+  async #sendOn(call: Active, data: Uint8Array, end: boolean): Promise<void> {
+    while (call.ended === undefined && !this.#conn.canSend(call.id)) {
       await new Promise<void>((r) => {
         call.wake = r;
       });
@@ -309,12 +309,12 @@ export class Client {
       if (call.ended.code === "OK") return;
       throw ZrpcError.fromStatus(call.ended);
     }
-    this.conn.send(call.id, data, end);
-    this.pump();
+    this.#conn.send(call.id, data, end);
+    this.#pump();
   }
 
   /** The one response of a unary or client-streaming call. */
-  private async single(call: Active): Promise<Uint8Array> {
+  async #single(call: Active): Promise<Uint8Array> {
     const first = await call.inbox.next();
     const s = await call.done;
     if (s.code !== "OK") throw ZrpcError.fromStatus(s);
@@ -322,11 +322,11 @@ export class Client {
     return first.value;
   }
 
-  private iterate(call: Active): AsyncIterator<Uint8Array> {
+  #iterate(call: Active): AsyncIterator<Uint8Array> {
     return {
       next: () => call.inbox.next(),
       return: async () => {
-        this.cancel(call, "the application stopped reading");
+        this.#cancel(call, "the application stopped reading");
         return { value: undefined, done: true };
       },
     };
@@ -335,23 +335,23 @@ export class Client {
   // ---- the driver -------------------------------------------------------
 
   /** Runs the state machine's outputs on the next microtask (coalesced, so ready frames share a BATCH). */
-  private pump(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
+  #pump(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
     queueMicrotask(() => {
-      this.scheduled = false;
-      this.drive();
+      this.#scheduled = false;
+      this.#drive();
     });
   }
 
-  private drive(): void {
+  #drive(): void {
     // Sending can raise events (a call becomes writable): loop until quiet.
     for (let rounds = 0; rounds < 64; rounds++) {
-      let ev = this.conn.pollEvent();
+      let ev = this.#conn.pollEvent();
       if (ev === undefined && rounds > 0) break;
-      for (; ev !== undefined; ev = this.conn.pollEvent()) this.dispatch(ev);
+      for (; ev !== undefined; ev = this.#conn.pollEvent()) this.#dispatch(ev);
       while (this.ws.bufferedAmount < SEND_HIGH_WATER) {
-        const m = this.conn.pollTransmit();
+        const m = this.#conn.pollTransmit();
         if (m === undefined) break;
         try {
           this.ws.send(m);
@@ -360,58 +360,58 @@ export class Client {
         }
       }
     }
-    if (this.ws.bufferedAmount >= SEND_HIGH_WATER && this.blockedTimer === undefined) {
+    if (this.ws.bufferedAmount >= SEND_HIGH_WATER && this.#blockedTimer === undefined) {
       // WebSocket has no "drained" event: look again shortly.
-      this.blockedTimer = setTimeout(() => {
-        this.blockedTimer = undefined;
-        this.drive();
+      this.#blockedTimer = setTimeout(() => {
+        this.#blockedTimer = undefined;
+        this.#drive();
       }, 2);
     }
-    const close = this.conn.pollClose();
+    const close = this.#conn.pollClose();
     if (close !== undefined) this.ws.close(close.code, close.reason);
-    this.arm();
+    this.#arm();
   }
 
-  private arm(): void {
-    const at = this.conn.pollTimeout();
-    if (at === this.timerAt) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = at;
+  #arm(): void {
+    const at = this.#conn.pollTimeout();
+    if (at === this.#timerAt) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = at;
     if (at === undefined) return;
-    this.timer = setTimeout(
+    this.#timer = setTimeout(
       () => {
-        this.timer = undefined;
-        this.timerAt = undefined;
-        this.conn.handleTimeout(now());
-        this.drive();
+        this.#timer = undefined;
+        this.#timerAt = undefined;
+        this.#conn.handleTimeout(now());
+        this.#drive();
       },
       Math.max(0, at - now()),
     );
   }
 
-  private dispatch(ev: Event): void {
+  #dispatch(ev: Event): void {
     switch (ev.type) {
       case "headers":
-        this.calls.get(ev.id)?.onHeaders?.(ev.metadata);
+        this.#calls.get(ev.id)?.onHeaders?.(ev.metadata);
         return;
       case "message":
-        this.calls.get(ev.id)?.inbox.push(ev.data);
+        this.#calls.get(ev.id)?.inbox.push(ev.data);
         return;
       case "half-closed":
-        this.calls.get(ev.id)?.inbox.end();
+        this.#calls.get(ev.id)?.inbox.end();
         return;
       case "writable": {
-        const call = this.calls.get(ev.id);
+        const call = this.#calls.get(ev.id);
         const wake = call?.wake;
         if (call !== undefined) call.wake = undefined;
         wake?.();
         return;
       }
       case "end": {
-        const call = this.calls.get(ev.id);
+        const call = this.#calls.get(ev.id);
         if (call === undefined) return;
-        this.calls.delete(ev.id);
+        this.#calls.delete(ev.id);
         call.ended = ev.status;
         if (ev.status.code === "OK") call.inbox.end();
         else if (ev.status.code === "CANCELLED") call.inbox.fail(ZrpcError.fromStatus(ev.status));
@@ -424,33 +424,33 @@ export class Client {
         return;
       }
       case "open":
-        this.serve(ev.id, ev.kind, ev.method, ev.metadata);
+        this.#serve(ev.id, ev.kind, ev.method, ev.metadata);
         return;
       case "goaway":
-        this.resolveDraining({ reason: ev.reason });
+        this.#resolveDraining({ reason: ev.reason });
         return;
       case "closed":
-        if (this.timer !== undefined) clearTimeout(this.timer);
-        this.timer = undefined;
-        this.closeInfo ??= { code: ev.code, reason: ev.reason };
-        this.resolveClosed(this.closeInfo);
+        if (this.#timer !== undefined) clearTimeout(this.#timer);
+        this.#timer = undefined;
+        this.#closeInfo ??= { code: ev.code, reason: ev.reason };
+        this.#resolveClosed(this.#closeInfo);
         return;
     }
   }
 
   // ---- calls the server opens -------------------------------------------
 
-  private serve(id: number, kind: CallKind, method: string, metadata: Metadata): void {
-    const h = this.handlers[method];
+  #serve(id: number, kind: CallKind, method: string, metadata: Metadata): void {
+    const h = this.#handlers[method];
     if (h === undefined) {
-      this.conn.sendStatus(id, status("UNIMPLEMENTED", `unknown method ${method}`));
+      this.#conn.sendStatus(id, status("UNIMPLEMENTED", `unknown method ${method}`));
       return;
     }
     if (!compatible(kind, h.kind)) {
-      this.conn.sendStatus(id, status("UNIMPLEMENTED", `${method} is ${h.kind}, called as ${kind}`));
+      this.#conn.sendStatus(id, status("UNIMPLEMENTED", `${method} is ${h.kind}, called as ${kind}`));
       return;
     }
-    const call = this.track(id);
+    const call = this.#track(id);
     const abort = new AbortController();
     const trailers: Metadata = [];
     const ctx: HandlerContext = {
@@ -459,8 +459,8 @@ export class Client {
       signal: abort.signal,
       trailers,
       sendHeaders: (md) => {
-        this.conn.sendHeaders(id, toMetadata(md));
-        this.pump();
+        this.#conn.sendHeaders(id, toMetadata(md));
+        this.#pump();
       },
     };
     call.onEnd = (s) => abort.abort(ZrpcError.fromStatus(s));
@@ -471,17 +471,17 @@ export class Client {
       return r.value;
     };
     const stream = async (out: AsyncIterable<Uint8Array>) => {
-      for await (const m of out) await this.sendOn(call, m, false);
+      for await (const m of out) await this.#sendOn(call, m, false);
     };
     const run = async () => {
       switch (h.kind) {
         case "unary":
-          await this.sendOn(call, await h.handler(await one(), ctx), false);
+          await this.#sendOn(call, await h.handler(await one(), ctx), false);
           return;
         case "server_streaming":
           return stream(h.handler(await one(), ctx));
         case "client_streaming":
-          await this.sendOn(call, await h.handler(requests, ctx), false);
+          await this.#sendOn(call, await h.handler(requests, ctx), false);
           return;
         case "bidi":
           return stream(h.handler(requests, ctx));
@@ -489,16 +489,16 @@ export class Client {
     };
     run().then(
       () => {
-        this.conn.sendStatus(id, { code: "OK", message: "", details: new Uint8Array(0), trailers });
-        this.pump();
+        this.#conn.sendStatus(id, { code: "OK", message: "", details: new Uint8Array(0), trailers });
+        this.#pump();
       },
       (e: unknown) => {
         const s =
           e instanceof ZrpcError
             ? { code: e.code, message: e.rawMessage, details: e.details, trailers: [...trailers, ...e.trailers] }
             : { ...status("UNKNOWN", e instanceof Error ? e.message : String(e)), trailers };
-        this.conn.sendStatus(id, s);
-        this.pump();
+        this.#conn.sendStatus(id, s);
+        this.#pump();
       },
     );
   }

@@ -34,7 +34,7 @@ after(async () => {
   await server?.stop();
 });
 
-const text = (id: string) => page.locator(`#${id}`).innerText();
+const text = async (id: string) => (await page.locator(`#${id}`).textContent()) ?? "";
 
 test("the page performs every call kind, cancels a stream and meets a deadline", async () => {
   const tag = `w${Date.now()}`;

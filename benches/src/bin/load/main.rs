@@ -8,6 +8,7 @@
 //! cargo run --release -p zrpc-benches --features peers --bin load -- \
 //!     [--systems zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee] \
 //!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k] [--secs 3] [--markdown FILE]
+//!     [--addr HOST:PORT]   (load a server already running instead of starting one)
 //! ```
 //!
 //! Systems: `zrpc-tokio`, `zrpc-smol` (zrpc over each adapter), `ws` (plain
@@ -602,8 +603,19 @@ fn main() {
     let mut rows = Vec::new();
     for system in systems.split(',') {
         for workload in workloads.split(',').map(str::to_owned) {
-            let server = ServerProcess::start(system);
-            let (sys, addr, pid) = (system.to_owned(), server.addr.clone(), server.child.id());
+            // `--addr HOST:PORT`: load a server already running (one started
+            // with `--serve zrpc-tokio`, say, that other clients load too).
+            let external = arg("--addr");
+            assert!(
+                external.is_none() || workload != "idle10k",
+                "idle10k measures the server's memory: it starts its own server"
+            );
+            let server = external.is_none().then(|| ServerProcess::start(system));
+            let (sys, addr, pid) = match (&server, external) {
+                (Some(s), _) => (system.to_owned(), s.addr.clone(), s.child.id()),
+                (None, Some(addr)) => (system.to_owned(), addr, 0),
+                (None, None) => unreachable!(),
+            };
             let work = async move {
                 let (system, addr) = (sys.as_str(), addr.as_str());
                 match workload.as_str() {

@@ -71,41 +71,41 @@ export interface OpenOptions {
 export class Connection {
   readonly config: Config;
   /** The peer's limits (protocol defaults until its SETTINGS arrives). */
-  private peer: Limits = { ...PROTOCOL_DEFAULTS };
-  private state: State = "open";
-  private readonly calls = new Map<number, Call>();
+  #peer: Limits = { ...PROTOCOL_DEFAULTS };
+  #state: State = "open";
+  readonly #calls = new Map<number, Call>();
   /** Calls with a frame ready to go, in turn order. */
-  private readonly ready: number[] = [];
-  private readonly inReady = new Set<number>();
+  readonly #ready: number[] = [];
+  readonly #inReady = new Set<number>();
   /** Frames that go before any call data (SETTINGS, OPEN, CREDIT, RESET, PING...). */
-  private readonly control: Uint8Array[] = [];
-  private readonly events: Event[] = [];
-  private nextId = 1;
+  readonly #control: Uint8Array[] = [];
+  readonly #events: Event[] = [];
+  #nextId = 1;
   /** Highest id the peer opened. */
-  private maxPeerId = 0;
-  private settingsReceived = false;
-  private settingsSent = false;
-  private framesReceived = 0;
+  #maxPeerId = 0;
+  #settingsReceived = false;
+  #settingsSent = false;
+  #framesReceived = 0;
   /** Our GOAWAY's last id, once sent. */
-  private goawaySent: number | undefined;
+  #goawaySent: number | undefined;
   /** The peer's GOAWAY's last id, once received. */
-  private goawayReceived: number | undefined;
-  private close: { code: number; reason: string } | undefined;
-  private closeTaken = false;
-  private queuedSend = 0;
+  #goawayReceived: number | undefined;
+  #close: { code: number; reason: string } | undefined;
+  #closeTaken = false;
+  #queuedSend = 0;
   /** Received bytes held for the application over all calls. */
-  private held = 0;
-  private lastReceived: number;
-  private pingSentAt: number | undefined;
-  private readonly maxInbound: number;
-  private responderCalls = 0;
+  #held = 0;
+  #lastReceived: number;
+  #pingSentAt: number | undefined;
+  readonly #maxInbound: number;
+  #responderCalls = 0;
 
   constructor(config: Partial<Config> = {}, now = 0) {
     this.config = { ...DEFAULT_CONFIG, ...config };
-    this.lastReceived = now;
-    this.maxInbound = maxWebSocketMessage(this.config);
+    this.#lastReceived = now;
+    this.#maxInbound = maxWebSocketMessage(this.config);
     const c = this.config;
-    this.control.push(
+    this.#control.push(
       encodeFrame({
         type: "SETTINGS",
         settings: {
@@ -124,52 +124,52 @@ export class Connection {
 
   /** Whether new calls may be opened. */
   get isOpen(): boolean {
-    return this.state === "open";
+    return this.#state === "open";
   }
 
   /** Whether the connection is over. */
   get isClosed(): boolean {
-    return this.state === "closed";
+    return this.#state === "closed";
   }
 
   /** Live calls, both directions. */
   get liveCalls(): number {
-    return this.calls.size;
+    return this.#calls.size;
   }
 
   /** Received bytes held for the application. */
   get heldBytes(): number {
-    return this.held;
+    return this.#held;
   }
 
   /** Bytes queued to send. */
   get queuedBytes(): number {
-    return this.queuedSend;
+    return this.#queuedSend;
   }
 
   /** Whether events are waiting for {@link pollEvent}. */
   get hasEvents(): boolean {
-    return this.events.length > 0;
+    return this.#events.length > 0;
   }
 
   /** The peer's limits as it announced them. */
   get peerLimits(): Readonly<Limits> {
-    return this.peer;
+    return this.#peer;
   }
 
   // ---- actions ----------------------------------------------------------
 
   /** Opens a call; returns its id. Throws a status when no call can be opened. */
   open(kind: CallKind, method: string, now: number, opts: OpenOptions = {}): number {
-    if (this.state !== "open") {
-      throw status("UNAVAILABLE", this.state === "draining" ? "connection is draining" : "connection closed");
+    if (this.#state !== "open") {
+      throw status("UNAVAILABLE", this.#state === "draining" ? "connection is draining" : "connection closed");
     }
-    if (this.nextId > 0xffffffff) throw status("UNAVAILABLE", "stream ids used up: open a new connection");
+    if (this.#nextId > 0xffffffff) throw status("UNAVAILABLE", "stream ids used up: open a new connection");
     const metadata = opts.metadata ?? [];
-    if (metadataSize(metadata) > this.peer.maxMetadataSize) {
-      throw status("RESOURCE_EXHAUSTED", `request metadata over the server's limit of ${this.peer.maxMetadataSize} bytes`);
+    if (metadataSize(metadata) > this.#peer.maxMetadataSize) {
+      throw status("RESOURCE_EXHAUSTED", `request metadata over the server's limit of ${this.#peer.maxMetadataSize} bytes`);
     }
-    const id = this.nextId;
+    const id = this.#nextId;
     const timeoutMs = Math.max(0, Math.min(Math.ceil(opts.timeoutMs ?? 0), 0xffffffff));
     let open: Uint8Array;
     try {
@@ -185,11 +185,11 @@ export class Connection {
     } catch (e) {
       throw status("INVALID_ARGUMENT", e instanceof Error ? e.message : String(e));
     }
-    this.nextId += 2;
-    const call = new Call(id, "caller", kind, this.peer.initialCredit, this.config.callCredit);
+    this.#nextId += 2;
+    const call = new Call(id, "caller", kind, this.#peer.initialCredit, this.config.callCredit);
     if (timeoutMs > 0) call.deadline = now + timeoutMs;
-    this.calls.set(id, call);
-    this.control.push(open);
+    this.#calls.set(id, call);
+    this.#control.push(open);
     return id;
   }
 
@@ -198,82 +198,82 @@ export class Connection {
    * it and the send buffers have room. When not, wait for its `writable` event.
    */
   canSend(id: number): boolean {
-    const call = this.calls.get(id);
+    const call = this.#calls.get(id);
     if (call === undefined) return true; // send() reports the end
     const s = call.send;
     if (
       s.credit <= s.queuedMessages ||
       s.queuedBytes >= this.config.maxCallSendBuffer ||
-      this.queuedSend >= this.config.maxConnectionSendBuffer
+      this.#queuedSend >= this.config.maxConnectionSendBuffer
     ) {
-      this.wantWritable.add(id);
+      this.#wantWritable.add(id);
       return false;
     }
     return true;
   }
 
-  private readonly wantWritable = new Set<number>();
+  readonly #wantWritable = new Set<number>();
 
   /**
    * Queues a message (the caller's last one when `end`). Returns false when
    * the call has ended or its send side is closed (its `end` event says why).
    */
   send(id: number, data: Uint8Array, end = false): boolean {
-    const call = this.calls.get(id);
+    const call = this.#calls.get(id);
     if (call === undefined || call.send.state !== "open") return false;
-    if (data.length > this.peer.maxMessageSize) {
-      this.streamError(
+    if (data.length > this.#peer.maxMessageSize) {
+      this.#streamError(
         call,
-        status("RESOURCE_EXHAUSTED", `message of ${data.length} bytes over the peer's limit of ${this.peer.maxMessageSize}`),
+        status("RESOURCE_EXHAUSTED", `message of ${data.length} bytes over the peer's limit of ${this.#peer.maxMessageSize}`),
       );
       return false;
     }
     call.send.push(data, end && call.role === "caller");
-    this.queuedSend += data.length;
-    this.schedule(call);
+    this.#queuedSend += data.length;
+    this.#schedule(call);
     return true;
   }
 
   /** Ends the request stream of a call this side opened. */
   halfClose(id: number): void {
-    const call = this.calls.get(id);
+    const call = this.#calls.get(id);
     if (call === undefined || call.role !== "caller" || call.send.state !== "open") return;
     call.send.end();
-    this.schedule(call);
+    this.#schedule(call);
   }
 
   /** The application consumed a message of `bytes` from `id`: credit flows back. */
   consume(id: number, bytes: number): void {
-    const call = this.calls.get(id);
+    const call = this.#calls.get(id);
     if (call === undefined) return;
-    this.held -= Math.min(bytes, call.recv.unreadBytes);
+    this.#held -= Math.min(bytes, call.recv.unreadBytes);
     const grant = call.recv.consume(bytes, this.config);
-    if (grant > 0) this.control.push(encodeFrame({ type: "CREDIT", stream: id, credit: grant }));
+    if (grant > 0) this.#control.push(encodeFrame({ type: "CREDIT", stream: id, credit: grant }));
   }
 
   /** Aborts a call: RESET as its caller, STATUS as its responder. */
   reset(id: number, code: CodeName = "CANCELLED", message = "cancelled"): void {
-    const call = this.calls.get(id);
+    const call = this.#calls.get(id);
     if (call === undefined) return;
-    this.streamError(call, status(code, message));
+    this.#streamError(call, status(code, message));
   }
 
   /** Response headers of a call the peer opened (before its first message). */
   sendHeaders(id: number, metadata: Metadata): void {
-    const call = this.calls.get(id);
+    const call = this.#calls.get(id);
     if (call === undefined || call.role !== "responder" || call.headersDone) return;
     call.headersDone = true;
-    this.control.push(encodeFrame({ type: "HEADERS", stream: id, metadata }));
+    this.#control.push(encodeFrame({ type: "HEADERS", stream: id, metadata }));
   }
 
   /** Ends a call the peer opened with `s`, after the messages already queued. */
   sendStatus(id: number, s: Status): void {
-    const call = this.calls.get(id);
+    const call = this.#calls.get(id);
     if (call === undefined || call.role !== "responder" || call.pendingStatus !== undefined) return;
     call.headersDone = true;
     call.pendingStatus = s;
     call.send.end();
-    this.schedule(call);
+    this.#schedule(call);
   }
 
   /**
@@ -281,68 +281,68 @@ export class Connection {
    * flight have ended the connection closes with 1000.
    */
   drain(reason = "client closing"): void {
-    if (this.state === "closed" || this.goawaySent !== undefined) return;
-    this.goawaySent = this.maxPeerId;
-    this.state = "draining";
-    this.control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.maxPeerId, code: 1000, reason }));
-    this.maybeDrained();
+    if (this.#state === "closed" || this.#goawaySent !== undefined) return;
+    this.#goawaySent = this.#maxPeerId;
+    this.#state = "draining";
+    this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: 1000, reason }));
+    this.#maybeDrained();
   }
 
   /** Ends every call at once and closes with `code` (for example when the page unloads). */
   abort(code = 1000, reason = "closed by the application"): void {
-    this.teardown(code, reason, status("CANCELLED", reason), true);
+    this.#teardown(code, reason, status("CANCELLED", reason), true);
   }
 
   // ---- inputs -----------------------------------------------------------
 
   /** A WebSocket message arrived. */
   handleMessage(data: Uint8Array | string, now: number): void {
-    if (this.state === "closed") return;
-    this.lastReceived = now;
-    this.pingSentAt = undefined;
+    if (this.#state === "closed") return;
+    this.#lastReceived = now;
+    this.#pingSentAt = undefined;
     try {
       if (typeof data === "string") throw new ConnectionError(1003, "text message on a zrpc.v1 connection");
-      if (data.length > this.maxInbound && !(isBatch(data) && data.length <= HEADER_LEN + this.config.maxBatchSize)) {
-        throw new ConnectionError(1009, `message of ${data.length} bytes over the limit of ${this.maxInbound}`);
+      if (data.length > this.#maxInbound && !(isBatch(data) && data.length <= HEADER_LEN + this.config.maxBatchSize)) {
+        throw new ConnectionError(1009, `message of ${data.length} bytes over the limit of ${this.#maxInbound}`);
       }
       if (isBatch(data)) {
         if (this.config.maxBatchSize === 0) throw protocolError("BATCH not offered");
         if (data.length > HEADER_LEN + this.config.maxBatchSize) throw new ConnectionError(1009, "BATCH over MAX_BATCH_SIZE");
         for (const f of splitBatch(data)) {
-          this.onFrame(decodeFrame(f), now);
+          this.#onFrame(decodeFrame(f), now);
           if (this.isClosed) return;
         }
       } else {
-        this.onFrame(decodeFrame(data), now);
+        this.#onFrame(decodeFrame(data), now);
       }
     } catch (e) {
-      if (e instanceof FrameError) this.fail(new ConnectionError(1002, e.message));
-      else if (e instanceof ConnectionError) this.fail(e);
+      if (e instanceof FrameError) this.#fail(new ConnectionError(1002, e.message));
+      else if (e instanceof ConnectionError) this.#fail(e);
       else throw e;
     }
   }
 
   /** The WebSocket closed (or failed: pass 1006). */
   handleClose(code: number, reason: string): void {
-    const why = code === 1000 && this.calls.size === 0 ? "connection closed" : `connection closed (${code}${reason ? `: ${reason}` : ""})`;
-    this.teardown(code, reason, status("UNAVAILABLE", why), false);
+    const why = code === 1000 && this.#calls.size === 0 ? "connection closed" : `connection closed (${code}${reason ? `: ${reason}` : ""})`;
+    this.#teardown(code, reason, status("UNAVAILABLE", why), false);
   }
 
   /** Time passed: deadlines and keepalive. Call it at {@link pollTimeout}. */
   handleTimeout(now: number): void {
-    if (this.state === "closed") return;
-    for (const call of [...this.calls.values()]) {
+    if (this.#state === "closed") return;
+    for (const call of [...this.#calls.values()]) {
       if (call.deadline !== undefined && call.deadline <= now) {
-        this.streamError(call, status("DEADLINE_EXCEEDED", "deadline exceeded"));
+        this.#streamError(call, status("DEADLINE_EXCEEDED", "deadline exceeded"));
       }
     }
     const k = this.config;
     if (k.keepaliveIntervalMs > 0) {
-      if (this.pingSentAt !== undefined && now >= this.pingSentAt + k.keepaliveTimeoutMs) {
-        this.fail(new ConnectionError(4000, "keepalive timeout"));
-      } else if (this.pingSentAt === undefined && now >= this.lastReceived + k.keepaliveIntervalMs) {
-        this.pingSentAt = now;
-        this.control.push(encodeFrame({ type: "PING", ack: false, data: new Uint8Array(8) }));
+      if (this.#pingSentAt !== undefined && now >= this.#pingSentAt + k.keepaliveTimeoutMs) {
+        this.#fail(new ConnectionError(4000, "keepalive timeout"));
+      } else if (this.#pingSentAt === undefined && now >= this.#lastReceived + k.keepaliveIntervalMs) {
+        this.#pingSentAt = now;
+        this.#control.push(encodeFrame({ type: "PING", ack: false, data: new Uint8Array(8) }));
       }
     }
   }
@@ -351,19 +351,19 @@ export class Connection {
 
   /** The next event, if any. */
   pollEvent(): Event | undefined {
-    return this.events.shift();
+    return this.#events.shift();
   }
 
   /** When {@link handleTimeout} is next due, if ever. */
   pollTimeout(): number | undefined {
-    if (this.state === "closed") return undefined;
+    if (this.#state === "closed") return undefined;
     let at: number | undefined;
-    for (const call of this.calls.values()) {
+    for (const call of this.#calls.values()) {
       if (call.deadline !== undefined && (at === undefined || call.deadline < at)) at = call.deadline;
     }
     const k = this.config;
     if (k.keepaliveIntervalMs > 0) {
-      const t = this.pingSentAt !== undefined ? this.pingSentAt + k.keepaliveTimeoutMs : this.lastReceived + k.keepaliveIntervalMs;
+      const t = this.#pingSentAt !== undefined ? this.#pingSentAt + k.keepaliveTimeoutMs : this.#lastReceived + k.keepaliveIntervalMs;
       if (at === undefined || t < at) at = t;
     }
     return at;
@@ -375,19 +375,19 @@ export class Connection {
    * offered one and more than one frame is ready.
    */
   pollTransmit(): Uint8Array | undefined {
-    if (!this.settingsSent) {
+    if (!this.#settingsSent) {
       // SETTINGS is the first frame, alone in its message.
-      this.settingsSent = true;
-      return this.control.shift();
+      this.#settingsSent = true;
+      return this.#control.shift();
     }
-    const limit = this.settingsReceived ? this.peer.maxBatchSize : 0;
-    const first = this.nextFrame();
+    const limit = this.#settingsReceived ? this.#peer.maxBatchSize : 0;
+    const first = this.#nextFrame();
     if (first === undefined) return undefined;
     if (limit === 0 || first.length > limit || first.length > 0xffff) return first;
     const frames = [first];
     let size = 2 + first.length;
     for (;;) {
-      const f = this.peekFits(limit - size);
+      const f = this.#peekFits(limit - size);
       if (f === undefined) break;
       frames.push(f);
       size += 2 + f.length;
@@ -397,86 +397,86 @@ export class Connection {
 
   /** The close the driver must perform after sending what is queued, once. */
   pollClose(): { code: number; reason: string } | undefined {
-    if (this.close === undefined || this.closeTaken) return undefined;
-    if (this.control.length > 0 || this.ready.length > 0) return undefined;
-    this.closeTaken = true;
-    return this.close;
+    if (this.#close === undefined || this.#closeTaken) return undefined;
+    if (this.#control.length > 0 || this.#ready.length > 0) return undefined;
+    this.#closeTaken = true;
+    return this.#close;
   }
 
   // ---- sending ----------------------------------------------------------
 
-  private schedule(call: Call): void {
-    if (!this.inReady.has(call.id) && (call.send.ready() || call.pendingStatus !== undefined)) {
-      this.inReady.add(call.id);
-      this.ready.push(call.id);
+  #schedule(call: Call): void {
+    if (!this.#inReady.has(call.id) && (call.send.ready() || call.pendingStatus !== undefined)) {
+      this.#inReady.add(call.id);
+      this.#ready.push(call.id);
     }
   }
 
   /** A frame of at most `room` bytes (plus entry header) if one is ready, else undefined. */
-  private peekFits(room: number): Uint8Array | undefined {
+  #peekFits(room: number): Uint8Array | undefined {
     if (room < 2 + HEADER_LEN) return undefined;
-    const c = this.control[0];
-    if (c !== undefined) return c.length + 2 <= room ? this.control.shift() : undefined;
-    const id = this.ready[0];
+    const c = this.#control[0];
+    if (c !== undefined) return c.length + 2 <= room ? this.#control.shift() : undefined;
+    const id = this.#ready[0];
     if (id === undefined) return undefined;
-    const call = this.calls.get(id);
-    if (call === undefined) return this.nextFrame();
+    const call = this.#calls.get(id);
+    if (call === undefined) return this.#nextFrame();
     // A data frame fits when its whole payload does (fragments are not shrunk to fit).
     const s = call.send;
-    const maxPayload = Math.min(this.peer.maxFragmentSize, room - 2 - HEADER_LEN);
-    if (s.ready() && s.nextLength(this.peer.maxFragmentSize) > maxPayload) return undefined;
-    return this.nextFrame();
+    const maxPayload = Math.min(this.#peer.maxFragmentSize, room - 2 - HEADER_LEN);
+    if (s.ready() && s.nextLength(this.#peer.maxFragmentSize) > maxPayload) return undefined;
+    return this.#nextFrame();
   }
 
-  private nextFrame(): Uint8Array | undefined {
-    const c = this.control.shift();
+  #nextFrame(): Uint8Array | undefined {
+    const c = this.#control.shift();
     if (c !== undefined) return c;
-    while (this.ready.length > 0) {
-      const id = this.ready.shift() as number;
-      this.inReady.delete(id);
-      const call = this.calls.get(id);
+    while (this.#ready.length > 0) {
+      const id = this.#ready.shift() as number;
+      this.#inReady.delete(id);
+      const call = this.#calls.get(id);
       if (call === undefined) continue;
-      const frame = this.callFrame(call);
+      const frame = this.#callFrame(call);
       if (call.send.ready() || call.pendingStatus !== undefined) {
-        this.inReady.add(id);
-        this.ready.push(id);
+        this.#inReady.add(id);
+        this.#ready.push(id);
       }
       if (frame !== undefined) return frame;
     }
     return undefined;
   }
 
-  private callFrame(call: Call): Uint8Array | undefined {
+  #callFrame(call: Call): Uint8Array | undefined {
     const before = call.send.queuedBytes;
-    const next = call.send.next(this.peer.maxFragmentSize, call.role === "caller");
-    this.queuedSend -= before - call.send.queuedBytes;
-    this.notifyWritable(call);
+    const next = call.send.next(this.#peer.maxFragmentSize, call.role === "caller");
+    this.#queuedSend -= before - call.send.queuedBytes;
+    this.#notifyWritable(call);
     if (next?.type === "message") return encodeMessage(call.id, next.payload, next.end, next.more);
     if (next?.type === "half-close") return encodeFrame({ type: "HALF_CLOSE", stream: call.id });
     if (call.pendingStatus !== undefined && call.send.queuedMessages === 0) {
       const s = call.pendingStatus;
       call.pendingStatus = undefined;
-      const frame = this.statusFrame(call.id, s);
-      this.remove(call);
+      const frame = this.#statusFrame(call.id, s);
+      this.#remove(call);
       return frame;
     }
     return undefined;
   }
 
-  private notifyWritable(call: Call): void {
-    if (!this.wantWritable.has(call.id)) return;
+  #notifyWritable(call: Call): void {
+    if (!this.#wantWritable.has(call.id)) return;
     const s = call.send;
     if (
       s.credit > s.queuedMessages &&
       s.queuedBytes < this.config.maxCallSendBuffer &&
-      this.queuedSend < this.config.maxConnectionSendBuffer
+      this.#queuedSend < this.config.maxConnectionSendBuffer
     ) {
-      this.wantWritable.delete(call.id);
-      this.events.push({ type: "writable", id: call.id });
+      this.#wantWritable.delete(call.id);
+      this.#events.push({ type: "writable", id: call.id });
     }
   }
 
-  private statusFrame(id: number, s: Status): Uint8Array {
+  #statusFrame(id: number, s: Status): Uint8Array {
     let frame = encodeFrame({
       type: "STATUS",
       stream: id,
@@ -485,7 +485,7 @@ export class Connection {
       details: s.details,
       trailers: s.trailers,
     });
-    if (frame.length - HEADER_LEN > this.peer.maxMetadataSize) {
+    if (frame.length - HEADER_LEN > this.#peer.maxMetadataSize) {
       // Too large for the peer: the code and a shortened message still go.
       const message = `${s.message.slice(0, 200)} (status truncated: over the peer's metadata limit)`;
       frame = encodeFrame({ type: "STATUS", stream: id, code: Code[s.code], message, details: new Uint8Array(0), trailers: [] });
@@ -495,82 +495,82 @@ export class Connection {
 
   // ---- receiving --------------------------------------------------------
 
-  private onFrame(f: Frame, now: number): void {
-    const first = this.framesReceived === 0;
-    this.framesReceived += 1;
+  #onFrame(f: Frame, now: number): void {
+    const first = this.#framesReceived === 0;
+    this.#framesReceived += 1;
     switch (f.type) {
       case "SETTINGS": {
         if (!first) throw protocolError("SETTINGS after the first frame");
         const bad = checkSettings(f.settings);
         if (bad !== undefined) throw protocolError(bad);
-        Object.assign(this.peer, f.settings);
-        this.settingsReceived = true;
+        Object.assign(this.#peer, f.settings);
+        this.#settingsReceived = true;
         return;
       }
       case "PING":
         if (!f.ack) {
-          this.control.push(encodeFrame({ type: "PING", ack: true, data: f.data }));
-          if (this.control.length > this.config.maxPendingControl) throw new ConnectionError(1008, "peer does not read its PING replies");
+          this.#control.push(encodeFrame({ type: "PING", ack: true, data: f.data }));
+          if (this.#control.length > this.config.maxPendingControl) throw new ConnectionError(1008, "peer does not read its PING replies");
         }
         return;
       case "GOAWAY":
-        this.onGoAway(f.lastStreamId, f.code, f.reason);
+        this.#onGoAway(f.lastStreamId, f.code, f.reason);
         return;
       case "OPEN":
-        this.onOpen(f, now);
+        this.#onOpen(f, now);
         return;
       default:
-        this.onCallFrame(f);
+        this.#onCallFrame(f);
         return;
     }
   }
 
-  private onGoAway(last: number, code: number, reason: string): void {
+  #onGoAway(last: number, code: number, reason: string): void {
     if (code !== 1000) {
       const why = `the server closed the connection (${code}${reason ? `: ${reason}` : ""})`;
-      this.teardown(code, reason, status("UNAVAILABLE", why), true);
+      this.#teardown(code, reason, status("UNAVAILABLE", why), true);
       return;
     }
-    last = Math.min(last, this.goawayReceived ?? last);
-    this.goawayReceived = last;
-    if (this.state === "open") this.state = "draining";
-    const refused = [...this.calls.values()].filter((c) => c.role === "caller" && c.id > last).sort((a, b) => a.id - b.id);
+    last = Math.min(last, this.#goawayReceived ?? last);
+    this.#goawayReceived = last;
+    if (this.#state === "open") this.#state = "draining";
+    const refused = [...this.#calls.values()].filter((c) => c.role === "caller" && c.id > last).sort((a, b) => a.id - b.id);
     for (const call of refused) {
-      this.end(call, status("UNAVAILABLE", "not processed: the server is draining (GOAWAY); safe to retry"));
+      this.#end(call, status("UNAVAILABLE", "not processed: the server is draining (GOAWAY); safe to retry"));
     }
-    this.events.push({ type: "goaway", lastStreamId: last, reason });
-    this.maybeDrained();
+    this.#events.push({ type: "goaway", lastStreamId: last, reason });
+    this.#maybeDrained();
   }
 
-  private onOpen(f: Extract<Frame, { type: "OPEN" }>, now: number): void {
-    if (f.stream % 2 === 1 || f.stream <= this.maxPeerId)
+  #onOpen(f: Extract<Frame, { type: "OPEN" }>, now: number): void {
+    if (f.stream % 2 === 1 || f.stream <= this.#maxPeerId)
       throw protocolError("OPEN with a stream id not above the peer's last, or of the wrong parity");
-    this.maxPeerId = f.stream;
+    this.#maxPeerId = f.stream;
     const size = metadataSize(f.metadata);
     if (size > this.config.maxMetadataSize) throw new ConnectionError(1009, "request metadata over MAX_METADATA_SIZE");
-    if (this.goawaySent !== undefined) return; // above our GOAWAY's last id: not processed
+    if (this.#goawaySent !== undefined) return; // above our GOAWAY's last id: not processed
     const call = new Call(f.stream, "responder", f.kind, f.initialCredit, this.config.initialCredit);
-    if (this.responderCalls >= this.config.maxConcurrentStreams) {
-      this.control.push(this.statusFrame(f.stream, status("RESOURCE_EXHAUSTED", "too many concurrent calls")));
+    if (this.#responderCalls >= this.config.maxConcurrentStreams) {
+      this.#control.push(this.#statusFrame(f.stream, status("RESOURCE_EXHAUSTED", "too many concurrent calls")));
       return;
     }
     if (f.timeoutMs > 0) call.deadline = now + f.timeoutMs;
-    this.calls.set(call.id, call);
-    this.responderCalls += 1;
-    this.events.push({ type: "open", id: call.id, kind: f.kind, method: f.method, metadata: f.metadata, deadline: call.deadline });
+    this.#calls.set(call.id, call);
+    this.#responderCalls += 1;
+    this.#events.push({ type: "open", id: call.id, kind: f.kind, method: f.method, metadata: f.metadata, deadline: call.deadline });
   }
 
   /** The live call a frame is for, or undefined for a frame to ignore. */
-  private live(id: number): Call | undefined {
-    const call = this.calls.get(id);
+  #live(id: number): Call | undefined {
+    const call = this.#calls.get(id);
     if (call !== undefined) return call;
     const ours = id % 2 === 1;
-    if (ours ? id >= this.nextId : id > this.maxPeerId) throw protocolError("frame for a stream that was never opened");
+    if (ours ? id >= this.#nextId : id > this.#maxPeerId) throw protocolError("frame for a stream that was never opened");
     return undefined;
   }
 
-  private onCallFrame(f: Exclude<Frame, { type: "SETTINGS" | "PING" | "GOAWAY" | "OPEN" }>): void {
-    const call = this.live(f.stream);
+  #onCallFrame(f: Exclude<Frame, { type: "SETTINGS" | "PING" | "GOAWAY" | "OPEN" }>): void {
+    const call = this.#live(f.stream);
     if (call === undefined) return;
     const caller = call.role === "caller";
     switch (f.type) {
@@ -579,19 +579,19 @@ export class Connection {
         if (metadataSize(f.metadata) > this.config.maxMetadataSize)
           throw new ConnectionError(1009, "response headers over MAX_METADATA_SIZE");
         if (call.headersDone) {
-          this.streamError(call, status("INTERNAL", "response headers after headers or a message"));
+          this.#streamError(call, status("INTERNAL", "response headers after headers or a message"));
           return;
         }
         call.headersDone = true;
-        this.events.push({ type: "headers", id: call.id, metadata: f.metadata });
+        this.#events.push({ type: "headers", id: call.id, metadata: f.metadata });
         return;
       }
       case "MESSAGE":
-        this.onMessage(call, f.payload, f.more, f.endStream);
+        this.#onMessage(call, f.payload, f.more, f.endStream);
         return;
       case "HALF_CLOSE":
         if (caller) throw protocolError("HALF_CLOSE from the responder");
-        this.onHalfClose(call);
+        this.#onHalfClose(call);
         return;
       case "STATUS": {
         if (!caller) throw protocolError("STATUS from the caller");
@@ -601,40 +601,40 @@ export class Connection {
         if (s.code === "OK" && call.recv.received !== 1 && (call.kind === "unary" || call.kind === "client_streaming")) {
           s = status("INTERNAL", "OK status without the one response message");
         }
-        this.end(call, s);
+        this.#end(call, s);
         return;
       }
       case "RESET":
-        this.end(call, status(codeName(f.code), caller ? "call reset by the server" : "call cancelled by the caller"));
+        this.#end(call, status(codeName(f.code), caller ? "call reset by the server" : "call cancelled by the caller"));
         return;
       case "CREDIT": {
         if (call.send.credit + f.credit > MAX_CREDIT) throw protocolError("stream credit above 2^31-1");
         call.send.credit += f.credit;
-        this.schedule(call);
-        this.notifyWritable(call);
+        this.#schedule(call);
+        this.#notifyWritable(call);
         return;
       }
     }
   }
 
-  private onMessage(call: Call, payload: Uint8Array, more: boolean, end: boolean): void {
+  #onMessage(call: Call, payload: Uint8Array, more: boolean, end: boolean): void {
     if (payload.length > this.config.maxFragmentSize) throw new ConnectionError(1009, "MESSAGE frame over MAX_FRAGMENT_SIZE");
     if (end && call.role === "caller") throw protocolError("END_STREAM from the responder");
     const r = call.recv;
     if (!r.open) {
-      this.streamError(call, status("INTERNAL", "message after half-close"));
+      this.#streamError(call, status("INTERNAL", "message after half-close"));
       return;
     }
     if (r.partial === undefined) {
       if (r.credit === 0) throw protocolError("message beyond the granted credit");
       r.credit -= 1;
       if (call.tooManyReceived()) {
-        this.streamError(call, status("INTERNAL", "more than one message for this call kind"));
+        this.#streamError(call, status("INTERNAL", "more than one message for this call kind"));
         return;
       }
     }
     if (r.partialBytes + payload.length > this.config.maxMessageSize) {
-      this.streamError(call, status("RESOURCE_EXHAUSTED", `message larger than the limit of ${this.config.maxMessageSize} bytes`));
+      this.#streamError(call, status("RESOURCE_EXHAUSTED", `message larger than the limit of ${this.config.maxMessageSize} bytes`));
       return;
     }
     if (more) {
@@ -642,7 +642,7 @@ export class Connection {
       if (r.partial === undefined) r.partial = [];
       r.partial.push(payload.slice());
       r.partialBytes += payload.length;
-      this.held += payload.length;
+      this.#held += payload.length;
     } else {
       let data = payload;
       if (r.partial !== undefined) {
@@ -655,82 +655,82 @@ export class Connection {
           at += p.length;
         }
         data = out;
-        this.held -= r.partialBytes;
+        this.#held -= r.partialBytes;
         r.partial = undefined;
         r.partialBytes = 0;
       }
       r.delivered(data.length);
-      this.held += data.length;
+      this.#held += data.length;
       if (call.role === "caller") call.headersDone = true;
-      this.events.push({ type: "message", id: call.id, data });
+      this.#events.push({ type: "message", id: call.id, data });
     }
-    this.enforceBuffer();
-    if (end && this.calls.has(call.id)) this.onHalfClose(call);
+    this.#enforceBuffer();
+    if (end && this.#calls.has(call.id)) this.#onHalfClose(call);
   }
 
-  private onHalfClose(call: Call): void {
+  #onHalfClose(call: Call): void {
     const r = call.recv;
     if (!r.open) {
-      this.streamError(call, status("INTERNAL", "duplicate half-close"));
+      this.#streamError(call, status("INTERNAL", "duplicate half-close"));
       return;
     }
     if (r.partial !== undefined) {
-      this.streamError(call, status("INTERNAL", "half-close inside a fragmented message"));
+      this.#streamError(call, status("INTERNAL", "half-close inside a fragmented message"));
       return;
     }
     r.open = false;
-    this.events.push({ type: "half-closed", id: call.id });
+    this.#events.push({ type: "half-closed", id: call.id });
   }
 
   /** Ends the call holding the most while the connection-wide bound is exceeded. */
-  private enforceBuffer(): void {
-    while (this.held > this.config.maxConnectionBuffer) {
+  #enforceBuffer(): void {
+    while (this.#held > this.config.maxConnectionBuffer) {
       let victim: Call | undefined;
-      for (const c of this.calls.values()) if (victim === undefined || c.recv.held > victim.recv.held) victim = c;
+      for (const c of this.#calls.values()) if (victim === undefined || c.recv.held > victim.recv.held) victim = c;
       if (victim === undefined || victim.recv.held === 0) return;
-      this.streamError(victim, status("RESOURCE_EXHAUSTED", "connection receive buffer full: this call's reader is the slowest"));
+      this.#streamError(victim, status("RESOURCE_EXHAUSTED", "connection receive buffer full: this call's reader is the slowest"));
     }
   }
 
   // ---- ending -----------------------------------------------------------
 
   /** A stream error: tell the peer (RESET or STATUS) and end the call here. */
-  private streamError(call: Call, s: Status): void {
+  #streamError(call: Call, s: Status): void {
     if (call.role === "caller") {
-      this.control.push(encodeFrame({ type: "RESET", stream: call.id, code: Code[s.code] }));
+      this.#control.push(encodeFrame({ type: "RESET", stream: call.id, code: Code[s.code] }));
     } else {
-      this.control.push(this.statusFrame(call.id, s));
+      this.#control.push(this.#statusFrame(call.id, s));
     }
-    this.end(call, s);
+    this.#end(call, s);
   }
 
   /** Ends one call: frees its buffers, emits `end`. */
-  private end(call: Call, s: Status): void {
-    if (!this.remove(call)) return;
-    this.events.push({ type: "end", id: call.id, status: s });
+  #end(call: Call, s: Status): void {
+    if (!this.#remove(call)) return;
+    this.#events.push({ type: "end", id: call.id, status: s });
   }
 
-  private remove(call: Call): boolean {
-    if (!this.calls.delete(call.id)) return false;
-    this.queuedSend -= call.send.clear();
-    this.held -= call.recv.held;
-    this.wantWritable.delete(call.id);
-    if (call.role === "responder") this.responderCalls -= 1;
-    this.maybeDrained();
+  #remove(call: Call): boolean {
+    if (!this.#calls.delete(call.id)) return false;
+    this.#queuedSend -= call.send.clear();
+    this.#held -= call.recv.held;
+    this.#wantWritable.delete(call.id);
+    if (call.role === "responder") this.#responderCalls -= 1;
+    this.#maybeDrained();
     return true;
   }
 
-  private maybeDrained(): void {
-    if (this.state === "draining" && this.goawaySent !== undefined && this.calls.size === 0 && this.close === undefined) {
-      this.close = { code: 1000, reason: "drained" };
+  #maybeDrained(): void {
+    if (this.#state === "draining" && this.#goawaySent !== undefined && this.#calls.size === 0 && this.#close === undefined) {
+      this.#close = { code: 1000, reason: "drained" };
     }
   }
 
-  private fail(e: ConnectionError): void {
-    if (this.state === "closed") return;
-    this.control.length = 0;
-    this.control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.maxPeerId, code: e.code, reason: e.message }));
-    this.teardown(e.code, e.message, status("UNAVAILABLE", `connection error: ${e.message}`), true);
+  #fail(e: ConnectionError): void {
+    if (this.#state === "closed") return;
+    this.#control.length = 0;
+    this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: e.code, reason: e.message }));
+    this.#teardown(e.code, e.message, status("UNAVAILABLE", `connection error: ${e.message}`), true);
   }
 
   /**
@@ -738,15 +738,15 @@ export class Connection {
    * what is already queued in `control`, `closed` is emitted once, and when
    * `sendClose` the driver is asked to close the WebSocket.
    */
-  private teardown(code: number, reason: string, s: Status, sendClose: boolean): void {
-    if (this.state === "closed") return;
-    this.state = "closed";
-    this.ready.length = 0;
-    this.inReady.clear();
-    for (const call of [...this.calls.values()]) this.end(call, s);
-    if (sendClose && this.close === undefined) this.close = { code, reason: truncateReason(reason) };
-    if (!sendClose) this.control.length = 0;
-    this.events.push({ type: "closed", code, reason });
+  #teardown(code: number, reason: string, s: Status, sendClose: boolean): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#ready.length = 0;
+    this.#inReady.clear();
+    for (const call of [...this.#calls.values()]) this.#end(call, s);
+    if (sendClose && this.#close === undefined) this.#close = { code, reason: truncateReason(reason) };
+    if (!sendClose) this.#control.length = 0;
+    this.#events.push({ type: "closed", code, reason });
   }
 }
 
