@@ -66,7 +66,7 @@ def encode(f):
 
 
 FRAMES = [
-    ("settings-defaults", {"type": "SETTINGS", "settings": {
+    ("settings-zrpc", {"type": "SETTINGS", "settings": {
         "max_message_size": 4194304, "max_concurrent_streams": 1024, "initial_credit": 16,
         "max_fragment_size": 65536, "max_metadata_size": 16384, "max_batch_size": 16384}}),
     ("settings-empty", {"type": "SETTINGS", "settings": {}}),

@@ -5,8 +5,14 @@
 #      benchmarks behind zrpc-benches' "peers" feature are checked too)
 #   3. all tests: unit, transition, legacy, test vectors, property, model-based,
 #      allocation-count and doc tests (cargo test --workspace)
-#   4. the benchmarks build (cargo bench --no-run), so they cannot rot
-#   5. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
+#   4. the TypeScript client (clients/js): installs Chromium (Debian package)
+#      and its npm packages from the lockfile if missing, then type checks,
+#      lint and format (biome), generated code and the bundled web app up to
+#      date, the bundle size bound, and its tests: the protocol alone, the
+#      test vectors, a hostile fake server, Node against the real server,
+#      and the web app in headless Chromium
+#   5. the benchmarks build (cargo bench --no-run), so they cannot rot
+#   6. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
 #      handshake) for FUZZ_SECONDS (default 30) on
 #      nightly; installs cargo-fuzz once if it is missing
 set -euo pipefail
@@ -15,6 +21,10 @@ cd "$(dirname "$0")/.."
 echo "== fmt";    cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== test";   cargo test --workspace
+echo "== javascript"
+cargo build -p zrpc-cli
+bash scripts/setup-js.sh
+(cd clients/js && npm run check && node scripts/size.mjs --max=11000 && npm test)
 echo "== bench build"; cargo bench --workspace --no-run
 
 echo "== fuzz smoke"

@@ -93,6 +93,27 @@ export async function connect(url: string, opts: ConnectOptions = {}): Promise<C
 
 const now = () => performance.now();
 
+/**
+ * Runs `fn` as a new task, after all microtasks: `setImmediate` in Node;
+ * elsewhere a MessageChannel message (not clamped like `setTimeout`).
+ */
+const nextTask: (fn: () => void) => void = (() => {
+  const g = globalThis as { setImmediate?: (fn: () => void) => unknown };
+  if (typeof g.setImmediate === "function") {
+    const setImmediate = g.setImmediate;
+    return (fn) => void setImmediate(fn);
+  }
+  const queue: (() => void)[] = [];
+  const channel = new MessageChannel();
+  channel.port1.onmessage = () => {
+    const batch = queue.splice(0);
+    for (const f of batch) f();
+  };
+  return (fn) => {
+    if (queue.push(fn) === 1) channel.port2.postMessage(null);
+  };
+})();
+
 /** One call's state on this side. */
 interface Active {
   readonly id: number;
@@ -146,6 +167,9 @@ export class Client {
     bindSocket(ws, {
       message: (data) => {
         this.#conn.handleMessage(data, now());
+        // Events go to the application now; what it sends in reply goes
+        // out with the next flush.
+        this.#dispatchAll();
         this.#pump();
       },
       closed: (code, reason) => {
@@ -334,14 +358,23 @@ export class Client {
 
   // ---- the driver -------------------------------------------------------
 
-  /** Runs the state machine's outputs on the next microtask (coalesced, so ready frames share a BATCH). */
+  /**
+   * Runs the state machine's outputs in a task after the current one (not
+   * a microtask): every promise continuation the last input resolved has
+   * then run, so the calls and messages they made leave together, packed in
+   * one BATCH and one socket write, whatever the number of calls in flight.
+   */
   #pump(): void {
     if (this.#scheduled) return;
     this.#scheduled = true;
-    queueMicrotask(() => {
+    nextTask(() => {
       this.#scheduled = false;
       this.#drive();
     });
+  }
+
+  #dispatchAll(): void {
+    for (let ev = this.#conn.pollEvent(); ev !== undefined; ev = this.#conn.pollEvent()) this.#dispatch(ev);
   }
 
   #drive(): void {

@@ -284,7 +284,8 @@ export class Connection {
     if (this.#state === "closed" || this.#goawaySent !== undefined) return;
     this.#goawaySent = this.#maxPeerId;
     this.#state = "draining";
-    this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: 1000, reason }));
+    // A GOAWAY reason is at most 1,024 bytes (PROTOCOL.md 3.2).
+    this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: 1000, reason: truncateUtf8(reason, 1024) }));
     this.#maybeDrained();
   }
 
@@ -729,7 +730,7 @@ export class Connection {
   #fail(e: ConnectionError): void {
     if (this.#state === "closed") return;
     this.#control.length = 0;
-    this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: e.code, reason: e.message }));
+    this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: e.code, reason: truncateUtf8(e.message, 1024) }));
     this.#teardown(e.code, e.message, status("UNAVAILABLE", `connection error: ${e.message}`), true);
   }
 
@@ -744,15 +745,15 @@ export class Connection {
     this.#ready.length = 0;
     this.#inReady.clear();
     for (const call of [...this.#calls.values()]) this.#end(call, s);
-    if (sendClose && this.#close === undefined) this.#close = { code, reason: truncateReason(reason) };
+    if (sendClose && this.#close === undefined) this.#close = { code, reason: truncateUtf8(reason, 123) };
     if (!sendClose) this.#control.length = 0;
     this.#events.push({ type: "closed", code, reason });
   }
 }
 
-/** A WebSocket close reason is at most 123 bytes of UTF-8. */
-function truncateReason(reason: string): string {
-  let r = reason;
-  while (new TextEncoder().encode(r).length > 123) r = r.slice(0, -1);
+/** `s` cut to at most `max` bytes of UTF-8, at a character boundary. */
+function truncateUtf8(s: string, max: number): string {
+  let r = s;
+  while (new TextEncoder().encode(r).length > max) r = r.slice(0, -1);
   return r;
 }
