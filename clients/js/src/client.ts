@@ -118,6 +118,9 @@ const nextTask: (fn: () => void) => void = (() => {
 interface Active {
   readonly id: number;
   readonly inbox: AsyncQueue<Uint8Array>;
+  /** Unary and client-streaming calls: the one response, kept here instead of the inbox. */
+  readonly single: boolean;
+  response: Uint8Array | undefined;
   /** Resolved by the `end` event. */
   ended: Status | undefined;
   readonly done: Promise<Status>;
@@ -200,7 +203,8 @@ export class Client {
   /** One request, one response. */
   async unary(method: string, request: Uint8Array, opts: CallOptions = {}): Promise<Uint8Array> {
     const call = this.#start("unary", method, opts);
-    await this.#sendOn(call, request, true);
+    const sending = this.#sendOn(call, request, true);
+    if (sending !== undefined) await sending;
     return this.#single(call);
   }
 
@@ -209,7 +213,7 @@ export class Client {
     return {
       [Symbol.asyncIterator]: () => {
         const call = this.#start("server_streaming", method, opts);
-        void this.#sendOn(call, request, true).catch(() => {});
+        void this.#sendOn(call, request, true)?.catch(() => {});
         return this.#iterate(call);
       },
     };
@@ -244,7 +248,7 @@ export class Client {
     const call = this.#start("bidi", method, opts);
     const it = this.#iterate(call);
     return {
-      send: (m) => this.#sendOn(call, m, false),
+      send: async (m) => this.#sendOn(call, m, false),
       closeSend: () => {
         this.#conn.halfClose(call.id);
         this.#pump();
@@ -267,7 +271,7 @@ export class Client {
 
   // ---- call plumbing ----------------------------------------------------
 
-  #track(id: number): Active {
+  #track(id: number, single = false): Active {
     let resolveDone!: (s: Status) => void;
     const done = new Promise<Status>((r) => {
       resolveDone = r;
@@ -278,6 +282,8 @@ export class Client {
         this.#conn.consume(id, m.length);
         this.#pump();
       }),
+      single,
+      response: undefined,
       ended: undefined,
       done,
       resolveDone,
@@ -290,16 +296,18 @@ export class Client {
   }
 
   #start(kind: CallKind, method: string, opts: CallOptions): Active {
+    const single = kind === "unary" || kind === "client_streaming";
     const signal = opts.signal;
     if (signal?.aborted) throw new ZrpcError("CANCELLED", "aborted before the call started");
-    const metadata = [...this.#baseMetadata, ...toMetadata(opts.metadata)];
+    const own = toMetadata(opts.metadata);
+    const metadata = this.#baseMetadata.length === 0 ? own : own.length === 0 ? this.#baseMetadata : [...this.#baseMetadata, ...own];
     let id: number;
     try {
       id = this.#conn.open(kind, method, now(), { metadata, timeoutMs: opts.timeoutMs ?? 0 });
     } catch (e) {
       throw isStatus(e) ? ZrpcError.fromStatus(e) : e;
     }
-    const call = this.#track(id);
+    const call = this.#track(id, single);
     call.onHeaders = opts.onHeaders;
     const onAbort = () => {
       this.#cancel(call, "cancelled by the application");
@@ -322,8 +330,21 @@ export class Client {
     this.#pump();
   }
 
-  /** Queues a message once the peer has credit for it; rejects with the call's status if it ended. */
-  async #sendOn(call: Active, data: Uint8Array, end: boolean): Promise<void> {
+  /**
+   * Queues a message once the peer has credit for it; rejects with the
+   * call's status if it ended. Returns undefined when it was queued at once
+   * (the common case: no promise, no await).
+   */
+  #sendOn(call: Active, data: Uint8Array, end: boolean): Promise<void> | undefined {
+    if (call.ended === undefined && this.#conn.canSend(call.id)) {
+      this.#conn.send(call.id, data, end);
+      this.#pump();
+      return undefined;
+    }
+    return this.#sendWhenWritable(call, data, end);
+  }
+
+  async #sendWhenWritable(call: Active, data: Uint8Array, end: boolean): Promise<void> {
     while (call.ended === undefined && !this.#conn.canSend(call.id)) {
       await new Promise<void>((r) => {
         call.wake = r;
@@ -339,11 +360,10 @@ export class Client {
 
   /** The one response of a unary or client-streaming call. */
   async #single(call: Active): Promise<Uint8Array> {
-    const first = await call.inbox.next();
     const s = await call.done;
     if (s.code !== "OK") throw ZrpcError.fromStatus(s);
-    if (first.done) throw new ZrpcError("INTERNAL", "OK status without the one response message");
-    return first.value;
+    if (call.response === undefined) throw new ZrpcError("INTERNAL", "OK status without the one response message");
+    return call.response;
   }
 
   #iterate(call: Active): AsyncIterator<Uint8Array> {
@@ -429,7 +449,17 @@ export class Client {
         this.#calls.get(ev.id)?.onHeaders?.(ev.metadata);
         return;
       case "message":
-        this.#calls.get(ev.id)?.inbox.push(ev.data);
+        {
+          const call = this.#calls.get(ev.id);
+          if (call === undefined) return;
+          if (call.single) {
+            // The core enforces "exactly one": keep it, and free its bytes now.
+            call.response = ev.data;
+            this.#conn.consume(ev.id, ev.data.length);
+          } else {
+            call.inbox.push(ev.data);
+          }
+        }
         return;
       case "half-closed":
         this.#calls.get(ev.id)?.inbox.end();

@@ -60,7 +60,9 @@ export function openSocket(
       reject(new ZrpcError("UNAVAILABLE", `cannot connect to ${url}: ${e instanceof Error ? e.message : String(e)}`));
       return;
     }
-    ws.binaryType = "arraybuffer";
+    // Binary messages as ArrayBuffers (browsers default to Blob); the `ws`
+    // package's own Buffers are Uint8Arrays already, and need no copy.
+    if (ws.binaryType !== "nodebuffer") ws.binaryType = "arraybuffer";
     const fail = (why: string) => {
       cleanup();
       // Closing a socket still connecting reports an error event: keep a listener.
@@ -101,8 +103,12 @@ export function bindSocket(ws: WebSocketLike, sink: SocketSink): void {
     const d = ev.data;
     if (d instanceof ArrayBuffer) sink.message(new Uint8Array(d));
     else if (typeof d === "string") sink.message(d);
-    else if (ArrayBuffer.isView(d)) sink.message(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-    else sink.message("");
+    else if (ArrayBuffer.isView(d)) {
+      // A view into a larger read buffer (the `ws` package's Buffers) is
+      // copied, so a small message held unread cannot keep a large buffer alive.
+      const view = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+      sink.message(view.byteLength * 2 < d.buffer.byteLength ? view.slice() : view);
+    } else sink.message("");
   };
   ws.onclose = (ev) => sink.closed(ev.code, ev.reason);
   ws.onerror = () => {

@@ -140,9 +140,9 @@ export class Writer {
     return this.u16(b.length).bytes(b);
   }
 
-  /** The bytes written, as a view of the internal buffer. */
+  /** The bytes written (a view of the internal buffer; a copy when most of it is unused). */
   finish(): Uint8Array {
-    return this.buf.subarray(0, this.len);
+    return this.len * 2 < this.buf.length ? this.buf.slice(0, this.len) : this.buf.subarray(0, this.len);
   }
 }
 

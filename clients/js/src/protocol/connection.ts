@@ -11,6 +11,7 @@
 
 import { Call } from "./call.js";
 import { type Config, checkSettings, DEFAULT_CONFIG, type Limits, maxWebSocketMessage, PROTOCOL_DEFAULTS } from "./config.js";
+import { Fifo } from "./fifo.js";
 import {
   type CallKind,
   decodeFrame,
@@ -75,11 +76,11 @@ export class Connection {
   #state: State = "open";
   readonly #calls = new Map<number, Call>();
   /** Calls with a frame ready to go, in turn order. */
-  readonly #ready: number[] = [];
+  readonly #ready = new Fifo<number>();
   readonly #inReady = new Set<number>();
   /** Frames that go before any call data (SETTINGS, OPEN, CREDIT, RESET, PING...). */
-  readonly #control: Uint8Array[] = [];
-  readonly #events: Event[] = [];
+  readonly #control = new Fifo<Uint8Array>();
+  readonly #events = new Fifo<Event>();
   #nextId = 1;
   /** Highest id the peer opened. */
   #maxPeerId = 0;
@@ -416,9 +417,9 @@ export class Connection {
   /** A frame of at most `room` bytes (plus entry header) if one is ready, else undefined. */
   #peekFits(room: number): Uint8Array | undefined {
     if (room < 2 + HEADER_LEN) return undefined;
-    const c = this.#control[0];
+    const c = this.#control.peek();
     if (c !== undefined) return c.length + 2 <= room ? this.#control.shift() : undefined;
-    const id = this.#ready[0];
+    const id = this.#ready.peek();
     if (id === undefined) return undefined;
     const call = this.#calls.get(id);
     if (call === undefined) return this.#nextFrame();
@@ -729,7 +730,7 @@ export class Connection {
 
   #fail(e: ConnectionError): void {
     if (this.#state === "closed") return;
-    this.#control.length = 0;
+    this.#control.clear();
     this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: e.code, reason: truncateUtf8(e.message, 1024) }));
     this.#teardown(e.code, e.message, status("UNAVAILABLE", `connection error: ${e.message}`), true);
   }
@@ -742,11 +743,11 @@ export class Connection {
   #teardown(code: number, reason: string, s: Status, sendClose: boolean): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
-    this.#ready.length = 0;
+    this.#ready.clear();
     this.#inReady.clear();
     for (const call of [...this.#calls.values()]) this.#end(call, s);
     if (sendClose && this.#close === undefined) this.#close = { code, reason: truncateUtf8(reason, 123) };
-    if (!sendClose) this.#control.length = 0;
+    if (!sendClose) this.#control.clear();
     this.#events.push({ type: "closed", code, reason });
   }
 }

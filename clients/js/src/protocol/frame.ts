@@ -120,6 +120,17 @@ export function decodeFrame(bytes: Uint8Array): Frame {
 
 function decode(bytes: Uint8Array): Frame {
   if (bytes.length < HEADER_LEN) throw new FrameError("Empty");
+  if (bytes[0] === FrameType.MESSAGE) {
+    // The hot path: no reader, the payload a view of the input.
+    const flags = bytes[1] as number;
+    const stream =
+      ((bytes[2] as number) * 0x1000000 + (((bytes[3] as number) << 16) | ((bytes[4] as number) << 8) | (bytes[5] as number))) >>> 0;
+    if (stream === 0) throw new FrameError("ZeroStreamId");
+    const endStream = (flags & 1) !== 0;
+    const more = (flags & 2) !== 0;
+    if (endStream && more) throw new FrameError("InvalidFlags");
+    return { type: "MESSAGE", stream, endStream, more, payload: bytes.subarray(HEADER_LEN) };
+  }
   const r = new Reader(bytes);
   const type = r.u8();
   const flags = r.u8();
@@ -206,10 +217,23 @@ function header(w: Writer, type: number, flags: number, stream: number): Writer 
   return w.u8(type).u8(flags).u32(stream);
 }
 
+const methodCache = new Map<string, Uint8Array>();
+
+/** A method name's UTF-8 bytes, cached for the names a client calls again and again. */
+function methodBytes(method: string): Uint8Array {
+  let b = methodCache.get(method);
+  if (b === undefined) {
+    b = utf8(method);
+    if (methodCache.size >= 256) methodCache.clear();
+    methodCache.set(method, b);
+  }
+  return b;
+}
+
 /** Encodes one frame. Throws `RangeError` for a field outside its encoding. */
 export function encodeFrame(f: Frame): Uint8Array {
   if (f.type === "MESSAGE") return encodeMessage(f.stream, f.payload, f.endStream, f.more);
-  const w = new Writer(32);
+  const w = new Writer(f.type === "OPEN" ? 32 + f.method.length * 3 : 64);
   switch (f.type) {
     case "SETTINGS":
       header(w, FrameType.SETTINGS, 0, 0);
@@ -219,7 +243,7 @@ export function encodeFrame(f: Frame): Uint8Array {
       }
       break;
     case "OPEN": {
-      const m = utf8(f.method);
+      const m = methodBytes(f.method);
       if (m.length === 0 || m.length > MAX_METHOD_LEN) throw new RangeError("method: 1 to 1,024 bytes");
       header(w, FrameType.OPEN, 0, f.stream).u8(CallKind[f.kind]).u32(f.timeoutMs).u32(f.initialCredit).str16(m);
       writeMetadata(w, f.metadata);
@@ -260,7 +284,7 @@ export function encodeFrame(f: Frame): Uint8Array {
       break;
     }
   }
-  return w.finish().slice();
+  return w.finish();
 }
 
 /** Encodes a MESSAGE frame with one copy of the payload. */
