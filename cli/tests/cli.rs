@@ -195,7 +195,7 @@ fn serve_over_tls_and_call_with_a_private_ca() {
 /// `zrpc serve --web` answers plain HTTP GETs with the built-in web app on
 /// the RPC port (one origin for page and WebSocket); unknown paths are 404,
 /// and zrpc calls on the same port still work. Without `--web` a plain GET
-/// is refused.
+/// is answered 426 Upgrade Required, saying what the endpoint is.
 #[test]
 fn serve_web_serves_the_app_beside_the_endpoint() {
     use std::io::{Read, Write};
@@ -239,7 +239,8 @@ fn serve_web_serves_the_app_beside_the_endpoint() {
             assert!(js.starts_with("HTTP/1.1 200") && js.contains("text/javascript"));
             assert!(get(&addr, "/nope").starts_with("HTTP/1.1 404"));
         } else {
-            assert!(page.starts_with("HTTP/1.1 4"), "{page}");
+            assert!(page.starts_with("HTTP/1.1 426"), "{page}");
+            assert!(page.contains("zrpc endpoint"), "{page}");
         }
         let call = Command::new(ZRPC)
             .args([

@@ -811,11 +811,16 @@ impl<R: Runtime> Server<R> {
         };
         // The mode is known before the WebSocket layer starts: its message
         // limit is the mode's (v1: a frame; legacy: a whole request).
-        if !head.info.websocket
-            && let Some(files) = &self.config.static_files
-        {
-            upgrade_web(&mut stream, files, &head.info).await;
-            return Ok(None);
+        if !head.info.websocket {
+            if let Some(files) = &self.config.static_files {
+                upgrade_web(&mut stream, files, &head.info).await;
+                return Ok(None);
+            }
+            // A browser or curl pointed at the endpoint: say what it is.
+            let reason =
+                "this is a zrpc endpoint: connect with a WebSocket client (subprotocol zrpc.v1)";
+            upgrade::respond(&mut stream, 426, reason).await;
+            return Err(Error::Refused(Refusal::with_status(426, reason)));
         }
         let ws_mode = if head.info.offers_v1 {
             Mode::V1
