@@ -263,3 +263,28 @@ test("drain: GOAWAY, then close 1000 once the last call ends", () => {
   c.handleMessage(enc({ type: "STATUS", stream: id, code: 0, message: "", details: new Uint8Array(0), trailers: [] }), 0);
   assert.deepEqual(c.pollClose(), { code: 1000, reason: "drained" });
 });
+
+test("server-initiated calls beyond MAX_CONCURRENT_STREAMS get RESOURCE_EXHAUSTED, not a slot", () => {
+  const c = connected({ maxConcurrentStreams: 1 });
+  const open = (stream: number) => enc({ type: "OPEN", stream, kind: "bidi", timeoutMs: 0, initialCredit: 1, method: "x/Y", metadata: [] });
+  c.handleMessage(open(2), 0);
+  c.handleMessage(open(4), 0);
+  assert.deepEqual(
+    events(c).map((e) => e.type),
+    ["open"],
+  );
+  const [refused] = sent(c);
+  assert.equal(refused?.type === "STATUS" && [refused.stream, refused.code].join(), "4,8");
+  assert.equal(c.liveCalls, 1);
+});
+
+test("a peer that floods PINGs and never reads the replies is closed with 1008", () => {
+  const c = connected({ maxPendingControl: 8 });
+  const ping = enc({ type: "PING", ack: false, data: bytes(8) });
+  for (let i = 0; i < 8; i++) c.handleMessage(ping, 0);
+  assert.equal(c.isClosed, false);
+  c.handleMessage(ping, 0);
+  assert.equal(c.isClosed, true);
+  assert.equal(sent(c)[0]?.type, "GOAWAY");
+  assert.equal(c.pollClose()?.code, 1008);
+});
