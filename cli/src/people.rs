@@ -127,22 +127,24 @@ impl<R: Runtime> PeopleService<R> {
             .map_err(store_status)
     }
 
-    /// Streams the rows `page(store, after_id, n)` returns, a page at a
-    /// time, until a short page or `left` rows: the call holds one page.
+    /// Streams the rows `page(store, after_id, n)` returns after `*after`,
+    /// a page at a time, until a short page or `left` rows: the call holds
+    /// one page. `*after` ends as the last id sent.
     async fn stream_pages(
         &self,
         out: &mut Sink<Person>,
+        after: &mut i32,
         left: &mut u64,
         page: impl Fn(&dyn Store, i32, u32) -> Result<Vec<Person>, StoreError> + Clone + Send + 'static,
     ) -> Result<(), Status> {
-        let mut after = 0;
         while *left > 0 {
             let n = (*left).min(PAGE as u64) as u32;
             let page = page.clone();
-            let rows = self.blocking(move |s| page(s, after, n)).await?;
+            let from = *after;
+            let rows = self.blocking(move |s| page(s, from, n)).await?;
             for p in &rows {
                 out.send(p).await?;
-                after = p.id;
+                *after = p.id;
             }
             *left -= rows.len() as u64;
             if rows.len() < n as usize {
@@ -221,7 +223,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         } else {
             request.limit as u64
         };
-        self.stream_pages(&mut responses, &mut left, move |s, after, n| {
+        self.stream_pages(&mut responses, &mut 0, &mut left, move |s, after, n| {
             s.list_people(&filter, after, n)
         })
         .await
@@ -310,7 +312,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
             })
             .await?;
         let mut left = u64::MAX;
-        self.stream_pages(&mut responses, &mut left, move |s, after, n| {
+        self.stream_pages(&mut responses, &mut 0, &mut left, move |s, after, n| {
             s.people_linked_to(kind, v, after, n)
         })
         .await
@@ -334,21 +336,11 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         while left > 0 {
             // Listen before looking, so a creation during the look wakes us.
             let created = self.created.listen();
-            loop {
-                let n = left.min(PAGE as u64) as u32;
-                let filter = filter.clone();
-                let rows = self
-                    .blocking(move |s| s.list_people(&filter, after, n))
-                    .await?;
-                for p in &rows {
-                    responses.send(p).await?;
-                    after = p.id;
-                }
-                left -= rows.len() as u64;
-                if rows.len() < n as usize || left == 0 {
-                    break;
-                }
-            }
+            let filter = filter.clone();
+            self.stream_pages(&mut responses, &mut after, &mut left, move |s, after, n| {
+                s.list_people(&filter, after, n)
+            })
+            .await?;
             if left > 0 {
                 // Ends when people are created, or the call ends (the
                 // server drops this handler on cancel, deadline or drain).
