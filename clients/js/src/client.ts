@@ -325,8 +325,8 @@ export class Client {
   #cancel(call: Active, why: string): void {
     if (call.ended !== undefined) return;
     this.#conn.reset(call.id, "CANCELLED", why);
-    // The `end` event (dispatched synchronously below) ends the inbox.
-    for (let ev = this.#conn.pollEvent(); ev !== undefined; ev = this.#conn.pollEvent()) this.#dispatch(ev);
+    // The `end` event (dispatched synchronously here) ends the inbox.
+    this.#dispatchAll();
     this.#pump();
   }
 
