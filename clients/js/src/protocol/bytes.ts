@@ -18,14 +18,12 @@ export function utf8(s: string): Uint8Array {
 /** Reads big-endian fields from a byte slice; never reads past its end. */
 export class Reader {
   private pos: number;
-  private readonly view: DataView;
 
   constructor(
     readonly bytes: Uint8Array,
     start = 0,
   ) {
     this.pos = start;
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   /** Bytes not read yet. */
@@ -40,16 +38,21 @@ export class Reader {
     return at;
   }
 
+  // Byte arithmetic rather than a DataView: no object per frame decoded.
   u8(): number {
-    return this.view.getUint8(this.need(1));
+    return this.bytes[this.need(1)] as number;
   }
 
   u16(): number {
-    return this.view.getUint16(this.need(2));
+    const at = this.need(2);
+    const b = this.bytes;
+    return ((b[at] as number) << 8) | (b[at + 1] as number);
   }
 
   u32(): number {
-    return this.view.getUint32(this.need(4));
+    const at = this.need(4);
+    const b = this.bytes;
+    return (b[at] as number) * 0x1000000 + (((b[at + 1] as number) << 16) | ((b[at + 2] as number) << 8) | (b[at + 3] as number));
   }
 
   /** `n` bytes, as a view (no copy). */
@@ -88,12 +91,10 @@ export function decodeUtf8(b: Uint8Array): string {
 /** Appends big-endian fields to a growing buffer. */
 export class Writer {
   private buf: Uint8Array;
-  private view: DataView;
   private len = 0;
 
   constructor(capacity = 64) {
     this.buf = new Uint8Array(capacity);
-    this.view = new DataView(this.buf.buffer);
   }
 
   private room(n: number): number {
@@ -103,7 +104,6 @@ export class Writer {
       const next = new Uint8Array(cap);
       next.set(this.buf.subarray(0, this.len));
       this.buf = next;
-      this.view = new DataView(next.buffer);
     }
     const at = this.len;
     this.len += n;
@@ -111,20 +111,21 @@ export class Writer {
   }
 
   u8(v: number): this {
-    const at = this.room(1); // grows the buffer (and view) first
-    this.view.setUint8(at, v);
+    const at = this.room(1);
+    this.buf[at] = v;
     return this;
   }
 
   u16(v: number): this {
-    const at = this.room(2); // grows the buffer (and view) first
-    this.view.setUint16(at, v);
+    const at = this.room(2);
+    this.buf[at] = v >>> 8;
+    this.buf[at + 1] = v;
     return this;
   }
 
   u32(v: number): this {
-    const at = this.room(4); // grows the buffer (and view) first
-    this.view.setUint32(at, v);
+    const at = this.room(4);
+    putU32(this.buf, at, v);
     return this;
   }
 
@@ -172,4 +173,12 @@ export function concat(parts: readonly Uint8Array[], total?: number): Uint8Array
     at += p.length;
   }
   return out;
+}
+
+/** Writes `v` as a big-endian u32 at `at`. */
+export function putU32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = v >>> 16;
+  b[at + 2] = v >>> 8;
+  b[at + 3] = v;
 }

@@ -9,17 +9,17 @@
  * through one teardown path.
  */
 
+import { putU32 } from "./bytes.js";
 import { Call } from "./call.js";
 import { type Config, checkSettings, DEFAULT_CONFIG, type Limits, maxWebSocketMessage, PROTOCOL_DEFAULTS } from "./config.js";
 import { Fifo } from "./fifo.js";
 import {
   type CallKind,
   decodeFrame,
-  encodeBatch,
   encodeFrame,
-  encodeMessage,
   type Frame,
   FrameError,
+  FrameType,
   HEADER_LEN,
   isBatch,
   MAX_CREDIT,
@@ -385,16 +385,29 @@ export class Connection {
     const limit = this.#settingsReceived ? this.#peer.maxBatchSize : 0;
     const first = this.#nextFrame();
     if (first === undefined) return undefined;
-    if (limit === 0 || first.length > limit || first.length > 0xffff) return first;
-    const frames = [first];
-    let size = 2 + first.length;
+    const firstLen = outLength(first);
+    if (limit === 0 || firstLen > limit || firstLen > 0xffff) return encodeOut(first);
+    const outs = [first];
+    let size = 2 + firstLen;
     for (;;) {
       const f = this.#peekFits(limit - size);
       if (f === undefined) break;
-      frames.push(f);
-      size += 2 + f.length;
+      outs.push(f);
+      size += 2 + outLength(f);
     }
-    return frames.length === 1 ? first : encodeBatch(frames);
+    if (outs.length === 1) return encodeOut(first);
+    // Data frames are written straight into the BATCH: one buffer, one copy of each payload.
+    const batch = new Uint8Array(HEADER_LEN + size);
+    batch[0] = FrameType.BATCH;
+    let at = HEADER_LEN;
+    for (const o of outs) {
+      const len = outLength(o);
+      batch[at] = len >>> 8;
+      batch[at + 1] = len;
+      writeOut(batch, at + 2, o);
+      at += 2 + len;
+    }
+    return batch;
   }
 
   /** The close the driver must perform after sending what is queued, once. */
@@ -415,7 +428,7 @@ export class Connection {
   }
 
   /** A frame of at most `room` bytes (plus entry header) if one is ready, else undefined. */
-  #peekFits(room: number): Uint8Array | undefined {
+  #peekFits(room: number): Out | undefined {
     if (room < 2 + HEADER_LEN) return undefined;
     const c = this.#control.peek();
     if (c !== undefined) return c.length + 2 <= room ? this.#control.shift() : undefined;
@@ -430,7 +443,7 @@ export class Connection {
     return this.#nextFrame();
   }
 
-  #nextFrame(): Uint8Array | undefined {
+  #nextFrame(): Out | undefined {
     const c = this.#control.shift();
     if (c !== undefined) return c;
     while (this.#ready.length > 0) {
@@ -448,12 +461,12 @@ export class Connection {
     return undefined;
   }
 
-  #callFrame(call: Call): Uint8Array | undefined {
+  #callFrame(call: Call): Out | undefined {
     const before = call.send.queuedBytes;
     const next = call.send.next(this.#peer.maxFragmentSize, call.role === "caller");
     this.#queuedSend -= before - call.send.queuedBytes;
     this.#notifyWritable(call);
-    if (next?.type === "message") return encodeMessage(call.id, next.payload, next.end, next.more);
+    if (next?.type === "message") return { stream: call.id, payload: next.payload, flags: (next.end ? 1 : 0) | (next.more ? 2 : 0) };
     if (next?.type === "half-close") return encodeFrame({ type: "HALF_CLOSE", stream: call.id });
     if (call.pendingStatus !== undefined && call.send.queuedMessages === 0) {
       const s = call.pendingStatus;
@@ -750,6 +763,33 @@ export class Connection {
     if (!sendClose) this.#control.clear();
     this.#events.push({ type: "closed", code, reason });
   }
+}
+
+/** A frame to send: encoded (control frames), or a MESSAGE still to be written. */
+type Out = Uint8Array | { stream: number; payload: Uint8Array; flags: number };
+
+function outLength(o: Out): number {
+  return o instanceof Uint8Array ? o.length : HEADER_LEN + o.payload.length;
+}
+
+/** Writes `o` into `buf` at `at`. */
+function writeOut(buf: Uint8Array, at: number, o: Out): void {
+  if (o instanceof Uint8Array) {
+    buf.set(o, at);
+    return;
+  }
+  buf[at] = FrameType.MESSAGE;
+  buf[at + 1] = o.flags;
+  putU32(buf, at + 2, o.stream);
+  buf.set(o.payload, at + HEADER_LEN);
+}
+
+/** `o` as a WebSocket message of its own. */
+function encodeOut(o: Out): Uint8Array {
+  if (o instanceof Uint8Array) return o;
+  const buf = new Uint8Array(outLength(o));
+  writeOut(buf, 0, o);
+  return buf;
 }
 
 /** `s` cut to at most `max` bytes of UTF-8, at a character boundary. */

@@ -4,7 +4,7 @@
  */
 
 import { decodeUtf8, InvalidUtf8Error, Reader, TruncatedError, utf8, Writer } from "./bytes.js";
-import { type Metadata, MetadataError, readMetadata, writeMetadata } from "./metadata.js";
+import { type Metadata, MetadataError, metadataSize, readMetadata, writeMetadata } from "./metadata.js";
 
 /** Frame type numbers. */
 export const FrameType = {
@@ -233,7 +233,8 @@ function methodBytes(method: string): Uint8Array {
 /** Encodes one frame. Throws `RangeError` for a field outside its encoding. */
 export function encodeFrame(f: Frame): Uint8Array {
   if (f.type === "MESSAGE") return encodeMessage(f.stream, f.payload, f.endStream, f.more);
-  const w = new Writer(f.type === "OPEN" ? 32 + f.method.length * 3 : 64);
+  // OPEN, the frame of every call, is sized exactly: one allocation.
+  const w = new Writer(f.type === "OPEN" ? 17 + methodBytes(f.method).length + metadataSize(f.metadata) : 64);
   switch (f.type) {
     case "SETTINGS":
       header(w, FrameType.SETTINGS, 0, 0);
