@@ -11,7 +11,7 @@ import type { CallKind } from "./protocol/frame.js";
 import { type Metadata, type MetadataInit, toMetadata } from "./protocol/metadata.js";
 import { type Status, status, ZrpcError } from "./protocol/status.js";
 import { AsyncQueue } from "./queue.js";
-import { bindSocket, openSocket, SEND_HIGH_WATER, type WebSocketConstructor, type WebSocketLike } from "./transport.js";
+import { bindSocket, type OpenedSocket, openSocket, SEND_HIGH_WATER, type WebSocketConstructor, type WebSocketLike } from "./transport.js";
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -87,8 +87,7 @@ export interface CloseInfo {
 
 /** Opens a connection to a zrpc server (`ws://` or `wss://` URL). */
 export async function connect(url: string, opts: ConnectOptions = {}): Promise<Client> {
-  const ws = await openSocket(url, opts.WebSocket, opts.connectTimeoutMs ?? 10_000, opts.signal);
-  return new Client(ws, opts);
+  return new Client(await openSocket(url, opts.WebSocket, opts.connectTimeoutMs ?? 10_000, opts.signal), opts);
 }
 
 const now = () => performance.now();
@@ -149,11 +148,11 @@ export class Client {
   readonly draining: Promise<{ reason: string }>;
   #resolveDraining!: (d: { reason: string }) => void;
 
+  readonly #ws: WebSocketLike;
+
   /** Use {@link connect}. */
-  constructor(
-    private readonly ws: WebSocketLike,
-    opts: ConnectOptions = {},
-  ) {
+  constructor(opened: OpenedSocket, opts: ConnectOptions = {}) {
+    this.#ws = opened.ws;
     const keepalive =
       opts.keepalive === false
         ? { keepaliveIntervalMs: 0 }
@@ -167,7 +166,7 @@ export class Client {
     this.draining = new Promise((r) => {
       this.#resolveDraining = r;
     });
-    bindSocket(ws, {
+    bindSocket(opened, {
       message: (data) => {
         this.#conn.handleMessage(data, now());
         // Events go to the application now; what it sends in reply goes
@@ -403,17 +402,17 @@ export class Client {
       let ev = this.#conn.pollEvent();
       if (ev === undefined && rounds > 0) break;
       for (; ev !== undefined; ev = this.#conn.pollEvent()) this.#dispatch(ev);
-      while (this.ws.bufferedAmount < SEND_HIGH_WATER) {
+      while (this.#ws.bufferedAmount < SEND_HIGH_WATER) {
         const m = this.#conn.pollTransmit();
         if (m === undefined) break;
         try {
-          this.ws.send(m);
+          this.#ws.send(m);
         } catch {
           break; // the close event follows
         }
       }
     }
-    if (this.ws.bufferedAmount >= SEND_HIGH_WATER && this.#blockedTimer === undefined) {
+    if (this.#ws.bufferedAmount >= SEND_HIGH_WATER && this.#blockedTimer === undefined) {
       // WebSocket has no "drained" event: look again shortly.
       this.#blockedTimer = setTimeout(() => {
         this.#blockedTimer = undefined;
@@ -421,7 +420,7 @@ export class Client {
       }, 2);
     }
     const close = this.#conn.pollClose();
-    if (close !== undefined) this.ws.close(close.code, close.reason);
+    if (close !== undefined) this.#ws.close(close.code, close.reason);
     this.#arm();
   }
 

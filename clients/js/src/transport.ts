@@ -45,7 +45,7 @@ export function openSocket(
   ctor: WebSocketConstructor | undefined,
   timeoutMs: number,
   signal: AbortSignal | undefined,
-): Promise<WebSocketLike> {
+): Promise<OpenedSocket> {
   const WS = ctor ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
   if (WS === undefined) {
     return Promise.reject(
@@ -90,17 +90,31 @@ export function openSocket(
         return;
       }
       cleanup();
-      resolve(ws);
+      // The server's SETTINGS (or a close) may arrive before whoever awaits
+      // this promise runs: keep them for bindSocket.
+      const early: EarlyEvent[] = [];
+      ws.onmessage = (ev) => early.push({ message: ev.data });
+      ws.onclose = (ev) => early.push({ close: ev });
+      ws.onerror = () => {};
+      resolve({ ws, early });
     };
     ws.onerror = () => fail(`cannot connect to ${url}`);
     ws.onclose = (ev) => fail(`cannot connect to ${url} (close ${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`);
   });
 }
 
-/** Routes an open socket's events to `sink`. */
-export function bindSocket(ws: WebSocketLike, sink: SocketSink): void {
-  ws.onmessage = (ev) => {
-    const d = ev.data;
+/** What arrived between the socket's opening and {@link bindSocket}. */
+export type EarlyEvent = { message: unknown } | { close: { code: number; reason: string } };
+
+/** An open socket and what it received before anyone listened. */
+export interface OpenedSocket {
+  ws: WebSocketLike;
+  early: EarlyEvent[];
+}
+
+/** Routes an open socket's events to `sink`, the early ones first. */
+export function bindSocket({ ws, early }: OpenedSocket, sink: SocketSink): void {
+  const message = (d: unknown) => {
     if (d instanceof ArrayBuffer) sink.message(new Uint8Array(d));
     else if (typeof d === "string") sink.message(d);
     else if (ArrayBuffer.isView(d)) {
@@ -110,6 +124,11 @@ export function bindSocket(ws: WebSocketLike, sink: SocketSink): void {
       sink.message(view.byteLength * 2 < d.buffer.byteLength ? view.slice() : view);
     } else sink.message("");
   };
+  for (const ev of early.splice(0)) {
+    if ("message" in ev) message(ev.message);
+    else sink.closed(ev.close.code, ev.close.reason);
+  }
+  ws.onmessage = (ev) => message(ev.data);
   ws.onclose = (ev) => sink.closed(ev.code, ev.reason);
   ws.onerror = () => {
     // onclose follows with the code.

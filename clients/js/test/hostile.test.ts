@@ -124,3 +124,51 @@ test("a server that never opens: connect times out", async () => {
 test("an encoded frame is what the fake expects", () => {
   assert.equal(Buffer.from(encodeFrame({ type: "SETTINGS", settings: {} })).toString("hex"), "000000000000");
 });
+
+/** A fake server that acts on `connection`, before the client sent anything. */
+async function eager(onConnection: (ws: WsSocket) => void) {
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, handleProtocols: () => "zrpc.v1" });
+  await new Promise<void>((r) => wss.once("listening", () => r()));
+  const frames: Buffer[] = [];
+  wss.on("connection", (ws) => {
+    ws.on("message", (d) => frames.push(d as Buffer));
+    onConnection(ws);
+  });
+  const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`;
+  return { url, frames, stop: () => new Promise<void>((r) => wss.close(() => r())) };
+}
+
+test("SETTINGS sent with the upgrade response is not lost: the client fragments at its MAX_FRAGMENT_SIZE", {
+  timeout: 10_000,
+}, async () => {
+  // SETTINGS: MAX_FRAGMENT_SIZE (id 4) = 1,024.
+  const server = await eager((ws) => ws.send(hex("000000000000 0004 00000400")));
+  const client = await connect(server.url, { WebSocket: NodeWebSocket, keepalive: false });
+  const call = client.bidi("a/B");
+  await call.send(new Uint8Array(5000));
+  const done = async () => server.frames.filter((f) => f[0] === 0x03).length;
+  for (let i = 0; i < 1000 && (await done()) < 5; i++) await new Promise((r) => setImmediate(r));
+  const messages = server.frames.filter((f) => f[0] === 0x03);
+  assert.deepEqual(
+    messages.map((f) => f.length - 6),
+    [1024, 1024, 1024, 1024, 904],
+  );
+  call.cancel();
+  await client.close();
+  await server.stop();
+});
+
+test("a close sent with the upgrade response is not lost: the connection ends, calls fail", { timeout: 10_000 }, async () => {
+  const server = await eager((ws) => ws.close(1008, "go away"));
+  const client = await connect(server.url, { WebSocket: NodeWebSocket }).catch((e: unknown) => e);
+  if (client instanceof ZrpcError) {
+    // Closed before the open was reported: connect itself failed, as it should.
+    assert.equal(client.code, "UNAVAILABLE");
+  } else {
+    assert.ok(!(client instanceof Error));
+    const c = client as Awaited<ReturnType<typeof connect>>;
+    assert.deepEqual(await c.closed, { code: 1008, reason: "go away" });
+    await assert.rejects(c.unary("a/B", new Uint8Array(1)), { code: "UNAVAILABLE" });
+  }
+  await server.stop();
+});
