@@ -10,14 +10,15 @@
 pub mod people;
 pub mod store;
 
-/// The people web app served by `zrpc serve --web`: the files of `cli/web/`
-/// (built from `clients/js/web/` by `npm run build:web`), built into the binary.
+/// The people web app served by `zrpc serve --web`, built into the binary:
+/// the page and style from `clients/js/web/`, and `cli/web/app.js`, the
+/// bundle `npm run build:web` makes of its script.
 pub mod web {
     use zrpc_async::StaticFiles;
 
     /// The app's page, script and style, at `/`, `/app.js` and `/style.css`.
     pub fn files() -> StaticFiles {
-        let html: &'static [u8] = include_bytes!("../web/index.html");
+        let html: &'static [u8] = include_bytes!("../../clients/js/web/index.html");
         StaticFiles::new()
             .with("/", "text/html; charset=utf-8", html)
             .with("/index.html", "text/html; charset=utf-8", html)
@@ -29,7 +30,7 @@ pub mod web {
             .with(
                 "/style.css",
                 "text/css; charset=utf-8",
-                &include_bytes!("../web/style.css")[..],
+                &include_bytes!("../../clients/js/web/style.css")[..],
             )
     }
 }

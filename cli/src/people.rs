@@ -36,6 +36,11 @@ pub struct PeopleService<R: Runtime> {
     created: event_listener::Event,
 }
 
+/// How many rows a request's `limit` asks for (0: no limit).
+fn rows_wanted(limit: u32) -> u64 {
+    if limit == 0 { u64::MAX } else { limit as u64 }
+}
+
 fn invalid(msg: impl Into<String>) -> Status {
     Status::new(Code::InvalidArgument, msg)
 }
@@ -218,11 +223,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         mut responses: Sink<Person>,
     ) -> Result<(), Status> {
         let filter = Arc::new(request.name_contains);
-        let mut left = if request.limit == 0 {
-            u64::MAX
-        } else {
-            request.limit as u64
-        };
+        let mut left = rows_wanted(request.limit);
         self.stream_pages(&mut responses, &mut 0, &mut left, move |s, after, n| {
             s.list_people(&filter, after, n)
         })
@@ -325,11 +326,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         mut responses: Sink<Person>,
     ) -> Result<(), Status> {
         let filter = Arc::new(request.name_contains);
-        let mut left = if request.limit == 0 {
-            u64::MAX
-        } else {
-            request.limit as u64
-        };
+        let mut left = rows_wanted(request.limit);
         // Keyset paging from the last id sent: the call holds one page, and
         // a person created between two looks is seen by the next one.
         let mut after = 0;

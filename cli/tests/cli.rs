@@ -3,9 +3,27 @@
 //! exits non-zero with the status on stderr; SIGTERM stops `serve` cleanly.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 const ZRPC: &str = env!("CARGO_BIN_EXE_zrpc");
+
+/// Starts `zrpc serve --addr 127.0.0.1:0 ARGS`; the child, the rest of its
+/// stdout, and the URL its first line names.
+fn start_serve(args: &[&str], stderr: Stdio) -> (Child, BufReader<ChildStdout>, String) {
+    let mut serve = Command::new(ZRPC)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(serve.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let url = first.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.contains("://127.0.0.1:"), "{first}");
+    (serve, out, url)
+}
 
 #[test]
 fn demo_runs_every_call_kind_and_exits_zero() {
@@ -27,26 +45,11 @@ fn demo_runs_every_call_kind_and_exits_zero() {
 
 #[test]
 fn call_against_serve_json_in_and_out_and_exit_codes() {
-    let mut serve = Command::new(ZRPC)
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--runtime",
-            "smol",
-            "--echo-interval-ms",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("ws://127.0.0.1:"), "{first}");
+    let (mut serve, _out, url) = start_serve(
+        &["--runtime", "smol", "--echo-interval-ms", "1"],
+        Stdio::piped(),
+    );
+    assert!(url.starts_with("ws://"), "{url}");
 
     let call = |args: &[&str]| {
         Command::new(ZRPC)
@@ -148,21 +151,16 @@ fn serve_over_tls_and_call_with_a_private_ca() {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let mut serve = Command::new(ZRPC)
-        .args(["serve", "--addr", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert_path)
-        .arg("--tls-key")
-        .arg(&key_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("wss://127.0.0.1:"), "{first}");
+    let (mut serve, _out, url) = start_serve(
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+        Stdio::null(),
+    );
+    assert!(url.starts_with("wss://"), "{url}");
     let url = url.replacen("127.0.0.1", "localhost", 1);
     let say = |extra: &[&str]| {
         Command::new(ZRPC)
@@ -207,20 +205,8 @@ fn serve_web_serves_the_app_beside_the_endpoint() {
         resp
     };
     for web in [true, false] {
-        let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
-        if web {
-            args.push("--web");
-        }
-        let mut serve = Command::new(ZRPC)
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        let mut out = BufReader::new(serve.stdout.take().unwrap());
-        out.read_line(&mut first).unwrap();
-        let url = first.trim().rsplit(' ').next().unwrap().to_owned();
+        let args: &[&str] = if web { &["--web"] } else { &[] };
+        let (mut serve, mut out, url) = start_serve(args, Stdio::null());
         let addr = url
             .trim_start_matches("ws://")
             .trim_end_matches('/')

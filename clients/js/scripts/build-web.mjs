@@ -1,4 +1,4 @@
-// Bundles the people web app into cli/web/ (served by `zrpc serve --web`,
+// Bundles the people web app's script into cli/web/app.js (served by `zrpc serve --web`,
 // built into the binary). `--check` fails if the committed files differ
 // from a fresh build instead of writing them.
 import { readFileSync, writeFileSync } from "node:fs";
@@ -19,11 +19,8 @@ const bundle = await build({
   legalComments: "none",
   write: false,
 });
-const files = {
-  "app.js": bundle.outputFiles[0].text,
-  "index.html": readFileSync(resolve(here, "../web/index.html"), "utf8"),
-  "style.css": readFileSync(resolve(here, "../web/style.css"), "utf8"),
-};
+// The page and style are built into the binary from web/ itself.
+const files = { "app.js": bundle.outputFiles[0].text };
 const stale = [];
 for (const [name, text] of Object.entries(files)) {
   const path = resolve(out, name);
@@ -38,6 +35,6 @@ for (const [name, text] of Object.entries(files)) {
   }
 }
 if (stale.length > 0) {
-  console.error(`cli/web is stale (${stale.join(", ")}): run npm run build:web in clients/js and commit`);
+  console.error(`cli/web/app.js is stale (${stale.join(", ")}): run npm run build:web in clients/js and commit`);
   process.exit(1);
 }

@@ -1,43 +1,30 @@
 /** Every call kind against the real server, raw and typed. */
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Echo, EchoReplySchema, EchoRequestSchema } from "../src/gen/echo_pb.js";
+import { describe, test } from "node:test";
+import { Echo } from "../src/gen/echo_pb.js";
 import { People } from "../src/gen/people_pb.js";
-import { type Client, ZrpcError } from "../src/index.js";
+import { ZrpcError } from "../src/index.js";
 import { createClient } from "../src/typed.js";
-import { type RunningServer, startServer } from "./server.js";
+import { echoReply, echoRequest, useServer } from "./server.js";
 
-let server: RunningServer;
-let client: Client;
-
-before(async () => {
-  server = await startServer();
-  client = await server.connect();
-});
-
-after(async () => {
-  await client.close();
-  await server.stop();
-});
-
-const req = (message: string, repeat = 0) => toBinary(EchoRequestSchema, create(EchoRequestSchema, { message, repeat }));
-const reply = (b: Uint8Array) => fromBinary(EchoReplySchema, b);
+const ctx = useServer();
+const req = echoRequest;
+const reply = echoReply;
 
 describe("raw calls", () => {
   test("unary", async () => {
-    assert.equal(reply(await client.unary("echo.Echo/Say", req("hi"))).message, "hi");
+    assert.equal(reply(await ctx.client.unary("echo.Echo/Say", req("hi"))).message, "hi");
   });
 
   test("server streaming", async () => {
     const got: number[] = [];
-    for await (const m of client.serverStreaming("echo.Echo/Repeat", req("x", 50))) got.push(reply(m).index);
+    for await (const m of ctx.client.serverStreaming("echo.Echo/Repeat", req("x", 50))) got.push(reply(m).index);
     assert.deepEqual(got, [...Array(50).keys()]);
   });
 
   test("client streaming", async () => {
-    const out = await client.clientStreaming(
+    const out = await ctx.client.clientStreaming(
       "echo.Echo/Collect",
       ["a", "b", "c"].map((m) => req(m)),
     );
@@ -45,7 +32,7 @@ describe("raw calls", () => {
   });
 
   test("bidi", async () => {
-    const call = client.bidi("echo.Echo/Chat");
+    const call = ctx.client.bidi("echo.Echo/Chat");
     const got: string[] = [];
     await call.send(req("one"));
     const it = call[Symbol.asyncIterator]();
@@ -58,7 +45,7 @@ describe("raw calls", () => {
   });
 
   test("an error status is a ZrpcError with its code", async () => {
-    await assert.rejects(client.unary("echo.Echo/Say", req("")), (e: unknown) => {
+    await assert.rejects(ctx.client.unary("echo.Echo/Say", req("")), (e: unknown) => {
       assert.ok(e instanceof ZrpcError);
       assert.equal(e.code, "INVALID_ARGUMENT");
       assert.match(e.rawMessage, /must not be empty/);
@@ -67,17 +54,17 @@ describe("raw calls", () => {
   });
 
   test("an unknown method is UNIMPLEMENTED", async () => {
-    await assert.rejects(client.unary("nope.Nope/Nope", req("x")), { code: "UNIMPLEMENTED" });
+    await assert.rejects(ctx.client.unary("nope.Nope/Nope", req("x")), { code: "UNIMPLEMENTED" });
   });
 
   test("a streaming method opened as unary is UNIMPLEMENTED", async () => {
-    await assert.rejects(client.unary("echo.Echo/Chat", req("x")), { code: "UNIMPLEMENTED" });
+    await assert.rejects(ctx.client.unary("echo.Echo/Chat", req("x")), { code: "UNIMPLEMENTED" });
   });
 });
 
 describe("typed stubs", () => {
   test("echo: all four kinds", async () => {
-    const echo = createClient(Echo, client);
+    const echo = createClient(Echo, ctx.client);
     assert.equal((await echo.say({ message: "typed" })).message, "typed");
     const repeated: string[] = [];
     for await (const r of echo.repeat({ message: "r", repeat: 3 })) repeated.push(`${r.message}${r.index}`);
@@ -93,7 +80,7 @@ describe("typed stubs", () => {
   });
 
   test("people: create, import, list, bidi create", async () => {
-    const people = createClient(People, client);
+    const people = createClient(People, ctx.client);
     const tag = `t${Date.now()}`;
     const ada = await people.createPerson({ name: `Ada ${tag}`, email: "ada@example.com" });
     assert.ok(ada.id > 0);

@@ -2,12 +2,10 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { EchoReplySchema, EchoRequestSchema } from "../src/gen/echo_pb.js";
-import { startServer } from "./server.js";
+import { echoReply, echoRequest, startServer } from "./server.js";
 
-const req = (message: string) => toBinary(EchoRequestSchema, create(EchoRequestSchema, { message, repeat: 0 }));
-const reply = (b: Uint8Array) => fromBinary(EchoReplySchema, b).message;
+const req = (message: string) => echoRequest(message);
+const reply = (b: Uint8Array) => echoReply(b).message;
 
 test("server drain: GOAWAY, UNAVAILABLE for new calls, the running call finishes", async () => {
   const server = await startServer();

@@ -1,56 +1,44 @@
 /** What a web developer relies on, against the real server: concurrency, large messages, cancel, deadlines, metadata, flow control, drain, server-initiated calls. */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Echo, EchoReplySchema, EchoRequestSchema } from "../src/gen/echo_pb.js";
-import { type Client, getText, type Metadata, ZrpcError } from "../src/index.js";
+import { getText, type Metadata, ZrpcError } from "../src/index.js";
 import { createClient } from "../src/typed.js";
-import { type RunningServer, startServer, until } from "./server.js";
+import { echoReply, echoRequest, until, useServer } from "./server.js";
 
-let server: RunningServer;
-let client: Client;
-
-before(async () => {
-  server = await startServer(["--echo-interval-ms", "1"]);
-  client = await server.connect();
-});
-
-after(async () => {
-  await client.close();
-  await server.stop();
-});
-
-const req = (message: string, repeat = 0) => toBinary(EchoRequestSchema, create(EchoRequestSchema, { message, repeat }));
-const reply = (b: Uint8Array) => fromBinary(EchoReplySchema, b);
+const ctx = useServer(["--echo-interval-ms", "1"]);
+const req = echoRequest;
+const reply = echoReply;
 
 test("the seed's echo method streams its replies", async () => {
   const got: string[] = [];
-  for await (const m of client.serverStreaming("echo", new TextEncoder().encode("world"))) got.push(new TextDecoder().decode(m));
+  for await (const m of ctx.client.serverStreaming("echo", new TextEncoder().encode("world"))) got.push(new TextDecoder().decode(m));
   assert.deepEqual(got, Array(10).fill("world"));
 });
 
 test("100 concurrent calls on one connection", async () => {
-  const echo = createClient(Echo, client);
+  const echo = createClient(Echo, ctx.client);
   const replies = await Promise.all(Array.from({ length: 100 }, (_, i) => echo.say({ message: `m${i}` })));
   assert.deepEqual(
     replies.map((r) => r.message),
     Array.from({ length: 100 }, (_, i) => `m${i}`),
   );
-  assert.equal(client.liveCalls, 0);
+  assert.equal(ctx.client.liveCalls, 0);
 });
 
 test("a 3 MiB message round trip (fragmented both ways)", async () => {
   const big = "z".repeat(3 * 1024 * 1024);
-  const out = reply(await client.unary("echo.Echo/Say", req(big)));
+  const out = reply(await ctx.client.unary("echo.Echo/Say", req(big)));
   assert.equal(out.message.length, big.length);
   assert.equal(out.message, big);
 });
 
 test("a message over the server's limit ends the call, not the connection", async () => {
   const huge = "z".repeat(5 * 1024 * 1024);
-  await assert.rejects(client.unary("echo.Echo/Say", req(huge)), { code: "RESOURCE_EXHAUSTED" });
-  assert.equal(reply(await client.unary("echo.Echo/Say", req("still here"))).message, "still here");
+  await assert.rejects(ctx.client.unary("echo.Echo/Say", req(huge)), { code: "RESOURCE_EXHAUSTED" });
+  assert.equal(reply(await ctx.client.unary("echo.Echo/Say", req("still here"))).message, "still here");
 });
 
 test("AbortSignal cancels a stream, and the server sees the cancel", async () => {
@@ -58,7 +46,7 @@ test("AbortSignal cancels a stream, and the server sees the cancel", async () =>
   let n = 0;
   await assert.rejects(
     (async () => {
-      for await (const _ of client.serverStreaming("echo.Echo/Repeat", req("c", 10_000), { signal: abort.signal })) {
+      for await (const _ of ctx.client.serverStreaming("echo.Echo/Repeat", req("c", 10_000), { signal: abort.signal })) {
         n += 1;
         if (n === 3) abort.abort();
       }
@@ -66,18 +54,18 @@ test("AbortSignal cancels a stream, and the server sees the cancel", async () =>
     { code: "CANCELLED" },
   );
   assert.equal(n, 3);
-  await until(() => server.log.some((l) => /echo\.Echo\/Repeat.*CANCELLED/i.test(l)), 10_000, "the server's log of the cancelled call");
-  assert.equal(client.liveCalls, 0);
+  await until(() => ctx.server.log.some((l) => /echo\.Echo\/Repeat.*CANCELLED/i.test(l)), 10_000, "the server's log of the cancelled call");
+  assert.equal(ctx.client.liveCalls, 0);
 });
 
 test("breaking out of for-await cancels the stream", async () => {
-  for await (const _ of client.serverStreaming("echo.Echo/Repeat", req("b", 10_000))) break;
-  assert.equal(client.liveCalls, 0);
-  assert.equal(reply(await client.unary("echo.Echo/Say", req("after"))).message, "after");
+  for await (const _ of ctx.client.serverStreaming("echo.Echo/Repeat", req("b", 10_000))) break;
+  assert.equal(ctx.client.liveCalls, 0);
+  assert.equal(reply(await ctx.client.unary("echo.Echo/Say", req("after"))).message, "after");
 });
 
 test("a deadline ends the call with DEADLINE_EXCEEDED", async () => {
-  const call = client.bidi("echo.Echo/Chat", { timeoutMs: 100 });
+  const call = ctx.client.bidi("echo.Echo/Chat", { timeoutMs: 100 });
   const started = performance.now();
   const s = await call.status;
   assert.equal(s.code, "DEADLINE_EXCEEDED");
@@ -88,7 +76,7 @@ test("a deadline ends the call with DEADLINE_EXCEEDED", async () => {
 test("request metadata, response headers and trailers", async () => {
   let headers: Metadata = [];
   let trailers: Metadata = [];
-  const out = await client.unary("echo.Echo/Reflect", req("md"), {
+  const out = await ctx.client.unary("echo.Echo/Reflect", req("md"), {
     metadata: { "x-request-id": "42", "trace-bin": new Uint8Array([0, 255, 16]) },
     onHeaders: (h) => {
       headers = h;
@@ -106,7 +94,7 @@ test("request metadata, response headers and trailers", async () => {
 });
 
 test("connection metadata goes with every call", async () => {
-  const c = await server.connect({ metadata: { authorization: "Bearer t" } });
+  const c = await ctx.server.connect({ metadata: { authorization: "Bearer t" } });
   let headers: Metadata = [];
   await c.unary("echo.Echo/Reflect", req("x"), { metadata: [["x-a", "1"]], onHeaders: (h) => (headers = h) });
   assert.deepEqual(
@@ -118,21 +106,21 @@ test("connection metadata goes with every call", async () => {
 
 test("a consumer that stops reading makes the server stop sending", async () => {
   const payload = "p".repeat(1000);
-  const it = client.serverStreaming("echo.Echo/Repeat", req(payload, 5_000))[Symbol.asyncIterator]();
+  const it = ctx.client.serverStreaming("echo.Echo/Repeat", req(payload, 5_000))[Symbol.asyncIterator]();
   assert.equal((await it.next()).done, false);
   // Give the server room to overrun us if it would: other calls run meanwhile.
-  for (let i = 0; i < 50; i++) await client.unary("echo.Echo/Say", req("other"));
+  for (let i = 0; i < 50; i++) await ctx.client.unary("echo.Echo/Say", req("other"));
   // Credit was 16 messages and one was read: at most 15 are held, not 5,000.
-  assert.ok(client.heldBytes <= 16 * 1010, `held ${client.heldBytes} bytes`);
-  assert.ok(client.heldBytes >= 1000, "the server sent what the credit allowed");
+  assert.ok(ctx.client.heldBytes <= 16 * 1010, `held ${ctx.client.heldBytes} bytes`);
+  assert.ok(ctx.client.heldBytes >= 1000, "the server sent what the credit allowed");
   let n = 1;
   for (let r = await it.next(); !r.done; r = await it.next()) n += 1;
   assert.equal(n, 5_000);
-  assert.equal(client.heldBytes, 0);
+  assert.equal(ctx.client.heldBytes, 0);
 });
 
 test("send waits for the server's credit instead of buffering", async () => {
-  const call = client.bidi("echo.Echo/Chat");
+  const call = ctx.client.bidi("echo.Echo/Chat");
   // The server grants 16 messages at first and Chat answers each one; we do
   // not read the answers, so its replies stop at our credit and it stops
   // reading requests: our sends must then wait.
@@ -145,7 +133,7 @@ test("send waits for the server's credit instead of buffering", async () => {
   })();
   await until(() => sent > 16, 10_000, "the first sends");
   const stalledAt = sent;
-  for (let i = 0; i < 20; i++) await client.unary("echo.Echo/Say", req("meanwhile"));
+  for (let i = 0; i < 20; i++) await ctx.client.unary("echo.Echo/Say", req("meanwhile"));
   assert.ok(sent < 200, `sent ${sent} (from ${stalledAt}) without credit`);
   let read = 0;
   for await (const _ of call) {
@@ -158,7 +146,7 @@ test("send waits for the server's credit instead of buffering", async () => {
 });
 
 test("the server calls the client back on the same connection", async () => {
-  const c = await server.connect({
+  const c = await ctx.server.connect({
     handlers: {
       "client.Greeter/Hello": {
         kind: "unary",
@@ -189,7 +177,7 @@ test("the server calls the client back on the same connection", async () => {
 });
 
 test("close() drains: calls in flight finish, then the connection closes with 1000", async () => {
-  const c = await server.connect();
+  const c = await ctx.server.connect();
   const call = c.bidi("echo.Echo/Chat");
   await call.send(req("before"));
   const closing = c.close();

@@ -3,8 +3,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { dirname, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { WebSocket } from "ws";
+import { EchoReplySchema, EchoRequestSchema } from "../src/gen/echo_pb.js";
 import { type Client, type ConnectOptions, connect, type WebSocketConstructor } from "../src/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -76,3 +79,25 @@ export async function until(cond: () => boolean, ms = 10_000, what = "condition"
     await new Promise((r) => setImmediate(r));
   }
 }
+
+/**
+ * One server and one client for a whole test file: started before its
+ * tests, closed and stopped after them. Read `.server` and `.client` inside tests.
+ */
+export function useServer(args: string[] = []): { server: RunningServer; client: Client } {
+  const shared = {} as { server: RunningServer; client: Client };
+  before(async () => {
+    shared.server = await startServer(args);
+    shared.client = await shared.server.connect();
+  });
+  after(async () => {
+    await shared.client.close();
+    await shared.server.stop();
+  });
+  return shared;
+}
+
+/** An `echo.EchoRequest`, encoded. */
+export const echoRequest = (message: string, repeat = 0) => toBinary(EchoRequestSchema, create(EchoRequestSchema, { message, repeat }));
+/** An `echo.EchoReply`, decoded. */
+export const echoReply = (b: Uint8Array) => fromBinary(EchoReplySchema, b);
