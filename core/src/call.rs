@@ -148,28 +148,3 @@ impl<'a> arbitrary::Arbitrary<'a> for Method {
         Method::new(&s).map_err(|_| arbitrary::Error::IncorrectFormat)
     }
 }
-
-/// Fibonacci hashing for stream ids: cheap, and ids are bounded in number by
-/// the concurrent stream limit, so collisions cannot be amplified. Adapters
-/// keying their own per-call state by [`StreamId`] can use it through
-/// [`StreamIdMap`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StreamIdHasher(u64);
-
-impl std::hash::Hasher for StreamIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A map keyed by stream id with [`StreamIdHasher`].
-pub type StreamIdMap<V> =
-    std::collections::HashMap<StreamId, V, std::hash::BuildHasherDefault<StreamIdHasher>>;

@@ -193,7 +193,7 @@ pub enum Frame {
         reason: String,
     },
 }
-
+#[inline]
 pub(crate) fn header(out: &mut BytesMut, ty: u8, flags: u8, stream: StreamId) {
     out.put_u8(ty);
     out.put_u8(flags);
@@ -223,6 +223,15 @@ pub(crate) fn encode_open(
     metadata.encode(out);
 }
 
+/// Encodes a MESSAGE frame: the header, then the payload. The one MESSAGE
+/// encoder, used by [`Frame::encode`] and by the connection's send path
+/// (which writes fragments straight into a BATCH).
+#[inline]
+pub(crate) fn encode_message(out: &mut BytesMut, stream: StreamId, flags: u8, payload: &[u8]) {
+    header(out, kind::MESSAGE, flags, stream);
+    out.put_slice(payload);
+}
+
 /// Length of a STATUS frame.
 pub(crate) fn status_len(status: &Status, trailers: &Metadata) -> usize {
     HEADER_LEN + status.encoded_len() + trailers.encoded_len()
@@ -247,6 +256,7 @@ pub(crate) fn encode_status(
 /// Decodes a MESSAGE frame (type byte already known to be MESSAGE) into
 /// `(stream, end_stream, more, payload)`: the receive fast path, which never
 /// builds a [`Frame`]. The payload is `buf` advanced past the header.
+#[inline]
 pub(crate) fn decode_message(mut buf: Bytes) -> Result<(StreamId, bool, bool, Bytes), FrameError> {
     if buf.len() < HEADER_LEN {
         return Err(FrameError::Empty);
@@ -425,8 +435,7 @@ impl Frame {
             } => {
                 let flags = if *end_stream { FLAG_END_STREAM } else { 0 }
                     | if *more { FLAG_MORE } else { 0 };
-                header(out, kind::MESSAGE, flags, *stream);
-                out.put_slice(payload);
+                encode_message(out, *stream, flags, payload);
             }
             Frame::HalfClose { stream } => header(out, kind::HALF_CLOSE, 0, *stream),
             Frame::Status {

@@ -73,20 +73,30 @@
 
 mod call;
 mod codec;
+mod config;
 mod connection;
 mod error;
+mod event;
 pub mod frame;
 pub mod legacy;
-mod limits;
 mod metadata;
+mod output;
 mod status;
-mod stream;
+mod streams;
+mod timers;
+mod v1;
 
-pub use call::{CallKind, Method, Side, StreamId, StreamIdHasher, StreamIdMap};
-pub use connection::{CallOptions, Connection, Event, Incoming, IncomingCall, Mode, Transmit};
+pub use call::{CallKind, Method, Side, StreamId};
+pub use config::{
+    Config, DEFAULT_INITIAL_CREDIT, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CALL_SEND_BUFFER,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTION_SEND_BUFFER, DEFAULT_MAX_FRAGMENT_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE, MAX_AUTO_WINDOW, MAX_CREDIT,
+    MIN_BATCH_SIZE, MIN_FRAGMENT_SIZE, MIN_METADATA_SIZE,
+};
+pub use connection::Connection;
 pub use error::{ConnectionError, FrameError, MetadataError, UserError};
+pub use event::{CallOptions, Event, Incoming, IncomingCall, Mode, Transmit};
 pub use frame::{Frame, Settings};
-pub use limits::*;
 pub use metadata::{MAX_KEY_LEN, Metadata};
 pub use status::{Code, Status};
 

@@ -928,3 +928,28 @@ fn a_batch_the_side_did_not_offer_or_a_bad_batch_is_a_protocol_error() {
     let err = feed(Config::default(), batch(&[&big])).unwrap_err();
     assert_eq!(err.close_code(), 1009, "{err}");
 }
+
+#[test]
+fn a_transport_lost_while_draining_reports_closed_exactly_once() {
+    // A drain with live calls, then the WebSocket goes away: the calls end
+    // and `Closed` comes once (the last call's end must not also complete
+    // the drain and report a second time).
+    for code in [Some(1000), Some(1006), None] {
+        let mut p = Pair::new();
+        let a = p.open("demo.Echo/Chat", CallKind::Bidi);
+        let b = p.open("demo.Echo/Chat", CallKind::Bidi);
+        p.run();
+        p.client.go_away();
+        p.run();
+        assert!(p.client.is_open(), "calls are live: still draining");
+        p.take_client();
+        p.client.handle_close(code, "gone");
+        p.collect();
+        let events = p.take_client();
+        assert_eq!(closed(&events).len(), 1, "{code:?}: {events:?}");
+        assert_eq!(ended(&events, a).len(), 1);
+        assert_eq!(ended(&events, b).len(), 1);
+        assert!(p.client.is_closed());
+        assert_eq!(p.client.live_calls(), 0);
+    }
+}

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use zrpc_core::{
-    Code, Connection, Event, IncomingCall, Metadata, Mode, Status, StreamId, StreamIdMap, UserError,
+    Code, Connection, Event, IncomingCall, Metadata, Mode, Status, StreamId, UserError,
 };
 
 /// A one-slot wake-up signal (a notification is kept until taken).
@@ -106,6 +106,29 @@ fn inline_budget_allows(cx: &mut Context<'_>) -> bool {
         }
     })
 }
+
+/// Fibonacci hashing for stream ids: cheap, and the ids of one connection
+/// are bounded in number by its concurrent call limit.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Per-call state keyed by stream id.
+pub(crate) type StreamIdMap<V> =
+    std::collections::HashMap<StreamId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// What the application side knows about one live call.
 #[derive(Default)]

@@ -7,7 +7,11 @@
 //! the text message `CLOSE`. There is no status: a failure is a close with
 //! code 1011 and the status as the reason.
 
+mod conn;
+
 use bytes::{BufMut, Bytes, BytesMut};
+
+pub(crate) use conn::LegacyConnection;
 
 use crate::call::Method;
 use crate::error::ConnectionError;

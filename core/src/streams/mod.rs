@@ -1,0 +1,335 @@
+//! Calls as the connection keeps them: each [`Stream`] has a sending and a
+//! receiving half that own their rules ([`send`], [`recv`]); the [`Streams`]
+//! table owns the calls, the ids, the counts the concurrency limits look at,
+//! the connection-wide byte counts, and the queue of calls with something
+//! to write.
+
+pub(crate) mod recv;
+pub(crate) mod send;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Instant;
+
+use crate::call::{CallKind, Side, StreamId};
+
+pub(crate) use recv::{RecvFault, RecvHalf};
+pub(crate) use send::{Out, SendHalf, SendLimits, SendState, Taken};
+
+/// Fibonacci hashing for stream ids: cheap, and ids are bounded in number by
+/// the concurrent stream limit, so collisions cannot be amplified.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct StreamIdHasher(u64);
+
+impl Hasher for StreamIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by stream id.
+pub(crate) type StreamIdMap<V> = HashMap<StreamId, V, BuildHasherDefault<StreamIdHasher>>;
+
+/// Which end of the call this side is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// This side opened the call.
+    Caller,
+    /// The peer opened the call; this side answers it.
+    Responder,
+}
+
+/// Where a call is in its life, as the connection sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// A caller's call whose OPEN is not written yet: the peer does not know
+    /// it, so ending it tells the peer nothing.
+    Unsent,
+    /// Both sides know the call.
+    Live,
+    /// Ended for the application (a responder finished); only its queued
+    /// frames (last messages, STATUS) remain to write.
+    Finishing,
+}
+
+/// Send queues of ended calls kept for reuse.
+const SPARE_QUEUES: usize = 64;
+
+/// One call, seen from this side.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) role: Role,
+    pub(crate) kind: CallKind,
+    pub(crate) phase: Phase,
+    pub(crate) send: SendHalf,
+    pub(crate) recv: RecvHalf,
+    pub(crate) deadline: Option<Instant>,
+    /// In the ready queue.
+    scheduled: bool,
+}
+
+impl Stream {
+    /// True while the application still has the call (not `Finishing`).
+    #[inline]
+    pub(crate) fn is_live(&self) -> bool {
+        self.phase != Phase::Finishing
+    }
+
+    /// True when this side may send only one message on the call.
+    #[inline]
+    pub(crate) fn single_send(&self) -> bool {
+        match self.role {
+            Role::Caller => self.kind.single_request(),
+            Role::Responder => self.kind.single_response(),
+        }
+    }
+
+    /// True when the peer may send only one message on the call.
+    #[inline]
+    pub(crate) fn single_recv(&self) -> bool {
+        match self.role {
+            Role::Caller => self.kind.single_response(),
+            Role::Responder => self.kind.single_request(),
+        }
+    }
+}
+
+/// The bounds a write is taken under.
+pub(crate) struct WriteBounds {
+    /// The peer's fragment size.
+    pub(crate) max_fragment: usize,
+    /// [`Config::max_call_send_buffer`](crate::Config::max_call_send_buffer).
+    pub(crate) call_buffer: usize,
+    /// The connection's queued send bytes, and their bound.
+    pub(crate) queued_send: usize,
+    pub(crate) connection_buffer: usize,
+}
+
+/// An item taken for the wire from a ready call.
+pub(crate) struct Ready {
+    pub(crate) id: StreamId,
+    pub(crate) taken: Taken,
+    /// It was the call's STATUS: the call is over.
+    pub(crate) last: bool,
+    /// A message completed and the call may send again: `Writable` is due.
+    pub(crate) writable: bool,
+}
+
+/// What a removed call held, for the connection's accounting.
+pub(crate) struct Removed {
+    /// Received bytes it held.
+    pub(crate) held: usize,
+    /// Queued send bytes it held.
+    pub(crate) queued: usize,
+    pub(crate) role: Role,
+}
+
+/// The table of live calls.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    map: StreamIdMap<Stream>,
+    /// Calls with something queued to write, in turn.
+    ready: VecDeque<StreamId>,
+    spare: Vec<VecDeque<Out>>,
+    /// The next id this side opens a call with.
+    next_local: u64,
+    /// The highest id the peer opened a call with.
+    pub(crate) max_remote: u32,
+    /// Calls this side opened (the peer's concurrency limit counts them).
+    pub(crate) callers: u32,
+    /// Calls the peer opened (this side's limit counts them).
+    pub(crate) responders: u32,
+}
+
+impl Streams {
+    pub(crate) fn new(side: Side) -> Self {
+        Self {
+            map: StreamIdMap::default(),
+            ready: VecDeque::new(),
+            spare: Vec::new(),
+            next_local: side.first_id() as u64,
+            max_remote: 0,
+            callers: 0,
+            responders: 0,
+        }
+    }
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    #[inline]
+    pub(crate) fn get(&self, id: StreamId) -> Option<&Stream> {
+        self.map.get(&id)
+    }
+    #[inline]
+    pub(crate) fn get_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+        self.map.get_mut(&id)
+    }
+
+    /// A call the application still has.
+    #[inline]
+    pub(crate) fn live_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+        self.map.get_mut(&id).filter(|s| s.is_live())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (StreamId, &Stream)> {
+        self.map.iter().map(|(id, s)| (*id, s))
+    }
+
+    /// Ids of the calls matching `f`, in id order (so what follows from
+    /// them is deterministic).
+    pub(crate) fn ids_where(&self, f: impl Fn(StreamId, &Stream) -> bool) -> Vec<StreamId> {
+        let mut ids: Vec<StreamId> = self
+            .iter()
+            .filter(|(id, s)| f(*id, s))
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The id the next call this side opens gets, if ids are left.
+    pub(crate) fn next_local_id(&self) -> Option<StreamId> {
+        (self.next_local <= u32::MAX as u64).then_some(StreamId(self.next_local as u32))
+    }
+
+    /// True when `id` names a call that was never opened (by either side).
+    pub(crate) fn never_opened(&self, id: StreamId, side: Side) -> bool {
+        if id.initiator() == side {
+            id.0 as u64 >= self.next_local
+        } else {
+            id.0 > self.max_remote
+        }
+    }
+
+    /// A new call's state, reusing the send queue of an ended one.
+    pub(crate) fn new_stream(
+        &mut self,
+        role: Role,
+        kind: CallKind,
+        send_credit: u32,
+        recv_window: u32,
+    ) -> Stream {
+        let queue = self.spare.pop().unwrap_or_default();
+        let (phase, send) = match role {
+            Role::Caller => (Phase::Unsent, SendState::Open),
+            Role::Responder => (Phase::Live, SendState::Start),
+        };
+        Stream {
+            role,
+            kind,
+            phase,
+            send: SendHalf::new(send, send_credit, queue),
+            recv: RecvHalf::new(recv_window),
+            deadline: None,
+            scheduled: false,
+        }
+    }
+
+    /// Adds a call: a caller's takes the next local id.
+    pub(crate) fn insert(&mut self, id: StreamId, s: Stream) {
+        match s.role {
+            Role::Caller => {
+                self.next_local = id.0 as u64 + 2;
+                self.callers += 1;
+            }
+            Role::Responder => self.responders += 1,
+        }
+        self.map.insert(id, s);
+    }
+
+    /// Forgets a call, keeping its queue for reuse.
+    pub(crate) fn remove(&mut self, id: StreamId) -> Option<Removed> {
+        let mut s = self.map.remove(&id)?;
+        let (queue, queued) = s.send.discard();
+        if queue.capacity() > 0 && self.spare.len() < SPARE_QUEUES {
+            self.spare.push(queue);
+        }
+        match s.role {
+            Role::Caller => self.callers -= 1,
+            Role::Responder => self.responders -= 1,
+        }
+        Some(Removed {
+            held: s.recv.held(),
+            queued,
+            role: s.role,
+        })
+    }
+
+    /// Puts `id` in the ready queue when it has something to write.
+    #[inline]
+    pub(crate) fn schedule(&mut self, id: StreamId) {
+        if let Some(s) = self.map.get_mut(&id)
+            && !s.scheduled
+            && s.send.has_queued()
+        {
+            s.scheduled = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Takes the next frame or fragment to write from the calls in the
+    /// ready queue, in turn: one item per call, then the call goes to the
+    /// back of the queue if it has more. A taken OPEN makes the call known
+    /// to the peer; a taken STATUS ends it (the caller removes it).
+    #[inline]
+    pub(crate) fn next_piece(&mut self, w: &WriteBounds) -> Option<Ready> {
+        while let Some(id) = self.ready.pop_front() {
+            let Some(s) = self.map.get_mut(&id) else {
+                continue;
+            };
+            s.scheduled = false;
+            let Some(taken) = s.send.take(w.max_fragment) else {
+                continue;
+            };
+            let mut writable = false;
+            let last = match &taken {
+                Taken::Frame { open, last, .. } => {
+                    if *open {
+                        s.phase = Phase::Live;
+                    }
+                    *last
+                }
+                Taken::Message { released, .. } => {
+                    if let Some(len) = released {
+                        let full = w.queued_send - len >= w.connection_buffer;
+                        writable = s.send.writable_due(w.call_buffer, full);
+                    }
+                    false
+                }
+            };
+            if !last && s.send.has_queued() {
+                s.scheduled = true;
+                self.ready.push_back(id);
+            }
+            return Some(Ready {
+                id,
+                taken,
+                last,
+                writable,
+            });
+        }
+        None
+    }
+
+    #[inline]
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    pub(crate) fn clear_ready(&mut self) {
+        self.ready.clear();
+    }
+}

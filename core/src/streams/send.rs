@@ -1,0 +1,291 @@
+//! The sending half of a call: the peer's credit, the queue of what this
+//! side has to write (frames encoded when the application acted, and
+//! messages), and fragmentation of messages larger than the peer's fragment
+//! size.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::error::UserError;
+use crate::frame::{FLAG_END_STREAM, FLAG_MORE};
+
+/// Something queued to send on a call, in order. Control frames are encoded
+/// when the application acts (carved from the connection's output arena), so
+/// the queue holds bytes, not values to encode later.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// The call's OPEN: once written, the peer knows the call.
+    Open(Bytes),
+    /// HEADERS or HALF_CLOSE.
+    Frame(Bytes),
+    /// The responder's STATUS: the call's last frame.
+    Status(Bytes),
+    /// A message; `end` sets END_STREAM on its last fragment.
+    Message { data: Bytes, end: bool },
+}
+
+/// Where the sending half is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendState {
+    /// Nothing sent yet: a responder may still send response headers.
+    Start,
+    /// Headers or a message went (a caller starts here: its OPEN carries
+    /// the request headers).
+    Open,
+    /// No more messages: half-closed (caller) or finished (responder).
+    Closed,
+}
+
+/// What [`SendHalf::take`] took from the queue for the wire.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// A frame encoded when it was queued.
+    Frame {
+        bytes: Bytes,
+        /// It was the OPEN: the peer knows the call from now on.
+        open: bool,
+        /// It was the STATUS: nothing follows.
+        last: bool,
+    },
+    /// A MESSAGE frame carrying `data[lo..hi]` with `flags`.
+    Message {
+        flags: u8,
+        data: Bytes,
+        lo: usize,
+        hi: usize,
+        /// The whole message has now been taken: its bytes leave the
+        /// send buffers (`Some(len)`), or more fragments follow (`None`).
+        released: Option<usize>,
+    },
+}
+
+/// The bounds a `send` is checked against.
+pub(crate) struct SendLimits {
+    /// The peer's largest message.
+    pub(crate) max_message: usize,
+    /// [`Config::max_call_send_buffer`](crate::Config::max_call_send_buffer).
+    pub(crate) call_buffer: usize,
+    /// The connection's send buffer is at its bound.
+    pub(crate) connection_full: bool,
+}
+
+/// The sending half of one call.
+#[derive(Debug)]
+pub(crate) struct SendHalf {
+    pub(crate) state: SendState,
+    /// Messages the peer lets this side start.
+    credit: u32,
+    /// Messages accepted so far.
+    sent: u32,
+    /// A send was refused with `Blocked`: `Event::Writable` is owed.
+    writable_owed: bool,
+    queue: VecDeque<Out>,
+    /// Bytes of messages in `queue` not yet completely taken.
+    queued: usize,
+    /// How much of the message at the queue's front went out as fragments.
+    frag_off: usize,
+}
+
+impl SendHalf {
+    pub(crate) fn new(state: SendState, credit: u32, queue: VecDeque<Out>) -> Self {
+        Self {
+            state,
+            credit,
+            sent: 0,
+            writable_owed: false,
+            queue,
+            queued: 0,
+            frag_off: 0,
+        }
+    }
+    #[inline]
+    pub(crate) fn credit(&self) -> u32 {
+        self.credit
+    }
+    #[inline]
+    pub(crate) fn sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// Bytes of messages queued and not yet completely taken.
+    #[inline]
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+    #[inline]
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// True when a send would be refused with `Blocked`.
+    #[inline]
+    pub(crate) fn would_block(&self, call_buffer: usize, connection_full: bool) -> bool {
+        self.credit == 0 || self.queued >= call_buffer || connection_full
+    }
+
+    /// Checks one message of `len` bytes against the call's rules and
+    /// bounds and takes a credit for it; the caller then
+    /// [`enqueue`](Self::enqueue)s it. `single`: this side sends at most one
+    /// message on the call.
+    #[inline]
+    pub(crate) fn admit(
+        &mut self,
+        len: usize,
+        single: bool,
+        limits: &SendLimits,
+    ) -> Result<(), UserError> {
+        if self.state == SendState::Closed {
+            return Err(UserError::SendClosed);
+        }
+        if single && self.sent >= 1 {
+            return Err(UserError::Cardinality);
+        }
+        if len > limits.max_message {
+            return Err(UserError::MessageTooLarge {
+                len,
+                limit: limits.max_message,
+            });
+        }
+        if self.would_block(limits.call_buffer, limits.connection_full) {
+            self.writable_owed = true;
+            return Err(UserError::Blocked);
+        }
+        self.credit -= 1;
+        self.sent += 1;
+        self.state = SendState::Open;
+        Ok(())
+    }
+
+    /// Queues an admitted message.
+    #[inline]
+    pub(crate) fn enqueue(&mut self, data: Bytes) {
+        self.queued += data.len();
+        self.queue.push_back(Out::Message { data, end: false });
+    }
+
+    /// Queues a frame encoded by the connection.
+    #[inline]
+    pub(crate) fn push(&mut self, out: Out) {
+        self.queue.push_back(out);
+    }
+
+    /// Marks response headers as sent (responder); false when they or a
+    /// message already went.
+    pub(crate) fn start(&mut self) -> bool {
+        if self.state != SendState::Start {
+            return false;
+        }
+        self.state = SendState::Open;
+        true
+    }
+
+    /// Half-closes (caller). `Ok(true)`: END_STREAM was merged into the last
+    /// queued message; `Ok(false)`: a HALF_CLOSE frame must be queued.
+    pub(crate) fn close(&mut self, single: bool) -> Result<bool, UserError> {
+        if self.state == SendState::Closed {
+            return Err(UserError::SendClosed);
+        }
+        if single && self.sent == 0 {
+            return Err(UserError::Cardinality);
+        }
+        self.state = SendState::Closed;
+        if let Some(Out::Message { end, .. }) = self.queue.back_mut() {
+            *end = true;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// No more messages (the responder finished).
+    pub(crate) fn finish(&mut self) {
+        self.state = SendState::Closed;
+    }
+
+    /// Credit granted by the peer (a CREDIT frame, or a legacy message
+    /// written); false when the total would pass `max`.
+    #[inline]
+    pub(crate) fn grant(&mut self, credit: u32, max: u32) -> bool {
+        let total = self.credit as u64 + credit as u64;
+        if total > max as u64 {
+            return false;
+        }
+        self.credit = total as u32;
+        true
+    }
+
+    /// Whether the owed `Writable` is due now (credit, and room in both
+    /// send buffers); clears the debt when it is.
+    #[inline]
+    pub(crate) fn writable_due(&mut self, call_buffer: usize, connection_full: bool) -> bool {
+        if self.writable_owed && !self.would_block(call_buffer, connection_full) {
+            self.writable_owed = false;
+            return true;
+        }
+        false
+    }
+
+    /// Takes the next item for the wire: a whole frame, or one fragment of
+    /// at most `max_fragment` bytes of the message at the front.
+    #[inline]
+    pub(crate) fn take(&mut self, max_fragment: usize) -> Option<Taken> {
+        let item = self.queue.pop_front()?;
+        Some(match item {
+            Out::Open(bytes) => Taken::Frame {
+                bytes,
+                open: true,
+                last: false,
+            },
+            Out::Frame(bytes) => Taken::Frame {
+                bytes,
+                open: false,
+                last: false,
+            },
+            Out::Status(bytes) => Taken::Frame {
+                bytes,
+                open: false,
+                last: true,
+            },
+            Out::Message { data, end } => {
+                let lo = self.frag_off;
+                if data.len() - lo > max_fragment {
+                    let hi = lo + max_fragment;
+                    self.frag_off = hi;
+                    self.queue.push_front(Out::Message {
+                        data: data.clone(),
+                        end,
+                    });
+                    Taken::Message {
+                        flags: FLAG_MORE,
+                        data,
+                        lo,
+                        hi,
+                        released: None,
+                    }
+                } else {
+                    self.frag_off = 0;
+                    let len = data.len();
+                    self.queued -= len;
+                    Taken::Message {
+                        flags: if end { FLAG_END_STREAM } else { 0 },
+                        hi: len,
+                        data,
+                        lo,
+                        released: Some(len),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Drops everything queued; returns the queue (empty, for reuse) and the
+    /// message bytes it held.
+    pub(crate) fn discard(&mut self) -> (VecDeque<Out>, usize) {
+        self.queue.clear();
+        self.frag_off = 0;
+        (
+            std::mem::take(&mut self.queue),
+            std::mem::take(&mut self.queued),
+        )
+    }
+}

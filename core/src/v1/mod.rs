@@ -1,0 +1,809 @@
+//! Protocol v1 (`docs/PROTOCOL.md`): many calls multiplexed on one
+//! WebSocket. This module routes: application actions and received frames
+//! (`recv.rs`) go to the call they name, whose halves (`crate::streams`)
+//! own the per-call rules; the connection owns what spans calls — the
+//! peer's limits, the byte bounds, control frames, the send scheduler and
+//! BATCH packing (`crate::output`), timers (`crate::timers`), drain, and
+//! the one teardown.
+
+mod recv;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::call::{CallKind, Side, StreamId};
+use crate::config::{Config, PeerLimits};
+use crate::connection::State;
+use crate::error::{ConnectionError, UserError};
+use crate::event::{CallOptions, Event, Transmit};
+use crate::frame::{self, BATCH_ENTRY_PREFIX, Frame, HEADER_LEN, MAX_METHOD_LEN};
+use crate::legacy;
+use crate::metadata::Metadata;
+use crate::output::{self, Arena, Next, Piece};
+use crate::status::{Code, Status};
+use crate::streams::{Out, Phase, Role, SendLimits, Stream, Streams, Taken, WriteBounds};
+use crate::timers::{Keepalive, Timers, after};
+
+/// How a call that ends here tells the peer.
+enum Tell {
+    /// Nothing: the peer never knew the call, or already ended it.
+    Nothing,
+    /// RESET with this code (caller).
+    Reset(Code),
+    /// STATUS with the call's status (responder).
+    Status,
+}
+
+/// How a connection ends; [`V1Connection::teardown`] is the one path.
+enum Ending {
+    /// A fault found here, or a local close: every call ends, GOAWAY with
+    /// the close code goes out, then the close.
+    Fault(ConnectionError),
+    /// The peer's GOAWAY with an error code: it sends nothing more; every
+    /// call ends, and the close answers with its code.
+    PeerFault { error: ConnectionError, code: u16 },
+    /// After this side's GOAWAY every call has ended: what is queued goes
+    /// out, then the close.
+    Drained,
+    /// The WebSocket is gone: every call ends; nothing more is written.
+    Lost {
+        error: ConnectionError,
+        status: Status,
+        graceful: bool,
+    },
+}
+
+/// One v1 connection, either side.
+#[derive(Debug)]
+pub(crate) struct V1Connection {
+    side: Side,
+    config: Config,
+    peer: PeerLimits,
+    state: State,
+    streams: Streams,
+    timers: Timers,
+    arena: Arena,
+    events: VecDeque<Event>,
+    /// Connection frames (SETTINGS, PING, GOAWAY) and the CREDIT, RESET and
+    /// STATUS frames that jump a call's queue; written before any call's.
+    control: VecDeque<Frame>,
+    /// A frame taken while packing that did not fit; it goes next.
+    stashed: Option<Next>,
+    /// The close to write once everything before it is written.
+    pending_close: Option<(u16, String)>,
+    /// The peer's first frame arrived (only it may be SETTINGS).
+    first_frame_received: bool,
+    /// Our first frame (SETTINGS) was written: only later frames pack.
+    first_frame_written: bool,
+    goaway_sent: Option<u32>,
+    goaway_received: Option<u32>,
+    /// An `open_call` was refused by the stream limit: `CanOpen` is owed.
+    can_open_owed: bool,
+    /// Received bytes held for the application (unread and partial).
+    buffered: usize,
+    /// Bytes of messages queued for sending over all calls.
+    queued_send: usize,
+    /// Calls whose `send` was refused because `queued_send` was at its bound.
+    send_waiters: Vec<StreamId>,
+    max_ws_message: usize,
+}
+
+impl V1Connection {
+    pub(crate) fn new(side: Side, config: Config, now: Instant) -> Self {
+        let max_ws_message = config.max_websocket_message();
+        let mut control = VecDeque::new();
+        control.push_back(Frame::Settings(config.settings()));
+        Self {
+            side,
+            config,
+            peer: PeerLimits::default(),
+            state: State::Open,
+            streams: Streams::new(side),
+            timers: Timers::new(now),
+            arena: Arena::default(),
+            events: VecDeque::new(),
+            control,
+            stashed: None,
+            pending_close: None,
+            first_frame_received: false,
+            first_frame_written: false,
+            goaway_sent: None,
+            goaway_received: None,
+            can_open_owed: false,
+            buffered: 0,
+            queued_send: 0,
+            send_waiters: Vec::new(),
+            max_ws_message,
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Accessors
+    // ------------------------------------------------------------------
+
+    pub(crate) fn side(&self) -> Side {
+        self.side
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    pub(crate) fn live_calls(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub(crate) fn has_call(&self, id: StreamId) -> bool {
+        self.streams.get(id).is_some()
+    }
+
+    pub(crate) fn send_credit(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(id).map(|s| s.send.credit())
+    }
+
+    pub(crate) fn would_block(&self, id: StreamId) -> bool {
+        self.streams.get(id).is_some_and(|s| {
+            s.send.would_block(
+                self.config.max_call_send_buffer,
+                self.connection_send_full(),
+            )
+        })
+    }
+
+    pub(crate) fn recv_window(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(id).map(|s| s.recv.window())
+    }
+
+    pub(crate) fn has_transmit(&self) -> bool {
+        self.state != State::Closed
+            && (self.stashed.is_some()
+                || !self.control.is_empty()
+                || self.streams.has_ready()
+                || self.pending_close.is_some())
+    }
+
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    pub(crate) fn queued_send_bytes(&self) -> usize {
+        self.queued_send
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.goaway_sent.is_some() || self.goaway_received.is_some()
+    }
+
+    fn connection_send_full(&self) -> bool {
+        self.queued_send >= self.config.max_connection_send_buffer
+    }
+
+    // ------------------------------------------------------------------
+    // Inputs (received messages: `recv.rs`)
+    // ------------------------------------------------------------------
+
+    pub(crate) fn handle_close(&mut self, code: Option<u16>, reason: &str) {
+        let error = ConnectionError::Closed {
+            code,
+            reason: reason.to_owned(),
+        };
+        let status = Status::new(Code::Unavailable, error.to_string());
+        let graceful = code == Some(1000) && self.streams.iter().all(|(_, s)| !s.is_live());
+        self.teardown(Ending::Lost {
+            error,
+            status,
+            graceful,
+        });
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        while let Some((at, id)) = self.timers.expired(now) {
+            let due = self
+                .streams
+                .get(id)
+                .is_some_and(|s| s.is_live() && s.deadline == Some(at));
+            if due {
+                self.call_error(id, Status::new(Code::DeadlineExceeded, "deadline exceeded"));
+            }
+        }
+        if let Some(limit) = self.config.idle_timeout
+            && self.streams.is_empty()
+            && self.goaway_sent.is_none()
+            && self.timers.idle_expired(now, limit)
+        {
+            self.pending_close = Some((1000, "idle timeout".into()));
+            self.go_away();
+            return;
+        }
+        if let Some(interval) = self.config.keepalive_interval {
+            match self
+                .timers
+                .keepalive(now, interval, self.config.keepalive_timeout)
+            {
+                Keepalive::Nothing => {}
+                Keepalive::Ping(data) => self.control.push_back(Frame::Ping { ack: false, data }),
+                Keepalive::Expired => {
+                    self.teardown(Ending::Fault(ConnectionError::KeepaliveTimeout))
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Outputs
+    // ------------------------------------------------------------------
+
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.state != State::Open {
+            return None;
+        }
+        let keepalive = self
+            .config
+            .keepalive_interval
+            .map(|i| (i, self.config.keepalive_timeout));
+        let idle = self
+            .config
+            .idle_timeout
+            .filter(|_| self.streams.is_empty() && self.goaway_sent.is_none());
+        self.timers.next(keepalive, idle)
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        let first = match self.stashed.take() {
+            Some(n) => n,
+            None => self.next_transmit()?,
+        };
+        let first = match first {
+            Next::Frame(p) => p,
+            Next::Other(t) => return Some(t),
+        };
+        // SETTINGS (our first frame) never packs; two entries must fit, and
+        // every entry's length fits its u16 prefix.
+        let budget = (self.peer.max_batch_size as usize).min(u16::MAX as usize);
+        let a = first.len();
+        if !self.first_frame_written || budget < 2 * (BATCH_ENTRY_PREFIX + a) {
+            self.first_frame_written = true;
+            return Some(self.arena.alone(first));
+        }
+        let second = match self.next_transmit() {
+            Some(Next::Frame(p)) if output::pair_fits(budget, a, p.len()) => p,
+            other => {
+                self.stashed = other;
+                return Some(self.arena.alone(first));
+            }
+        };
+        let mut batch = self.arena.batch(budget, first, second);
+        while batch.has_room() {
+            match self.next_transmit() {
+                Some(Next::Frame(p)) => {
+                    if let Err(p) = self.arena.add(&mut batch, p) {
+                        self.stashed = Some(Next::Frame(p));
+                        break;
+                    }
+                }
+                other => {
+                    self.stashed = other;
+                    break;
+                }
+            }
+        }
+        Some(self.arena.finish(batch))
+    }
+
+    /// The next frame (or the close) to write, chosen but not yet encoded:
+    /// control frames first, then calls take turns, one frame (or fragment)
+    /// each, so a large message never holds up the other calls.
+    fn next_transmit(&mut self) -> Option<Next> {
+        if self.state == State::Closed {
+            return None;
+        }
+        if let Some(f) = self.control.pop_front() {
+            return Some(Next::Frame(Piece::Control(f)));
+        }
+        let bounds = WriteBounds {
+            max_fragment: self.peer.max_fragment_size as usize,
+            call_buffer: self.config.max_call_send_buffer,
+            queued_send: self.queued_send,
+            connection_buffer: self.config.max_connection_send_buffer,
+        };
+        if let Some(r) = self.streams.next_piece(&bounds) {
+            let id = r.id;
+            if r.writable {
+                self.events.push_back(Event::Writable { id });
+            }
+            return Some(Next::Frame(match r.taken {
+                Taken::Frame { bytes, .. } => {
+                    if r.last {
+                        self.remove(id);
+                    }
+                    Piece::Encoded(bytes)
+                }
+                Taken::Message {
+                    flags,
+                    data,
+                    lo,
+                    hi,
+                    released,
+                } => {
+                    if let Some(len) = released {
+                        self.release_send(len);
+                    }
+                    Piece::Message {
+                        id,
+                        flags,
+                        data,
+                        lo,
+                        hi,
+                    }
+                }
+            }));
+        }
+        if let Some((code, reason)) = self.pending_close.take() {
+            self.state = State::Closed;
+            return Some(Next::Other(Transmit::Close { code, reason }));
+        }
+        None
+    }
+
+    // ------------------------------------------------------------------
+    // Actions
+    // ------------------------------------------------------------------
+
+    pub(crate) fn open_call(
+        &mut self,
+        now: Instant,
+        method: &str,
+        kind: CallKind,
+        opts: CallOptions,
+    ) -> Result<StreamId, UserError> {
+        if self.state != State::Open {
+            return Err(UserError::ConnectionClosed);
+        }
+        if self.is_draining() {
+            return Err(UserError::Draining);
+        }
+        if method.is_empty() || method.len() > MAX_METHOD_LEN {
+            return Err(UserError::InvalidMethod);
+        }
+        let len = opts.metadata.encoded_len();
+        let limit = self.peer.max_metadata_size as usize;
+        if len > limit {
+            return Err(UserError::MetadataTooLarge { len, limit });
+        }
+        if self.streams.callers >= self.peer.max_concurrent_streams {
+            self.can_open_owed = true;
+            return Err(UserError::StreamLimit);
+        }
+        let id = self
+            .streams
+            .next_local_id()
+            .ok_or(UserError::IdsExhausted)?;
+        let timeout_ms = opts
+            .timeout
+            .map(|t| (t.as_nanos().div_ceil(1_000_000)).clamp(1, u32::MAX as u128) as u32)
+            .unwrap_or(0);
+        let recv_window = if kind.single_response() {
+            1
+        } else {
+            self.config.initial_credit
+        };
+        let open = self
+            .arena
+            .carve(frame::open_len(method.as_bytes(), &opts.metadata), |out| {
+                frame::encode_open(
+                    out,
+                    id,
+                    kind,
+                    timeout_ms,
+                    recv_window,
+                    method.as_bytes(),
+                    &opts.metadata,
+                )
+            });
+        let mut s =
+            self.streams
+                .new_stream(Role::Caller, kind, self.peer.initial_credit, recv_window);
+        s.send.push(Out::Open(open));
+        // A timeout too large to represent is no deadline at all.
+        let deadline = opts.timeout.and_then(|t| after(now, t));
+        self.add_call(id, s, deadline);
+        self.streams.schedule(id);
+        Ok(id)
+    }
+
+    /// Adds a call to the table, with its deadline.
+    fn add_call(&mut self, id: StreamId, mut s: Stream, deadline: Option<Instant>) {
+        s.deadline = deadline;
+        if let Some(at) = deadline {
+            let streams = &self.streams;
+            self.timers.add_deadline(at, id, streams.len(), |at, id| {
+                streams.get(id).is_some_and(|s| s.deadline == Some(at))
+            });
+        }
+        self.streams.insert(id, s);
+        self.timers.busy();
+    }
+
+    pub(crate) fn send(&mut self, id: StreamId, data: Bytes) -> Result<(), UserError> {
+        let limits = SendLimits {
+            max_message: self.peer.max_message_size as usize,
+            call_buffer: self.config.max_call_send_buffer,
+            connection_full: self.connection_send_full(),
+        };
+        if self.state != State::Open {
+            return Err(UserError::ConnectionClosed);
+        }
+        let s = self.streams.live_mut(id).ok_or(UserError::UnknownCall)?;
+        let single = s.single_send();
+        if let Err(e) = s.send.admit(data.len(), single, &limits) {
+            if e == UserError::Blocked && limits.connection_full && !self.send_waiters.contains(&id)
+            {
+                self.send_waiters.push(id);
+            }
+            return Err(e);
+        }
+        self.queued_send += data.len();
+        s.send.enqueue(data);
+        self.streams.schedule(id);
+        Ok(())
+    }
+
+    pub(crate) fn close_send(&mut self, id: StreamId) -> Result<(), UserError> {
+        let s = self.live(id)?;
+        if s.role != Role::Caller {
+            return Err(UserError::NotCaller);
+        }
+        let single = s.single_send();
+        if !s.send.close(single)? {
+            let bytes = self.arena.carve(HEADER_LEN, |out| {
+                frame::header(out, frame::kind::HALF_CLOSE, 0, id)
+            });
+            self.queue(id, Out::Frame(bytes));
+        }
+        self.streams.schedule(id);
+        Ok(())
+    }
+
+    pub(crate) fn send_headers(
+        &mut self,
+        id: StreamId,
+        metadata: Metadata,
+    ) -> Result<(), UserError> {
+        let limit = self.peer.max_metadata_size as usize;
+        let s = self.live(id)?;
+        if s.role != Role::Responder {
+            return Err(UserError::NotResponder);
+        }
+        if s.send.state != crate::streams::SendState::Start {
+            return Err(UserError::HeadersAlreadySent);
+        }
+        let len = metadata.encoded_len();
+        if len > limit {
+            return Err(UserError::MetadataTooLarge { len, limit });
+        }
+        s.send.start();
+        let bytes = self.arena.carve(HEADER_LEN + len, |out| {
+            frame::header(out, frame::kind::HEADERS, 0, id);
+            metadata.encode(out);
+        });
+        self.queue(id, Out::Frame(bytes));
+        Ok(())
+    }
+
+    pub(crate) fn finish(
+        &mut self,
+        id: StreamId,
+        status: Status,
+        trailers: Metadata,
+    ) -> Result<(), UserError> {
+        let limit = self.peer.max_metadata_size as usize;
+        let s = self.live(id)?;
+        if s.role != Role::Responder {
+            return Err(UserError::NotResponder);
+        }
+        if status.is_ok() && s.single_send() && s.send.sent() == 0 {
+            return Err(UserError::Cardinality);
+        }
+        let status = status.truncated();
+        let len = status.encoded_len() + trailers.encoded_len();
+        if len > limit {
+            return Err(UserError::MetadataTooLarge { len, limit });
+        }
+        s.send.finish();
+        s.phase = Phase::Finishing;
+        self.buffered -= s.recv.clear();
+        let bytes = self
+            .arena
+            .carve(frame::status_len(&status, &trailers), |out| {
+                frame::encode_status(out, id, &status, &trailers)
+            });
+        self.queue(id, Out::Status(bytes));
+        self.events.push_back(Event::CallEnded {
+            id,
+            status,
+            trailers,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn cancel(&mut self, id: StreamId) -> Result<(), UserError> {
+        let msg = match self.live(id)?.role {
+            Role::Caller => "cancelled by the caller",
+            Role::Responder => "cancelled by the responder",
+        };
+        self.call_error(id, Status::new(Code::Cancelled, msg));
+        Ok(())
+    }
+
+    pub(crate) fn consume(&mut self, id: StreamId, len: usize) {
+        let budget = self.config.stream_window_bytes;
+        let Some(s) = self.streams.get_mut(id) else {
+            return;
+        };
+        let grants = s.is_live() && !s.single_recv();
+        let (freed, credit) = s.recv.consume(len, grants, budget);
+        self.buffered -= freed;
+        if credit > 0 {
+            self.control.push_back(Frame::Credit { stream: id, credit });
+        }
+    }
+
+    pub(crate) fn go_away(&mut self) {
+        if self.state != State::Open || self.goaway_sent.is_some() {
+            return;
+        }
+        let last = self.streams.max_remote;
+        self.goaway_sent = Some(last);
+        self.control.push_back(Frame::GoAway {
+            last_stream_id: StreamId(last),
+            code: 1000,
+            reason: "draining".into(),
+        });
+        self.maybe_drained();
+    }
+
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
+        self.teardown(Ending::Fault(ConnectionError::LocallyClosed {
+            code,
+            reason: reason.to_owned(),
+        }));
+    }
+
+    pub(crate) fn shed_largest_call(&mut self) -> bool {
+        self.streams
+            .iter()
+            .any(|(_, s)| s.is_live() && s.recv.held() > 0)
+            && self.shed_largest()
+    }
+
+    // ------------------------------------------------------------------
+    // Calls and accounting
+    // ------------------------------------------------------------------
+
+    /// A call the application still has, on an open connection.
+    fn live(&mut self, id: StreamId) -> Result<&mut Stream, UserError> {
+        if self.state != State::Open {
+            return Err(UserError::ConnectionClosed);
+        }
+        self.streams.live_mut(id).ok_or(UserError::UnknownCall)
+    }
+
+    /// Appends to a call's queue and schedules it.
+    fn queue(&mut self, id: StreamId, out: Out) {
+        if let Some(s) = self.streams.get_mut(id) {
+            s.send.push(out);
+        }
+        self.streams.schedule(id);
+    }
+
+    /// `len` queued bytes left the connection's send buffer; once below its
+    /// bound, the calls that waited on it may try again.
+    fn release_send(&mut self, len: usize) {
+        self.queued_send -= len;
+        if self.send_waiters.is_empty() || self.connection_send_full() {
+            return;
+        }
+        let call_buffer = self.config.max_call_send_buffer;
+        for id in std::mem::take(&mut self.send_waiters) {
+            if let Some(s) = self.streams.get_mut(id)
+                && s.send.writable_due(call_buffer, false)
+            {
+                self.events.push_back(Event::Writable { id });
+            }
+        }
+    }
+
+    /// Forgets a call whose end was already reported.
+    fn remove(&mut self, id: StreamId) {
+        if let Some(r) = self.streams.remove(id) {
+            self.buffered -= r.held;
+            if r.queued > 0 {
+                self.release_send(r.queued);
+            }
+            if r.role == Role::Caller && std::mem::take(&mut self.can_open_owed) {
+                self.events.push_back(Event::CanOpen);
+            }
+        }
+        self.maybe_drained();
+    }
+
+    /// Ends a call here: reports it, forgets it, tells the peer.
+    fn end_call(&mut self, id: StreamId, status: Status, trailers: Metadata, tell: Tell) {
+        let Some(s) = self.streams.get(id) else {
+            return;
+        };
+        if !s.is_live() {
+            // Already reported; only its queued frames were left.
+            self.remove(id);
+            return;
+        }
+        match tell {
+            Tell::Nothing => {}
+            Tell::Reset(code) => self.control.push_back(Frame::Reset { stream: id, code }),
+            Tell::Status => self.control.push_back(Frame::Status {
+                stream: id,
+                status: status.clone().truncated(),
+                trailers: Metadata::new(),
+            }),
+        }
+        self.events.push_back(Event::CallEnded {
+            id,
+            status,
+            trailers,
+        });
+        self.remove(id);
+        if self.control.len() > self.config.max_pending_control {
+            self.teardown(Ending::Fault(ConnectionError::PeerNotReading));
+        }
+    }
+
+    /// Ends one call because of a fault confined to it, telling the peer
+    /// when it knows the call.
+    fn call_error(&mut self, id: StreamId, status: Status) {
+        let Some(s) = self.streams.get(id) else {
+            return;
+        };
+        let tell = match (s.role, s.phase) {
+            (Role::Caller, Phase::Unsent) => Tell::Nothing,
+            (Role::Caller, _) => Tell::Reset(status.code()),
+            (Role::Responder, _) => Tell::Status,
+        };
+        self.end_call(id, status, Metadata::new(), tell);
+    }
+
+    /// Ends the call holding the most received bytes with
+    /// `RESOURCE_EXHAUSTED`; false when there is none.
+    fn shed_largest(&mut self) -> bool {
+        let victim = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.is_live())
+            .max_by_key(|(id, s)| (s.recv.held(), std::cmp::Reverse(*id)))
+            .map(|(id, s)| (id, s.recv.held()));
+        let Some((id, held)) = victim else {
+            return false;
+        };
+        let msg = format!(
+            "connection receive buffer of {} bytes exceeded; this call held {held} unread bytes",
+            self.config.max_connection_buffer
+        );
+        self.call_error(id, Status::new(Code::ResourceExhausted, msg));
+        true
+    }
+
+    /// While the connection-wide bound is exceeded, ends the call holding
+    /// the most received bytes (its reader is the slow one). Bounded: every
+    /// round removes a call.
+    fn enforce_connection_buffer(&mut self) {
+        while self.buffered > self.config.max_connection_buffer && self.shed_largest() {}
+    }
+
+    // ------------------------------------------------------------------
+    // Drain and teardown
+    // ------------------------------------------------------------------
+
+    /// Only a side that sent GOAWAY closes when drained: it alone knows
+    /// every call that is still coming (its own, and the peer's up to the
+    /// announced id). The receiver waits for that close.
+    fn maybe_drained(&mut self) {
+        if self.goaway_sent.is_some() && self.streams.is_empty() {
+            self.teardown(Ending::Drained);
+        }
+    }
+
+    /// The one way the connection ends. `Event::Closed` is pushed only on
+    /// leaving `Open`, so it comes exactly once.
+    fn teardown(&mut self, ending: Ending) {
+        let allowed = match ending {
+            Ending::Lost { .. } => self.state != State::Closed,
+            _ => self.state == State::Open,
+        };
+        if !allowed {
+            return;
+        }
+        let report = self.state == State::Open;
+        // The state changes first, so nothing the calls' ends trigger (a
+        // drain completing, a fault) can end the connection a second time.
+        self.state = match ending {
+            Ending::Lost { .. } => State::Closed,
+            _ => State::Closing,
+        };
+        let error = match ending {
+            Ending::Fault(err) => {
+                self.end_all(&Status::new(Code::Unavailable, err.to_string()));
+                self.control.clear();
+                let code = err.close_code();
+                let reason = legacy::close_reason(&err.to_string());
+                self.control.push_back(Frame::GoAway {
+                    last_stream_id: StreamId(self.streams.max_remote),
+                    code,
+                    reason: reason.clone(),
+                });
+                self.pending_close = Some((code, reason));
+                Some(err)
+            }
+            Ending::PeerFault { error, code } => {
+                self.end_all(&Status::new(Code::Unavailable, error.to_string()));
+                self.control.clear();
+                self.pending_close = Some((code, legacy::close_reason(&error.to_string())));
+                Some(error)
+            }
+            Ending::Drained => {
+                if self.pending_close.is_none() {
+                    self.pending_close = Some((1000, "drained".into()));
+                }
+                None
+            }
+            Ending::Lost {
+                error,
+                status,
+                graceful,
+            } => {
+                self.end_all(&status);
+                self.control.clear();
+                self.stashed = None;
+                self.pending_close = None;
+                (!graceful).then_some(error)
+            }
+        };
+        if report {
+            self.events.push_back(Event::Closed { error });
+        }
+    }
+
+    /// Ends every call with `status`, without telling the peer.
+    fn end_all(&mut self, status: &Status) {
+        for id in self.streams.ids_where(|_, _| true) {
+            self.end_call(id, status.clone(), Metadata::new(), Tell::Nothing);
+        }
+        self.streams.clear_ready();
+    }
+}
+
+/// The status of calls refused by the peer's GOAWAY.
+pub(crate) fn not_processed() -> Status {
+    Status::new(
+        Code::Unavailable,
+        "not processed: the peer is draining (GOAWAY); safe to retry",
+    )
+}
+
+/// A deadline `ms` milliseconds from `now` (0: none).
+pub(crate) fn deadline_in(now: Instant, ms: u32) -> Option<Instant> {
+    (ms > 0)
+        .then(|| after(now, Duration::from_millis(ms as u64)))
+        .flatten()
+}

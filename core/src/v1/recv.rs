@@ -1,0 +1,359 @@
+//! The v1 receive path: a WebSocket message is one frame or a BATCH of
+//! them; each frame is checked against the connection's rules here and
+//! handed to the call it names, whose receiving half checks the rest.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Ending, Tell, V1Connection, deadline_in, not_processed};
+use crate::call::StreamId;
+use crate::config::MAX_CREDIT;
+use crate::connection::State;
+use crate::error::ConnectionError;
+use crate::event::{Event, Incoming, IncomingCall};
+use crate::frame::{self, Frame, HEADER_LEN, Open};
+use crate::metadata::Metadata;
+use crate::status::{Code, Status};
+use crate::streams::{RecvFault, Role};
+
+impl V1Connection {
+    pub(crate) fn handle_message(
+        &mut self,
+        now: Instant,
+        msg: Incoming,
+    ) -> Result<(), ConnectionError> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        self.timers.received(now);
+        let res = self.on_ws_message(now, msg);
+        if let Err(e) = &res {
+            self.teardown(Ending::Fault(e.clone()));
+        }
+        res
+    }
+
+    fn on_ws_message(&mut self, now: Instant, msg: Incoming) -> Result<(), ConnectionError> {
+        let buf = match msg {
+            Incoming::Binary(b) => b,
+            Incoming::Text(_) => return Err(ConnectionError::TextMessage),
+        };
+        let limit = self.max_ws_message;
+        if buf.len() > limit {
+            return Err(ConnectionError::TooLarge {
+                what: "frame",
+                len: buf.len(),
+                limit,
+            });
+        }
+        let first = !std::mem::replace(&mut self.first_frame_received, true);
+        if buf.first() == Some(&frame::kind::BATCH) {
+            if self.config.max_batch_size == 0 {
+                return Err(ConnectionError::Protocol(
+                    "BATCH, which this side did not offer",
+                ));
+            }
+            let limit = HEADER_LEN + self.config.max_batch_size as usize;
+            if buf.len() > limit {
+                return Err(ConnectionError::TooLarge {
+                    what: "BATCH",
+                    len: buf.len(),
+                    limit,
+                });
+            }
+            for f in frame::split_batch(buf).map_err(ConnectionError::Malformed)? {
+                self.on_frame(now, f.map_err(ConnectionError::Malformed)?, false)?;
+                if self.state != State::Open {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        self.on_frame(now, buf, first)
+    }
+
+    /// One frame, alone in its message or unpacked from a BATCH.
+    fn on_frame(&mut self, now: Instant, buf: Bytes, first: bool) -> Result<(), ConnectionError> {
+        if buf.first() == Some(&frame::kind::MESSAGE) {
+            // The hot path: no Frame value is built.
+            let (id, end, more, payload) =
+                frame::decode_message(buf).map_err(ConnectionError::Malformed)?;
+            if self.check_live(id, false)? {
+                self.on_message(id, end, more, payload)?;
+            }
+            return Ok(());
+        }
+        let frame = Frame::decode(buf).map_err(ConnectionError::Malformed)?;
+        match frame {
+            Frame::Settings(s) if first => self.peer.apply(&s).map_err(ConnectionError::Protocol),
+            Frame::Settings(_) => Err(ConnectionError::Protocol("SETTINGS after the first frame")),
+            Frame::Ping { ack: false, data } => {
+                self.control.push_back(Frame::Ping { ack: true, data });
+                self.check_control()
+            }
+            Frame::Ping { ack: true, .. } => Ok(()),
+            Frame::GoAway {
+                last_stream_id,
+                code,
+                reason,
+            } => {
+                self.on_goaway(last_stream_id, code, reason);
+                Ok(())
+            }
+            Frame::Open(o) => self.on_open(now, o),
+            other => self.on_call_frame(other),
+        }
+    }
+
+    /// A peer that makes this side queue control frames without reading
+    /// them is cut off.
+    fn check_control(&self) -> Result<(), ConnectionError> {
+        if self.control.len() > self.config.max_pending_control {
+            return Err(ConnectionError::PeerNotReading);
+        }
+        Ok(())
+    }
+
+    fn on_goaway(&mut self, last: StreamId, code: u16, reason: String) {
+        if code != 1000 {
+            // The peer is closing because of an error; it sends nothing more.
+            let error = ConnectionError::PeerError { code, reason };
+            self.teardown(Ending::PeerFault { error, code });
+            return;
+        }
+        let last = self.goaway_received.map_or(last.0, |prev| prev.min(last.0));
+        self.goaway_received = Some(last);
+        let refused = self
+            .streams
+            .ids_where(|id, s| s.role == Role::Caller && id.0 > last && s.is_live());
+        for id in refused {
+            self.end_call(id, not_processed(), Metadata::new(), Tell::Nothing);
+        }
+        self.events.push_back(Event::GoAway {
+            last_stream_id: StreamId(last),
+        });
+        self.maybe_drained();
+    }
+
+    fn on_open(&mut self, now: Instant, o: Open) -> Result<(), ConnectionError> {
+        let id = o.stream;
+        if id.initiator() == self.side {
+            return Err(ConnectionError::Protocol(
+                "OPEN with this side's stream id parity",
+            ));
+        }
+        if id.0 <= self.streams.max_remote {
+            return Err(ConnectionError::Protocol(
+                "OPEN with a stream id not above the last one",
+            ));
+        }
+        self.streams.max_remote = id.0;
+        let md_len = o.metadata.encoded_len();
+        if md_len > self.config.max_metadata_size as usize {
+            return Err(ConnectionError::TooLarge {
+                what: "request metadata",
+                len: md_len,
+                limit: self.config.max_metadata_size as usize,
+            });
+        }
+        if o.initial_credit > MAX_CREDIT {
+            return Err(ConnectionError::Protocol(
+                "OPEN initial credit above 2^31-1",
+            ));
+        }
+        if self.goaway_sent.is_some_and(|last| id.0 > last) {
+            // Announced as not processed by our GOAWAY: the peer retries elsewhere.
+            return Ok(());
+        }
+        if self.streams.responders >= self.config.max_concurrent_streams {
+            self.control.push_back(Frame::Status {
+                stream: id,
+                status: Status::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "concurrent call limit ({}) reached",
+                        self.config.max_concurrent_streams
+                    ),
+                ),
+                trailers: Metadata::new(),
+            });
+            return self.check_control();
+        }
+        let s = self.streams.new_stream(
+            Role::Responder,
+            o.kind,
+            o.initial_credit,
+            self.config.initial_credit,
+        );
+        let deadline = deadline_in(now, o.timeout_ms);
+        self.add_call(id, s, deadline);
+        self.events.push_back(Event::CallOpened(IncomingCall {
+            id,
+            method: o.method,
+            kind: o.kind,
+            metadata: o.metadata,
+            deadline,
+        }));
+        Ok(())
+    }
+
+    /// Whether a frame for `id` concerns a live call. A stream that was
+    /// never opened is a connection error; frames for ended calls are
+    /// ignored (a RESET also drops what an ended responder still had queued).
+    fn check_live(&mut self, id: StreamId, is_reset: bool) -> Result<bool, ConnectionError> {
+        match self.streams.get(id) {
+            Some(s) if s.is_live() => Ok(true),
+            Some(_) => {
+                if is_reset {
+                    self.remove(id);
+                }
+                Ok(false)
+            }
+            None if self.streams.never_opened(id, self.side) => Err(ConnectionError::Protocol(
+                "frame for a stream that was never opened",
+            )),
+            None => Ok(false),
+        }
+    }
+
+    fn on_call_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        let id = frame.stream();
+        if !self.check_live(id, matches!(frame, Frame::Reset { .. }))? {
+            return Ok(());
+        }
+        let max_metadata = self.config.max_metadata_size as usize;
+        let Some(s) = self.streams.get_mut(id) else {
+            return Ok(());
+        };
+        match frame {
+            Frame::Headers { metadata, .. } => {
+                if s.role != Role::Caller {
+                    return Err(ConnectionError::Protocol("HEADERS from the caller"));
+                }
+                let len = metadata.encoded_len();
+                if len > max_metadata {
+                    return Err(ConnectionError::TooLarge {
+                        what: "response metadata",
+                        len,
+                        limit: max_metadata,
+                    });
+                }
+                if !s.recv.headers() {
+                    self.call_error(
+                        id,
+                        Status::new(
+                            Code::Internal,
+                            "response headers after headers or a message",
+                        ),
+                    );
+                    return Ok(());
+                }
+                self.events.push_back(Event::Headers { id, metadata });
+            }
+            Frame::Message {
+                end_stream,
+                more,
+                payload,
+                ..
+            } => return self.on_message(id, end_stream, more, payload),
+            Frame::HalfClose { .. } => return self.on_half_close(id),
+            Frame::Status {
+                status, trailers, ..
+            } => {
+                if s.role != Role::Caller {
+                    return Err(ConnectionError::Protocol("STATUS from the caller"));
+                }
+                let len = status.encoded_len() + trailers.encoded_len();
+                if len > max_metadata {
+                    return Err(ConnectionError::TooLarge {
+                        what: "status and trailers",
+                        len,
+                        limit: max_metadata,
+                    });
+                }
+                let status = if status.is_ok() && s.single_recv() && s.recv.received() != 1 {
+                    Status::new(Code::Internal, "OK status without the one response message")
+                } else {
+                    status
+                };
+                self.end_call(id, status, trailers, Tell::Nothing);
+            }
+            Frame::Reset { code, .. } => {
+                let status = Status::new(code, "call reset by the peer");
+                self.end_call(id, status, Metadata::new(), Tell::Nothing);
+            }
+            Frame::Credit { credit, .. } => {
+                if !s.send.grant(credit, MAX_CREDIT) {
+                    return Err(ConnectionError::Protocol("stream credit above 2^31-1"));
+                }
+                let full = self.queued_send >= self.config.max_connection_send_buffer;
+                if s.send.writable_due(self.config.max_call_send_buffer, full) {
+                    self.events.push_back(Event::Writable { id });
+                }
+            }
+            Frame::Settings(_) | Frame::Ping { .. } | Frame::GoAway { .. } | Frame::Open(_) => {}
+        }
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        id: StreamId,
+        end: bool,
+        more: bool,
+        payload: Bytes,
+    ) -> Result<(), ConnectionError> {
+        if payload.len() > self.config.max_fragment_size as usize {
+            return Err(ConnectionError::TooLarge {
+                what: "MESSAGE frame",
+                len: payload.len(),
+                limit: self.config.max_fragment_size as usize,
+            });
+        }
+        let max_message = self.config.max_message_size as usize;
+        let Some(s) = self.streams.get_mut(id) else {
+            return Ok(());
+        };
+        if end && s.role == Role::Caller {
+            return Err(ConnectionError::Protocol("END_STREAM from the responder"));
+        }
+        let single = s.single_recv();
+        // A partial message counts with its buffer's capacity: the memory
+        // it really takes.
+        let before = s.recv.held();
+        match s.recv.on_fragment(more, payload, single, max_message) {
+            Ok(delivered) => {
+                self.buffered = self.buffered - before + s.recv.held();
+                if let Some(data) = delivered {
+                    self.events.push_back(Event::Message { id, data });
+                }
+            }
+            Err(RecvFault::Connection(e)) => return Err(ConnectionError::Protocol(e)),
+            Err(RecvFault::Call(status)) => {
+                self.call_error(id, status);
+                return Ok(());
+            }
+        }
+        self.enforce_connection_buffer();
+        if end {
+            return self.on_half_close(id);
+        }
+        Ok(())
+    }
+
+    fn on_half_close(&mut self, id: StreamId) -> Result<(), ConnectionError> {
+        let Some(s) = self.streams.get_mut(id) else {
+            return Ok(());
+        };
+        if s.role == Role::Caller {
+            return Err(ConnectionError::Protocol("HALF_CLOSE from the responder"));
+        }
+        let single = s.single_recv();
+        match s.recv.close(single) {
+            Ok(()) => self.events.push_back(Event::RecvClosed { id }),
+            Err(status) => self.call_error(id, status),
+        }
+        Ok(())
+    }
+}
