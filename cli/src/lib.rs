@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod people;
+pub mod seed_echo;
 pub mod store;
 
 /// The people web app served by `zrpc serve --web`, built into the binary:
@@ -47,7 +48,7 @@ use zrpc_proto::people::people_server;
 /// `create_person` / `dispatch.create_person`.
 pub fn router<R: Runtime>(rt: R, store: Arc<dyn store::Store>, echo_interval: Duration) -> Router {
     let service = Arc::new(people::PeopleService::new(store, rt.clone()));
-    let router = zrpc_async::echo::router(rt, 10, echo_interval);
+    let router = seed_echo::register(Router::new(), rt, 10, echo_interval);
     let router = echo_server::register(router, Arc::new(zrpc_proto::echo_service::EchoService));
     let router = people_server::register(router, service.clone());
     people::register_legacy(router, service)

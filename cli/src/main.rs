@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use zrpc_async::{
     CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Runtime, Server,
-    ServerConfig, ServerTls, Status, echo,
+    ServerConfig, ServerTls, Status,
 };
 use zrpc_cli::store::{SqliteStore, Store};
 use zrpc_proto::Message;
@@ -646,7 +646,11 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         }
     );
     let mut seed = client
-        .server_streaming(echo::METHOD, Bytes::from_static(b"world"), o())
+        .server_streaming(
+            zrpc_cli::seed_echo::METHOD,
+            Bytes::from_static(b"world"),
+            o(),
+        )
         .await?;
     for i in 1..=3 {
         let m = seed.message().await?.ok_or("stream ended early")?;

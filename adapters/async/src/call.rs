@@ -10,8 +10,10 @@ use bytes::Bytes;
 use futures_lite::future::poll_fn;
 use zrpc_core::{CallKind, Metadata, Method, Status, StreamId};
 
+use crate::call_io::{poll_end, poll_message, poll_send};
 use crate::client::Client;
-use crate::shared::{Shared, lock, poll_end, poll_message, poll_send};
+use crate::conn::{Shared, Slot};
+use crate::signal::lock;
 
 /// Everything a handler may want to know about its call, and the response
 /// headers and trailers it may set. Cheap to clone.
@@ -96,7 +98,7 @@ impl CallContext {
             .lock()
             .slots
             .get(&self.id)
-            .is_none_or(|s| s.end.is_some())
+            .is_none_or(Slot::is_ended)
     }
 
     /// A client on the same connection, to call methods the peer registered

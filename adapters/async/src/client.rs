@@ -4,60 +4,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_lite::future::poll_fn;
-use futures_lite::{AsyncRead, AsyncWrite};
-use zrpc_core::{
-    CallKind, CallOptions, Code, Config, Connection, Metadata, Mode, SUBPROTOCOL_V1, Side, Status,
-    StreamId, UserError,
-};
+use zrpc_core::{CallKind, CallOptions, Code, Metadata, Status, StreamId, UserError};
 
-use crate::Error;
-use crate::driver::{self, Driver};
-use crate::runtime::Runtime;
-use crate::server::{CLIENT_READ_BUFFER, Router, wait_closed, ws_config};
-use crate::shared::{PeerInfo, Shared, Slot, now, poll_end, poll_message, poll_send};
-use crate::tls::ClientTls;
-use crate::upgrade::Refusal;
-use async_tungstenite::tungstenite::Error as WsError;
-
-/// Client settings.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Protocol limits.
-    pub core: Config,
-    /// Handlers the server may call on this connection (server-initiated calls).
-    pub router: Option<Router>,
-    /// Longest time one write may stay blocked on a server that does not
-    /// read; then the connection is dropped and its calls end with
-    /// `UNAVAILABLE`. Default 30 s.
-    pub write_timeout: Duration,
-    /// Extra headers on the upgrade request (credentials such as
-    /// `authorization`, or a cookie), for the server's authentication hook.
-    pub headers: Vec<(String, String)>,
-    /// Which servers `wss://` URLs trust. Default (`None`): Mozilla's root
-    /// certificates, as browsers.
-    pub tls: Option<ClientTls>,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            core: Config::default(),
-            router: None,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            headers: Vec::new(),
-            tls: None,
-        }
-    }
-}
-
-/// Default bound on how long one write may wait for a peer that does not read.
-pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::call_io::{poll_end, poll_message, poll_send};
+use crate::conn::{Shared, Slot, now};
 
 /// A connection to a zrpc server. Clones share the connection; calls are
 /// multiplexed over it. When the last clone is dropped the connection
@@ -75,16 +28,8 @@ struct Handle(Arc<Shared>);
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        drain(&self.0);
+        self.0.act(|g| g.conn.go_away());
     }
-}
-
-fn drain(shared: &Shared) {
-    let mut g = shared.lock();
-    g.conn.go_away();
-    g.pump_events();
-    drop(g);
-    shared.writer.notify();
 }
 
 impl Client {
@@ -97,7 +42,7 @@ impl Client {
     }
 
     /// The application's client of a connection it opened.
-    fn owning(shared: Arc<Shared>) -> Self {
+    pub(crate) fn owning(shared: Arc<Shared>) -> Self {
         Self {
             _handle: Some(Arc::new(Handle(shared.clone()))),
             shared,
@@ -147,7 +92,7 @@ impl Client {
             }
         })
         .await?;
-        self.shared.writer.notify();
+        self.shared.writer.signal();
         let call = Call {
             id,
             shared: self.shared.clone(),
@@ -198,14 +143,16 @@ impl Client {
         self.call(method, CallKind::Bidi, opts).await
     }
 
-    /// Drains the connection: no new calls; it closes once running calls end.
-    pub fn close(&self) {
-        drain(&self.shared);
+    /// Drains the connection: no new calls (in either direction); it
+    /// closes once the running calls have ended. Dropping the last clone
+    /// does the same.
+    pub fn drain(&self) {
+        self.shared.act(|g| g.conn.go_away());
     }
 
     /// Resolves once the connection is over.
     pub async fn closed(&self) {
-        wait_closed(&self.shared).await
+        self.shared.closed().await
     }
 
     /// True once the connection is over.
@@ -244,20 +191,12 @@ impl Call {
     /// Half-closes: no more request messages. A no-op on a call that has
     /// already ended (the server may answer before the half-close is sent).
     pub fn close_send(&mut self) -> Result<(), Status> {
-        let mut g = self.shared.lock();
-        match g.conn.close_send(self.id) {
-            Ok(()) => {
-                drop(g);
-                self.shared.writer.notify();
-                Ok(())
-            }
-            Err(UserError::UnknownCall)
-                if g.slots.get(&self.id).is_some_and(|s| s.end.is_some()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(g.status_of(self.id, e)),
-        }
+        let id = self.id;
+        self.shared.act(|g| match g.conn.close_send(id) {
+            Ok(()) => Ok(()),
+            Err(UserError::UnknownCall) if g.slots.get(&id).is_some_and(Slot::is_ended) => Ok(()),
+            Err(e) => Err(g.status_of(id, e)),
+        })
     }
 
     /// The next response message; `Ok(None)` after the last one of a call
@@ -274,7 +213,7 @@ impl Call {
                 None => Poll::Ready(Metadata::new()),
                 Some(s) => match &s.headers {
                     Some(h) => Poll::Ready(h.clone()),
-                    None if !s.inbox.is_empty() || s.end.is_some() => Poll::Ready(Metadata::new()),
+                    None if !s.inbox.is_empty() || s.is_ended() => Poll::Ready(Metadata::new()),
                     None => {
                         s.recv_waker = Some(cx.waker().clone());
                         Poll::Pending
@@ -302,149 +241,17 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        let mut g = self.shared.lock();
-        let ended = g.slots.get(&self.id).is_none_or(|s| s.end.is_some());
-        if !ended {
-            let _ = g.conn.cancel(self.id);
-            g.pump_events();
-        }
-        if let Some(slot) = g.slots.remove(&self.id) {
-            // Return the credit of messages nobody will read.
-            for m in slot.inbox {
-                g.conn.consume(self.id, m.len());
+        let id = self.id;
+        self.shared.act(|g| {
+            if !g.slots.get(&id).is_none_or(Slot::is_ended) {
+                let _ = g.conn.cancel(id);
             }
-        }
-        let wake = g.writer_needed();
-        drop(g);
-        if wake {
-            self.shared.writer.notify();
-        }
+            if let Some(slot) = g.slots.remove(&id) {
+                // Return the credit of messages nobody will read.
+                for m in slot.inbox {
+                    g.conn.consume(id, m.len());
+                }
+            }
+        });
     }
-}
-
-/// An HTTP error answer to the upgrade becomes [`Error::Refused`] with the
-/// status and the body's first line.
-fn refusal_of(e: WsError) -> Error {
-    match e {
-        WsError::Http(resp) => {
-            let reason = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .and_then(|b| b.lines().next().map(str::to_owned))
-                .unwrap_or_default();
-            Error::Refused(Refusal::with_status(resp.status().as_u16(), reason))
-        }
-        e => Error::WebSocket(e),
-    }
-}
-
-/// Runs the WebSocket client handshake on `stream`, offering `zrpc.v1`, and
-/// starts the connection. `url` gives the host and path of the request.
-pub async fn connect_stream<S, R>(
-    stream: S,
-    url: &str,
-    config: ClientConfig,
-    rt: R,
-) -> Result<Client, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    R: Runtime,
-{
-    let mut request = url.into_client_request()?;
-    for (name, value) in &config.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| Error::InvalidHeader(name.clone()))?;
-        let value =
-            HeaderValue::from_str(value).map_err(|_| Error::InvalidHeader(name.to_string()))?;
-        request.headers_mut().append(name, value);
-    }
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static(SUBPROTOCOL_V1),
-    );
-    let (ws, resp) = async_tungstenite::client_async_with_config(
-        request,
-        stream,
-        Some(ws_config(&config.core, Mode::V1, CLIENT_READ_BUFFER)),
-    )
-    .await
-    .map_err(refusal_of)?;
-    let accepted = resp
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == SUBPROTOCOL_V1);
-    if !accepted {
-        return Err(Error::NotZrpc);
-    }
-    let conn = Connection::new(Side::Client, Mode::V1, config.core, now());
-    let driver = Driver {
-        router: config.router.map(Arc::new),
-        write_timeout: config.write_timeout,
-        on_budget_exceeded: None,
-    };
-    let shared = driver::start(ws, conn, driver, PeerInfo::default(), rt);
-    Ok(Client::owning(shared))
-}
-
-/// Calls an old server in the seed's format: one connection for the call,
-/// the request as `u32 LE length | name | payload`, replies until the
-/// server closes. Read the replies with [`Call::message`].
-pub async fn legacy_call_stream<S, R>(
-    stream: S,
-    url: &str,
-    method: &str,
-    payload: Bytes,
-    rt: R,
-) -> Result<Call, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    R: Runtime,
-{
-    let config = Config::default();
-    let (ws, _) = async_tungstenite::client_async_with_config(
-        url,
-        stream,
-        Some(ws_config(&config, Mode::Legacy, CLIENT_READ_BUFFER)),
-    )
-    .await?;
-    let conn = Connection::new(Side::Client, Mode::Legacy, config, now());
-    let driver = Driver {
-        router: None,
-        write_timeout: DEFAULT_WRITE_TIMEOUT,
-        on_budget_exceeded: None,
-    };
-    let shared = driver::start(ws, conn, driver, PeerInfo::default(), rt);
-    let client = Client::from_shared(shared);
-    let mut call = client
-        .call(method, CallKind::ServerStreaming, CallOptions::default())
-        .await?;
-    call.send(payload).await?;
-    Ok(call)
-}
-
-/// Connects to `ws://host:port/path` over TCP, or to `wss://...` over TLS,
-/// negotiating `zrpc.v1`.
-pub async fn connect<R: Runtime>(url: &str, config: ClientConfig, rt: R) -> Result<Client, Error> {
-    let (host, port, tls) = crate::url_parts(url)?;
-    let tcp = rt.connect_tcp(format!("{host}:{port}")).await?;
-    if !tls {
-        return connect_stream(tcp, url, config, rt).await;
-    }
-    let name = crate::tls::server_name(&host).map_err(Error::Tls)?;
-    let trust = config.tls.clone().unwrap_or_else(ClientTls::webpki_roots);
-    let stream = trust.connector().connect(name, tcp).await?;
-    connect_stream(stream, url, config, rt).await
-}
-
-/// Calls an old server in the seed's format over a new TCP connection.
-pub async fn legacy_call<R: Runtime>(
-    url: &str,
-    method: &str,
-    payload: Bytes,
-    rt: R,
-) -> Result<Call, Error> {
-    let tcp = rt.connect_tcp(crate::socket_addr_of(url)?).await?;
-    legacy_call_stream(tcp, url, method, payload, rt).await
 }

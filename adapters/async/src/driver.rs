@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::protocol::CloseFrame;
-use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::future::poll_fn;
@@ -20,9 +18,14 @@ use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::SinkExt;
 use zrpc_core::{Connection, Incoming, Transmit};
 
+use crate::call_io::with_inline_budget;
+use crate::conn::{PeerInfo, Shared, WRITER_CLOSED, WRITER_FAILED, WRITER_RUNNING, now};
+use crate::router::{Router, dispatch};
 use crate::runtime::Runtime;
-use crate::server::{Router, dispatch};
-use crate::shared::{PeerInfo, Shared, now, with_inline_budget};
+use crate::ws::to_message;
+
+/// Default bound on how long one write may wait for a peer that does not read.
+pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes of frames the writer takes from the core per round.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -30,11 +33,6 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// How long a side that closed waits for the peer's close reply, and how
 /// long a close may stay stuck behind a peer that does not read.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
-
-/// `Shared::writer_end`: the writer runs, ended after its close, or failed.
-pub(crate) const WRITER_RUNNING: u8 = 0;
-const WRITER_CLOSED: u8 = 1;
-const WRITER_FAILED: u8 = 2;
 
 /// What the driver needs beyond the connection itself.
 pub(crate) struct Driver {
@@ -68,19 +66,6 @@ where
     shared
 }
 
-fn to_message(t: Transmit) -> Message {
-    match t {
-        Transmit::Binary(b) => Message::Binary(b),
-        Transmit::Text(b) => {
-            Message::Text(Utf8Bytes::try_from(b).unwrap_or_else(|_| Utf8Bytes::from_static("")))
-        }
-        Transmit::Close { code, reason } => Message::Close(Some(CloseFrame {
-            code: code.into(),
-            reason: reason.into(),
-        })),
-    }
-}
-
 async fn writer<S, R>(
     mut tx: WebSocketSender<S>,
     shared: Arc<Shared>,
@@ -92,9 +77,7 @@ async fn writer<S, R>(
 {
     let end = write_loop(&mut tx, &shared, write_timeout, &rt).await;
     if let WriterEnd::Failed(reason) = end {
-        let mut g = shared.lock();
-        g.conn.handle_close(None, reason);
-        g.pump_events();
+        shared.act(|g| g.conn.handle_close(None, reason));
     }
     // The reader stops too (at once after a failure, after a short linger
     // for the peer's close reply otherwise): a peer that stopped reading,
@@ -104,7 +87,7 @@ async fn writer<S, R>(
         WriterEnd::Failed(_) => WRITER_FAILED,
     };
     shared.writer_end.store(code, Ordering::Release);
-    shared.writer_done.notify();
+    shared.writer_done.signal();
 }
 
 /// A runtime timer, kept armed across writer rounds.
@@ -378,7 +361,7 @@ where
             (opened, g.writer_needed(), g.sync_budget())
         };
         if wake_writer {
-            shared.writer.notify();
+            shared.writer.signal();
         }
         if over_budget && let Some(shed) = &driver.on_budget_exceeded {
             shed();

@@ -10,34 +10,36 @@
 #![warn(missing_docs)]
 
 mod call;
+mod call_io;
 mod client;
+mod conn;
+mod connect;
 mod driver;
-pub mod echo;
+mod router;
 mod runtime;
 mod server;
-mod shared;
+mod signal;
 mod tls;
 mod upgrade;
 mod web;
+mod ws;
 
 use std::fmt;
 
 pub use bytes::Bytes;
 pub use call::{CallContext, RequestStream, ResponseSink};
-pub use client::{
-    Call, Client, ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream,
-};
+pub use client::{Call, Client};
+pub use connect::{ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream};
+pub use router::{Router, Service};
 pub use runtime::{Listener, Runtime};
-pub use server::{Router, Server, ServerConfig, Service};
+pub use server::{Server, ServerConfig};
 pub use tls::{ClientTls, ServerTls, TlsError};
 pub use upgrade::{Refusal, UpgradeRequest};
 pub use web::StaticFiles;
+pub use ws::{accept_key, offers_v1};
 pub use zrpc_core::{
     CallKind, CallOptions, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId,
 };
-
-/// Re-export of the WebSocket crate, for [`Server::serve_websocket`].
-pub use async_tungstenite;
 
 /// Why a connection could not be set up.
 #[derive(Debug)]

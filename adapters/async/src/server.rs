@@ -1,13 +1,11 @@
-//! Handlers, the [`Router`] that names them, and the [`Server`] that accepts
-//! connections and runs every call as its own task.
+//! The [`Server`]: accepts connections (limits per address and in all,
+//! TLS, the HTTP upgrade with its checks), serves each with a driver and the
+//! router, bounds received bytes over all of them, and drains on shutdown.
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -15,337 +13,20 @@ use std::time::Duration;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use bytes::Bytes;
+use async_tungstenite::tungstenite::protocol::Role;
 use futures_lite::FutureExt;
-use futures_lite::future::poll_fn;
-use zrpc_core::{
-    CallKind, Code, Config, Connection, IncomingCall, Metadata, Mode, SUBPROTOCOL_V1, Side, Status,
-    UserError, legacy,
-};
+use zrpc_core::{Config, Connection, Mode, SUBPROTOCOL_V1, Side};
 
 use crate::Error;
-use crate::call::{CallContext, RequestStream, ResponseMeta, ResponseSink};
-use crate::driver::{self, Driver};
+use crate::conn::{Identity, PeerInfo, RecvBudget, Shared, now};
+use crate::driver::{self, DEFAULT_WRITE_TIMEOUT, Driver};
+use crate::router::Router;
 use crate::runtime::{Listener, Runtime};
-use crate::shared::{Identity, Notify, PeerInfo, RecvBudget, Shared, lock, now};
+use crate::signal::{Signal, lock};
 use crate::tls::ServerTls;
 use crate::upgrade::{self, HeadError, Refusal, UpgradeRequest};
 use crate::web::StaticFiles;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-type HandlerFn =
-    dyn Fn(CallContext, RequestStream, ResponseSink) -> BoxFuture<Result<(), Status>> + Send + Sync;
-
-#[derive(Clone)]
-struct Handler {
-    kind: CallKind,
-    f: Arc<HandlerFn>,
-}
-
-/// Method names to handlers. Build it with the four registration methods
-/// (or [`service`](Self::service)), then give it to a server or a client.
-///
-/// A handler's first poll (its code up to its first `.await` that waits)
-/// runs on the connection's reader task, so a handler that completes at
-/// once costs no task of its own; a handler that waits continues as its own
-/// task. Handlers that compute for long before they first wait hold up the
-/// other calls of their connection meanwhile: give those a task from the
-/// start with [`spawn_every_handler`](Self::spawn_every_handler).
-#[derive(Clone, Default)]
-pub struct Router {
-    methods: HashMap<String, Handler>,
-    spawn_all: bool,
-    /// Shared by every call's handler task (no copy per call).
-    interceptors: Arc<Vec<Arc<Interceptor>>>,
-}
-
-type Interceptor = dyn Fn(&CallContext) -> Result<(), Status> + Send + Sync;
-
-/// A group of methods registered together.
-pub trait Service {
-    /// Adds this service's methods to `router`.
-    fn register(self, router: Router) -> Router;
-}
-
-impl std::fmt::Debug for Router {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.methods.keys()).finish()
-    }
-}
-
-impl Router {
-    /// An empty router.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn add(mut self, name: &str, kind: CallKind, f: Arc<HandlerFn>) -> Self {
-        self.methods.insert(name.to_owned(), Handler { kind, f });
-        self
-    }
-
-    /// Registers a unary handler: one request in, one response out.
-    pub fn unary<F, Fut>(self, name: &str, f: F) -> Self
-    where
-        F: Fn(CallContext, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
-    {
-        let f = Arc::new(f);
-        self.add(
-            name,
-            CallKind::Unary,
-            Arc::new(
-                move |ctx, mut reqs: RequestStream, mut sink: ResponseSink| {
-                    let f = f.clone();
-                    Box::pin(async move {
-                        let req = reqs.message().await?.ok_or_else(missing_request)?;
-                        let resp = f(ctx, req).await?;
-                        sink.send(resp).await
-                    })
-                },
-            ),
-        )
-    }
-
-    /// Registers a server-streaming handler: one request in, responses sent
-    /// through the sink.
-    pub fn server_streaming<F, Fut>(self, name: &str, f: F) -> Self
-    where
-        F: Fn(CallContext, Bytes, ResponseSink) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), Status>> + Send + 'static,
-    {
-        let f = Arc::new(f);
-        self.add(
-            name,
-            CallKind::ServerStreaming,
-            Arc::new(move |ctx, mut reqs: RequestStream, sink| {
-                let f = f.clone();
-                Box::pin(async move {
-                    let req = reqs.message().await?.ok_or_else(missing_request)?;
-                    f(ctx, req, sink).await
-                })
-            }),
-        )
-    }
-
-    /// Registers a client-streaming handler: a stream of requests in, one
-    /// response out.
-    pub fn client_streaming<F, Fut>(self, name: &str, f: F) -> Self
-    where
-        F: Fn(CallContext, RequestStream) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
-    {
-        let f = Arc::new(f);
-        self.add(
-            name,
-            CallKind::ClientStreaming,
-            Arc::new(move |ctx, reqs, mut sink: ResponseSink| {
-                let f = f.clone();
-                Box::pin(async move {
-                    let resp = f(ctx, reqs).await?;
-                    sink.send(resp).await
-                })
-            }),
-        )
-    }
-
-    /// Registers a bidirectional handler.
-    pub fn bidi<F, Fut>(self, name: &str, f: F) -> Self
-    where
-        F: Fn(CallContext, RequestStream, ResponseSink) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), Status>> + Send + 'static,
-    {
-        let f = Arc::new(f);
-        self.add(
-            name,
-            CallKind::Bidi,
-            Arc::new(move |ctx, reqs, sink| Box::pin(f.clone()(ctx, reqs, sink))),
-        )
-    }
-
-    /// Adds a check that runs before every handler of this router, in the
-    /// order added: it sees the call's context (method, request metadata
-    /// such as a bearer token, the connection's identity) and either lets
-    /// the call through or ends it with a status, typically
-    /// `UNAUTHENTICATED` or `PERMISSION_DENIED`; the handler then never runs.
-    pub fn intercept<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&CallContext) -> Result<(), Status> + Send + Sync + 'static,
-    {
-        Arc::make_mut(&mut self.interceptors).push(Arc::new(f));
-        self
-    }
-
-    /// Registers every method of a service.
-    pub fn service(self, service: impl Service) -> Self {
-        service.register(self)
-    }
-
-    /// Names of the registered methods.
-    pub fn methods(&self) -> impl Iterator<Item = &str> {
-        self.methods.keys().map(String::as_str)
-    }
-
-    /// The handler for a call: the exact name, or for legacy calls the
-    /// first part of a dotted `service.method` name.
-    /// Runs every handler as its own task from its first poll, so calls on
-    /// one connection compute in parallel on a multi-threaded runtime. Costs
-    /// a task per call even for handlers that complete at once.
-    pub fn spawn_every_handler(mut self) -> Self {
-        self.spawn_all = true;
-        self
-    }
-
-    /// Whether handlers get their first poll on the reader task.
-    pub(crate) fn inline_first_poll(&self) -> bool {
-        !self.spawn_all
-    }
-
-    fn lookup(&self, name: &str, mode: Mode) -> Option<&Handler> {
-        self.methods.get(name).or_else(|| match mode {
-            Mode::Legacy => self.methods.get(legacy::split_dotted(name).0),
-            Mode::V1 => None,
-        })
-    }
-}
-
-fn missing_request() -> Status {
-    Status::new(Code::Internal, "the call carried no request message")
-}
-
-/// True when a caller of kind `caller` can carry what a handler of kind
-/// `handler` needs (streams where the handler streams).
-fn compatible(caller: CallKind, handler: CallKind) -> bool {
-    (handler.single_request() || !caller.single_request())
-        && (handler.single_response() || !caller.single_response())
-}
-
-/// A call's handler, ready to run.
-pub(crate) type HandlerTask = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The handler for a call the peer opened, or `None` after refusing it.
-pub(crate) fn dispatch(
-    call: IncomingCall,
-    shared: &Arc<Shared>,
-    router: Option<&Arc<Router>>,
-) -> Option<HandlerTask> {
-    let mode = shared.mode();
-    let handler = router
-        .and_then(|r| r.lookup(call.method.as_str(), mode))
-        .cloned();
-    let refusal = match &handler {
-        None => Some(Status::new(
-            Code::Unimplemented,
-            format!("method {} is not implemented", call.method),
-        )),
-        Some(h) if mode == Mode::V1 && !compatible(call.kind, h.kind) => Some(Status::new(
-            Code::Unimplemented,
-            format!(
-                "method {} is {:?}, called as {:?}",
-                call.method, h.kind, call.kind
-            ),
-        )),
-        Some(_) => None,
-    };
-    if let Some(status) = refusal {
-        let mut g = shared.lock();
-        let _ = g.conn.finish(call.id, status, Metadata::new());
-        g.pump_events();
-        g.slots.remove(&call.id);
-        drop(g);
-        shared.writer.notify();
-        return None;
-    }
-    let handler = handler?;
-    let interceptors = router
-        .filter(|r| !r.interceptors.is_empty())
-        .map(|r| r.interceptors.clone());
-    Some(Box::pin(run_handler(
-        handler,
-        interceptors,
-        call,
-        shared.clone(),
-    )))
-}
-
-async fn run_handler(
-    handler: Handler,
-    interceptors: Option<Arc<Vec<Arc<Interceptor>>>>,
-    call: IncomingCall,
-    shared: Arc<Shared>,
-) {
-    let ctx = CallContext {
-        id: call.id,
-        method: call.method,
-        kind: call.kind,
-        metadata: call.metadata,
-        deadline: call.deadline,
-        shared: shared.clone(),
-        out: Arc::new(Mutex::new(ResponseMeta::default())),
-    };
-    let reqs = RequestStream {
-        id: call.id,
-        shared: shared.clone(),
-        local: VecDeque::new(),
-    };
-    let sink = ResponseSink {
-        ctx: ctx.clone(),
-        headers_flushed: false,
-    };
-    let started = std::time::Instant::now();
-    let checked = interceptors.map_or(Ok(()), |list| list.iter().try_for_each(|i| i(&ctx)));
-    let fut = match checked {
-        Ok(()) => (handler.f)(ctx.clone(), reqs, sink),
-        Err(status) => Box::pin(std::future::ready(Err(status))),
-    };
-    // The handler runs until it returns, panics, or the call ends under it
-    // (cancel, deadline, connection loss): then it is dropped.
-    let outcome = async { Some(AssertUnwindSafe(fut).catch_unwind().await) }
-        .or(async {
-            ctx.cancelled().await;
-            None
-        })
-        .await;
-    let status = match outcome {
-        None => None,
-        Some(Ok(Ok(()))) => Some(Status::ok()),
-        Some(Ok(Err(status))) => Some(status),
-        Some(Err(_)) => Some(Status::new(Code::Internal, "the handler panicked")),
-    };
-    ctx.flush_headers();
-    let trailers = std::mem::take(&mut lock(&ctx.out).trailers);
-    let code = status.as_ref().map_or(Code::Cancelled, Status::code);
-    tracing::info!(
-        method = ctx.method(),
-        status = %code,
-        duration_us = started.elapsed().as_micros() as u64,
-        peer = ?ctx.peer_addr(),
-        "call"
-    );
-    let mut g = shared.lock();
-    if let Some(status) = status {
-        // A status the call cannot carry still ends it: INTERNAL, saying why.
-        let fallback = match g.conn.finish(call.id, status, trailers) {
-            Err(UserError::Cardinality) => {
-                Some("the handler ended OK without its response message")
-            }
-            Err(UserError::MetadataTooLarge { .. }) => {
-                Some("the handler's status and trailers exceed the caller's metadata limit")
-            }
-            _ => None,
-        };
-        if let Some(why) = fallback {
-            let _ = g
-                .conn
-                .finish(call.id, Status::new(Code::Internal, why), Metadata::new());
-        }
-    }
-    g.pump_events();
-    g.slots.remove(&call.id);
-    drop(g);
-    shared.writer.notify();
-}
+use crate::ws::{SERVER_READ_BUFFER, offers_v1, ws_config};
 
 /// Server settings. Every bound has a default fit for a server reachable
 /// from the internet; README's "Security" section lists them all.
@@ -417,7 +98,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             handshake_timeout: Duration::from_secs(10),
-            write_timeout: crate::client::DEFAULT_WRITE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             drain_grace: Duration::from_secs(10),
             read_buffer_size: SERVER_READ_BUFFER,
             max_server_receive_buffer: 256 * 1024 * 1024,
@@ -435,25 +116,6 @@ async fn upgrade_web<S: futures_lite::AsyncWrite + Unpin>(
     head: &upgrade::HeadInfo,
 ) {
     crate::web::respond(stream, files, &head.method, &head.path).await;
-}
-
-/// The server's default read buffer (see [`ServerConfig::read_buffer_size`]).
-pub(crate) const SERVER_READ_BUFFER: usize = 2 * 1024;
-/// A client's read buffer: a client has few connections and often reads
-/// streams, so it reads more at a time than a server.
-pub(crate) const CLIENT_READ_BUFFER: usize = 4 * 1024;
-
-/// The WebSocket limits that go with a protocol configuration and mode: no
-/// WebSocket message (or frame) larger than the largest the mode allows is
-/// read at all. The read buffer is a few KiB instead of tungstenite's
-/// 128 KiB: it is allocated (and filled) for every connection, idle or not,
-/// and larger messages are still read whole.
-pub(crate) fn ws_config(core: &Config, mode: Mode, read_buffer: usize) -> WebSocketConfig {
-    let max = core.max_websocket_message_for(mode);
-    WebSocketConfig::default()
-        .read_buffer_size(read_buffer.max(256))
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
 }
 
 /// Refusals (503, 429) being written at once; beyond it a connection over a
@@ -477,7 +139,7 @@ struct ServerState {
     refusing: AtomicUsize,
     next_id: AtomicU64,
     stopping: AtomicBool,
-    stop: Notify,
+    stop: Signal,
     budget: Arc<RecvBudget>,
 }
 
@@ -499,13 +161,9 @@ impl ServerState {
                 .filter_map(Weak::upgrade)
                 .max_by_key(|s| s.lock().conn.buffered_bytes());
             let Some(v) = victim else { return };
-            let mut g = v.lock();
-            if !g.conn.shed_largest_call() {
+            if !v.act(|g| g.conn.shed_largest_call()) {
                 return;
             }
-            g.pump_events();
-            drop(g);
-            v.writer.notify();
         }
     }
 }
@@ -571,7 +229,7 @@ impl<R: Runtime> Server<R> {
                 refusing: AtomicUsize::new(0),
                 next_id: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
-                stop: Notify::default(),
+                stop: Signal::default(),
                 budget,
             }),
         }
@@ -850,13 +508,12 @@ impl<R: Runtime> Server<R> {
                     return Err(refuse(r, &mut refused));
                 }
             }
-            let offered = req
-                .headers()
-                .get_all("sec-websocket-protocol")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|p| p.trim() == SUBPROTOCOL_V1);
+            let offered = offers_v1(
+                req.headers()
+                    .get_all("sec-websocket-protocol")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
             if !offered && !legacy_ok {
                 let r = Refusal::with_status(400, "this server requires the zrpc.v1 subprotocol");
                 return Err(refuse(r, &mut refused));
@@ -901,18 +558,20 @@ impl<R: Runtime> Server<R> {
         Ok(Some((ws, mode, identity)))
     }
 
-    /// Serves zrpc on a WebSocket that is already open (for example one your
-    /// own HTTP server upgraded) until it closes. `mode` is [`Mode::V1`] when
-    /// the `zrpc.v1` subprotocol was negotiated, else [`Mode::Legacy`]. Your
-    /// HTTP server applies its own Origin and authentication checks.
-    pub async fn serve_websocket<S>(
-        &self,
-        ws: WebSocketStream<S>,
-        mode: Mode,
-        peer: Option<SocketAddr>,
-    ) where
+    /// Serves zrpc on a connection your own HTTP server has already
+    /// upgraded to a WebSocket (it answered 101 with
+    /// [`accept_key`](crate::accept_key), and with `zrpc.v1` as the
+    /// subprotocol when [`offers_v1`](crate::offers_v1) said the client
+    /// offered it), until it closes. `mode` is [`Mode::V1`] when `zrpc.v1`
+    /// was negotiated, else [`Mode::Legacy`]. The WebSocket limits are the
+    /// server's, as for connections it accepts itself; your HTTP server
+    /// applies its own Origin and authentication checks.
+    pub async fn serve_upgraded<S>(&self, io: S, mode: Mode, peer: Option<SocketAddr>)
+    where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
+        let config = ws_config(&self.config.core, mode, self.config.read_buffer_size);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         self.serve_connection(ws, mode, peer, None).await
     }
 
@@ -945,12 +604,10 @@ impl<R: Runtime> Server<R> {
         let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.state.conns).insert(id, Arc::downgrade(&shared));
         if self.state.stopping.load(Ordering::Acquire) {
-            let mut g = shared.lock();
-            g.conn.go_away();
-            g.pump_events();
+            shared.act(|g| g.conn.go_away());
         }
-        shared.writer.notify();
-        wait_closed(&shared).await;
+        shared.writer.signal();
+        shared.closed().await;
         lock(&self.state.conns).remove(&id);
     }
 
@@ -959,22 +616,18 @@ impl<R: Runtime> Server<R> {
     /// what is left (code 1001; those calls end with `UNAVAILABLE`).
     pub async fn shutdown(&self) {
         self.state.stopping.store(true, Ordering::Release);
-        self.state.stop.notify();
+        self.state.stop.signal();
         let conns: Vec<Arc<Shared>> = lock(&self.state.conns)
             .values()
             .filter_map(Weak::upgrade)
             .collect();
         for s in &conns {
-            let mut g = s.lock();
-            g.conn.go_away();
-            g.pump_events();
-            drop(g);
-            s.writer.notify();
+            s.act(|g| g.conn.go_away());
         }
         let deadline = now() + self.config.drain_grace;
         for s in &conns {
             let drained = async {
-                wait_closed(s).await;
+                s.closed().await;
                 true
             }
             .or(async {
@@ -983,27 +636,8 @@ impl<R: Runtime> Server<R> {
             })
             .await;
             if !drained {
-                let mut g = s.lock();
-                g.conn.close(1001, "server shutting down");
-                g.pump_events();
-                drop(g);
-                s.writer.notify();
+                s.act(|g| g.conn.close(1001, "server shutting down"));
             }
         }
     }
-}
-
-/// Resolves once the connection is over.
-pub(crate) async fn wait_closed(shared: &Shared) {
-    poll_fn(|cx| {
-        let mut g = shared.lock();
-        if g.closed.is_some() || g.conn.is_closed() {
-            return std::task::Poll::Ready(());
-        }
-        if !g.closed_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            g.closed_wakers.push(cx.waker().clone());
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }

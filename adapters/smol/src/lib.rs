@@ -29,7 +29,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-pub use zrpc_async::*;
+/// The runtime-independent API, re-exported by name (the runtime-generic
+/// entry points `connect`, `legacy_call`, ... are this crate's own, bound
+/// to its runtime).
+pub use zrpc_async::{
+    Bytes, Call, CallContext, CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config,
+    Error, Listener, Metadata, Mode, Refusal, RequestStream, ResponseSink, Router, Runtime,
+    SUBPROTOCOL_V1, Server, ServerConfig, ServerTls, Service, StaticFiles, Status, StreamId,
+    TlsError, UpgradeRequest, accept_key, offers_v1,
+};
 
 /// smol's spawning (global executor), timers and TCP.
 #[derive(Clone, Copy, Debug, Default)]

@@ -6,13 +6,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use zrpc_smol::*;
 
+/// The seed's echo: `echo` sends the request back `count` times,
+/// `interval` apart.
+fn seed_echo(count: u32, interval: Duration) -> Router {
+    Router::new().server_streaming("echo", move |_ctx, payload: Bytes, mut sink| async move {
+        for i in 0..count {
+            if i > 0 {
+                smol::Timer::after(interval).await;
+            }
+            sink.send(payload.clone()).await?;
+        }
+        Ok::<(), Status>(())
+    })
+}
+
 #[test]
 fn echo_over_v1_and_legacy_then_drain() {
     smol::block_on(async {
-        let server = Server::new(
-            echo::router(SmolRuntime, 10, Duration::from_millis(1)),
-            SmolRuntime,
-        );
+        let server = Server::new(seed_echo(10, Duration::from_millis(1)), SmolRuntime);
         let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/", listener.local_addr().unwrap());
         let serving = smol::spawn({
@@ -22,11 +33,7 @@ fn echo_over_v1_and_legacy_then_drain() {
 
         let client = zrpc_smol::connect(&url).await.unwrap();
         let mut call = client
-            .server_streaming(
-                echo::METHOD,
-                Bytes::from_static(b"world"),
-                CallOptions::default(),
-            )
+            .server_streaming("echo", Bytes::from_static(b"world"), CallOptions::default())
             .await
             .unwrap();
         let mut n = 0;

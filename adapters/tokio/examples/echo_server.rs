@@ -4,10 +4,54 @@
 //!
 //! `cargo run -p zrpc-tokio --example echo_server -- --addr 127.0.0.1:8060`
 
+use std::time::Duration;
+
+use zrpc_tokio::{Bytes, Router, Server, Status, TokioRuntime};
+
+/// `--name value` from the command line, or `default`.
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name);
+    at.and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// `echo`: the request back `count` times, `interval` apart.
+fn echo(count: u32, interval: Duration) -> Router {
+    Router::new().server_streaming("echo", move |_ctx, payload: Bytes, mut sink| async move {
+        for i in 0..count {
+            if i > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            sink.send(payload.clone()).await?;
+        }
+        Ok::<(), Status>(())
+    })
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    zrpc_tokio::echo::server_main(zrpc_tokio::TokioRuntime, ctrl_c).await
+    let count = arg("--count", "10")
+        .parse()
+        .expect("--count takes a number");
+    let interval_ms = arg("--interval-ms", "500")
+        .parse()
+        .expect("--interval-ms takes a number");
+    let server = Server::new(
+        echo(count, Duration::from_millis(interval_ms)),
+        TokioRuntime,
+    );
+    let listener = tokio::net::TcpListener::bind(arg("--addr", "127.0.0.1:8060")).await?;
+    println!(
+        "echo server on ws://{}/ (zrpc.v1 and legacy); Ctrl-C stops it",
+        listener.local_addr()?
+    );
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { zrpc_tokio::serve(&server, listener).await }
+    });
+    tokio::signal::ctrl_c().await?;
+    println!("shutting down: draining calls");
+    server.shutdown().await;
+    serving.await.map_err(std::io::Error::other)?
 }

@@ -8,9 +8,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_tungstenite::tokio::TokioAdapter;
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use async_tungstenite::tungstenite::protocol::Role;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -19,7 +16,7 @@ use hyper::header::{
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use zrpc_tokio::{Mode, Server, TokioRuntime, echo};
+use zrpc_tokio::{Mode, Router, Server, Status, TokioRuntime};
 
 type Body = Full<Bytes>;
 
@@ -53,28 +50,20 @@ fn upgrade(
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     };
-    let v1 = req
-        .headers()
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == zrpc_tokio::SUBPROTOCOL_V1);
+    let offered = req.headers().get_all(SEC_WEBSOCKET_PROTOCOL);
+    let v1 = zrpc_tokio::offers_v1(offered.iter().filter_map(|v| v.to_str().ok()));
     let mode = if v1 { Mode::V1 } else { Mode::Legacy };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let io = TokioAdapter::new(TokioIo::new(upgraded));
-            let ws =
-                async_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-            zrpc.serve_websocket(ws, mode, Some(peer)).await;
+            zrpc_tokio::serve_upgraded(&zrpc, TokioIo::new(upgraded), mode, Some(peer)).await;
         }
     });
     let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(CONNECTION, "upgrade")
         .header(UPGRADE, "websocket")
-        .header(SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()));
+        .header(SEC_WEBSOCKET_ACCEPT, zrpc_tokio::accept_key(key.as_bytes()));
     if v1 {
         resp = resp.header(SEC_WEBSOCKET_PROTOCOL, zrpc_tokio::SUBPROTOCOL_V1);
     }
@@ -98,18 +87,30 @@ pub async fn serve(listener: tokio::net::TcpListener, zrpc: Server<TokioRuntime>
     }
 }
 
-/// The zrpc side: the echo service (10 replies, 50 ms apart).
+/// The zrpc side: the seed's echo service (10 replies, 50 ms apart).
 pub fn zrpc_server() -> Server<TokioRuntime> {
-    Server::new(
-        echo::router(TokioRuntime, 10, Duration::from_millis(50)),
-        TokioRuntime,
-    )
+    let echo =
+        Router::new().server_streaming("echo", |_ctx, payload: Bytes, mut sink| async move {
+            for i in 0..10 {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                sink.send(payload.clone()).await?;
+            }
+            Ok::<(), Status>(())
+        });
+    Server::new(echo, TokioRuntime)
 }
 
 #[allow(dead_code)] // the tests include this file and call serve() themselves
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(echo::arg("--addr", "127.0.0.1:8080")).await?;
+    let args: Vec<String> = std::env::args().collect();
+    let addr = match args.iter().position(|a| a == "--addr") {
+        Some(i) => args.get(i + 1).cloned().unwrap_or_default(),
+        None => "127.0.0.1:8080".to_owned(),
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     println!(
         "http://{0}/health, and zrpc at ws://{0}/rpc",
         listener.local_addr()?

@@ -2,7 +2,7 @@
 //!
 //! Everything but spawning, timers and TCP lives in `zrpc-async`; this crate
 //! adds [`TokioRuntime`] and short entry points ([`serve`], [`connect`],
-//! [`legacy_call`], [`serve_io`]), and re-exports the rest, so tokio and smol
+//! [`legacy_call`], [`serve_io`], [`serve_upgraded`]), and re-exports the rest, so tokio and smol
 //! users write the same code.
 //!
 //! ```no_run
@@ -30,7 +30,15 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_tungstenite::tokio::TokioAdapter;
-pub use zrpc_async::*;
+/// The runtime-independent API, re-exported by name (the runtime-generic
+/// entry points `connect`, `legacy_call`, ... are this crate's own, bound
+/// to its runtime).
+pub use zrpc_async::{
+    Bytes, Call, CallContext, CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config,
+    Error, Listener, Metadata, Mode, Refusal, RequestStream, ResponseSink, Router, Runtime,
+    SUBPROTOCOL_V1, Server, ServerConfig, ServerTls, Service, StaticFiles, Status, StreamId,
+    TlsError, UpgradeRequest, accept_key, offers_v1,
+};
 
 /// tokio's spawning, timers and TCP.
 #[derive(Clone, Copy, Debug, Default)]
@@ -110,6 +118,21 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     server.serve_stream(TokioAdapter::new(stream), peer).await
+}
+
+/// Serves zrpc on a tokio connection your own HTTP server (hyper, axum)
+/// has already upgraded to a WebSocket; see [`Server::serve_upgraded`].
+pub async fn serve_upgraded<S>(
+    server: &Server<TokioRuntime>,
+    io: S,
+    mode: Mode,
+    peer: Option<SocketAddr>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    server
+        .serve_upgraded(TokioAdapter::new(io), mode, peer)
+        .await
 }
 
 /// Connects to `ws://host:port/path`, negotiating `zrpc.v1`.

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use zrpc_tokio::{Server, TokioRuntime, echo};
+mod common;
+
+use zrpc_tokio::{Server, TokioRuntime};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -39,7 +41,7 @@ fn seed_client(url: &str, method: &str) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_seed_client_gets_ten_echoes_and_a_normal_close() {
     let server = Server::new(
-        echo::router(TokioRuntime, 10, Duration::from_millis(5)),
+        common::seed_echo(TokioRuntime, 10, Duration::from_millis(5)),
         TokioRuntime,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -19,7 +19,7 @@ type RawWs = async_tungstenite::WebSocketStream<TokioAdapter<tokio::net::TcpStre
 
 /// A raw WebSocket that negotiated zrpc.v1 but speaks whatever the test sends.
 async fn raw(url: &str) -> RawWs {
-    let tcp = tokio::net::TcpStream::connect(socket_addr_of(url).unwrap())
+    let tcp = tokio::net::TcpStream::connect(socket_addr_of(url))
         .await
         .unwrap();
     let mut req = url.into_client_request().unwrap();
@@ -188,7 +188,7 @@ async fn a_client_killed_mid_stream_leaves_nothing_behind() {
 }
 
 async fn server_with(config: ServerConfig) -> (Server<TokioRuntime>, String) {
-    let router = echo::router(TokioRuntime, 1, std::time::Duration::ZERO);
+    let router = seed_echo(TokioRuntime, 1, std::time::Duration::ZERO);
     let server = Server::with_config(router, config, TokioRuntime);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
@@ -229,7 +229,7 @@ async fn server_limits_connections_handshake_time_and_legacy() {
             ..ServerConfig::default()
         };
         let (_server, url) = server_with(config).await;
-        let mut tcp = tokio::net::TcpStream::connect(socket_addr_of(&url).unwrap())
+        let mut tcp = tokio::net::TcpStream::connect(socket_addr_of(&url))
             .await
             .unwrap();
         let mut buf = [0u8; 16];

@@ -21,6 +21,9 @@ use zrpc_core::frame::Open;
 use zrpc_core::{Frame, Method};
 use zrpc_tokio::*;
 
+mod common;
+use common::socket_addr_of;
+
 /// Runs a scenario on tokio's multi-thread runtime and on smol.
 macro_rules! on_both_runtimes {
     ($($name:ident),* $(,)?) => {$(
@@ -105,7 +108,7 @@ type Raw<R> = WebSocketStream<<R as Runtime>::Tcp>;
 
 /// A raw WebSocket that negotiated zrpc.v1 and speaks whatever the test sends.
 async fn raw<R: Runtime>(rt: &R, url: &str) -> Raw<R> {
-    let tcp = rt.connect_tcp(socket_addr_of(url).unwrap()).await.unwrap();
+    let tcp = rt.connect_tcp(socket_addr_of(url)).await.unwrap();
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert(
         "sec-websocket-protocol",
@@ -167,7 +170,7 @@ async fn close_code<R: Runtime>(ws: &mut Raw<R>) -> Option<u16> {
 /// Sends a raw HTTP upgrade request with extra header lines; the response's
 /// status code.
 async fn http_status<R: Runtime>(rt: &R, url: &str, extra: &str) -> u16 {
-    let addr = socket_addr_of(url).unwrap();
+    let addr = socket_addr_of(url);
     let mut tcp = rt.connect_tcp(addr.clone()).await.unwrap();
     let req = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -364,7 +367,7 @@ async fn a_peer_stuck_inside_a_message_is_closed<R: Runtime>(rt: R) {
         ..ServerConfig::default()
     };
     let (server, url) = serve(&rt, echo_router(), config).await;
-    let addr = socket_addr_of(&url).unwrap();
+    let addr = socket_addr_of(&url);
     let mut tcp = rt.connect_tcp(addr.clone()).await.unwrap();
     let req = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -437,7 +440,7 @@ async fn connection_limits_answer_with_http_status<R: Runtime>(rt: R) {
         .unwrap();
     assert_eq!(http_status(&rt, &url, "").await, 429);
     // When the first goes, its slot is free again.
-    first.close();
+    first.drain();
     first.closed().await;
     drop(first);
     let mut ok = false;
@@ -463,7 +466,7 @@ async fn origin_policy<R: Runtime>(rt: R) {
         ..ServerConfig::default()
     };
     let (_server, url) = serve(&rt, echo_router(), config).await;
-    let addr = socket_addr_of(&url).unwrap();
+    let addr = socket_addr_of(&url);
     assert_eq!(
         http_status(&rt, &url, "Origin: https://evil.example\r\n").await,
         403

@@ -12,6 +12,29 @@ use zrpc_tokio::*;
 /// Messages the `t.T/Big` handler has sent so far.
 pub static BIG_SENT: AtomicUsize = AtomicUsize::new(0);
 
+/// The seed's echo: `echo` sends the request back `count` times,
+/// `interval` apart.
+pub fn seed_echo<R: Runtime>(rt: R, count: u32, interval: Duration) -> Router {
+    Router::new().server_streaming("echo", move |_ctx, payload: Bytes, mut sink| {
+        let rt = rt.clone();
+        async move {
+            for i in 0..count {
+                if i > 0 && !interval.is_zero() {
+                    rt.sleep_until(std::time::Instant::now() + interval).await;
+                }
+                sink.send(payload.clone()).await?;
+            }
+            Ok::<(), Status>(())
+        }
+    })
+}
+
+/// `host:port` of a `ws://host:port/...` URL.
+pub fn socket_addr_of(url: &str) -> String {
+    let rest = url.trim_start_matches("ws://");
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
 pub fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }

@@ -1,16 +1,14 @@
-//! State shared by a connection's driver tasks and its call handles: the
-//! core state machine behind one mutex (never held across an await), plus
-//! per-call inboxes and wakers.
+//! One connection's state shared by its driver tasks and its call handles:
+//! the core state machine behind one mutex (never held across an await),
+//! each call's application-side [`Slot`], the connection's share of the
+//! server-wide receive budget, and the signals that wake its tasks.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-
-use futures_util::task::AtomicWaker;
+use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,45 +16,12 @@ use zrpc_core::{
     Code, Connection, Event, IncomingCall, Metadata, Mode, Status, StreamId, UserError,
 };
 
-/// A one-slot wake-up signal (a notification is kept until taken).
-/// Lock-free: polled on every pending read and every writer wait.
-#[derive(Default)]
-pub(crate) struct Notify {
-    flag: AtomicBool,
-    waker: AtomicWaker,
-}
+use crate::signal::{Signal, lock};
 
-impl Notify {
-    pub(crate) fn notify(&self) {
-        if self.flag.swap(true, Ordering::AcqRel) {
-            return; // already signalled and not yet taken: the waiter will run
-        }
-        self.waker.wake();
-    }
-
-    pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.flag.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
-        }
-        self.waker.register(cx.waker());
-        if self.flag.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-
-    pub(crate) async fn wait(&self) {
-        futures_lite::future::poll_fn(|cx| self.poll_wait(cx)).await
-    }
-}
-
-/// Locks a mutex. No user code runs under these locks (handlers are polled
-/// outside them), so a poisoned lock means zrpc itself panicked while
-/// holding it: that is surfaced, not hidden.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock()
-        .expect("zrpc: a connection lock was poisoned by an earlier panic inside zrpc (a bug)")
-}
+/// `Shared::writer_end`: the writer runs, ended after its close, or failed.
+pub(crate) const WRITER_RUNNING: u8 = 0;
+pub(crate) const WRITER_CLOSED: u8 = 1;
+pub(crate) const WRITER_FAILED: u8 = 2;
 
 /// The server-wide bound on received bytes held for applications, shared by
 /// every connection of one server (see `ServerConfig::max_server_receive_buffer`).
@@ -70,41 +35,6 @@ impl RecvBudget {
     pub(crate) fn exceeded(&self) -> bool {
         self.used.load(Ordering::Relaxed) > self.limit
     }
-}
-
-thread_local! {
-    /// Sends and receives left to a handler's first poll while it runs on
-    /// its connection's reader task (`None` outside such a poll).
-    static INLINE_BUDGET: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
-/// Operations a handler may complete during its inline first poll before it
-/// is made to yield (and continue as its own task).
-pub(crate) const INLINE_OPS: u32 = 64;
-
-/// Runs `f` as an inline first poll with a fresh operation budget.
-pub(crate) fn with_inline_budget<T>(f: impl FnOnce() -> T) -> T {
-    INLINE_BUDGET.with(|b| b.set(Some(INLINE_OPS)));
-    let out = f();
-    INLINE_BUDGET.with(|b| b.set(None));
-    out
-}
-
-/// Takes one operation from the inline budget; false (after scheduling a
-/// wake-up) when it is spent, so the caller returns `Pending` and the reader
-/// hands the handler to a task of its own.
-fn inline_budget_allows(cx: &mut Context<'_>) -> bool {
-    INLINE_BUDGET.with(|b| match b.get() {
-        None => true,
-        Some(0) => {
-            cx.waker().wake_by_ref();
-            false
-        }
-        Some(n) => {
-            b.set(Some(n - 1));
-            true
-        }
-    })
 }
 
 /// Fibonacci hashing for stream ids: cheap, and the ids of one connection
@@ -130,19 +60,47 @@ impl std::hash::Hasher for IdHasher {
 pub(crate) type StreamIdMap<V> =
     std::collections::HashMap<StreamId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// What the application side knows about one live call.
+/// How the stream of messages a call's handle reads ends.
+#[derive(Debug, Default)]
+pub(crate) enum Reading {
+    /// Messages may still come.
+    #[default]
+    Open,
+    /// The peer half-closed: the inbox holds the last messages.
+    Closed,
+    /// The call ended, with this status and these trailers (the core has
+    /// forgotten it; this is the only record).
+    Ended(Status, Metadata),
+}
+
+/// The application's side of one call, the one owner of what the core has
+/// handed over: delivered messages nobody has read yet (the core only
+/// counts their bytes against its bounds, and grants credit when they are
+/// read), the response headers, and how the message stream ends.
 #[derive(Default)]
 pub(crate) struct Slot {
     pub(crate) inbox: VecDeque<Bytes>,
     pub(crate) headers: Option<Metadata>,
-    pub(crate) recv_closed: bool,
-    pub(crate) end: Option<(Status, Metadata)>,
+    pub(crate) reading: Reading,
     pub(crate) recv_waker: Option<Waker>,
     pub(crate) send_waker: Option<Waker>,
     pub(crate) end_wakers: Vec<Waker>,
 }
 
 impl Slot {
+    /// The call's final status and trailers, once it ended.
+    pub(crate) fn end(&self) -> Option<(&Status, &Metadata)> {
+        match &self.reading {
+            Reading::Ended(s, t) => Some((s, t)),
+            _ => None,
+        }
+    }
+
+    /// True once the call ended.
+    pub(crate) fn is_ended(&self) -> bool {
+        matches!(self.reading, Reading::Ended(..))
+    }
+
     fn wake_all(&mut self) {
         for w in [self.recv_waker.take(), self.send_waker.take()]
             .into_iter()
@@ -185,10 +143,10 @@ pub(crate) struct PeerInfo {
 /// One connection's shared state.
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
-    pub(crate) writer: Notify,
+    pub(crate) writer: Signal,
     /// Signalled when the writer has ended: the reader stops too.
-    pub(crate) writer_done: Notify,
-    /// How the writer ended (`driver::WRITER_*`).
+    pub(crate) writer_done: Signal,
+    /// How the writer ended (`WRITER_*`).
     pub(crate) writer_end: AtomicU8,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Option<Identity>,
@@ -212,9 +170,9 @@ impl Shared {
                 budget: info.budget,
                 budget_reported: 0,
             }),
-            writer: Notify::default(),
-            writer_done: Notify::default(),
-            writer_end: AtomicU8::new(crate::driver::WRITER_RUNNING),
+            writer: Signal::default(),
+            writer_done: Signal::default(),
+            writer_end: AtomicU8::new(WRITER_RUNNING),
             peer: info.addr,
             identity: info.identity,
         })
@@ -226,6 +184,38 @@ impl Shared {
 
     pub(crate) fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Acts on the connection: runs `f` under the lock, routes the events
+    /// it caused to the calls' slots, and wakes the writer when it has
+    /// something to do. The one way handles and the server change a
+    /// connection (the reader routes its own events: it also dispatches the
+    /// calls the peer opens).
+    pub(crate) fn act<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut g = self.lock();
+        let out = f(&mut g);
+        g.pump_events();
+        let wake = g.writer_needed();
+        drop(g);
+        if wake {
+            self.writer.signal();
+        }
+        out
+    }
+
+    /// Resolves once the connection is over.
+    pub(crate) async fn closed(&self) {
+        futures_lite::future::poll_fn(|cx| {
+            let mut g = self.lock();
+            if g.closed.is_some() || g.conn.is_closed() {
+                return std::task::Poll::Ready(());
+            }
+            if !g.closed_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                g.closed_wakers.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }
 
@@ -273,7 +263,7 @@ impl Inner {
                 },
                 Event::RecvClosed { id } => {
                     if let Some(s) = self.slots.get_mut(&id) {
-                        s.recv_closed = true;
+                        s.reading = Reading::Closed;
                         if let Some(w) = s.recv_waker.take() {
                             w.wake();
                         }
@@ -290,11 +280,10 @@ impl Inner {
                     trailers,
                 } => {
                     if let Some(s) = self.slots.get_mut(&id) {
-                        s.recv_closed = true;
                         if s.headers.is_none() {
                             s.headers = Some(Metadata::new());
                         }
-                        s.end = Some((status, trailers));
+                        s.reading = Reading::Ended(status, trailers);
                         s.wake_all();
                     }
                 }
@@ -347,7 +336,7 @@ impl Inner {
     /// The status a failed local action stands for.
     pub(crate) fn status_of(&self, id: StreamId, e: UserError) -> Status {
         match e {
-            UserError::UnknownCall => match self.slots.get(&id).and_then(|s| s.end.as_ref()) {
+            UserError::UnknownCall => match self.slots.get(&id).and_then(Slot::end) {
                 Some((st, _)) if !st.is_ok() => st.clone(),
                 _ => Status::new(Code::FailedPrecondition, "the call has ended"),
             },
@@ -365,126 +354,6 @@ impl Inner {
             UserError::InvalidMethod => Status::new(Code::InvalidArgument, e.to_string()),
             _ => Status::new(Code::FailedPrecondition, e.to_string()),
         }
-    }
-}
-
-/// Messages (and bytes) a reader takes from its call's inbox per lock.
-const TAKE_MESSAGES: usize = 64;
-const TAKE_BYTES: usize = 64 * 1024;
-
-/// Receives the next message of a call: `Ok(Some)` while messages come,
-/// `Ok(None)` after the last one when the call is still fine (peer
-/// half-closed, or ended OK), `Err(status)` when the call failed.
-///
-/// Messages move from the call's inbox to the reader's own `local` queue up
-/// to 64 messages or 64 KiB at a time, under one lock; they count as read
-/// (their credit goes back to the peer) when they move, so a reader holds
-/// at most that much beyond its call's window.
-pub(crate) fn poll_message(
-    shared: &Shared,
-    id: StreamId,
-    local: &mut VecDeque<Bytes>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<Option<Bytes>, Status>> {
-    if let Some(m) = local.pop_front() {
-        return Poll::Ready(Ok(Some(m)));
-    }
-    if !inline_budget_allows(cx) {
-        return Poll::Pending;
-    }
-    let mut g = shared.lock();
-    let inner = &mut *g;
-    let Some(slot) = inner.slots.get_mut(&id) else {
-        return Poll::Ready(Ok(None));
-    };
-    if let Some(first) = slot.inbox.pop_front() {
-        inner.conn.consume(id, first.len());
-        let mut bytes = first.len();
-        while local.len() < TAKE_MESSAGES - 1 && bytes < TAKE_BYTES {
-            let Some(m) = slot.inbox.pop_front() else {
-                break;
-            };
-            inner.conn.consume(id, m.len());
-            bytes += m.len();
-            local.push_back(m);
-        }
-        inner.sync_budget();
-        let wake = inner.writer_needed();
-        drop(g);
-        if wake {
-            shared.writer.notify();
-        }
-        return Poll::Ready(Ok(Some(first)));
-    }
-    if let Some((status, _)) = &slot.end {
-        return Poll::Ready(if status.is_ok() {
-            Ok(None)
-        } else {
-            Err(status.clone())
-        });
-    }
-    if slot.recv_closed {
-        return Poll::Ready(Ok(None));
-    }
-    slot.recv_waker = Some(cx.waker().clone());
-    Poll::Pending
-}
-
-/// Sends one message, waiting for credit. `msg` is taken when it is sent
-/// (and kept while the call waits, so no copy of the handle is made then).
-pub(crate) fn poll_send(
-    shared: &Shared,
-    id: StreamId,
-    msg: &mut Option<Bytes>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), Status>> {
-    if msg.is_some() && !inline_budget_allows(cx) {
-        return Poll::Pending;
-    }
-    let mut g = shared.lock();
-    let data = match msg {
-        Some(m) if g.conn.would_block(id) => m.clone(),
-        Some(_) => msg.take().unwrap_or_default(),
-        None => return Poll::Ready(Ok(())),
-    };
-    match g.conn.send(id, data) {
-        Ok(()) => {
-            *msg = None;
-            drop(g);
-            shared.writer.notify();
-            Poll::Ready(Ok(()))
-        }
-        Err(UserError::Blocked) => {
-            if let Some(s) = g.slots.get_mut(&id) {
-                s.send_waker = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        }
-        Err(e) => Poll::Ready(Err(g.status_of(id, e))),
-    }
-}
-
-/// Resolves once the call has ended (for any reason), with its status.
-pub(crate) fn poll_end(
-    shared: &Shared,
-    id: StreamId,
-    cx: &mut Context<'_>,
-) -> Poll<(Status, Metadata)> {
-    let mut g = shared.lock();
-    match g.slots.get_mut(&id) {
-        None => Poll::Ready((
-            Status::new(Code::Cancelled, "call is gone"),
-            Metadata::new(),
-        )),
-        Some(s) => match &s.end {
-            Some(end) => Poll::Ready(end.clone()),
-            None => {
-                if !s.end_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    s.end_wakers.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        },
     }
 }
 

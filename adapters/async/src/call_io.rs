@@ -1,0 +1,163 @@
+//! A call's I/O as handles poll it: receiving the next message (in batches
+//! per lock, giving credit back as messages are taken), sending one
+//! (waiting for credit), and waiting for the end. Shared by the calling
+//! side's [`Call`](crate::Call) and the handler side's streams.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use zrpc_core::{Code, Metadata, Status, StreamId, UserError};
+
+use crate::conn::{Reading, Shared};
+
+thread_local! {
+    /// Sends and receives left to a handler's first poll while it runs on
+    /// its connection's reader task (`None` outside such a poll).
+    static INLINE_BUDGET: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Operations a handler may complete during its inline first poll before it
+/// is made to yield (and continue as its own task).
+pub(crate) const INLINE_OPS: u32 = 64;
+
+/// Runs `f` as an inline first poll with a fresh operation budget.
+pub(crate) fn with_inline_budget<T>(f: impl FnOnce() -> T) -> T {
+    INLINE_BUDGET.with(|b| b.set(Some(INLINE_OPS)));
+    let out = f();
+    INLINE_BUDGET.with(|b| b.set(None));
+    out
+}
+
+/// Takes one operation from the inline budget; false (after scheduling a
+/// wake-up) when it is spent, so the caller returns `Pending` and the reader
+/// hands the handler to a task of its own.
+fn inline_budget_allows(cx: &mut Context<'_>) -> bool {
+    INLINE_BUDGET.with(|b| match b.get() {
+        None => true,
+        Some(0) => {
+            cx.waker().wake_by_ref();
+            false
+        }
+        Some(n) => {
+            b.set(Some(n - 1));
+            true
+        }
+    })
+}
+
+/// Messages (and bytes) a reader takes from its call's inbox per lock.
+const TAKE_MESSAGES: usize = 64;
+const TAKE_BYTES: usize = 64 * 1024;
+
+/// Receives the next message of a call: `Ok(Some)` while messages come,
+/// `Ok(None)` after the last one when the call is still fine (peer
+/// half-closed, or ended OK), `Err(status)` when the call failed.
+///
+/// Messages move from the call's inbox to the reader's own `local` queue up
+/// to 64 messages or 64 KiB at a time, under one lock; they count as read
+/// (their credit goes back to the peer) when they move, so a reader holds
+/// at most that much beyond its call's window.
+pub(crate) fn poll_message(
+    shared: &Shared,
+    id: StreamId,
+    local: &mut VecDeque<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Bytes>, Status>> {
+    if let Some(m) = local.pop_front() {
+        return Poll::Ready(Ok(Some(m)));
+    }
+    if !inline_budget_allows(cx) {
+        return Poll::Pending;
+    }
+    let mut g = shared.lock();
+    let inner = &mut *g;
+    let Some(slot) = inner.slots.get_mut(&id) else {
+        return Poll::Ready(Ok(None));
+    };
+    if let Some(first) = slot.inbox.pop_front() {
+        inner.conn.consume(id, first.len());
+        let mut bytes = first.len();
+        while local.len() < TAKE_MESSAGES - 1 && bytes < TAKE_BYTES {
+            let Some(m) = slot.inbox.pop_front() else {
+                break;
+            };
+            inner.conn.consume(id, m.len());
+            bytes += m.len();
+            local.push_back(m);
+        }
+        inner.sync_budget();
+        let wake = inner.writer_needed();
+        drop(g);
+        if wake {
+            shared.writer.signal();
+        }
+        return Poll::Ready(Ok(Some(first)));
+    }
+    match &slot.reading {
+        Reading::Ended(status, _) if !status.is_ok() => return Poll::Ready(Err(status.clone())),
+        Reading::Ended(..) | Reading::Closed => return Poll::Ready(Ok(None)),
+        Reading::Open => {}
+    }
+    slot.recv_waker = Some(cx.waker().clone());
+    Poll::Pending
+}
+
+/// Sends one message, waiting for credit. `msg` is taken when it is sent
+/// (and kept while the call waits, so no copy of the handle is made then).
+pub(crate) fn poll_send(
+    shared: &Shared,
+    id: StreamId,
+    msg: &mut Option<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Status>> {
+    if msg.is_some() && !inline_budget_allows(cx) {
+        return Poll::Pending;
+    }
+    let mut g = shared.lock();
+    let data = match msg {
+        Some(m) if g.conn.would_block(id) => m.clone(),
+        Some(_) => msg.take().unwrap_or_default(),
+        None => return Poll::Ready(Ok(())),
+    };
+    match g.conn.send(id, data) {
+        Ok(()) => {
+            *msg = None;
+            drop(g);
+            shared.writer.signal();
+            Poll::Ready(Ok(()))
+        }
+        Err(UserError::Blocked) => {
+            if let Some(s) = g.slots.get_mut(&id) {
+                s.send_waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+        Err(e) => Poll::Ready(Err(g.status_of(id, e))),
+    }
+}
+
+/// Resolves once the call has ended (for any reason), with its status.
+pub(crate) fn poll_end(
+    shared: &Shared,
+    id: StreamId,
+    cx: &mut Context<'_>,
+) -> Poll<(Status, Metadata)> {
+    let mut g = shared.lock();
+    match g.slots.get_mut(&id) {
+        None => Poll::Ready((
+            Status::new(Code::Cancelled, "call is gone"),
+            Metadata::new(),
+        )),
+        Some(s) => match s.end() {
+            Some((status, trailers)) => Poll::Ready((status.clone(), trailers.clone())),
+            None => {
+                if !s.end_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.end_wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        },
+    }
+}

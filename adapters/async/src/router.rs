@@ -1,0 +1,328 @@
+//! Handlers and the [`Router`] that names them; how a call the peer opened
+//! finds its handler (or is refused), and the task that runs it: cancelled
+//! with its call, panic-aware, ending the call with the handler's status.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_lite::FutureExt;
+use zrpc_core::{CallKind, Code, IncomingCall, Metadata, Mode, Status, UserError, legacy};
+
+use crate::call::{CallContext, RequestStream, ResponseMeta, ResponseSink};
+use crate::conn::Shared;
+use crate::signal::lock;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type HandlerFn =
+    dyn Fn(CallContext, RequestStream, ResponseSink) -> BoxFuture<Result<(), Status>> + Send + Sync;
+
+#[derive(Clone)]
+struct Handler {
+    kind: CallKind,
+    f: Arc<HandlerFn>,
+}
+
+/// Method names to handlers. Build it with the four registration methods
+/// (or [`service`](Self::service)), then give it to a server or a client.
+///
+/// A handler's first poll (its code up to its first `.await` that waits)
+/// runs on the connection's reader task, so a handler that completes at
+/// once costs no task of its own; a handler that waits continues as its own
+/// task. Handlers that compute for long before they first wait hold up the
+/// other calls of their connection meanwhile: give those a task from the
+/// start with [`spawn_every_handler`](Self::spawn_every_handler).
+#[derive(Clone, Default)]
+pub struct Router {
+    methods: HashMap<String, Handler>,
+    spawn_all: bool,
+    /// Shared by every call's handler task (no copy per call).
+    interceptors: Arc<Vec<Arc<Interceptor>>>,
+}
+
+type Interceptor = dyn Fn(&CallContext) -> Result<(), Status> + Send + Sync;
+
+/// A group of methods registered together.
+pub trait Service {
+    /// Adds this service's methods to `router`.
+    fn register(self, router: Router) -> Router;
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.methods.keys()).finish()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(mut self, name: &str, kind: CallKind, f: Arc<HandlerFn>) -> Self {
+        self.methods.insert(name.to_owned(), Handler { kind, f });
+        self
+    }
+
+    /// Registers a unary handler: one request in, one response out.
+    pub fn unary<F, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(CallContext, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            name,
+            CallKind::Unary,
+            Arc::new(
+                move |ctx, mut reqs: RequestStream, mut sink: ResponseSink| {
+                    let f = f.clone();
+                    Box::pin(async move {
+                        let req = reqs.message().await?.ok_or_else(missing_request)?;
+                        let resp = f(ctx, req).await?;
+                        sink.send(resp).await
+                    })
+                },
+            ),
+        )
+    }
+
+    /// Registers a server-streaming handler: one request in, responses sent
+    /// through the sink.
+    pub fn server_streaming<F, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(CallContext, Bytes, ResponseSink) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            name,
+            CallKind::ServerStreaming,
+            Arc::new(move |ctx, mut reqs: RequestStream, sink| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let req = reqs.message().await?.ok_or_else(missing_request)?;
+                    f(ctx, req, sink).await
+                })
+            }),
+        )
+    }
+
+    /// Registers a client-streaming handler: a stream of requests in, one
+    /// response out.
+    pub fn client_streaming<F, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(CallContext, RequestStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            name,
+            CallKind::ClientStreaming,
+            Arc::new(move |ctx, reqs, mut sink: ResponseSink| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let resp = f(ctx, reqs).await?;
+                    sink.send(resp).await
+                })
+            }),
+        )
+    }
+
+    /// Registers a bidirectional handler.
+    pub fn bidi<F, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(CallContext, RequestStream, ResponseSink) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            name,
+            CallKind::Bidi,
+            Arc::new(move |ctx, reqs, sink| Box::pin(f.clone()(ctx, reqs, sink))),
+        )
+    }
+
+    /// Adds a check that runs before every handler of this router, in the
+    /// order added: it sees the call's context (method, request metadata
+    /// such as a bearer token, the connection's identity) and either lets
+    /// the call through or ends it with a status, typically
+    /// `UNAUTHENTICATED` or `PERMISSION_DENIED`; the handler then never runs.
+    pub fn intercept<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&CallContext) -> Result<(), Status> + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.interceptors).push(Arc::new(f));
+        self
+    }
+
+    /// Registers every method of a service.
+    pub fn service(self, service: impl Service) -> Self {
+        service.register(self)
+    }
+
+    /// Names of the registered methods.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.methods.keys().map(String::as_str)
+    }
+
+    /// The handler for a call: the exact name, or for legacy calls the
+    /// first part of a dotted `service.method` name.
+    /// Runs every handler as its own task from its first poll, so calls on
+    /// one connection compute in parallel on a multi-threaded runtime. Costs
+    /// a task per call even for handlers that complete at once.
+    pub fn spawn_every_handler(mut self) -> Self {
+        self.spawn_all = true;
+        self
+    }
+
+    /// Whether handlers get their first poll on the reader task.
+    pub(crate) fn inline_first_poll(&self) -> bool {
+        !self.spawn_all
+    }
+
+    fn lookup(&self, name: &str, mode: Mode) -> Option<&Handler> {
+        self.methods.get(name).or_else(|| match mode {
+            Mode::Legacy => self.methods.get(legacy::split_dotted(name).0),
+            Mode::V1 => None,
+        })
+    }
+}
+
+fn missing_request() -> Status {
+    Status::new(Code::Internal, "the call carried no request message")
+}
+
+/// True when a caller of kind `caller` can carry what a handler of kind
+/// `handler` needs (streams where the handler streams).
+fn compatible(caller: CallKind, handler: CallKind) -> bool {
+    (handler.single_request() || !caller.single_request())
+        && (handler.single_response() || !caller.single_response())
+}
+
+/// A call's handler, ready to run.
+pub(crate) type HandlerTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The handler for a call the peer opened, or `None` after refusing it.
+pub(crate) fn dispatch(
+    call: IncomingCall,
+    shared: &Arc<Shared>,
+    router: Option<&Arc<Router>>,
+) -> Option<HandlerTask> {
+    let mode = shared.mode();
+    let handler = router
+        .and_then(|r| r.lookup(call.method.as_str(), mode))
+        .cloned();
+    let refusal = match &handler {
+        None => Some(Status::new(
+            Code::Unimplemented,
+            format!("method {} is not implemented", call.method),
+        )),
+        Some(h) if mode == Mode::V1 && !compatible(call.kind, h.kind) => Some(Status::new(
+            Code::Unimplemented,
+            format!(
+                "method {} is {:?}, called as {:?}",
+                call.method, h.kind, call.kind
+            ),
+        )),
+        Some(_) => None,
+    };
+    if let Some(status) = refusal {
+        shared.act(|g| {
+            let _ = g.conn.finish(call.id, status, Metadata::new());
+            g.slots.remove(&call.id);
+        });
+        return None;
+    }
+    let handler = handler?;
+    let interceptors = router
+        .filter(|r| !r.interceptors.is_empty())
+        .map(|r| r.interceptors.clone());
+    Some(Box::pin(run_handler(
+        handler,
+        interceptors,
+        call,
+        shared.clone(),
+    )))
+}
+
+async fn run_handler(
+    handler: Handler,
+    interceptors: Option<Arc<Vec<Arc<Interceptor>>>>,
+    call: IncomingCall,
+    shared: Arc<Shared>,
+) {
+    let ctx = CallContext {
+        id: call.id,
+        method: call.method,
+        kind: call.kind,
+        metadata: call.metadata,
+        deadline: call.deadline,
+        shared: shared.clone(),
+        out: Arc::new(Mutex::new(ResponseMeta::default())),
+    };
+    let reqs = RequestStream {
+        id: call.id,
+        shared: shared.clone(),
+        local: VecDeque::new(),
+    };
+    let sink = ResponseSink {
+        ctx: ctx.clone(),
+        headers_flushed: false,
+    };
+    let started = std::time::Instant::now();
+    let checked = interceptors.map_or(Ok(()), |list| list.iter().try_for_each(|i| i(&ctx)));
+    let fut = match checked {
+        Ok(()) => (handler.f)(ctx.clone(), reqs, sink),
+        Err(status) => Box::pin(std::future::ready(Err(status))),
+    };
+    // The handler runs until it returns, panics, or the call ends under it
+    // (cancel, deadline, connection loss): then it is dropped.
+    let outcome = async { Some(AssertUnwindSafe(fut).catch_unwind().await) }
+        .or(async {
+            ctx.cancelled().await;
+            None
+        })
+        .await;
+    let status = match outcome {
+        None => None,
+        Some(Ok(Ok(()))) => Some(Status::ok()),
+        Some(Ok(Err(status))) => Some(status),
+        Some(Err(_)) => Some(Status::new(Code::Internal, "the handler panicked")),
+    };
+    ctx.flush_headers();
+    let trailers = std::mem::take(&mut lock(&ctx.out).trailers);
+    let code = status.as_ref().map_or(Code::Cancelled, Status::code);
+    tracing::info!(
+        method = ctx.method(),
+        status = %code,
+        duration_us = started.elapsed().as_micros() as u64,
+        peer = ?ctx.peer_addr(),
+        "call"
+    );
+    shared.act(|g| {
+        if let Some(status) = status {
+            // A status the call cannot carry still ends it: INTERNAL, saying why.
+            let fallback = match g.conn.finish(call.id, status, trailers) {
+                Err(UserError::Cardinality) => {
+                    Some("the handler ended OK without its response message")
+                }
+                Err(UserError::MetadataTooLarge { .. }) => {
+                    Some("the handler's status and trailers exceed the caller's metadata limit")
+                }
+                _ => None,
+            };
+            if let Some(why) = fallback {
+                let _ = g
+                    .conn
+                    .finish(call.id, Status::new(Code::Internal, why), Metadata::new());
+            }
+        }
+        g.pump_events();
+        g.slots.remove(&call.id);
+    });
+}

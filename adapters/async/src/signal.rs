@@ -1,0 +1,48 @@
+//! Synchronisation used by a connection's tasks and handles: a one-slot
+//! wake-up [`Signal`] and the lock helper.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+/// A one-slot wake-up signal (a notification is kept until taken).
+/// Lock-free: polled on every pending read and every writer wait.
+#[derive(Default)]
+pub(crate) struct Signal {
+    flag: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    pub(crate) fn signal(&self) {
+        if self.flag.swap(true, Ordering::AcqRel) {
+            return; // already signalled and not yet taken: the waiter will run
+        }
+        self.waker.wake();
+    }
+
+    pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.flag.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    pub(crate) async fn wait(&self) {
+        futures_lite::future::poll_fn(|cx| self.poll_wait(cx)).await
+    }
+}
+
+/// Locks a mutex. No user code runs under these locks (handlers are polled
+/// outside them), so a poisoned lock means zrpc itself panicked while
+/// holding it: that is surfaced, not hidden.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock()
+        .expect("zrpc: a connection lock was poisoned by an earlier panic inside zrpc (a bug)")
+}
