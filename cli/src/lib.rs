@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod echo_service;
 pub mod people;
 pub mod seed_echo;
 pub mod store;
@@ -36,12 +37,31 @@ pub mod web {
     }
 }
 
+/// The generated code of the demo's protos (`cli/protos/`).
+pub mod proto {
+    /// The people service: the seed's Titan graph model (`people.proto`).
+    #[allow(missing_docs, clippy::all)]
+    pub mod people {
+        include!(concat!(env!("OUT_DIR"), "/people.rs"));
+    }
+
+    /// A typed echo service (`echo.proto`).
+    #[allow(missing_docs, clippy::all)]
+    pub mod echo {
+        include!(concat!(env!("OUT_DIR"), "/echo.rs"));
+    }
+
+    /// The compiled `FileDescriptorSet` of the protos above (for
+    /// reflection: JSON in and out in `zrpc call`).
+    pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proto::echo::echo_server;
+use crate::proto::people::people_server;
 use zrpc_async::{Router, Runtime};
-use zrpc_proto::echo::echo_server;
-use zrpc_proto::people::people_server;
 
 /// Everything `zrpc serve` serves: `echo` (the seed's, v1 and legacy),
 /// `echo.Echo/*` (typed), `people.People/*`, and the legacy Titan call
@@ -49,7 +69,7 @@ use zrpc_proto::people::people_server;
 pub fn router<R: Runtime>(rt: R, store: Arc<dyn store::Store>, echo_interval: Duration) -> Router {
     let service = Arc::new(people::PeopleService::new(store, rt.clone()));
     let router = seed_echo::register(Router::new(), rt, 10, echo_interval);
-    let router = echo_server::register(router, Arc::new(zrpc_proto::echo_service::EchoService));
+    let router = echo_server::register(router, Arc::new(crate::echo_service::EchoService));
     let router = people_server::register(router, service.clone());
     people::register_legacy(router, service)
 }

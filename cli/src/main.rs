@@ -14,14 +14,14 @@ use zrpc_async::{
     CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Runtime, Server,
     ServerConfig, ServerTls, Status,
 };
-use zrpc_cli::store::{SqliteStore, Store};
-use zrpc_proto::Message;
-use zrpc_proto::echo::EchoRequest;
-use zrpc_proto::echo::echo_client::EchoClient;
-use zrpc_proto::people::people_client::PeopleClient;
-use zrpc_proto::people::{
+use zrpc_cli::proto::echo::EchoRequest;
+use zrpc_cli::proto::echo::echo_client::EchoClient;
+use zrpc_cli::proto::people::people_client::PeopleClient;
+use zrpc_cli::proto::people::{
     Department, Edge, EdgeKind, ListPeopleRequest, MembersRequest, Organization, Person,
 };
+use zrpc_cli::store::{SqliteStore, Store};
+use zrpc_proto::Message;
 
 /// Serve, call and demo zrpc services: streaming RPC over WebSocket.
 #[derive(Parser)]
@@ -296,7 +296,7 @@ fn serve(a: ServeArgs) -> ExitCode {
 }
 
 fn pool() -> DescriptorPool {
-    DescriptorPool::decode(zrpc_proto::DESCRIPTORS).expect("built-in descriptors")
+    DescriptorPool::decode(zrpc_cli::proto::DESCRIPTORS).expect("built-in descriptors")
 }
 
 /// The schema of `package.Service/Method`, if the CLI knows it.

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use zrpc_async::Runtime;
-use zrpc_proto::people::{
+use crate::proto::people::{
     Department, Edge, EdgeKind, ImportSummary, ListPeopleRequest, MembersRequest, Organization,
     Person, people_server,
 };
+use bytes::Bytes;
+use zrpc_async::Runtime;
 use zrpc_proto::{CallContext, Code, Router, Sink, Status, Streaming};
 
 use crate::store::{DEPARTMENT, ORGANIZATION, PERSON, Store, StoreError};

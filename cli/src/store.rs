@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
 
+use crate::proto::people::{EdgeKind, Person};
 use rusqlite::{Connection, OptionalExtension, params};
-use zrpc_proto::people::{EdgeKind, Person};
 
 /// The vertex labels of the graph.
 pub const PERSON: &str = "person";

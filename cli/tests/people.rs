@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zrpc_cli::store::{SqliteStore, Store};
-use zrpc_proto::people::people_client::PeopleClient;
-use zrpc_proto::people::{
+use zrpc_cli::proto::people::people_client::PeopleClient;
+use zrpc_cli::proto::people::{
     Department, Edge, EdgeKind, ListPeopleRequest, MembersRequest, Organization, Person,
 };
+use zrpc_cli::store::{SqliteStore, Store};
 use zrpc_proto::{CallOptions, Code};
 use zrpc_tokio::{Server, TokioRuntime};
 
@@ -423,8 +423,8 @@ async fn the_services_bound_what_they_hold() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    use zrpc_proto::echo::EchoRequest;
-    use zrpc_proto::echo::echo_client::EchoClient;
+    use zrpc_cli::proto::echo::EchoRequest;
+    use zrpc_cli::proto::echo::echo_client::EchoClient;
     let echo = EchoClient::new(zrpc_tokio::connect(&url).await.unwrap());
     let mut call = echo.collect(CallOptions::default()).await.unwrap();
     let chunk = EchoRequest {

@@ -6,17 +6,25 @@
 //! client side, and [`encode`] / [`decode`] between messages and bytes.
 //! It works with both runtimes (it builds on `zrpc-async` only).
 //!
-//! The crate also carries the generated code of its own protos:
-//! [`people`] (the seed's Titan model as a service) and [`echo`].
+//! A service from a `.proto` file: `build.rs` runs `zrpc-build`, the crate
+//! includes the generated module, and implements the generated server trait
+//! (the CLI's `zrpc_cli::echo_service` implements `echo.Echo` this way, and
+//! its tests run the generated client against it):
 //!
-//! ```no_run
-//! use std::sync::Arc;
-//! use zrpc_proto::echo::{EchoReply, EchoRequest, echo_client::EchoClient, echo_server};
-//! use zrpc_proto::{CallContext, CallOptions, Code, Router, Sink, Status, Streaming};
+//! ```ignore
+//! // build.rs
+//! fn main() -> std::io::Result<()> {
+//!     zrpc_build::compile_protos(&["protos/echo.proto"], &["protos"])
+//! }
+//!
+//! // src/lib.rs
+//! pub mod echo {
+//!     include!(concat!(env!("OUT_DIR"), "/echo.rs"));
+//! }
 //!
 //! struct Echo;
 //!
-//! impl echo_server::Echo for Echo {
+//! impl echo::echo_server::Echo for Echo {
 //!     async fn say(&self, _ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
 //!         Ok(EchoReply { message: req.message, index: 0 })
 //!     }
@@ -26,40 +34,13 @@
 //!         }
 //!         Ok(())
 //!     }
-//!     async fn collect(&self, _ctx: CallContext, mut reqs: Streaming<EchoRequest>) -> Result<EchoReply, Status> {
-//!         // Whatever a handler keeps from a stream, it bounds.
-//!         let mut words = vec![];
-//!         let mut bytes = 0;
-//!         while let Some(r) = reqs.message().await? {
-//!             bytes += r.message.len();
-//!             if bytes > 64 * 1024 {
-//!                 return Err(Status::new(Code::ResourceExhausted, "at most 64 KiB per call"));
-//!             }
-//!             words.push(r.message);
-//!         }
-//!         Ok(EchoReply { message: words.join(" "), index: 0 })
-//!     }
-//!     async fn chat(&self, _ctx: CallContext, mut reqs: Streaming<EchoRequest>, mut out: Sink<EchoReply>) -> Result<(), Status> {
-//!         while let Some(r) = reqs.message().await? {
-//!             out.send(&EchoReply { message: r.message.to_uppercase(), index: 0 }).await?;
-//!         }
-//!         Ok(())
-//!     }
-//!     async fn reflect(&self, ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
-//!         ctx.set_headers(ctx.metadata().clone());
-//!         Ok(EchoReply { message: req.message, index: 0 })
-//!     }
-//!     async fn callback(&self, _ctx: CallContext, _req: EchoRequest) -> Result<EchoReply, Status> {
-//!         Err(Status::new(Code::Unimplemented, "no callbacks here"))
-//!     }
+//!     // ... one method per rpc
 //! }
 //!
-//! # async fn run(client: zrpc_proto::Client) -> Result<(), Status> {
-//! let router = echo_server::register(Router::new(), Arc::new(Echo));
-//! // ... serve `router` with zrpc-tokio or zrpc-smol, connect a client, then:
-//! let echo = EchoClient::new(client);
-//! let reply = echo.say(&EchoRequest { message: "hi".into(), repeat: 0 }, CallOptions::default()).await?;
-//! # let _ = (router, reply); Ok(()) }
+//! let router = echo::echo_server::register(Router::new(), Arc::new(Echo));
+//! let reply = echo::echo_client::EchoClient::new(client)
+//!     .say(&EchoRequest { message: "hi".into(), repeat: 0 }, CallOptions::default())
+//!     .await?;
 //! ```
 
 #![forbid(unsafe_code)]
@@ -75,24 +56,6 @@ pub use zrpc_async::{
     Call, CallContext, CallOptions, Client, Code, Metadata, RequestStream, ResponseSink, Router,
     Status,
 };
-
-/// The people service: the seed's Titan graph model (`protos/people.proto`).
-#[allow(missing_docs, clippy::all)]
-pub mod people {
-    include!(concat!(env!("OUT_DIR"), "/people.rs"));
-}
-
-/// A typed echo service (`protos/echo.proto`).
-#[allow(missing_docs, clippy::all)]
-pub mod echo {
-    include!(concat!(env!("OUT_DIR"), "/echo.rs"));
-}
-
-pub mod echo_service;
-
-/// The compiled `FileDescriptorSet` of the protos above (for reflection,
-/// e.g. JSON conversion).
-pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 
 /// Serializes a message.
 pub fn encode<M: Message>(m: &M) -> Bytes {

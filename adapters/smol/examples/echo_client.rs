@@ -2,7 +2,7 @@
 //! with `--message` (default `world`), printing the replies as they stream
 //! in; `--legacy` speaks the seed's format.
 //!
-//! `cargo run -p zrpc-smol --example echo_client -- --url ws://127.0.0.1:8060/`
+//! `cargo run -p zrpc-smol --example smol_echo_client -- --url ws://127.0.0.1:8060/`
 
 use zrpc_smol::{Bytes, CallOptions};
 

@@ -2,7 +2,7 @@
 //! `--count` times (default 10), `--interval-ms` apart (default 500), for
 //! zrpc v1 and the seed's own (legacy) clients, on `/`; Ctrl-C drains and exits.
 //!
-//! `cargo run -p zrpc-smol --example echo_server -- --addr 127.0.0.1:8060`
+//! `cargo run -p zrpc-smol --example smol_echo_server -- --addr 127.0.0.1:8060`
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-// Fails if src/gen differs from what buf generates from proto/protos now.
+// Fails if src/gen differs from what buf generates from cli/protos now.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

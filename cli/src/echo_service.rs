@@ -1,8 +1,9 @@
 //! The reference implementation of `echo.Echo` (all four call kinds):
 //! served by `zrpc serve`, and used by the generated-code tests.
 
-use crate::echo::{EchoReply, EchoRequest, echo_server};
-use crate::{CallContext, CallOptions, Code, Metadata, Sink, Status, Streaming};
+use zrpc_proto::{CallContext, CallOptions, Code, Metadata, Sink, Status, Streaming};
+
+use crate::proto::echo::{EchoReply, EchoRequest, echo_server};
 
 /// Most replies one `Repeat` call streams.
 pub const MAX_REPEAT: u32 = 10_000;
@@ -127,14 +128,22 @@ impl echo_server::Echo for EchoService {
         let mut held = 0;
         if req.repeat == 0 {
             let reply = client
-                .unary(&req.message, crate::encode(&hello), CallOptions::default())
+                .unary(
+                    &req.message,
+                    zrpc_proto::encode(&hello),
+                    CallOptions::default(),
+                )
                 .await?;
-            joined.push(crate::decode::<EchoReply>(reply)?.message);
+            joined.push(zrpc_proto::decode::<EchoReply>(reply)?.message);
         } else {
             let call = client
-                .server_streaming(&req.message, crate::encode(&hello), CallOptions::default())
+                .server_streaming(
+                    &req.message,
+                    zrpc_proto::encode(&hello),
+                    CallOptions::default(),
+                )
                 .await?;
-            let mut replies = crate::ResponseStream::<EchoReply>::new(call);
+            let mut replies = zrpc_proto::ResponseStream::<EchoReply>::new(call);
             while let Some(r) = replies.message().await? {
                 held += r.message.len() + 1;
                 if held > MAX_COLLECT_BYTES {

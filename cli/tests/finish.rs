@@ -3,7 +3,7 @@
 //! waits for the status, not only the message), and the server ends the call
 //! even when the handler's trailers are too large for the caller.
 
-use zrpc_proto::echo::{EchoReply, EchoRequest};
+use zrpc_cli::proto::echo::{EchoReply, EchoRequest};
 use zrpc_proto::{CallOptions, ClientStreamingCall, Code, Metadata, Router, Status};
 use zrpc_tokio::{Bytes, CallKind, Server, TokioRuntime};
 

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use zrpc_proto::echo::{EchoRequest, echo_client::EchoClient, echo_server};
-use zrpc_proto::echo_service::EchoService;
+use zrpc_cli::echo_service::EchoService;
+use zrpc_cli::proto::echo::{EchoRequest, echo_client::EchoClient, echo_server};
 use zrpc_proto::{CallOptions, Code, Router};
 
 fn req(m: &str, repeat: u32) -> EchoRequest {
