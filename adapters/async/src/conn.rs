@@ -37,28 +37,9 @@ impl RecvBudget {
     }
 }
 
-/// Fibonacci hashing for stream ids: cheap, and the ids of one connection
-/// are bounded in number by its concurrent call limit.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// Per-call state keyed by stream id.
-pub(crate) type StreamIdMap<V> =
-    std::collections::HashMap<StreamId, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// Per-call state keyed by stream id: a cheap hash (ids are small, and
+/// bounded in number by the connection's concurrent call limit).
+pub(crate) type StreamIdMap<V> = rustc_hash::FxHashMap<StreamId, V>;
 
 /// How the stream of messages a call's handle reads ends.
 #[derive(Debug, Default)]
