@@ -3,16 +3,17 @@
 #   1. formatting (cargo fmt --check)
 #   2. lints (cargo clippy, warnings are errors; --all-features so the peer
 #      benchmarks behind zrpc-benches' "peers" feature are checked too)
-#   3. all tests: unit, transition, legacy, test vectors, property, model-based,
+#   3. the API docs build without warnings (broken links are errors)
+#   4. all tests: unit, transition, legacy, test vectors, property, model-based,
 #      allocation-count and doc tests (cargo test --workspace)
-#   4. the TypeScript client (clients/js): installs Chromium (Debian package)
+#   5. the TypeScript client (clients/js): installs Chromium (Debian package)
 #      and its npm packages from the lockfile if missing, then type checks,
 #      lint and format (biome), generated code and the bundled web app up to
 #      date, the bundle size bound, and its tests: the protocol alone, the
 #      test vectors, a hostile fake server, Node against the real server,
 #      and the web app in headless Chromium
-#   5. the benchmarks build (cargo bench --no-run), so they cannot rot
-#   6. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
+#   6. the benchmarks build (cargo bench --no-run), so they cannot rot
+#   7. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
 #      handshake) for FUZZ_SECONDS (default 30) on
 #      nightly; installs cargo-fuzz once if it is missing
 set -euo pipefail
@@ -20,6 +21,7 @@ cd "$(dirname "$0")/.."
 
 echo "== fmt";    cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== docs";   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== test";   cargo test --workspace
 echo "== javascript"
 cargo build -p zrpc-cli

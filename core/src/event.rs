@@ -45,7 +45,7 @@ pub enum Transmit {
     },
 }
 
-/// Per-call options for [`Connection::open_call`].
+/// Per-call options for [`Connection::open_call`](crate::Connection::open_call).
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
     /// Relative deadline; the call ends with `DEADLINE_EXCEEDED` on both sides
@@ -82,7 +82,7 @@ pub enum Event {
         /// Response headers.
         metadata: Metadata,
     },
-    /// A whole message arrived. Call [`Connection::consume`] once the
+    /// A whole message arrived. Call [`Connection::consume`](crate::Connection::consume) once the
     /// application has taken it, to grant the peer credit for another.
     Message {
         /// The call.
@@ -95,7 +95,7 @@ pub enum Event {
         /// The call.
         id: StreamId,
     },
-    /// Credit arrived after [`UserError::Blocked`]: the call may send again.
+    /// Credit arrived after [`UserError::Blocked`](crate::UserError::Blocked): the call may send again.
     Writable {
         /// The call.
         id: StreamId,
@@ -116,7 +116,7 @@ pub enum Event {
         /// Highest id of ours the peer processes.
         last_stream_id: StreamId,
     },
-    /// A stream slot freed up after [`UserError::StreamLimit`].
+    /// A stream slot freed up after [`UserError::StreamLimit`](crate::UserError::StreamLimit).
     CanOpen,
     /// The connection is over; every call has ended. `None` after a graceful
     /// drain or a normal close.

@@ -239,7 +239,7 @@ impl<R: Runtime> Server<R> {
     /// cookies, query, peer address) before the WebSocket is accepted, and
     /// either refuses it (the client gets the [`Refusal`]'s HTTP status) or
     /// returns the identity every call on the connection then sees through
-    /// [`CallContext::identity`]. Runs on the accepting task: keep it quick
+    /// [`CallContext::identity`](crate::CallContext::identity). Runs on the accepting task: keep it quick
     /// (a token check, not a database round trip).
     pub fn authenticate<T, F>(mut self, f: F) -> Self
     where

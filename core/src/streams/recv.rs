@@ -215,3 +215,84 @@ impl RecvHalf {
         held
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: usize) -> Bytes {
+        Bytes::from(vec![1; n])
+    }
+
+    #[test]
+    fn fragments_reassemble_and_count_by_capacity_until_whole() {
+        let mut r = RecvHalf::new(4);
+        assert!(r.on_fragment(true, b(1000), false, 4096).unwrap().is_none());
+        assert!(r.held() >= 1000, "a partial message counts its buffer");
+        let whole = r.on_fragment(false, b(24), false, 4096).unwrap().unwrap();
+        assert_eq!(whole.len(), 1024);
+        assert_eq!(r.held(), 1024, "delivered, unread");
+        assert_eq!(r.received(), 1);
+        assert_eq!(r.state, RecvState::Open);
+    }
+
+    #[test]
+    fn a_message_past_the_granted_credit_is_a_connection_fault() {
+        let mut r = RecvHalf::new(1);
+        r.on_fragment(false, b(1), false, 64).unwrap();
+        match r.on_fragment(false, b(1), false, 64) {
+            Err(RecvFault::Connection(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn call_faults_end_only_the_call() {
+        let mut r = RecvHalf::new(4);
+        match r.on_fragment(true, b(100), false, 64) {
+            Err(RecvFault::Call(s)) => assert_eq!(s.code(), Code::ResourceExhausted),
+            other => panic!("{other:?}"),
+        }
+        let mut r = RecvHalf::new(4);
+        r.on_fragment(false, b(1), true, 64).unwrap();
+        match r.on_fragment(false, b(1), true, 64) {
+            Err(RecvFault::Call(s)) => assert_eq!(s.code(), Code::Internal),
+            other => panic!("{other:?}"),
+        }
+        let mut r = RecvHalf::new(4);
+        r.close(false).unwrap();
+        assert!(r.close(false).is_err(), "duplicate half-close");
+        match r.on_fragment(false, b(1), false, 64) {
+            Err(RecvFault::Call(s)) => assert_eq!(s.code(), Code::Internal),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn half_close_needs_the_one_request_and_no_partial_message() {
+        let mut r = RecvHalf::new(4);
+        assert!(r.close(true).is_err(), "no request yet");
+        let mut r = RecvHalf::new(4);
+        r.on_fragment(true, b(10), false, 64).unwrap();
+        assert!(r.close(false).is_err(), "inside a fragmented message");
+    }
+
+    #[test]
+    fn consuming_grants_credit_back_in_half_windows_and_grows_the_window() {
+        let mut r = RecvHalf::new(4);
+        for _ in 0..4 {
+            r.on_fragment(false, b(64), false, 1024).unwrap();
+        }
+        // Without a byte budget: credit back once half the window is read.
+        assert_eq!(r.consume(64, true, 0), (64, 0));
+        assert_eq!(r.consume(64, true, 0), (64, 2));
+        // A byte budget grows the window toward budget / message size.
+        assert_eq!(r.consume(64, true, 64 * 100), (64, 97));
+        assert_eq!(r.window(), 100);
+        // Nothing granted when the call no longer grants; nothing freed
+        // beyond what was delivered.
+        assert_eq!(r.consume(64, false, 0), (64, 0));
+        assert_eq!(r.consume(64, true, 0), (0, 0));
+        assert_eq!(r.held(), 0);
+    }
+}

@@ -289,3 +289,111 @@ impl SendHalf {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: SendLimits = SendLimits {
+        max_message: 1 << 20,
+        call_buffer: 1 << 20,
+        connection_full: false,
+    };
+
+    fn half(credit: u32) -> SendHalf {
+        SendHalf::new(SendState::Open, credit, VecDeque::new())
+    }
+
+    fn message(s: &mut SendHalf, len: usize) {
+        s.admit(len, false, &LIMITS).unwrap();
+        s.enqueue(Bytes::from(vec![7; len]));
+    }
+
+    #[test]
+    fn a_large_message_goes_in_fragments_and_is_released_with_the_last() {
+        let mut s = half(4);
+        message(&mut s, 2500);
+        assert_eq!(s.queued(), 2500);
+        let mut pieces = vec![];
+        while let Some(Taken::Message {
+            flags,
+            lo,
+            hi,
+            released,
+            ..
+        }) = s.take(1024)
+        {
+            pieces.push((flags, hi - lo, released));
+        }
+        assert_eq!(
+            pieces,
+            vec![
+                (FLAG_MORE, 1024, None),
+                (FLAG_MORE, 1024, None),
+                (0, 452, Some(2500)),
+            ]
+        );
+        assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn half_close_merges_into_the_last_queued_message_or_asks_for_a_frame() {
+        let mut s = half(4);
+        message(&mut s, 10);
+        assert_eq!(s.close(false), Ok(true));
+        match s.take(1024) {
+            Some(Taken::Message { flags, .. }) => assert_eq!(flags, FLAG_END_STREAM),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.close(false), Err(UserError::SendClosed));
+
+        let mut s = half(4);
+        assert_eq!(s.close(true), Err(UserError::Cardinality), "one message due");
+        assert_eq!(s.close(false), Ok(false), "nothing queued: HALF_CLOSE");
+        assert_eq!(s.state, SendState::Closed);
+        assert_eq!(s.admit(1, false, &LIMITS), Err(UserError::SendClosed));
+    }
+
+    #[test]
+    fn without_credit_a_send_blocks_and_writable_is_owed_once() {
+        let mut s = half(1);
+        message(&mut s, 8);
+        assert!(!s.writable_due(LIMITS.call_buffer, false), "nothing owed yet");
+        assert_eq!(s.admit(8, false, &LIMITS), Err(UserError::Blocked));
+        assert!(!s.writable_due(LIMITS.call_buffer, false), "still no credit");
+        assert!(s.grant(3, u32::MAX));
+        assert!(s.writable_due(LIMITS.call_buffer, false));
+        assert!(!s.writable_due(LIMITS.call_buffer, false), "owed once");
+        assert!(!s.grant(u32::MAX, 1 << 31), "credit past the maximum");
+    }
+
+    #[test]
+    fn the_call_buffer_bounds_queued_bytes_whatever_the_credit() {
+        let mut s = half(100);
+        let limits = SendLimits {
+            call_buffer: 100,
+            ..LIMITS
+        };
+        s.admit(100, false, &limits).unwrap();
+        s.enqueue(Bytes::from(vec![0; 100]));
+        assert_eq!(s.admit(1, false, &limits), Err(UserError::Blocked));
+        let connection_full = SendLimits {
+            connection_full: true,
+            ..LIMITS
+        };
+        assert_eq!(s.admit(1, false, &connection_full), Err(UserError::Blocked));
+        s.take(usize::MAX);
+        assert!(s.writable_due(limits.call_buffer, false));
+    }
+
+    #[test]
+    fn a_responder_sends_headers_only_first() {
+        let mut s = SendHalf::new(SendState::Start, 1, VecDeque::new());
+        assert!(s.start());
+        assert!(!s.start());
+        let mut s = SendHalf::new(SendState::Start, 1, VecDeque::new());
+        s.admit(1, true, &LIMITS).unwrap();
+        assert!(!s.start(), "a message went first");
+        assert_eq!(s.admit(1, true, &LIMITS), Err(UserError::Cardinality));
+    }
+}
