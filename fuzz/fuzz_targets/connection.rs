@@ -1,7 +1,8 @@
 //! Arbitrary sequences of received messages (structured frames and raw
 //! bytes) and local actions into one connection, either side, v1 or legacy.
-//! Nothing may panic, and the bytes held for the application never exceed the
-//! configured connection bound.
+//! Nothing may panic, the bytes held for the application never exceed the
+//! configured connection bound, every call ends at most once, and the
+//! connection reports `Closed` exactly once (after the transport's end).
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -105,6 +106,8 @@ fuzz_target!(|input: Input| {
     };
     let mut c = Connection::new(side, mode, cfg, now);
     let mut calls: Vec<StreamId> = Vec::new();
+    let mut ended: std::collections::HashSet<StreamId> = Default::default();
+    let mut closed = 0;
     let pick = |calls: &Vec<StreamId>, i: u8| calls.get(i as usize % calls.len().max(1)).copied().unwrap_or(StreamId(1));
     for op in input.ops {
         match op {
@@ -160,18 +163,30 @@ fuzz_target!(|input: Input| {
         }
         let mut n = 0;
         while let Some(ev) = c.poll_event() {
-            if let Event::CallOpened(call) = ev {
-                calls.push(call.id);
+            match ev {
+                Event::CallOpened(call) => calls.push(call.id),
+                Event::CallEnded { id, .. } => assert!(ended.insert(id), "{id} ended twice"),
+                Event::Closed { .. } => closed += 1,
+                _ => {}
             }
             n += 1;
             assert!(n < 100_000);
         }
+        assert!(closed <= 1, "Closed reported {closed} times");
         while c.poll_transmit().is_some() {
             n += 1;
             assert!(n < 100_000);
         }
     }
     c.handle_close(None, "end");
+    while let Some(ev) = c.poll_event() {
+        match ev {
+            Event::CallEnded { id, .. } => assert!(ended.insert(id), "{id} ended twice"),
+            Event::Closed { .. } => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed, 1, "Closed must be reported exactly once");
     assert_eq!(c.live_calls(), 0);
     assert_eq!(c.buffered_bytes(), 0);
     assert_eq!(c.queued_send_bytes(), 0);
