@@ -348,7 +348,11 @@ mod tests {
         assert_eq!(s.close(false), Err(UserError::SendClosed));
 
         let mut s = half(4);
-        assert_eq!(s.close(true), Err(UserError::Cardinality), "one message due");
+        assert_eq!(
+            s.close(true),
+            Err(UserError::Cardinality),
+            "one message due"
+        );
         assert_eq!(s.close(false), Ok(false), "nothing queued: HALF_CLOSE");
         assert_eq!(s.state, SendState::Closed);
         assert_eq!(s.admit(1, false, &LIMITS), Err(UserError::SendClosed));
@@ -358,9 +362,15 @@ mod tests {
     fn without_credit_a_send_blocks_and_writable_is_owed_once() {
         let mut s = half(1);
         message(&mut s, 8);
-        assert!(!s.writable_due(LIMITS.call_buffer, false), "nothing owed yet");
+        assert!(
+            !s.writable_due(LIMITS.call_buffer, false),
+            "nothing owed yet"
+        );
         assert_eq!(s.admit(8, false, &LIMITS), Err(UserError::Blocked));
-        assert!(!s.writable_due(LIMITS.call_buffer, false), "still no credit");
+        assert!(
+            !s.writable_due(LIMITS.call_buffer, false),
+            "still no credit"
+        );
         assert!(s.grant(3, u32::MAX));
         assert!(s.writable_due(LIMITS.call_buffer, false));
         assert!(!s.writable_due(LIMITS.call_buffer, false), "owed once");
