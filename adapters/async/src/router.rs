@@ -322,6 +322,8 @@ async fn run_handler(
                     .finish(call.id, Status::new(Code::Internal, why), Metadata::new());
             }
         }
+        // Routed before the slot goes: the end wakes anyone still waiting
+        // on it (a clone of the context in a task of the handler's own).
         g.pump_events();
         g.slots.remove(&call.id);
     });

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{CLOSE_TEXT, close_for, close_reason, decode_request, encode_request};
 use crate::call::{CallKind, Method, Side, StreamId};
-use crate::config::{Config, PeerLimits};
+use crate::config::{Config, MAX_CREDIT, PeerLimits};
 use crate::connection::State;
 use crate::error::{ConnectionError, UserError};
 use crate::event::{CallOptions, Event, Incoming, IncomingCall, Transmit};
@@ -383,7 +383,7 @@ impl LegacyConnection {
             send: SendHalf::new(SendState::Open, 1, VecDeque::new()),
             unread: 0,
             unread_msgs: 0,
-            window: crate::config::MAX_CREDIT,
+            window: MAX_CREDIT,
             deadline,
         });
         self.timers.busy();

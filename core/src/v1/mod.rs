@@ -23,7 +23,9 @@ use crate::legacy;
 use crate::metadata::Metadata;
 use crate::output::{self, Arena, Next, Piece};
 use crate::status::{Code, Status};
-use crate::streams::{Out, Phase, Role, SendLimits, Stream, Streams, Taken, WriteBounds};
+use crate::streams::{
+    Out, Phase, Role, SendLimits, SendState, Stream, Streams, Taken, WriteBounds,
+};
 use crate::timers::{Keepalive, Timers, after};
 
 /// How a call that ends here tells the peer.
@@ -487,7 +489,7 @@ impl V1Connection {
         if s.role != Role::Responder {
             return Err(UserError::NotResponder);
         }
-        if s.send.state != crate::streams::SendState::Start {
+        if s.send.state != SendState::Start {
             return Err(UserError::HeadersAlreadySent);
         }
         let len = metadata.encoded_len();
