@@ -11,7 +11,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use zrpc_async::{
-    CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Runtime, Server,
+    CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Health, Runtime, Server,
     ServerConfig, ServerTls, Status,
 };
 use zrpc_cli::proto::echo::EchoRequest;
@@ -182,17 +182,18 @@ async fn serve_on<R: Runtime>(
 ) -> std::io::Result<()> {
     use zrpc_async::Listener;
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-    let server = Server::with_config(
-        zrpc_cli::router(rt.clone(), store, echo_interval),
-        config,
-        rt.clone(),
-    );
+    let mut config = config;
+    let health = config.health.get_or_insert_with(Health::new).clone();
+    let router = zrpc_cli::router(rt.clone(), store, echo_interval);
+    let router = zrpc_proto::health::register(router, &health);
+    let server = Server::with_config(router, config, rt.clone());
     let listener = rt.bind(addr).await?;
     let addr = listener.local_addr()?;
-    println!("zrpc serving echo and people.People on {scheme}://{addr}/");
+    println!("zrpc serving echo, people.People and grpc.health.v1.Health on {scheme}://{addr}/");
+    let http = if scheme == "wss" { "https" } else { "http" };
+    println!("health for load balancers: GET {http}://{addr}/healthz");
     if server.config().static_files.is_some() {
-        let web = if scheme == "wss" { "https" } else { "http" };
-        println!("the people web app: open {web}://{addr}/ in a browser");
+        println!("the people web app: open {http}://{addr}/ in a browser");
     }
     let stop = stop_signal();
     let stopped = async {

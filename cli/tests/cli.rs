@@ -195,7 +195,7 @@ fn serve_over_tls_and_call_with_a_private_ca() {
 /// and zrpc calls on the same port still work. Without `--web` a plain GET
 /// is answered 426 Upgrade Required, saying what the endpoint is.
 #[test]
-fn serve_web_serves_the_app_beside_the_endpoint() {
+fn serve_answers_healthz_and_web_serves_the_app_beside_the_endpoint() {
     use std::io::{Read, Write};
     let get = |addr: &str, path: &str| {
         let mut tcp = std::net::TcpStream::connect(addr).unwrap();
@@ -212,10 +212,22 @@ fn serve_web_serves_the_app_beside_the_endpoint() {
             .trim_end_matches('/')
             .to_owned();
         let page = get(&addr, "/");
+        let mut second = String::new();
+        out.read_line(&mut second).unwrap();
+        assert!(
+            second.contains(&format!("GET http://{addr}/healthz")),
+            "{second}"
+        );
+        let health = get(&addr, "/healthz");
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        assert!(health.ends_with("\r\n\r\nSERVING\n"), "{health}");
         if web {
-            let mut second = String::new();
-            out.read_line(&mut second).unwrap();
-            assert!(second.contains(&format!("http://{addr}/")), "{second}");
+            let mut third = String::new();
+            out.read_line(&mut third).unwrap();
+            assert!(
+                third.contains(&format!("http://{addr}/ in a browser")),
+                "{third}"
+            );
             assert!(page.starts_with("HTTP/1.1 200"), "{page}");
             assert!(
                 page.contains("text/html") && page.contains("/app.js"),

@@ -53,9 +53,11 @@ use std::marker::PhantomData;
 use bytes::Bytes;
 pub use prost::Message;
 pub use zrpc_async::{
-    Call, CallContext, CallOptions, Client, Code, Metadata, RequestStream, ResponseSink, Router,
-    Status,
+    Call, CallContext, CallOptions, Client, Code, Health, Metadata, RequestStream, ResponseSink,
+    Router, ServingStatus, Status,
 };
+
+pub mod health;
 
 /// Serializes a message.
 pub fn encode<M: Message>(m: &M) -> Bytes {

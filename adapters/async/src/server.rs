@@ -20,6 +20,7 @@ use zrpc_core::{Config, Connection, Mode, SUBPROTOCOL_V1, Side};
 use crate::Error;
 use crate::conn::{Identity, PeerInfo, RecvBudget, Shared, now};
 use crate::driver::{self, DEFAULT_WRITE_TIMEOUT, Driver};
+use crate::health::{Health, ServingStatus};
 use crate::router::Router;
 use crate::runtime::{Listener, Runtime};
 use crate::signal::{Signal, lock};
@@ -84,6 +85,14 @@ pub struct ServerConfig {
     /// app beside its endpoint); `None` (the default): such requests are
     /// refused like any failed upgrade.
     pub static_files: Option<StaticFiles>,
+    /// What the server says about its health: plain HTTP `GET /healthz` on
+    /// the RPC port answers 200 `SERVING` while the whole server (`""`) is
+    /// serving and 503 `NOT_SERVING` otherwise (no Origin or authentication
+    /// check: load balancers poll it), and shutdown marks it draining. Give
+    /// the same handle to `zrpc_proto::health::register` for the
+    /// `grpc.health.v1.Health` methods. Default `None`: `/healthz` answers
+    /// 200 until shutdown begins.
+    pub health: Option<Health>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +114,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             tls: None,
             static_files: None,
+            health: None,
         }
     }
 }
@@ -117,6 +127,9 @@ async fn upgrade_web<S: futures_lite::AsyncWrite + Unpin>(
 ) {
     crate::web::respond(stream, files, &head.method, &head.path).await;
 }
+
+/// Where plain HTTP health checks are answered.
+const HEALTH_PATH: &str = "/healthz";
 
 /// Refusals (503, 429) being written at once; beyond it a connection over a
 /// limit is closed without an answer.
@@ -467,6 +480,15 @@ impl<R: Runtime> Server<R> {
                 )));
             }
         };
+        if !head.info.websocket && head.info.path.split('?').next() == Some(HEALTH_PATH) {
+            let (status, text) = if self.serving() {
+                (200, "SERVING")
+            } else {
+                (503, "NOT_SERVING")
+            };
+            upgrade::respond(&mut stream, status, text).await;
+            return Ok(None);
+        }
         // The mode is known before the WebSocket layer starts: its message
         // limit is the mode's (v1: a frame; legacy: a whole request).
         if !head.info.websocket {
@@ -611,11 +633,25 @@ impl<R: Runtime> Server<R> {
         lock(&self.state.conns).remove(&id);
     }
 
+    /// True while the server serves: not shutting down, and the whole
+    /// server (`""`) `SERVING` in its [`ServerConfig::health`].
+    fn serving(&self) -> bool {
+        !self.state.stopping.load(Ordering::Acquire)
+            && self
+                .config
+                .health
+                .as_ref()
+                .is_none_or(|h| h.status("") == Some(ServingStatus::Serving))
+    }
+
     /// Graceful shutdown: stop accepting, send GOAWAY on every connection,
     /// let in-flight calls finish within the drain grace period, then close
     /// what is left (code 1001; those calls end with `UNAVAILABLE`).
     pub async fn shutdown(&self) {
         self.state.stopping.store(true, Ordering::Release);
+        if let Some(h) = &self.config.health {
+            h.drain();
+        }
         self.state.stop.signal();
         let conns: Vec<Arc<Shared>> = lock(&self.state.conns)
             .values()

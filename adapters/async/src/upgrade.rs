@@ -192,9 +192,11 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<He
     }
 }
 
-/// Writes a short HTTP error response and closes the write side.
+/// Writes a short plain-text HTTP response (a refusal, or the health answer) and
+/// closes the write side.
 pub(crate) async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, reason: &str) {
     let text = match status {
+        200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
