@@ -57,6 +57,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8060")]
     addr: String,
+    /// Serve zrpc only at this path (`/rpc`); upgrades elsewhere get HTTP
+    /// 404. Default: any path.
+    #[arg(long, value_parser = absolute_path)]
+    path: Option<String>,
     /// SQLite database file (created if missing); in memory without it.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -187,9 +191,15 @@ async fn serve_on<R: Runtime>(
     let router = zrpc_cli::router(rt.clone(), store, echo_interval);
     let router = zrpc_proto::health::register(router, &health);
     let server = Server::with_config(router, config, rt.clone());
-    let listener = rt.bind(addr).await?;
+    let listener = rt
+        .bind(addr.clone())
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {addr}", lower_first(&e))))?;
     let addr = listener.local_addr()?;
-    println!("zrpc serving echo, people.People and grpc.health.v1.Health on {scheme}://{addr}/");
+    let path = server.config().path.clone().unwrap_or_else(|| "/".into());
+    println!(
+        "zrpc serving echo, people.People and grpc.health.v1.Health on {scheme}://{addr}{path}"
+    );
     let http = if scheme == "wss" { "https" } else { "http" };
     println!("health for load balancers: GET {http}://{addr}/healthz");
     if server.config().static_files.is_some() {
@@ -231,6 +241,7 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig, String> {
         allowed_origins: a.allow_origins.clone(),
         tls,
         static_files: a.web.then(zrpc_cli::web::files),
+        path: a.path.clone(),
         ..ServerConfig::default()
     })
 }
@@ -294,6 +305,26 @@ fn serve(a: ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A `--path` value: it starts with `/`.
+fn absolute_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} must start with /"))
+    }
+}
+
+/// An I/O error's text starting lower-case, as the tool's messages do
+/// ("address already in use", not "Address already in use (os error 98)").
+fn lower_first(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 fn pool() -> DescriptorPool {
@@ -387,17 +418,42 @@ fn client_config(a: &CallArgs) -> Result<ClientConfig, String> {
         }
         None => None,
     };
-    Ok(ClientConfig {
+    let mut config = ClientConfig {
         headers,
         tls,
         ..ClientConfig::default()
-    })
+    };
+    // --timeout-ms bounds the connect too: a server that accepts TCP and
+    // never answers does not hold the tool.
+    if let Some(ms) = a.timeout_ms {
+        config.connect_timeout = Duration::from_millis(ms);
+    }
+    Ok(config)
 }
 
 fn call(a: CallArgs) -> ExitCode {
     let (url, method) = (&a.url, &a.method);
     let pool = pool();
     let schema = lookup(&pool, method);
+    if schema.is_none()
+        && let Some(service) = method
+            .split_once('/')
+            .and_then(|(s, _)| pool.get_service_by_name(s))
+    {
+        // The service is known and has no such method: what the server
+        // would answer, without asking it.
+        let names: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+        let status = Status::new(
+            Code::Unimplemented,
+            format!(
+                "method {method} is not implemented ({} has {})",
+                service.full_name(),
+                names.join(", ")
+            ),
+        );
+        eprintln!("status: {status}");
+        return ExitCode::from(status.code() as u8);
+    }
     let input = if let Some(json) = &a.json {
         match &schema {
             Some(m) => json_messages(&m.input(), json),

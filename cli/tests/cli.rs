@@ -255,3 +255,157 @@ fn serve_answers_healthz_and_web_serves_the_app_beside_the_endpoint() {
         serve.wait().unwrap();
     }
 }
+
+/// Runs `zrpc ARGS` to its end, killing it if it runs past `limit` (so a
+/// hang fails the test instead of stalling it); the output, and whether it
+/// finished by itself.
+fn run_bounded(args: &[&str], limit: std::time::Duration) -> (std::process::Output, bool) {
+    let child = Command::new(ZRPC)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => (out.unwrap(), true),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            (rx.recv().unwrap().unwrap(), false)
+        }
+    }
+}
+
+#[test]
+fn call_errors_say_what_went_wrong() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    // A server that accepts TCP and never answers: --timeout-ms bounds the
+    // connect too.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let (out, finished) = run_bounded(
+        &[
+            "call",
+            &url,
+            "echo.Echo/Say",
+            "--json",
+            "{}",
+            "--timeout-ms",
+            "300",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(finished, "zrpc call hung on a silent server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "UNAVAILABLE: {stderr}");
+    assert!(stderr.contains("timed out connecting"), "{stderr}");
+
+    // A WebSocket server that is not zrpc (no subprotocol in its answer).
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", plain.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = plain.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+            if tcp.read(&mut byte).unwrap() == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap();
+        let accept = zrpc_async::accept_key(key.as_bytes());
+        let resp = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        tcp.write_all(resp.as_bytes()).unwrap();
+    });
+    let (out, finished) = run_bounded(
+        &["call", &url, "echo.Echo/Say", "--json", "{}"],
+        Duration::from_secs(60),
+    );
+    server.join().unwrap();
+    assert!(finished);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a zrpc server"), "{stderr}");
+
+    // A method the schema's service does not have: UNIMPLEMENTED, even
+    // with --json (nothing is sent).
+    let (out, _) = run_bounded(
+        &["call", &url, "echo.Echo/Nope", "--json", "{}"],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{stderr}");
+    assert!(stderr.contains("UNIMPLEMENTED") && stderr.contains("echo.Echo has Say"));
+}
+
+#[test]
+fn serve_names_a_busy_address_and_serves_only_its_path() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (out, finished) = run_bounded(&["serve", "--addr", &addr], Duration::from_secs(60));
+    assert!(finished);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("address already in use: {addr}")),
+        "{stderr}"
+    );
+
+    let (mut serve, _out, url) = start_serve(&["--path", "/rpc"], Stdio::null());
+    assert!(url.ends_with("/rpc"), "{url}");
+    let host = url.trim_start_matches("ws://").trim_end_matches("/rpc");
+    let mut tcp = std::net::TcpStream::connect(host).unwrap();
+    tcp.write_all(
+        b"GET /other HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Protocol: zrpc.v1\r\n\r\n",
+    )
+    .unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+    assert!(resp.contains("it is at /rpc"), "{resp}");
+    let call = Command::new(ZRPC)
+        .args([
+            "call",
+            &url,
+            "echo.Echo/Say",
+            "--json",
+            r#"{"message":"hi"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(call.status.success(), "{call:?}");
+    assert!(
+        Command::new(ZRPC)
+            .args(["serve", "--path", "rpc"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+            == Some(2),
+        "a path without / is a usage error"
+    );
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Error as WsError;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use zrpc_core::{CallKind, CallOptions, Config, Connection, Mode, SUBPROTOCOL_V1, Side};
 
 use crate::Error;
@@ -39,7 +40,14 @@ pub struct ClientConfig {
     /// Which servers `wss://` URLs trust. Default (`None`): Mozilla's root
     /// certificates, as browsers.
     pub tls: Option<ClientTls>,
+    /// Longest time [`connect`] may take: TCP connect, TLS, and the
+    /// WebSocket handshake; then [`Error::HandshakeTimeout`]. A server that
+    /// accepts TCP and never answers cannot hold a client. Default 10 s.
+    pub connect_timeout: Duration,
 }
+
+/// Default bound on a whole connect (TCP, TLS, WebSocket handshake).
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -49,14 +57,17 @@ impl Default for ClientConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             headers: Vec::new(),
             tls: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
 
 /// An HTTP error answer to the upgrade becomes [`Error::Refused`] with the
-/// status and the body's first line.
+/// status and the body's first line; an upgrade without the `zrpc.v1`
+/// subprotocol, [`Error::NotZrpc`].
 fn refusal_of(e: WsError) -> Error {
     match e {
+        WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => Error::NotZrpc,
         WsError::Http(resp) => {
             let reason = resp
                 .body()
@@ -156,8 +167,25 @@ where
 }
 
 /// Connects to `ws://host:port/path` over TCP, or to `wss://...` over TLS,
-/// negotiating `zrpc.v1`.
+/// negotiating `zrpc.v1`, within [`ClientConfig::connect_timeout`].
 pub async fn connect<R: Runtime>(url: &str, config: ClientConfig, rt: R) -> Result<Client, Error> {
+    let deadline = now().checked_add(config.connect_timeout);
+    let timer = rt.clone();
+    let timeout = async move {
+        match deadline {
+            Some(d) => timer.sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+        Err(Error::HandshakeTimeout)
+    };
+    connect_within(url, config, rt).or(timeout).await
+}
+
+async fn connect_within<R: Runtime>(
+    url: &str,
+    config: ClientConfig,
+    rt: R,
+) -> Result<Client, Error> {
     let (host, port, tls) = crate::url_parts(url)?;
     let tcp = rt.connect_tcp(format!("{host}:{port}")).await?;
     if !tls {

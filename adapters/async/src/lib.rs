@@ -50,7 +50,8 @@ pub enum Error {
     Io(std::io::Error),
     /// The WebSocket handshake failed.
     WebSocket(async_tungstenite::tungstenite::Error),
-    /// The WebSocket handshake did not finish in time.
+    /// Connecting (TCP, TLS, the WebSocket handshake) did not finish in
+    /// time.
     HandshakeTimeout,
     /// The server did not accept the `zrpc.v1` subprotocol.
     NotZrpc,
@@ -72,8 +73,12 @@ impl fmt::Display for Error {
         match self {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::WebSocket(e) => write!(f, "WebSocket error: {e}"),
-            Error::HandshakeTimeout => f.write_str("WebSocket handshake timed out"),
-            Error::NotZrpc => f.write_str("the server did not accept the zrpc.v1 subprotocol"),
+            Error::HandshakeTimeout => {
+                f.write_str("timed out connecting (TCP, TLS or the WebSocket handshake)")
+            }
+            Error::NotZrpc => f.write_str(
+                "not a zrpc server: the WebSocket upgrade did not accept the zrpc.v1 subprotocol",
+            ),
             Error::InvalidUrl(u) => {
                 write!(
                     f,

@@ -93,6 +93,9 @@ pub struct ServerConfig {
     /// `grpc.health.v1.Health` methods. Default `None`: `/healthz` answers
     /// 200 until shutdown begins.
     pub health: Option<Health>,
+    /// The path WebSocket upgrades must ask for (`/rpc`, say); upgrades to
+    /// any other path get HTTP 404. Default `None`: any path.
+    pub path: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             tls: None,
             static_files: None,
             health: None,
+            path: None,
         }
     }
 }
@@ -488,6 +492,14 @@ impl<R: Runtime> Server<R> {
             };
             upgrade::respond(&mut stream, status, text).await;
             return Ok(None);
+        }
+        if let Some(path) = &self.config.path
+            && head.info.websocket
+            && head.info.path.split('?').next() != Some(path.as_str())
+        {
+            let reason = format!("no zrpc endpoint at this path (it is at {path})");
+            upgrade::respond(&mut stream, 404, &reason).await;
+            return Err(Error::Refused(Refusal::with_status(404, reason)));
         }
         // The mode is known before the WebSocket layer starts: its message
         // limit is the mode's (v1: a frame; legacy: a whole request).

@@ -58,6 +58,7 @@ on_both_runtimes!(
     a_timeout_too_large_to_represent_is_no_deadline,
     a_client_close_is_answered_with_a_close,
     tls_serves_wss_and_refuses_what_it_should,
+    a_server_that_never_answers_cannot_hold_a_client,
 );
 
 async fn bounded<R: Runtime, F: Future>(rt: R, f: F) -> F::Output {
@@ -741,4 +742,24 @@ async fn tls_serves_wss_and_refuses_what_it_should<R: Runtime>(rt: R) {
             .is_err()
     );
     assert!(ServerTls::from_pem(b"not pem", key_pem.as_bytes()).is_err());
+}
+
+/// A server that accepts TCP and never answers the upgrade: the client's
+/// connect gives up after `connect_timeout` with `HandshakeTimeout`.
+async fn a_server_that_never_answers_cannot_hold_a_client<R: Runtime>(rt: R) {
+    let mut silent = rt.bind("127.0.0.1:0".into()).await.unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    // Accept (and keep) the connection, and say nothing.
+    let held = async { silent.accept().await.ok() };
+    let config = ClientConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..ClientConfig::default()
+    };
+    let (_held, result) =
+        futures_lite::future::zip(held, zrpc_async::connect(&url, config, rt.clone())).await;
+    match result {
+        Err(Error::HandshakeTimeout) => {}
+        Err(e) => panic!("expected HandshakeTimeout, got {e}"),
+        Ok(_) => panic!("connected to a server that never answered"),
+    }
 }
