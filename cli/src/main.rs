@@ -61,6 +61,11 @@ struct ServeArgs {
     /// 404. Default: any path.
     #[arg(long, value_parser = absolute_path)]
     path: Option<String>,
+    /// Serve Prometheus metrics (calls by method and code, in flight,
+    /// durations, bytes, connections, stalls, shed calls) over HTTP at
+    /// this address (`/metrics`, any path answers). Default: off.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// SQLite database file (created if missing); in memory without it.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -146,6 +151,46 @@ fn main() -> ExitCode {
         Command::Call(a) => call(a),
         Command::Demo => demo(),
     }
+}
+
+/// Installs the Prometheus recorder and answers scrapes on `addr` from a
+/// thread of its own, one request at a time (each bounded to 2 s and an
+/// 8 KiB request head), so it works under either runtime.
+fn serve_metrics(addr: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(std::io::Error::other)?;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {addr}", lower_first(&e))))?;
+    println!(
+        "metrics (Prometheus text) at http://{}/metrics",
+        listener.local_addr()?
+    );
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = tcp.set_write_timeout(Some(Duration::from_secs(2)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8 * 1024 {
+                match tcp.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            handle.run_upkeep();
+            let body = handle.render();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(resp.as_bytes());
+        }
+    });
+    Ok(())
 }
 
 fn init_logging() {
@@ -270,6 +315,12 @@ fn serve(a: ServeArgs) -> ExitCode {
         }
     };
     raise_fd_limit(config.max_connections);
+    if let Some(addr) = &a.metrics_addr
+        && let Err(e) = serve_metrics(addr)
+    {
+        eprintln!("error: metrics on {addr}: {e}");
+        return ExitCode::from(1);
+    }
     let store = match open_store(a.db.as_deref()) {
         Ok(s) => s,
         Err(e) => {

@@ -409,3 +409,96 @@ fn serve_names_a_busy_address_and_serves_only_its_path() {
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+#[test]
+fn serve_exports_metrics_that_count_real_calls() {
+    use std::io::{Read, Write};
+
+    let mut serve = Command::new(ZRPC)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(serve.stdout.take().unwrap());
+    let (mut metrics, mut url) = (None, None);
+    for _ in 0..4 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let last = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
+        if line.starts_with("metrics") {
+            metrics = Some(last);
+        } else if line.starts_with("zrpc serving") {
+            url = Some(last);
+        }
+        if metrics.is_some() && url.is_some() {
+            break;
+        }
+    }
+    let (metrics, url) = (metrics.unwrap(), url.unwrap());
+    let call = |method: &str, args: &[&str]| {
+        let out = Command::new(ZRPC)
+            .args(["call", &url, method])
+            .args(args)
+            .output()
+            .unwrap();
+        out.status.code()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            call("echo.Echo/Say", &["--json", r#"{"message":"hi"}"#]),
+            Some(0)
+        );
+    }
+    assert_eq!(
+        call("people.People/CreatePerson", &["--json", r#"{"name":""}"#]),
+        Some(3)
+    );
+    assert_eq!(call("nope.Nope/X", &["--hex", "00"]), Some(12));
+
+    let host = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut tcp = std::net::TcpStream::connect(host).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"zrpc_server_calls_finished_total{method="echo.Echo/Say",code="OK"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"zrpc_server_calls_started_total{method="echo.Echo/Say"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(
+            r#"zrpc_server_calls_finished_total{method="people.People/CreatePerson",code="INVALID_ARGUMENT"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(r#"zrpc_server_calls_finished_total{method="(unknown)",code="UNIMPLEMENTED"}"#),
+        1.0
+    );
+    assert_eq!(value("zrpc_connections_opened_total"), 5.0);
+    assert_eq!(value("zrpc_server_calls_in_flight"), 0.0);
+    assert!(value("zrpc_received_bytes_total") > 0.0);
+    assert!(value("zrpc_sent_bytes_total") > 0.0);
+    assert!(text.contains("zrpc_server_call_duration_seconds"), "{text}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}

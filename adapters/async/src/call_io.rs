@@ -129,6 +129,7 @@ pub(crate) fn poll_send(
             Poll::Ready(Ok(()))
         }
         Err(UserError::Blocked) => {
+            crate::metrics::send_stalled();
             if let Some(s) = g.slots.get_mut(&id) {
                 s.send_waker = Some(cx.waker().clone());
             }

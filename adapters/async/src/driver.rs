@@ -112,6 +112,8 @@ where
     R: Runtime,
 {
     let mut batch = Vec::new();
+    let sent = crate::metrics::sent_bytes();
+    let mut batch_bytes: usize;
     let mut more;
     let mut woken = false;
     let mut timer: Option<(Instant, Sleep)> = None;
@@ -135,6 +137,7 @@ where
                 batch.push(t);
             }
             more = bytes >= WRITE_CHUNK;
+            batch_bytes = bytes;
             // A call that ended in this round makes the idle clock due at
             // once: start it here rather than with another round and timer.
             if g.conn.poll_timeout().is_some_and(|d| d <= t) {
@@ -162,7 +165,7 @@ where
             match written {
                 None => return WriterEnd::Failed("peer stopped reading: write timed out"),
                 Some(Err(_)) => return WriterEnd::Failed("write failed"),
-                Some(Ok(())) => {}
+                Some(Ok(())) => sent.increment(batch_bytes as u64),
             }
         }
         if sent_close {
@@ -294,6 +297,7 @@ where
     R: Runtime,
 {
     let router = driver.router.as_ref();
+    let received = crate::metrics::received_bytes();
     // Once this side has closed: when the reader gives up waiting for the
     // peer's close reply (fixed once, so a peer that keeps sending cannot
     // extend it).
@@ -327,9 +331,11 @@ where
             let mut g = shared.lock();
             match item {
                 Some(Ok(Message::Binary(b))) => {
+                    received.increment(b.len() as u64);
                     let _ = g.conn.handle_message(now(), Incoming::Binary(b));
                 }
                 Some(Ok(Message::Text(t))) => {
+                    received.increment(t.len() as u64);
                     let _ = g.conn.handle_message(now(), Incoming::Text(t.into()));
                 }
                 Some(Ok(Message::Close(frame))) => {

@@ -16,6 +16,7 @@ mod conn;
 mod connect;
 mod driver;
 mod health;
+mod metrics;
 mod router;
 mod runtime;
 mod server;

@@ -14,6 +14,7 @@ use zrpc_core::{CallKind, Code, IncomingCall, Metadata, Mode, Status, UserError,
 
 use crate::call::{CallContext, RequestStream, ResponseMeta, ResponseSink};
 use crate::conn::Shared;
+use crate::metrics::MethodMetrics;
 use crate::signal::lock;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -24,6 +25,8 @@ type HandlerFn =
 struct Handler {
     kind: CallKind,
     f: Arc<HandlerFn>,
+    /// Metric handles under the name it was registered with.
+    metrics: Arc<MethodMetrics>,
 }
 
 /// Method names to handlers. Build it with the four registration methods
@@ -64,7 +67,9 @@ impl Router {
     }
 
     fn add(mut self, name: &str, kind: CallKind, f: Arc<HandlerFn>) -> Self {
-        self.methods.insert(name.to_owned(), Handler { kind, f });
+        let metrics = Arc::new(MethodMetrics::new(name));
+        self.methods
+            .insert(name.to_owned(), Handler { kind, f, metrics });
         self
     }
 
@@ -232,6 +237,11 @@ pub(crate) fn dispatch(
         Some(_) => None,
     };
     if let Some(status) = refusal {
+        tracing::debug!(method = %call.method, status = %status, "call refused");
+        handler
+            .as_ref()
+            .map_or(MethodMetrics::unknown(), |h| &h.metrics)
+            .finished_only(status.code());
         shared.act(|g| {
             let _ = g.conn.finish(call.id, status, Metadata::new());
             g.slots.remove(&call.id);
@@ -275,6 +285,8 @@ async fn run_handler(
         headers_flushed: false,
     };
     let started = std::time::Instant::now();
+    let metrics = handler.metrics.clone();
+    metrics.started();
     let checked = interceptors.map_or(Ok(()), |list| list.iter().try_for_each(|i| i(&ctx)));
     let fut = match checked {
         Ok(()) => (handler.f)(ctx.clone(), reqs, sink),
@@ -297,11 +309,14 @@ async fn run_handler(
     ctx.flush_headers();
     let trailers = std::mem::take(&mut lock(&ctx.out).trailers);
     let code = status.as_ref().map_or(Code::Cancelled, Status::code);
+    let elapsed = started.elapsed();
+    metrics.finished(code, elapsed.as_secs_f64());
     tracing::info!(
         method = ctx.method(),
         status = %code,
-        duration_us = started.elapsed().as_micros() as u64,
-        peer = ?ctx.peer_addr(),
+        message = status.as_ref().map_or("the call ended before its handler", |s| s.message()),
+        duration_us = elapsed.as_micros() as u64,
+        peer = %ctx.peer_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
         "call"
     );
     shared.act(|g| {

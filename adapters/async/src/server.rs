@@ -181,6 +181,7 @@ impl ServerState {
             if !v.act(|g| g.conn.shed_largest_call()) {
                 return;
             }
+            crate::metrics::call_shed();
         }
     }
 }
@@ -635,6 +636,7 @@ impl<R: Runtime> Server<R> {
             budget: Some(self.state.budget.clone()),
         };
         let shared = driver::start(ws, conn, driver, info, self.rt.clone());
+        let _open = crate::metrics::ConnectionGauge::open();
         let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.state.conns).insert(id, Arc::downgrade(&shared));
         if self.state.stopping.load(Ordering::Acquire) {
