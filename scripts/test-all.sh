@@ -6,23 +6,29 @@
 #   3. the API docs build without warnings (broken links are errors)
 #   4. all tests: unit, transition, legacy, test vectors, property, model-based,
 #      allocation-count and doc tests (cargo test --workspace)
-#   5. the TypeScript client (clients/js): installs Chromium (Debian package)
+#   5. examples/own-service: a crate of its own (only zrpc-tokio and
+#      zrpc-build as dependencies, a proto with tricky message names) built
+#      and run, all four call kinds
+#   6. the TypeScript client (clients/js): installs Chromium (Debian package)
 #      and its npm packages from the lockfile if missing, then type checks,
 #      lint and format (biome), generated code and the bundled web app up to
 #      date, the bundle size bound, and its tests: the protocol alone, the
 #      test vectors, a hostile fake server, Node against the real server,
 #      and the web app in headless Chromium
-#   6. the benchmarks build (cargo bench --no-run), so they cannot rot
-#   7. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
+#   7. the benchmarks build (cargo bench --no-run), so they cannot rot
+#   8. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
 #      handshake) for FUZZ_SECONDS (default 30) on
 #      nightly; installs cargo-fuzz once if it is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== fmt";    cargo fmt --all -- --check
+cargo fmt --manifest-path examples/own-service/Cargo.toml -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== docs";   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== test";   cargo test --workspace
+echo "== own service (a crate outside the workspace, depending on zrpc as a user's does)"
+CARGO_TARGET_DIR="$PWD/target" cargo run --quiet --locked --manifest-path examples/own-service/Cargo.toml
 echo "== javascript"
 cargo build -p zrpc-cli
 bash scripts/setup-js.sh

@@ -42,13 +42,13 @@ pub mod proto {
     /// The people service: the seed's Titan graph model (`people.proto`).
     #[allow(missing_docs, clippy::all)]
     pub mod people {
-        include!(concat!(env!("OUT_DIR"), "/people.rs"));
+        zrpc_proto::include_proto!("people");
     }
 
     /// A typed echo service (`echo.proto`).
     #[allow(missing_docs, clippy::all)]
     pub mod echo {
-        include!(concat!(env!("OUT_DIR"), "/echo.rs"));
+        zrpc_proto::include_proto!("echo");
     }
 
     /// The compiled `FileDescriptorSet` of the protos above (for

@@ -59,6 +59,25 @@ pub use zrpc_async::{
 
 pub mod health;
 
+/// prost, for generated messages (their derives name it through
+/// `include_proto!`); not part of the API.
+#[doc(hidden)]
+pub use prost;
+
+/// Includes the code `zrpc-build` generated for a proto package, with what
+/// it needs in scope: `include_proto!("hello")` in `pub mod hello { ... }`
+/// includes `OUT_DIR/hello.rs`. The crate then needs no `zrpc-proto` or
+/// `prost` dependency of its own (`zrpc-tokio` and `zrpc-smol` re-export
+/// this macro).
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        #[allow(unused_imports)]
+        use $crate as __zrpc_codegen;
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
+
 /// Serializes a message.
 pub fn encode<M: Message>(m: &M) -> Bytes {
     Bytes::from(m.encode_to_vec())

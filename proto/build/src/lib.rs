@@ -4,7 +4,9 @@
 //! generates zrpc code: a server trait with one async method per rpc (with
 //! the stream types of its call kind and the call context), a function that
 //! registers an implementation on a [`Router`](https://docs.rs/zrpc-async),
-//! and a typed client. The generated code uses the `zrpc-proto` crate.
+//! and a typed client. The generated code needs no dependency of its own:
+//! include it with `include_proto!` (re-exported by `zrpc-tokio` and
+//! `zrpc-smol`), which brings in what it uses, prost included.
 //!
 //! protoc comes from `protoc-bin-vendored`, so a fresh machine needs no
 //! install; set `PROTOC` to use another.
@@ -16,7 +18,8 @@
 //! }
 //! ```
 //!
-//! Then in the crate: `pub mod people { include!(concat!(env!("OUT_DIR"), "/people.rs")); }`.
+//! Then in the crate: `pub mod people { zrpc_tokio::include_proto!("people"); }`
+//! (the proto's package name).
 //!
 //! For a service `Greeter` in package `hello`, the module gets:
 //! * `greeter_server::Greeter`, the trait to implement, and
@@ -47,9 +50,22 @@ pub fn configure() -> Builder {
 }
 
 /// Options for code generation.
-#[derive(Default)]
 pub struct Builder {
     descriptor_set: Option<PathBuf>,
+    codegen_path: String,
+}
+
+/// The path generated code names its runtime support by: `include_proto!`
+/// binds it in the module the code is included in.
+const CODEGEN_PATH: &str = "__zrpc_codegen";
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            descriptor_set: None,
+            codegen_path: CODEGEN_PATH.to_owned(),
+        }
+    }
 }
 
 impl Builder {
@@ -57,6 +73,14 @@ impl Builder {
     /// reflection, e.g. JSON conversion).
     pub fn file_descriptor_set_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.descriptor_set = Some(path.into());
+        self
+    }
+
+    /// The path of `zrpc-proto` in the generated code, for code included
+    /// with a plain `include!` instead of `include_proto!` (for example
+    /// `"::zrpc_proto"`, with `zrpc-proto` and `prost` as dependencies).
+    pub fn codegen_path(mut self, path: impl Into<String>) -> Self {
+        self.codegen_path = path.into();
         self
     }
 
@@ -74,13 +98,20 @@ impl Builder {
         if let Some(path) = self.descriptor_set {
             config.file_descriptor_set_path(path);
         }
-        config.service_generator(Box::new(ZrpcGenerator));
+        config.prost_path(format!("{}::prost", self.codegen_path));
+        config.service_generator(Box::new(ZrpcGenerator {
+            path: self.codegen_path,
+        }));
         config.compile_protos(protos, includes)
     }
 }
 
 /// The prost-build hook that writes zrpc services.
-pub struct ZrpcGenerator;
+pub struct ZrpcGenerator {
+    /// Where the generated code finds `zrpc-proto` (see
+    /// [`Builder::codegen_path`]).
+    pub path: String,
+}
 
 fn snake(name: &str) -> String {
     let mut out = String::new();
@@ -118,8 +149,12 @@ impl ServiceGenerator for ZrpcGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
         let svc = &service.name;
         let module = snake(svc);
-        let p = "::zrpc_proto";
-        let fut = "impl ::std::future::Future<Output = ::std::result::Result";
+        // Every name is a full path: a proto may define `Result`, `Option`,
+        // `Status` or `Sink` messages, which `use super::*` brings in.
+        let p = self.path.as_str();
+        let fut = "impl ::core::future::Future<Output = ::core::result::Result";
+        let res = "::core::result::Result";
+        let ok = "::core::result::Result::Ok";
 
         // Server trait and registration.
         let _ = writeln!(
@@ -130,7 +165,10 @@ impl ServiceGenerator for ZrpcGenerator {
         let _ = writeln!(buf, "pub mod {module}_server {{");
         let _ = writeln!(buf, "    #[allow(unused_imports)]\n    use super::*;");
         docs(buf, "    ", &service.comments.leading);
-        let _ = writeln!(buf, "    pub trait {svc}: Send + Sync + 'static {{");
+        let _ = writeln!(
+            buf,
+            "    pub trait {svc}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
+        );
         for m in &service.methods {
             let (i, o) = (
                 format!("super::{}", m.input_type),
@@ -139,15 +177,17 @@ impl ServiceGenerator for ZrpcGenerator {
             docs(buf, "        ", &m.comments.leading);
             let _ = writeln!(buf, "        #[doc = \"`{}`\"]", wire_name(&service, m));
             let sig = match (m.client_streaming, m.server_streaming) {
-                (false, false) => format!("request: {i}) -> {fut}<{o}, {p}::Status>> + Send"),
-                (false, true) => format!(
-                    "request: {i}, responses: {p}::Sink<{o}>) -> {fut}<(), {p}::Status>> + Send"
-                ),
-                (true, false) => {
-                    format!("requests: {p}::Streaming<{i}>) -> {fut}<{o}, {p}::Status>> + Send")
+                (false, false) => {
+                    format!("request: {i}) -> {fut}<{o}, {p}::Status>> + ::core::marker::Send")
                 }
+                (false, true) => format!(
+                    "request: {i}, responses: {p}::Sink<{o}>) -> {fut}<(), {p}::Status>> + ::core::marker::Send"
+                ),
+                (true, false) => format!(
+                    "requests: {p}::Streaming<{i}>) -> {fut}<{o}, {p}::Status>> + ::core::marker::Send"
+                ),
                 (true, true) => format!(
-                    "requests: {p}::Streaming<{i}>, responses: {p}::Sink<{o}>) -> {fut}<(), {p}::Status>> + Send"
+                    "requests: {p}::Streaming<{i}>, responses: {p}::Sink<{o}>) -> {fut}<(), {p}::Status>> + ::core::marker::Send"
                 ),
             };
             let _ = writeln!(
@@ -172,13 +212,13 @@ impl ServiceGenerator for ZrpcGenerator {
             let i = format!("super::{}", m.input_type);
             let body = match (m.client_streaming, m.server_streaming) {
                 (false, false) => format!(
-                    ".unary(\"{name}\", move |ctx, req| {{ let s = s.clone(); async move {{ let req: {i} = {p}::decode(req)?; Ok({p}::encode(&s.{f}(ctx, req).await?)) }} }})"
+                    ".unary(\"{name}\", move |ctx, req| {{ let s = s.clone(); async move {{ let req: {i} = {p}::decode(req)?; {ok}({p}::encode(&s.{f}(ctx, req).await?)) }} }})"
                 ),
                 (false, true) => format!(
                     ".server_streaming(\"{name}\", move |ctx, req, sink| {{ let s = s.clone(); async move {{ let req: {i} = {p}::decode(req)?; s.{f}(ctx, req, {p}::Sink::new(sink)).await }} }})"
                 ),
                 (true, false) => format!(
-                    ".client_streaming(\"{name}\", move |ctx, reqs| {{ let s = s.clone(); async move {{ Ok({p}::encode(&s.{f}(ctx, {p}::Streaming::new(reqs)).await?)) }} }})"
+                    ".client_streaming(\"{name}\", move |ctx, reqs| {{ let s = s.clone(); async move {{ {ok}({p}::encode(&s.{f}(ctx, {p}::Streaming::new(reqs)).await?)) }} }})"
                 ),
                 (true, true) => format!(
                     ".bidi(\"{name}\", move |ctx, reqs, sink| {{ let s = s.clone(); async move {{ s.{f}(ctx, {p}::Streaming::new(reqs), {p}::Sink::new(sink)).await }} }})"
@@ -206,7 +246,7 @@ impl ServiceGenerator for ZrpcGenerator {
         );
         let _ = writeln!(
             buf,
-            "    #[derive(Clone)]\n    pub struct {svc}Client {{\n        inner: {p}::Client,\n    }}"
+            "    #[derive(::core::clone::Clone)]\n    pub struct {svc}Client {{\n        inner: {p}::Client,\n    }}"
         );
         let _ = writeln!(buf, "    impl {svc}Client {{");
         let _ = writeln!(
@@ -228,16 +268,16 @@ impl ServiceGenerator for ZrpcGenerator {
             let _ = writeln!(buf, "        #[doc = \"`{name}`\"]");
             let text = match (m.client_streaming, m.server_streaming) {
                 (false, false) => format!(
-                    "pub async fn {f}(&self, request: &{i}, opts: {p}::CallOptions) -> Result<{o}, {p}::Status> {{ {p}::decode_response(self.inner.unary(\"{name}\", {p}::encode(request), opts).await?) }}"
+                    "pub async fn {f}(&self, request: &{i}, opts: {p}::CallOptions) -> {res}<{o}, {p}::Status> {{ {p}::decode_response(self.inner.unary(\"{name}\", {p}::encode(request), opts).await?) }}"
                 ),
                 (false, true) => format!(
-                    "pub async fn {f}(&self, request: &{i}, opts: {p}::CallOptions) -> Result<{p}::ResponseStream<{o}>, {p}::Status> {{ Ok({p}::ResponseStream::new(self.inner.server_streaming(\"{name}\", {p}::encode(request), opts).await?)) }}"
+                    "pub async fn {f}(&self, request: &{i}, opts: {p}::CallOptions) -> {res}<{p}::ResponseStream<{o}>, {p}::Status> {{ {ok}({p}::ResponseStream::new(self.inner.server_streaming(\"{name}\", {p}::encode(request), opts).await?)) }}"
                 ),
                 (true, false) => format!(
-                    "pub async fn {f}(&self, opts: {p}::CallOptions) -> Result<{p}::ClientStreamingCall<{i}, {o}>, {p}::Status> {{ Ok({p}::ClientStreamingCall::new(self.inner.client_streaming(\"{name}\", opts).await?)) }}"
+                    "pub async fn {f}(&self, opts: {p}::CallOptions) -> {res}<{p}::ClientStreamingCall<{i}, {o}>, {p}::Status> {{ {ok}({p}::ClientStreamingCall::new(self.inner.client_streaming(\"{name}\", opts).await?)) }}"
                 ),
                 (true, true) => format!(
-                    "pub async fn {f}(&self, opts: {p}::CallOptions) -> Result<{p}::BidiCall<{i}, {o}>, {p}::Status> {{ Ok({p}::BidiCall::new(self.inner.bidi(\"{name}\", opts).await?)) }}"
+                    "pub async fn {f}(&self, opts: {p}::CallOptions) -> {res}<{p}::BidiCall<{i}, {o}>, {p}::Status> {{ {ok}({p}::BidiCall::new(self.inner.bidi(\"{name}\", opts).await?)) }}"
                 ),
             };
             let _ = writeln!(buf, "        {text}");
