@@ -11,8 +11,8 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use zrpc_async::{
-    CallKind, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Health, Runtime, Server,
-    ServerConfig, ServerTls, Status,
+    CallKind, CallLog, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Health, Runtime,
+    Server, ServerConfig, ServerTls, Status,
 };
 use zrpc_cli::proto::echo::EchoRequest;
 use zrpc_cli::proto::echo::echo_client::EchoClient;
@@ -66,6 +66,14 @@ struct ServeArgs {
     /// this address (`/metrics`, any path answers). Default: off.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// What to log, as a tracing filter (`info`, `debug`,
+    /// `zrpc_async=debug,info`, ...). Default: `RUST_LOG`, else `info`.
+    #[arg(long)]
+    log: Option<String>,
+    /// The level of each call's log line (method, code, message, duration,
+    /// peer; target `zrpc_async::router`).
+    #[arg(long, value_enum, default_value = "info")]
+    call_log: CallLogLevel,
     /// SQLite database file (created if missing); in memory without it.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -193,8 +201,22 @@ fn serve_metrics(addr: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
+/// `--call-log`.
+#[derive(Clone, Copy, ValueEnum)]
+enum CallLogLevel {
+    Debug,
+    Info,
+}
+
+/// Logs to stderr with `filter` (else `RUST_LOG`, else `info`).
+fn init_logging(filter: Option<&str>) {
+    let filter = match filter {
+        Some(f) => tracing_subscriber::EnvFilter::new(f),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
@@ -228,12 +250,13 @@ async fn serve_on<R: Runtime>(
     config: ServerConfig,
     store: Arc<dyn Store>,
     echo_interval: Duration,
+    call_log: CallLog,
 ) -> std::io::Result<()> {
     use zrpc_async::Listener;
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let mut config = config;
     let health = config.health.get_or_insert_with(Health::new).clone();
-    let router = zrpc_cli::router(rt.clone(), store, echo_interval);
+    let router = zrpc_cli::router(rt.clone(), store, echo_interval).log_calls_at(call_log);
     let router = zrpc_proto::health::register(router, &health);
     let server = Server::with_config(router, config, rt.clone());
     let listener = rt
@@ -306,7 +329,7 @@ fn raise_fd_limit(want: usize) {
 }
 
 fn serve(a: ServeArgs) -> ExitCode {
-    init_logging();
+    init_logging(a.log.as_deref());
     let config = match server_config(&a) {
         Ok(c) => c,
         Err(e) => {
@@ -329,6 +352,10 @@ fn serve(a: ServeArgs) -> ExitCode {
         }
     };
     let interval = Duration::from_millis(a.echo_interval_ms);
+    let call_log = match a.call_log {
+        CallLogLevel::Debug => CallLog::Debug,
+        CallLogLevel::Info => CallLog::Info,
+    };
     let result = match a.runtime {
         RuntimeKind::Tokio => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -340,6 +367,7 @@ fn serve(a: ServeArgs) -> ExitCode {
                 config,
                 store,
                 interval,
+                call_log,
             )),
         RuntimeKind::Smol => smol::block_on(serve_on(
             zrpc_smol::SmolRuntime,
@@ -347,6 +375,7 @@ fn serve(a: ServeArgs) -> ExitCode {
             config,
             store,
             interval,
+            call_log,
         )),
     };
     match result {

@@ -114,9 +114,49 @@ fn call_against_serve_json_in_and_out_and_exit_codes() {
     let mut log = String::new();
     std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut log).unwrap();
     assert!(
-        log.contains("method=\"people.People/CreatePerson\" status=INVALID_ARGUMENT"),
+        log.contains(
+            "method=\"people.People/CreatePerson\" status=INVALID_ARGUMENT status_message=\"name: must not be empty\""
+        ),
         "{log}"
     );
+    assert!(
+        !log.contains("method=\"nope.Nope/Nope\""),
+        "an unknown method is a DEBUG line (\"call refused\"), not an INFO call line"
+    );
+    assert!(log.contains("connection opened"), "{log}");
+    assert!(log.contains("connection closed"), "{log}");
+    assert!(log.contains("peer=127.0.0.1:"), "{log}");
+}
+
+#[test]
+fn serve_logs_calls_at_the_chosen_level() {
+    for (args, shown) in [
+        (&["--call-log", "debug"][..], false),
+        (&["--call-log", "debug", "--log", "debug"][..], true),
+    ] {
+        let (mut serve, _out, url) = start_serve(args, Stdio::piped());
+        let call = Command::new(ZRPC)
+            .args([
+                "call",
+                &url,
+                "echo.Echo/Say",
+                "--json",
+                r#"{"message":"hi"}"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(call.status.success());
+        serve.kill().unwrap();
+        serve.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut log).unwrap();
+        assert_eq!(
+            log.contains("method=\"echo.Echo/Say\" status=OK"),
+            shown,
+            "{args:?}: {log}"
+        );
+        assert!(log.contains("connection opened"), "{log}");
+    }
 }
 
 #[test]

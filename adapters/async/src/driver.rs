@@ -291,6 +291,14 @@ async fn run_timers_while_blocked<R: Runtime>(
     }
 }
 
+/// A peer broke the protocol: the core has ended the connection; say why.
+fn protocol_error(shared: &Shared, e: &zrpc_core::ConnectionError) {
+    let peer = shared
+        .peer
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
+    tracing::warn!(%peer, error = %e, code = e.close_code(), "protocol error: closing the connection");
+}
+
 async fn reader<S, R>(mut rx: WebSocketReceiver<S>, shared: Arc<Shared>, driver: Arc<Driver>, rt: R)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -332,11 +340,15 @@ where
             match item {
                 Some(Ok(Message::Binary(b))) => {
                     received.increment(b.len() as u64);
-                    let _ = g.conn.handle_message(now(), Incoming::Binary(b));
+                    if let Err(e) = g.conn.handle_message(now(), Incoming::Binary(b)) {
+                        protocol_error(&shared, &e);
+                    }
                 }
                 Some(Ok(Message::Text(t))) => {
                     received.increment(t.len() as u64);
-                    let _ = g.conn.handle_message(now(), Incoming::Text(t.into()));
+                    if let Err(e) = g.conn.handle_message(now(), Incoming::Text(t.into())) {
+                        protocol_error(&shared, &e);
+                    }
                 }
                 Some(Ok(Message::Close(frame))) => {
                     // A close without a status is an ordinary end (RFC 6455 1005).

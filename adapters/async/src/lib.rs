@@ -33,7 +33,7 @@ pub use call::{CallContext, RequestStream, ResponseSink};
 pub use client::{Call, Client};
 pub use connect::{ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream};
 pub use health::{Health, ServingStatus};
-pub use router::{Router, Service};
+pub use router::{CallLog, Router, Service};
 pub use runtime::{Listener, Runtime};
 pub use server::{Server, ServerConfig};
 pub use tls::{ClientTls, ServerTls, TlsError};

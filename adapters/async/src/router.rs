@@ -42,8 +42,21 @@ struct Handler {
 pub struct Router {
     methods: HashMap<String, Handler>,
     spawn_all: bool,
+    /// The level of each call's log line.
+    call_log: CallLog,
     /// Shared by every call's handler task (no copy per call).
     interceptors: Arc<Vec<Arc<Interceptor>>>,
+}
+
+/// The level of the one log line each served call writes (target
+/// `zrpc_async::router`): method, code, status message, duration, peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CallLog {
+    /// `DEBUG` (the default: a busy server's calls are not its log).
+    #[default]
+    Debug,
+    /// `INFO`.
+    Info,
 }
 
 type Interceptor = dyn Fn(&CallContext) -> Result<(), Status> + Send + Sync;
@@ -175,8 +188,12 @@ impl Router {
         self.methods.keys().map(String::as_str)
     }
 
-    /// The handler for a call: the exact name, or for legacy calls the
-    /// first part of a dotted `service.method` name.
+    /// Sets the level of each call's log line (see [`CallLog`]).
+    pub fn log_calls_at(mut self, level: CallLog) -> Self {
+        self.call_log = level;
+        self
+    }
+
     /// Runs every handler as its own task from its first poll, so calls on
     /// one connection compute in parallel on a multi-threaded runtime. Costs
     /// a task per call even for handlers that complete at once.
@@ -190,6 +207,8 @@ impl Router {
         !self.spawn_all
     }
 
+    /// The handler for a call: the exact name, or for legacy calls the
+    /// first part of a dotted `service.method` name.
     fn lookup(&self, name: &str, mode: Mode) -> Option<&Handler> {
         self.methods.get(name).or_else(|| match mode {
             Mode::Legacy => self.methods.get(legacy::split_dotted(name).0),
@@ -252,11 +271,13 @@ pub(crate) fn dispatch(
     let interceptors = router
         .filter(|r| !r.interceptors.is_empty())
         .map(|r| r.interceptors.clone());
+    let call_log = router.map_or(CallLog::Debug, |r| r.call_log);
     Some(Box::pin(run_handler(
         handler,
         interceptors,
         call,
         shared.clone(),
+        call_log,
     )))
 }
 
@@ -265,6 +286,7 @@ async fn run_handler(
     interceptors: Option<Arc<Vec<Arc<Interceptor>>>>,
     call: IncomingCall,
     shared: Arc<Shared>,
+    call_log: CallLog,
 ) {
     let ctx = CallContext {
         id: call.id,
@@ -311,14 +333,26 @@ async fn run_handler(
     let code = status.as_ref().map_or(Code::Cancelled, Status::code);
     let elapsed = started.elapsed();
     metrics.finished(code, elapsed.as_secs_f64());
-    tracing::info!(
-        method = ctx.method(),
-        status = %code,
-        message = status.as_ref().map_or("the call ended before its handler", |s| s.message()),
-        duration_us = elapsed.as_micros() as u64,
-        peer = %ctx.peer_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
-        "call"
-    );
+    let message = status
+        .as_ref()
+        .map_or("the call ended before its handler", |s| s.message());
+    macro_rules! log_call {
+        ($level:ident) => {
+            tracing::$level!(
+                method = ctx.method(),
+                status = %code,
+                status_message = message,
+                duration_us = elapsed.as_micros() as u64,
+                // Only formatted when the line is written.
+                peer = %ctx.peer_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                "call"
+            )
+        };
+    }
+    match call_log {
+        CallLog::Debug => log_call!(debug),
+        CallLog::Info => log_call!(info),
+    }
     shared.act(|g| {
         if let Some(status) = status {
             // A status the call cannot carry still ends it: INTERNAL, saying why.

@@ -637,6 +637,8 @@ impl<R: Runtime> Server<R> {
         };
         let shared = driver::start(ws, conn, driver, info, self.rt.clone());
         let _open = crate::metrics::ConnectionGauge::open();
+        let peer_text = peer.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        tracing::info!(peer = %peer_text, ?mode, "connection opened");
         let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.state.conns).insert(id, Arc::downgrade(&shared));
         if self.state.stopping.load(Ordering::Acquire) {
@@ -644,6 +646,12 @@ impl<R: Runtime> Server<R> {
         }
         shared.writer.signal();
         shared.closed().await;
+        let reason = shared
+            .lock()
+            .closed
+            .as_ref()
+            .map_or_else(|| "closed".to_owned(), |s| s.message().to_owned());
+        tracing::info!(peer = %peer_text, %reason, "connection closed");
         lock(&self.state.conns).remove(&id);
     }
 
