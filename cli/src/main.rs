@@ -11,8 +11,8 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use zrpc_async::{
-    CallKind, CallLog, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Health, Runtime,
-    Server, ServerConfig, ServerTls, Status,
+    CallKind, CallLog, CallOptions, Client, ClientConfig, ClientTls, Code, Config, Health,
+    Metadata, Runtime, Server, ServerConfig, ServerTls, Status,
 };
 use zrpc_cli::proto::echo::EchoRequest;
 use zrpc_cli::proto::echo::echo_client::EchoClient;
@@ -130,12 +130,14 @@ struct CallArgs {
     /// Method, as package.Service/Method (or a legacy name with --legacy).
     method: String,
     /// Request message(s) as JSON; an array sends one message per element.
-    #[arg(long, group = "input")]
+    /// `@FILE` reads the JSON from a file; `@-` from stdin, where a
+    /// streaming call sends each line as one message as it is typed.
+    #[arg(long, short = 'd', alias = "data", group = "input")]
     json: Option<String>,
     /// Request message as hex digits.
     #[arg(long, group = "input")]
     hex: Option<String>,
-    /// Request message from a file.
+    /// Request message from a file, as raw protobuf bytes (JSON: `-d @FILE`).
     #[arg(long, group = "input")]
     file: Option<PathBuf>,
     /// Call in the seed's legacy format (one connection per call).
@@ -147,10 +149,23 @@ struct CallArgs {
     /// PEM CA certificate(s) to trust for wss:// instead of the public roots.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// Extra upgrade-request header, `name: value` (repeatable): credentials
-    /// for the server's authentication.
+    /// Request metadata, `name: value` (repeatable): sent as the call's
+    /// metadata, and as a header of the upgrade request (where the server's
+    /// authentication hook sees credentials).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
+    /// Print the response headers and trailers (to stderr).
+    #[arg(long, short = 'v')]
+    verbose: bool,
+}
+
+/// Where `-d` takes its JSON from.
+enum JsonInput {
+    /// All of it, known before the call (text, a file, or stdin for a call
+    /// that sends one message).
+    Whole(String),
+    /// stdin, one message per line as it comes (streaming calls).
+    Lines,
 }
 
 fn main() -> ExitCode {
@@ -457,6 +472,72 @@ fn json_messages(desc: &MessageDescriptor, json: &str) -> Result<Vec<Bytes>, Str
         .collect()
 }
 
+/// `-H` values as call metadata (names lower-cased).
+fn request_metadata(headers: &[String]) -> Result<Metadata, String> {
+    let mut md = Metadata::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?} is not `name: value`"))?;
+        md = md
+            .with(&name.trim().to_ascii_lowercase(), value.trim().to_owned())
+            .map_err(|e| format!("header {h:?}: {e}"))?;
+    }
+    Ok(md)
+}
+
+/// Prints metadata to stderr, one `kind: name: value` line per entry.
+fn print_metadata(kind: &str, md: &Metadata) {
+    for (name, value) in md.iter() {
+        eprintln!("{kind}: {name}: {}", String::from_utf8_lossy(value));
+    }
+}
+
+/// Sends each stdin line as one JSON message while printing replies as they
+/// arrive; half-closes at the end of stdin.
+async fn stream_stdin(
+    call: &mut zrpc_async::Call,
+    input: &MessageDescriptor,
+    out: Option<&MessageDescriptor>,
+) -> Result<(), Status> {
+    use futures_lite::FutureExt;
+    use tokio::io::AsyncBufReadExt;
+    enum Next {
+        Line(std::io::Result<Option<String>>),
+        Reply(Result<Option<Bytes>, Status>),
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut replies_open = true;
+    loop {
+        // Both futures may be dropped unfinished: a line read is
+        // cancel-safe, and an unfinished receive loses nothing.
+        let next = async { Next::Line(lines.next_line().await) };
+        let next = if replies_open {
+            next.or(async { Next::Reply(call.message().await) }).await
+        } else {
+            next.await
+        };
+        match next {
+            Next::Line(Ok(Some(line))) if line.trim().is_empty() => {}
+            Next::Line(Ok(Some(line))) => {
+                let msg = json_messages(input, &line)
+                    .map_err(|e| Status::new(Code::InvalidArgument, e))?;
+                for m in msg {
+                    call.send(m).await?;
+                }
+            }
+            Next::Line(Ok(None)) => return call.close_send(),
+            Next::Line(Err(e)) => {
+                return Err(Status::new(Code::Cancelled, format!("stdin: {e}")));
+            }
+            Next::Reply(Ok(Some(reply))) => print_reply(out, &reply),
+            // The server is done sending; keep sending until stdin ends.
+            Next::Reply(Ok(None)) => replies_open = false,
+            Next::Reply(Err(status)) => return Err(status),
+        }
+    }
+}
+
 fn print_reply(desc: Option<&MessageDescriptor>, b: &Bytes) {
     let line = match desc.map(|d| DynamicMessage::decode(d.clone(), b.clone())) {
         Some(Ok(m)) => serde_json::to_string(&m).unwrap_or_else(|e| format!("<{e}>")),
@@ -534,10 +615,29 @@ fn call(a: CallArgs) -> ExitCode {
         eprintln!("status: {status}");
         return ExitCode::from(status.code() as u8);
     }
-    let input = if let Some(json) = &a.json {
-        match &schema {
-            Some(m) => json_messages(&m.input(), json),
-            None => Err(format!("no schema known for {method}: use --hex or --file")),
+    let streams_requests = schema.as_ref().is_some_and(|m| m.is_client_streaming());
+    let json_input = match a.json.as_deref() {
+        Some("@-") if streams_requests => Some(Ok(JsonInput::Lines)),
+        Some("@-") => Some(
+            std::io::read_to_string(std::io::stdin())
+                .map(JsonInput::Whole)
+                .map_err(|e| format!("stdin: {e}")),
+        ),
+        Some(at) if at.starts_with('@') => Some(
+            std::fs::read_to_string(&at[1..])
+                .map(JsonInput::Whole)
+                .map_err(|e| format!("{}: {e}", &at[1..])),
+        ),
+        Some(text) => Some(Ok(JsonInput::Whole(text.to_owned()))),
+        None => None,
+    };
+    let live_stdin = matches!(json_input, Some(Ok(JsonInput::Lines)));
+    let input = if let Some(json) = json_input {
+        match (&schema, json) {
+            (_, Err(e)) => Err(e),
+            (Some(_), Ok(JsonInput::Lines)) => Ok(vec![]),
+            (Some(m), Ok(JsonInput::Whole(text))) => json_messages(&m.input(), &text),
+            (None, _) => Err(format!("no schema known for {method}: use --hex or --file")),
         }
     } else if let Some(h) = &a.hex {
         hex_decode(h).map(|b| vec![Bytes::from(b)])
@@ -562,8 +662,17 @@ fn call(a: CallArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let metadata = match request_metadata(&a.headers) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let timeout = a.timeout_ms.map(Duration::from_millis);
     let legacy = a.legacy;
+    let verbose = a.verbose;
+    let input_desc = schema.as_ref().map(|m| m.input());
     let out = schema.as_ref().map(|m| m.output());
     let kind = match &schema {
         Some(m) => match (m.is_client_streaming(), m.is_server_streaming()) {
@@ -588,19 +697,28 @@ fn call(a: CallArgs) -> ExitCode {
             let client = zrpc_tokio::connect_with(url, config)
                 .await
                 .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
-            let opts = CallOptions {
-                timeout,
-                ..CallOptions::default()
-            };
+            let opts = CallOptions { timeout, metadata };
             let mut call = client.call(method, kind, opts).await?;
             for m in &messages {
                 call.send(m.clone()).await?;
             }
-            call.close_send()?;
+            if live_stdin && let Some(desc) = &input_desc {
+                // Each line typed is a message, sent at once; replies print
+                // as they come meanwhile; end of input half-closes.
+                stream_stdin(&mut call, desc, out.as_ref()).await?;
+            } else {
+                call.close_send()?;
+            }
             call
         };
+        if verbose && !legacy {
+            print_metadata("header", &call.headers().await);
+        }
         while let Some(reply) = call.message().await? {
             print_reply(out.as_ref(), &reply);
+        }
+        if verbose && !legacy {
+            print_metadata("trailer", &call.finish().await?);
         }
         Ok(())
     });

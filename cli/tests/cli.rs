@@ -542,3 +542,69 @@ fn serve_exports_metrics_that_count_real_calls() {
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+#[test]
+fn call_takes_json_from_files_and_stdin_metadata_and_prints_headers() {
+    use std::io::Write;
+
+    let (mut serve, _out, url) = start_serve(&[], Stdio::null());
+    // -d @-: a bidi call sends each stdin line as it comes.
+    let mut chat = Command::new(ZRPC)
+        .args(["call", &url, "echo.Echo/Chat", "-d", "@-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"message\":\"one\"}\n\n{\"message\":\"two\"}\n")
+        .unwrap();
+    drop(stdin); // end of input: half-close
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let replies: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(replies[0]["message"], "ONE");
+    assert_eq!(replies[1]["message"], "TWO");
+
+    // -d @FILE, -H as call metadata, -v prints the response headers.
+    let dir = std::env::temp_dir().join(format!("zrpc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("req.json");
+    std::fs::write(&file, r#"{"message":"from a file"}"#).unwrap();
+    let at = format!("@{}", file.display());
+    let out = Command::new(ZRPC)
+        .args(["call", &url, "echo.Echo/Reflect", "-d", &at])
+        .args(["-H", "X-User: ann", "-v"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["message"], "from a file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("header: x-user: ann"), "{stderr}");
+
+    // -d @- for a unary call: the whole of stdin is the request.
+    let mut say = Command::new(ZRPC)
+        .args(["call", &url, "echo.Echo/Say", "-d", "@-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    say.stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"message\":\n \"multi-line\"}")
+        .unwrap();
+    let out = say.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["message"], "multi-line");
+    let _ = std::fs::remove_dir_all(&dir);
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
