@@ -30,6 +30,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_tungstenite::tokio::TokioAdapter;
+
+/// zrpc as a route of an axum app (feature `axum`).
+#[cfg(feature = "axum")]
+pub mod axum;
 /// The runtime-independent API, re-exported by name (the runtime-generic
 /// entry points `connect`, `legacy_call`, ... are this crate's own, bound
 /// to its runtime).

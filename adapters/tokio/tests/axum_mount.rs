@@ -1,0 +1,86 @@
+//! zrpc as a route of a real axum app (feature `axum`): ordinary routes
+//! answer, and `/rpc` serves v1 and legacy calls with the peer's address.
+#![cfg(feature = "axum")]
+
+use std::net::SocketAddr;
+
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zrpc_tokio::{Bytes, CallOptions, Router, Server, Status, TokioRuntime};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zrpc_at_rpc_in_an_axum_app() {
+    let router = Router::new()
+        .unary("t.T/Peer", |ctx, _req: Bytes| async move {
+            let peer = ctx
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
+            Ok::<_, Status>(Bytes::from(peer))
+        })
+        .server_streaming("echo", |_ctx, req: Bytes, mut sink| async move {
+            for _ in 0..3 {
+                sink.send(req.clone()).await?;
+            }
+            Ok::<_, Status>(())
+        });
+    let zrpc = Server::new(router, TokioRuntime);
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/rpc", get(zrpc_tokio::axum::handler(zrpc)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+
+    // An ordinary route, and a plain GET of the zrpc route.
+    let get = |path: &'static str| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        tcp.read_to_string(&mut resp).await.unwrap();
+        resp
+    };
+    let health = get("/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+        "{health}"
+    );
+    let plain = get("/rpc").await;
+    assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
+
+    // zrpc v1 at /rpc, with the peer's address.
+    let url = format!("ws://{addr}/rpc");
+    let client = zrpc_tokio::connect(&url).await.unwrap();
+    let peer = client
+        .unary("t.T/Peer", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&peer[..], b"127.0.0.1");
+    let mut call = client
+        .server_streaming("echo", Bytes::from_static(b"ax"), CallOptions::default())
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Some(m) = call.message().await.unwrap() {
+        assert_eq!(&m[..], b"ax");
+        n += 1;
+    }
+    assert_eq!(n, 3);
+
+    // The seed's format at /rpc too.
+    let mut legacy = zrpc_tokio::legacy_call(&url, "echo", Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    let mut n = 0;
+    while legacy.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}
