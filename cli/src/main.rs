@@ -157,6 +157,67 @@ struct CallArgs {
     /// Print the response headers and trailers (to stderr).
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// .proto file(s) describing the method (repeatable), for JSON with a
+    /// server's own services.
+    #[arg(long = "proto")]
+    protos: Vec<PathBuf>,
+    /// Where imports of the --proto files are found (repeatable; default:
+    /// each file's directory).
+    #[arg(long = "import-path", short = 'I')]
+    import_paths: Vec<PathBuf>,
+    /// A compiled FileDescriptorSet (`protoc -o FILE --include_imports`)
+    /// describing the method (repeatable).
+    #[arg(long = "protoset")]
+    protosets: Vec<PathBuf>,
+}
+
+/// The built-in schemas, plus those of `--protoset` and `--proto`.
+fn schema_pool(a: &CallArgs) -> Result<DescriptorPool, String> {
+    let mut pool = pool();
+    for set in &a.protosets {
+        let bytes = std::fs::read(set).map_err(|e| format!("{}: {e}", set.display()))?;
+        pool.decode_file_descriptor_set(&bytes[..])
+            .map_err(|e| format!("{}: {e}", set.display()))?;
+    }
+    if !a.protos.is_empty() {
+        let bytes = compile_protos(&a.protos, &a.import_paths)?;
+        pool.decode_file_descriptor_set(&bytes[..])
+            .map_err(|e| format!("--proto: {e}"))?;
+    }
+    Ok(pool)
+}
+
+/// Runs the vendored protoc on `protos` and returns the descriptor set.
+fn compile_protos(protos: &[PathBuf], imports: &[PathBuf]) -> Result<Vec<u8>, String> {
+    let protoc = protoc_bin_vendored::protoc_bin_path().map_err(|e| e.to_string())?;
+    let out = std::env::temp_dir().join(format!("zrpc-call-{}.protoset", std::process::id()));
+    let mut cmd = std::process::Command::new(protoc);
+    cmd.arg("--include_imports").arg("-o").arg(&out);
+    let mut dirs: Vec<PathBuf> = imports.to_vec();
+    if dirs.is_empty() {
+        for p in protos {
+            let dir = p.parent().map(PathBuf::from).unwrap_or_default();
+            dirs.push(if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            });
+        }
+    }
+    for dir in dirs {
+        cmd.arg("-I").arg(dir);
+    }
+    cmd.args(protos);
+    let result = cmd.output().map_err(|e| format!("protoc: {e}"))?;
+    if !result.status.success() {
+        return Err(format!(
+            "protoc: {}",
+            String::from_utf8_lossy(&result.stderr).trim()
+        ));
+    }
+    let bytes = std::fs::read(&out).map_err(|e| format!("protoc output: {e}"))?;
+    let _ = std::fs::remove_file(&out);
+    Ok(bytes)
 }
 
 /// Where `-d` takes its JSON from.
@@ -594,7 +655,13 @@ fn client_config(a: &CallArgs) -> Result<ClientConfig, String> {
 
 fn call(a: CallArgs) -> ExitCode {
     let (url, method) = (&a.url, &a.method);
-    let pool = pool();
+    let pool = match schema_pool(&a) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let schema = lookup(&pool, method);
     if schema.is_none()
         && let Some(service) = method
@@ -637,7 +704,9 @@ fn call(a: CallArgs) -> ExitCode {
             (_, Err(e)) => Err(e),
             (Some(_), Ok(JsonInput::Lines)) => Ok(vec![]),
             (Some(m), Ok(JsonInput::Whole(text))) => json_messages(&m.input(), &text),
-            (None, _) => Err(format!("no schema known for {method}: use --hex or --file")),
+            (None, _) => Err(format!(
+                "no schema known for {method}: give --proto FILE or --protoset FILE, or use --hex or --file"
+            )),
         }
     } else if let Some(h) = &a.hex {
         hex_decode(h).map(|b| vec![Bytes::from(b)])

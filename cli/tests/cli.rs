@@ -608,3 +608,96 @@ fn call_takes_json_from_files_and_stdin_metadata_and_prints_headers() {
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_any_server_with_its_proto_or_protoset() {
+    use zrpc_tokio::{Bytes, Router, Server, Status, TokioRuntime};
+
+    // A server of its own that the tool has no schema for: SayHello echoes
+    // the request's bytes (HelloRequest.name and HelloReply.message are
+    // both field 1).
+    let router = Router::new().unary("hello.Greeter/SayHello", |_ctx, req: Bytes| async move {
+        Ok::<_, Status>(req)
+    });
+    let server = Server::new(router, TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    tokio::spawn({
+        let server = server.clone();
+        async move { zrpc_tokio::serve(&server, listener).await }
+    });
+    let proto = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/own-service/protos/hello.proto"
+    );
+    let json = r#"{"name":"ann"}"#;
+
+    let call = |extra: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(ZRPC)
+                .args(["call", &url, "hello.Greeter/SayHello", "--json", json])
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    // Without a schema, JSON cannot be sent.
+    let none = call(vec![]).await.unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--proto FILE"));
+
+    // --proto: compiled with the vendored protoc.
+    let with_proto = call(vec!["--proto".into(), proto.into()]).await.unwrap();
+    assert!(with_proto.status.success(), "{with_proto:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&with_proto.stdout).unwrap();
+    assert_eq!(reply["message"], "ann");
+
+    // --protoset: a descriptor set compiled beforehand.
+    let dir = std::env::temp_dir().join(format!("zrpc-protoset-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let set = dir.join("hello.protoset");
+    let protoc = protoc_bin_vendored::protoc_bin_path().unwrap();
+    let compiled = Command::new(protoc)
+        .args(["--include_imports", "-o"])
+        .arg(&set)
+        .arg("-I")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/own-service/protos"
+        ))
+        .arg(proto)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    let with_set = call(vec!["--protoset".into(), set.display().to_string()])
+        .await
+        .unwrap();
+    assert!(with_set.status.success(), "{with_set:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&with_set.stdout).unwrap();
+    assert_eq!(reply["message"], "ann");
+
+    // A method the given proto's service lacks: UNIMPLEMENTED at once.
+    let missing = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            Command::new(ZRPC)
+                .args([
+                    "call",
+                    &url,
+                    "hello.Greeter/Nope",
+                    "--json",
+                    "{}",
+                    "--proto",
+                    proto,
+                ])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(missing.status.code(), Some(12));
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}
