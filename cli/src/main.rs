@@ -44,6 +44,35 @@ enum Command {
     /// Start a server on an ephemeral port with a temporary database and run
     /// every call kind of the people and echo services against it.
     Demo,
+    /// List a server's services (through its reflection service).
+    List(ReflectArgs),
+    /// Describe a service, method, message or enum of a server (through its
+    /// reflection service), as .proto text.
+    Describe(DescribeArgs),
+}
+
+#[derive(clap::Args)]
+struct ReflectArgs {
+    /// Server URL: ws://host:port/ or wss://host:port/.
+    url: String,
+    /// PEM CA certificate(s) to trust for wss:// instead of the public roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Upgrade-request header, `name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Bound on connecting and asking, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct DescribeArgs {
+    #[command(flatten)]
+    server: ReflectArgs,
+    /// Fully qualified symbol: `pkg.Service`, `pkg.Service.Method`,
+    /// `pkg.Message`.
+    symbol: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -234,6 +263,8 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Call(a) => call(a),
         Command::Demo => demo(),
+        Command::List(a) => list(a),
+        Command::Describe(a) => describe(a),
     }
 }
 
@@ -334,6 +365,8 @@ async fn serve_on<R: Runtime>(
     let health = config.health.get_or_insert_with(Health::new).clone();
     let router = zrpc_cli::router(rt.clone(), store, echo_interval).log_calls_at(call_log);
     let router = zrpc_proto::health::register(router, &health);
+    let router = zrpc_proto::reflection::register(router, &[zrpc_cli::proto::DESCRIPTORS])
+        .expect("built-in descriptors");
     let server = Server::with_config(router, config, rt.clone());
     let listener = rt
         .bind(addr.clone())
@@ -655,14 +688,24 @@ fn client_config(a: &CallArgs) -> Result<ClientConfig, String> {
 
 fn call(a: CallArgs) -> ExitCode {
     let (url, method) = (&a.url, &a.method);
-    let pool = match schema_pool(&a) {
+    let mut pool = match schema_pool(&a) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let schema = lookup(&pool, method);
+    let mut schema = lookup(&pool, method);
+    if schema.is_none()
+        && a.json.is_some()
+        && !a.legacy
+        && let Some((service, _)) = method.split_once('/')
+        && let Some(reflected) = reflect_schema(&a, service)
+    {
+        // The server's own reflection service knows it.
+        pool = reflected;
+        schema = lookup(&pool, method);
+    }
     if schema.is_none()
         && let Some(service) = method
             .split_once('/')
@@ -798,6 +841,181 @@ fn call(a: CallArgs) -> ExitCode {
         }
         Err(status) => status_exit(&status),
     }
+}
+
+/// The server's descriptors of `service`, from its reflection service
+/// (`None` when it has none, or does not know the service).
+fn reflect_schema(a: &CallArgs, service: &str) -> Option<DescriptorPool> {
+    let config = client_config(a).ok()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let client = zrpc_tokio::connect_with(&a.url, config).await.ok()?;
+        let limit = config_timeout(a);
+        tokio::time::timeout(limit, reflect_pool(&client, service))
+            .await
+            .ok()?
+            .ok()
+    })
+}
+
+/// How long reflection may take for `zrpc call`: its --timeout-ms, else 10 s.
+fn config_timeout(a: &CallArgs) -> Duration {
+    Duration::from_millis(a.timeout_ms.unwrap_or(10_000))
+}
+
+/// Connects for reflection with the flags' settings.
+fn reflect_config(a: &ReflectArgs) -> Result<ClientConfig, String> {
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?} is not `name: value`"))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let tls = match &a.ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(ClientTls::from_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    Ok(ClientConfig {
+        headers,
+        tls,
+        connect_timeout: Duration::from_millis(a.timeout_ms),
+        ..ClientConfig::default()
+    })
+}
+
+/// Runs `f` with a client of `a.url`, bounded by `a.timeout_ms`; the exit
+/// code is the status code.
+fn with_reflection<F, Fut>(a: &ReflectArgs, f: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
+    let config = match reflect_config(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let limit = Duration::from_millis(a.timeout_ms);
+    let result = rt.block_on(async {
+        let client = zrpc_tokio::connect_with(&a.url, config)
+            .await
+            .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
+        tokio::time::timeout(limit, f(client))
+            .await
+            .unwrap_or_else(|_| Err(Status::new(Code::DeadlineExceeded, "reflection timed out")))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(status) => status_exit(&status),
+    }
+}
+
+fn list(a: ReflectArgs) -> ExitCode {
+    with_reflection(&a, |client| async move {
+        use zrpc_proto::reflection::{Request, Response, ask};
+        match ask(&client, Request::ListServices(String::new())).await? {
+            Response::ListServicesResponse(l) => {
+                for s in l.service {
+                    println!("{}", s.name);
+                }
+                Ok(())
+            }
+            other => zrpc_proto::reflection::files_of(other).map(|_| ()),
+        }
+    })
+}
+
+/// The files defining `symbol` on the server, in a pool with the built-ins.
+async fn reflect_pool(client: &Client, symbol: &str) -> Result<DescriptorPool, Status> {
+    use zrpc_proto::reflection::{Request, ask, files_of};
+    let files = files_of(ask(client, Request::FileContainingSymbol(symbol.to_owned())).await?)?;
+    let protos = files
+        .iter()
+        .map(|b| prost_reflect::prost_types::FileDescriptorProto::decode(&b[..]))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::new(Code::Internal, format!("the server's descriptors: {e}")))?;
+    let mut pool = DescriptorPool::new();
+    // In any order: the pool resolves references among them.
+    pool.add_file_descriptor_protos(protos)
+        .map_err(|e| Status::new(Code::Internal, format!("the server's descriptors: {e}")))?;
+    Ok(pool)
+}
+
+fn describe(a: DescribeArgs) -> ExitCode {
+    let symbol = a.symbol.clone();
+    with_reflection(&a.server, |client| async move {
+        let pool = reflect_pool(&client, &symbol).await?;
+        let text = describe_symbol(&pool, &symbol)
+            .ok_or_else(|| Status::new(Code::NotFound, format!("symbol {symbol} not found")))?;
+        print!("{text}");
+        Ok(())
+    })
+}
+
+/// `.proto`-like text for a service, method, message or enum.
+fn describe_symbol(pool: &DescriptorPool, symbol: &str) -> Option<String> {
+    let rpc = |m: &MethodDescriptor| {
+        let s = |on: bool| if on { "stream " } else { "" };
+        format!(
+            "  rpc {}({}{}) returns ({}{});\n",
+            m.name(),
+            s(m.is_client_streaming()),
+            m.input().full_name(),
+            s(m.is_server_streaming()),
+            m.output().full_name()
+        )
+    };
+    if let Some(svc) = pool.get_service_by_name(symbol) {
+        let mut out = format!("service {} {{\n", svc.full_name());
+        for m in svc.methods() {
+            out.push_str(&rpc(&m));
+        }
+        out.push_str("}\n");
+        return Some(out);
+    }
+    if let Some((svc, method)) = symbol.rsplit_once('.')
+        && let Some(m) = pool
+            .get_service_by_name(svc)
+            .and_then(|s| s.methods().find(|m| m.name() == method))
+    {
+        return Some(rpc(&m).trim_start().to_owned());
+    }
+    if let Some(msg) = pool.get_message_by_name(symbol) {
+        let mut out = format!("message {} {{\n", msg.full_name());
+        for f in msg.fields() {
+            let label = if f.is_list() { "repeated " } else { "" };
+            let kind = match f.kind() {
+                prost_reflect::Kind::Message(m) => m.full_name().to_owned(),
+                prost_reflect::Kind::Enum(e) => e.full_name().to_owned(),
+                k => format!("{k:?}").to_lowercase(),
+            };
+            out.push_str(&format!("  {label}{kind} {} = {};\n", f.name(), f.number()));
+        }
+        out.push_str("}\n");
+        return Some(out);
+    }
+    if let Some(e) = pool.get_enum_by_name(symbol) {
+        let mut out = format!("enum {} {{\n", e.full_name());
+        for v in e.values() {
+            out.push_str(&format!("  {} = {};\n", v.name(), v.number()));
+        }
+        out.push_str("}\n");
+        return Some(out);
+    }
+    None
 }
 
 fn demo() -> ExitCode {

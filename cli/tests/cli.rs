@@ -258,6 +258,18 @@ fn serve_answers_healthz_and_web_serves_the_app_beside_the_endpoint() {
             second.contains(&format!("GET http://{addr}/healthz")),
             "{second}"
         );
+        let listed = Command::new(ZRPC).args(["list", &url]).output().unwrap();
+        assert!(listed.status.success(), "{listed:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .collect::<Vec<_>>(),
+            [
+                "echo.Echo",
+                "grpc.reflection.v1.ServerReflection",
+                "people.People"
+            ]
+        );
         let health = get(&addr, "/healthz");
         assert!(health.starts_with("HTTP/1.1 200"), "{health}");
         assert!(health.ends_with("\r\n\r\nSERVING\n"), "{health}");
@@ -676,6 +688,78 @@ async fn call_any_server_with_its_proto_or_protoset() {
     assert!(with_set.status.success(), "{with_set:?}");
     let reply: serde_json::Value = serde_json::from_slice(&with_set.stdout).unwrap();
     assert_eq!(reply["message"], "ann");
+
+    // The same server with reflection: list, describe and call with no
+    // schema given.
+    let descriptors = std::fs::read(&set).unwrap();
+    let router = Router::new().unary("hello.Greeter/SayHello", |_ctx, req: Bytes| async move {
+        Ok::<_, Status>(req)
+    });
+    let router = zrpc_proto::reflection::register(router, &[&descriptors]).unwrap();
+    let reflecting = Server::new(router, TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refl_url = format!("ws://{}/", listener.local_addr().unwrap());
+    tokio::spawn({
+        let server = reflecting.clone();
+        async move { zrpc_tokio::serve(&server, listener).await }
+    });
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || Command::new(ZRPC).args(args).output().unwrap())
+    };
+    let listed = run(vec!["list".into(), refl_url.clone()]).await.unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let names = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["grpc.reflection.v1.ServerReflection", "hello.Greeter"]
+    );
+    let described = run(vec![
+        "describe".into(),
+        refl_url.clone(),
+        "hello.Greeter".into(),
+    ])
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&described.stdout).to_string();
+    assert!(described.status.success(), "{described:?}");
+    assert!(
+        text.contains("rpc SayHello(hello.HelloRequest) returns (hello.HelloReply);")
+            && text.contains("rpc Check(stream hello.HelloRequest) returns (stream hello.Status);"),
+        "{text}"
+    );
+    let message = run(vec![
+        "describe".into(),
+        refl_url.clone(),
+        "hello.HelloRequest".into(),
+    ])
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&message.stdout).to_string();
+    assert!(
+        text.contains("string name = 1;") && text.contains("hello.Option option = 2;"),
+        "{text}"
+    );
+    let unknown = run(vec![
+        "describe".into(),
+        refl_url.clone(),
+        "nope.Nope".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(unknown.status.code(), Some(5), "NOT_FOUND");
+    let reflected = run(vec![
+        "call".into(),
+        refl_url.clone(),
+        "hello.Greeter/SayHello".into(),
+        "--json".into(),
+        json.into(),
+    ])
+    .await
+    .unwrap();
+    assert!(reflected.status.success(), "{reflected:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&reflected.stdout).unwrap();
+    assert_eq!(reply["message"], "ann");
+    reflecting.shutdown().await;
 
     // A method the given proto's service lacks: UNIMPLEMENTED at once.
     let missing = tokio::task::spawn_blocking({

@@ -58,6 +58,7 @@ pub use zrpc_async::{
 };
 
 pub mod health;
+pub mod reflection;
 
 /// prost, for generated messages (their derives name it through
 /// `include_proto!`); not part of the API.
@@ -75,6 +76,11 @@ macro_rules! include_proto {
         #[allow(unused_imports)]
         use $crate as __zrpc_codegen;
         include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+        /// The descriptors `zrpc-build` compiled (a `FileDescriptorSet`),
+        /// for the reflection service.
+        #[allow(dead_code)]
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/zrpc_descriptors.bin"));
     };
 }
 

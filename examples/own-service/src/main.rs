@@ -69,6 +69,8 @@ impl Greeter for Hello {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = greeter_server::register(Router::new(), Arc::new(Hello));
+    // Reflection, so `zrpc list|describe|call` know the service: one line.
+    let router = zrpc_tokio::reflection::register(router, &[hello::FILE_DESCRIPTOR_SET])?;
     let server = Server::new(router, TokioRuntime);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/", listener.local_addr()?);
@@ -114,6 +116,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     assert_eq!(oks, [true, false]);
     println!("Check: {oks:?}");
+
+    use zrpc_tokio::reflection::{Request, Response, ask};
+    let listed = ask(client.inner(), Request::ListServices(String::new())).await?;
+    let Response::ListServicesResponse(list) = listed else {
+        panic!("{listed:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        ["grpc.reflection.v1.ServerReflection", "hello.Greeter"]
+    );
+    println!("reflection lists: {names:?}");
 
     server.shutdown().await;
     println!("own service: all four call kinds OK");

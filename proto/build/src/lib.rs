@@ -95,14 +95,22 @@ impl Builder {
             let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;
             config.protoc_executable(protoc);
         }
-        if let Some(path) = self.descriptor_set {
+        // Always written where include_proto! finds it (FILE_DESCRIPTOR_SET,
+        // for reflection); copied to a path of the caller's choice too.
+        let out_dir = std::env::var_os("OUT_DIR").map(PathBuf::from);
+        let own = out_dir.map(|d| d.join("zrpc_descriptors.bin"));
+        if let Some(path) = own.as_ref().or(self.descriptor_set.as_ref()) {
             config.file_descriptor_set_path(path);
         }
         config.prost_path(format!("{}::prost", self.codegen_path));
         config.service_generator(Box::new(ZrpcGenerator {
             path: self.codegen_path,
         }));
-        config.compile_protos(protos, includes)
+        config.compile_protos(protos, includes)?;
+        if let (Some(own), Some(wanted)) = (own, self.descriptor_set) {
+            std::fs::copy(own, wanted)?;
+        }
+        Ok(())
     }
 }
 
