@@ -2,7 +2,7 @@
 //! answers "ok", `GET /` a page, and a WebSocket upgrade on `/rpc` is served
 //! by zrpc (v1 when the client offers `zrpc.v1`, legacy otherwise).
 //!
-//! `cargo run -p zrpc-tokio --example hyper_mount -- --addr 127.0.0.1:8080`
+//! `cargo run -p zrpc-tokio --features hyper --example hyper_mount -- --addr 127.0.0.1:8080`
 //! then `cargo run -p zrpc-tokio --example echo_client -- --url ws://127.0.0.1:8080/rpc`
 
 use std::net::SocketAddr;
@@ -10,13 +10,10 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{
-    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
-};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use zrpc_tokio::{Mode, Router, Server, Status, TokioRuntime};
+use zrpc_tokio::{Router, Server, Status, TokioRuntime};
 
 type Body = Full<Bytes>;
 
@@ -35,39 +32,15 @@ async fn route(
 ) -> Result<Response<Body>, hyper::Error> {
     match req.uri().path() {
         "/health" => Ok(text(StatusCode::OK, "ok")),
-        "/rpc" => Ok(upgrade(req, zrpc, peer)),
+        // zrpc answers the upgrade and serves the upgraded connection.
+        "/rpc" => {
+            let mut req = req;
+            Ok(zrpc_tokio::hyper::upgrade(&zrpc, &mut req, Some(peer))
+                .map(|text| Full::new(Bytes::from_static(text.as_bytes()))))
+        }
         "/" => Ok(text(StatusCode::OK, "zrpc lives at /rpc")),
         _ => Ok(text(StatusCode::NOT_FOUND, "not found")),
     }
-}
-
-/// Answers a WebSocket upgrade and hands the upgraded socket to zrpc.
-fn upgrade(
-    mut req: Request<Incoming>,
-    zrpc: Server<TokioRuntime>,
-    peer: SocketAddr,
-) -> Response<Body> {
-    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
-        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
-    };
-    let offered = req.headers().get_all(SEC_WEBSOCKET_PROTOCOL);
-    let v1 = zrpc_tokio::offers_v1(offered.iter().filter_map(|v| v.to_str().ok()));
-    let mode = if v1 { Mode::V1 } else { Mode::Legacy };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        if let Ok(upgraded) = on_upgrade.await {
-            zrpc_tokio::serve_upgraded(&zrpc, TokioIo::new(upgraded), mode, Some(peer)).await;
-        }
-    });
-    let mut resp = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(CONNECTION, "upgrade")
-        .header(UPGRADE, "websocket")
-        .header(SEC_WEBSOCKET_ACCEPT, zrpc_tokio::accept_key(key.as_bytes()));
-    if v1 {
-        resp = resp.header(SEC_WEBSOCKET_PROTOCOL, zrpc_tokio::SUBPROTOCOL_V1);
-    }
-    resp.body(Full::default()).unwrap()
 }
 
 /// Serves the app on `listener` forever.

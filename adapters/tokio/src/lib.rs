@@ -34,6 +34,9 @@ use async_tungstenite::tokio::TokioAdapter;
 /// zrpc as a route of an axum app (feature `axum`).
 #[cfg(feature = "axum")]
 pub mod axum;
+/// zrpc in a hyper server (feature `hyper`).
+#[cfg(feature = "hyper")]
+pub mod hyper;
 /// The runtime-independent API, re-exported by name (the runtime-generic
 /// entry points `connect`, `legacy_call`, ... are this crate's own, bound
 /// to its runtime).

@@ -1,6 +1,5 @@
 //! zrpc as a route of a real axum app (feature `axum`): ordinary routes
 //! answer, and `/rpc` serves v1 and legacy calls with the peer's address.
-#![cfg(feature = "axum")]
 
 use std::net::SocketAddr;
 
