@@ -266,10 +266,18 @@ fn serve_answers_healthz_and_web_serves_the_app_beside_the_endpoint() {
                 .collect::<Vec<_>>(),
             [
                 "echo.Echo",
+                "grpc.health.v1.Health",
                 "grpc.reflection.v1.ServerReflection",
                 "people.People"
             ]
         );
+        let check = Command::new(ZRPC)
+            .args(["call", &url, "grpc.health.v1.Health/Check", "--json", "{}"])
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{check:?}");
+        let status: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+        assert_eq!(status["status"], "SERVING");
         let health = get(&addr, "/healthz");
         assert!(health.starts_with("HTTP/1.1 200"), "{health}");
         assert!(health.ends_with("\r\n\r\nSERVING\n"), "{health}");

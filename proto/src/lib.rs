@@ -53,8 +53,8 @@ use std::marker::PhantomData;
 use bytes::Bytes;
 pub use prost::Message;
 pub use zrpc_async::{
-    Call, CallContext, CallOptions, Client, Code, Health, Metadata, RequestStream, ResponseSink,
-    Router, ServingStatus, Status,
+    Call, CallContext, CallOptions, Client, ClientConfig, Code, Error, Health, Metadata,
+    RequestStream, ResponseSink, Router, Runtime, ServingStatus, Status, connect,
 };
 
 pub mod health;

@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move { zrpc_tokio::serve(&server, listener).await }
     });
 
-    let client = GreeterClient::new(zrpc_tokio::connect(&url).await?);
+    let client = GreeterClient::connect(&url, TokioRuntime).await?;
     let o = CallOptions::default;
     let ann = |name: &str, times| HelloRequest {
         name: name.into(),

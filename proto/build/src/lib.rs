@@ -265,6 +265,10 @@ impl ServiceGenerator for ZrpcGenerator {
             buf,
             "        /// The untyped client.\n        pub fn inner(&self) -> &{p}::Client {{\n            &self.inner\n        }}"
         );
+        let _ = writeln!(
+            buf,
+            "        /// Connects to `url` (`ws://` or `wss://`) on the runtime `rt`\n        /// (`zrpc_tokio::TokioRuntime`, `zrpc_smol::SmolRuntime`).\n        pub async fn connect(url: &str, rt: impl {p}::Runtime) -> {res}<Self, {p}::Error> {{\n            {ok}(Self::new({p}::connect(url, {p}::ClientConfig::default(), rt).await?))\n        }}"
+        );
         for m in &service.methods {
             let name = wire_name(&service, m);
             let f = &m.name;
