@@ -181,6 +181,47 @@ fn help_prints_help_and_bad_input_is_an_error_not_a_panic() {
         .output()
         .unwrap();
     assert_eq!(half.status.code(), Some(2), "--tls-cert needs --tls-key");
+    let version = Command::new(ZRPC).arg("--version").output().unwrap();
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("zrpc "));
+    for (args, flag) in [
+        (
+            &["call", "ws://127.0.0.1:9/", "echo", "--jsn", "{}"][..],
+            "--jsn",
+        ),
+        (&["serve", "--adr", "127.0.0.1:0"][..], "--adr"),
+    ] {
+        let typo = Command::new(ZRPC).args(args).output().unwrap();
+        assert_eq!(typo.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&typo.stderr).contains(flag));
+    }
+    let call_help = Command::new(ZRPC)
+        .args(["call", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&call_help.stdout);
+    for flag in [
+        "--proto",
+        "--protoset",
+        "--import-path",
+        "-d, --json",
+        "-H, --header",
+        "-v, --verbose",
+    ] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
+    let serve_help = String::from_utf8_lossy(
+        &Command::new(ZRPC)
+            .args(["serve", "--help"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(
+        serve_help.contains("[default: 127.0.0.1:8060]"),
+        "{serve_help}"
+    );
 }
 
 #[test]
