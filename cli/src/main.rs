@@ -657,27 +657,32 @@ fn status_exit(status: &Status) -> ExitCode {
     ExitCode::from(status.code() as u8)
 }
 
-/// The client settings the flags ask for.
-fn client_config(a: &CallArgs) -> Result<ClientConfig, String> {
-    let mut headers = Vec::new();
-    for h in &a.headers {
+/// The client settings of the shared flags: upgrade headers and the CA.
+fn client_settings(headers: &[String], ca: Option<&PathBuf>) -> Result<ClientConfig, String> {
+    let mut parsed = Vec::new();
+    for h in headers {
         let (name, value) = h
             .split_once(':')
             .ok_or_else(|| format!("header {h:?} is not `name: value`"))?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        parsed.push((name.trim().to_owned(), value.trim().to_owned()));
     }
-    let tls = match &a.ca {
+    let tls = match ca {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
             Some(ClientTls::from_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?)
         }
         None => None,
     };
-    let mut config = ClientConfig {
-        headers,
+    Ok(ClientConfig {
+        headers: parsed,
         tls,
         ..ClientConfig::default()
-    };
+    })
+}
+
+/// The client settings `zrpc call`'s flags ask for.
+fn client_config(a: &CallArgs) -> Result<ClientConfig, String> {
+    let mut config = client_settings(&a.headers, a.ca.as_ref())?;
     // --timeout-ms bounds the connect too: a server that accepts TCP and
     // never answers does not hold the tool.
     if let Some(ms) = a.timeout_ms {
@@ -868,26 +873,9 @@ fn config_timeout(a: &CallArgs) -> Duration {
 
 /// Connects for reflection with the flags' settings.
 fn reflect_config(a: &ReflectArgs) -> Result<ClientConfig, String> {
-    let mut headers = Vec::new();
-    for h in &a.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("header {h:?} is not `name: value`"))?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    let tls = match &a.ca {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(ClientTls::from_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?)
-        }
-        None => None,
-    };
-    Ok(ClientConfig {
-        headers,
-        tls,
-        connect_timeout: Duration::from_millis(a.timeout_ms),
-        ..ClientConfig::default()
-    })
+    let mut config = client_settings(&a.headers, a.ca.as_ref())?;
+    config.connect_timeout = Duration::from_millis(a.timeout_ms);
+    Ok(config)
 }
 
 /// Runs `f` with a client of `a.url`, bounded by `a.timeout_ms`; the exit
