@@ -95,6 +95,11 @@ struct ServeArgs {
     /// this address (`/metrics`, any path answers). Default: off.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// On Ctrl-C or SIGTERM, how long to keep serving while /healthz and
+    /// the health service already say NOT_SERVING (so a load balancer moves
+    /// new connections elsewhere), before draining.
+    #[arg(long, default_value_t = 0)]
+    drain_delay_ms: u64,
     /// What to log, as a tracing filter (`info`, `debug`,
     /// `zrpc_async=debug,info`, ...). Default: `RUST_LOG`, else `info`.
     #[arg(long)]
@@ -419,6 +424,7 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig, String> {
         tls,
         static_files: a.web.then(zrpc_cli::web::files),
         path: a.path.clone(),
+        drain_delay: Duration::from_millis(a.drain_delay_ms),
         ..ServerConfig::default()
     })
 }

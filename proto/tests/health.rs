@@ -128,3 +128,45 @@ async fn check_watch_healthz_and_drain() {
         Some(ServingStatus::NotServing)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_delay_reports_not_serving_while_still_serving() {
+    let health = Health::new();
+    let router = health::register(Router::new(), &health);
+    let config = ServerConfig {
+        health: Some(health.clone()),
+        // Long enough for the checks below to run inside it; they wait for
+        // events, not for time.
+        drain_delay: Duration::from_secs(3),
+        ..ServerConfig::default()
+    };
+    let server = Server::with_config(router, config, TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { zrpc_tokio::serve(&server, listener).await }
+    });
+    assert!(healthz(addr).await.starts_with("HTTP/1.1 200"));
+    let shutdown = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown().await }
+    });
+    // Health says NOT_SERVING as soon as shutdown begins ...
+    let mut down = String::new();
+    for _ in 0..1000 {
+        down = healthz(addr).await;
+        if down.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
+    // ... while new connections are still accepted and served.
+    let client = zrpc_tokio::connect(&format!("ws://{addr}/")).await.unwrap();
+    let status = check(&client, "").await.unwrap();
+    assert_eq!(status, ServingStatus::NotServing);
+    drop(client);
+    shutdown.await.unwrap();
+    serving.await.unwrap().unwrap();
+}

@@ -96,6 +96,11 @@ pub struct ServerConfig {
     /// The path WebSocket upgrades must ask for (`/rpc`, say); upgrades to
     /// any other path get HTTP 404. Default `None`: any path.
     pub path: Option<String>,
+    /// On shutdown, how long the server keeps accepting and serving while
+    /// `/healthz` (and the health service) already report `NOT_SERVING`, so
+    /// a load balancer stops sending it new connections before it stops
+    /// accepting them; then the drain begins. Default 0 (drain at once).
+    pub drain_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +124,7 @@ impl Default for ServerConfig {
             static_files: None,
             health: None,
             path: None,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -156,6 +162,9 @@ struct ServerState {
     refusing: AtomicUsize,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// Shutdown began: health reports NOT_SERVING (accepting may go on for
+    /// `drain_delay`).
+    unhealthy: AtomicBool,
     stop: Signal,
     budget: Arc<RecvBudget>,
 }
@@ -247,6 +256,7 @@ impl<R: Runtime> Server<R> {
                 refusing: AtomicUsize::new(0),
                 next_id: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                unhealthy: AtomicBool::new(false),
                 stop: Signal::default(),
                 budget,
             }),
@@ -658,7 +668,7 @@ impl<R: Runtime> Server<R> {
     /// True while the server serves: not shutting down, and the whole
     /// server (`""`) `SERVING` in its [`ServerConfig::health`].
     fn serving(&self) -> bool {
-        !self.state.stopping.load(Ordering::Acquire)
+        !self.state.unhealthy.load(Ordering::Acquire)
             && self
                 .config
                 .health
@@ -666,14 +676,22 @@ impl<R: Runtime> Server<R> {
                 .is_none_or(|h| h.status("") == Some(ServingStatus::Serving))
     }
 
-    /// Graceful shutdown: stop accepting, send GOAWAY on every connection,
-    /// let in-flight calls finish within the drain grace period, then close
-    /// what is left (code 1001; those calls end with `UNAVAILABLE`).
+    /// Graceful shutdown: health reports `NOT_SERVING` at once; after
+    /// [`ServerConfig::drain_delay`] (accepting and serving meanwhile), stop
+    /// accepting, send GOAWAY on every connection, let in-flight calls
+    /// finish within the drain grace period, then close what is left (code
+    /// 1001; those calls end with `UNAVAILABLE`).
     pub async fn shutdown(&self) {
-        self.state.stopping.store(true, Ordering::Release);
+        self.state.unhealthy.store(true, Ordering::Release);
         if let Some(h) = &self.config.health {
             h.drain();
         }
+        // Load balancers polling /healthz see 503 and take this instance
+        // out of rotation while it still accepts and serves.
+        if !self.config.drain_delay.is_zero() {
+            self.rt.sleep_until(now() + self.config.drain_delay).await;
+        }
+        self.state.stopping.store(true, Ordering::Release);
         self.state.stop.signal();
         let conns: Vec<Arc<Shared>> = lock(&self.state.conns)
             .values()
