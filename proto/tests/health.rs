@@ -30,16 +30,20 @@ async fn healthz(addr: std::net::SocketAddr) -> String {
     resp
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_watch_healthz_and_drain() {
-    let health = Health::new();
-    let router = health::register(Router::new(), &health);
+/// A server with the health service and `health` in its config, on
+/// 127.0.0.1; its address and its accept loop.
+async fn serve(
+    health: &Health,
+    config: ServerConfig,
+) -> (
+    Server<TokioRuntime>,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let router = health::register(Router::new(), health);
     let config = ServerConfig {
         health: Some(health.clone()),
-        // Long: the drain must end because the watcher's stream ends, not
-        // because the grace period ran out.
-        drain_grace: Duration::from_secs(60),
-        ..ServerConfig::default()
+        ..config
     };
     let server = Server::with_config(router, config, TokioRuntime);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -48,6 +52,22 @@ async fn check_watch_healthz_and_drain() {
         let server = server.clone();
         async move { zrpc_tokio::serve(&server, listener).await }
     });
+    (server, addr, serving)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_watch_healthz_and_drain() {
+    let health = Health::new();
+    let (server, addr, serving) = serve(
+        &health,
+        ServerConfig {
+            // Long: the drain must end because the watcher's stream ends,
+            // not because the grace period ran out.
+            drain_grace: Duration::from_secs(60),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
     let client = zrpc_tokio::connect(&format!("ws://{addr}/")).await.unwrap();
 
     // Check: the whole server, a named service, an unknown one.
@@ -132,21 +152,16 @@ async fn check_watch_healthz_and_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_delay_reports_not_serving_while_still_serving() {
     let health = Health::new();
-    let router = health::register(Router::new(), &health);
-    let config = ServerConfig {
-        health: Some(health.clone()),
-        // Long enough for the checks below to run inside it; they wait for
-        // events, not for time.
-        drain_delay: Duration::from_secs(3),
-        ..ServerConfig::default()
-    };
-    let server = Server::with_config(router, config, TokioRuntime);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = tokio::spawn({
-        let server = server.clone();
-        async move { zrpc_tokio::serve(&server, listener).await }
-    });
+    let (server, addr, serving) = serve(
+        &health,
+        ServerConfig {
+            // Long enough for the checks below to run inside it; they wait
+            // for events, not for time.
+            drain_delay: Duration::from_secs(3),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
     assert!(healthz(addr).await.starts_with("HTTP/1.1 200"));
     let shutdown = tokio::spawn({
         let server = server.clone();
