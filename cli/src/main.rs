@@ -820,7 +820,11 @@ fn call(a: CallArgs) -> ExitCode {
             let client = zrpc_tokio::connect_with(url, config)
                 .await
                 .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
-            let opts = CallOptions { timeout, metadata };
+            let opts = CallOptions {
+                timeout,
+                metadata,
+                retry: None,
+            };
             let mut call = client.call(method, kind, opts).await?;
             for m in &messages {
                 call.send(m.clone()).await?;

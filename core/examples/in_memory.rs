@@ -144,6 +144,7 @@ fn main() {
     let opts = CallOptions {
         timeout: Some(Duration::from_secs(5)),
         metadata: Metadata::new(),
+        retry: None,
     };
     let repeat = client
         .open_call(now, "demo.Echo/Repeat", CallKind::ServerStreaming, opts)

@@ -95,7 +95,7 @@ pub use config::{
 };
 pub use connection::Connection;
 pub use error::{ConnectionError, FrameError, MetadataError, UserError};
-pub use event::{CallOptions, Event, Incoming, IncomingCall, Mode, Transmit};
+pub use event::{CallOptions, Event, Incoming, IncomingCall, Mode, RetryPolicy, Transmit};
 pub use frame::{Frame, Settings};
 pub use metadata::{MAX_KEY_LEN, Metadata};
 pub use status::{Code, Status};

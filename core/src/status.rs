@@ -103,6 +103,9 @@ impl fmt::Display for Code {
     }
 }
 
+/// The message of [`Status::not_processed`].
+const NOT_PROCESSED: &str = "not processed: the peer is draining (GOAWAY); safe to retry";
+
 /// The outcome of a call: a code, a human-readable message and optional
 /// binary details (for example a serialized `google.rpc.Status`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +154,20 @@ impl Status {
     /// True for [`Code::Ok`].
     pub fn is_ok(&self) -> bool {
         self.code == Code::Ok
+    }
+
+    /// The status of a call the peer announced it never processed: it
+    /// drained (GOAWAY) with a last accepted id below the call's. Such a
+    /// call had no effect on the peer, so it is safe to send again on
+    /// another connection, whatever the method does.
+    pub fn not_processed() -> Self {
+        Self::new(Code::Unavailable, NOT_PROCESSED)
+    }
+
+    /// True for a status made by [`Status::not_processed`]: the call never
+    /// reached the peer's application and may be retried transparently.
+    pub fn is_not_processed(&self) -> bool {
+        self.code == Code::Unavailable && self.message == NOT_PROCESSED
     }
 
     /// Bytes this status occupies in a STATUS frame, before trailers.

@@ -22,6 +22,7 @@ fn unary_call_with_headers_trailers_and_metadata() {
             CallOptions {
                 timeout: None,
                 metadata: md,
+                retry: None,
             },
         )
         .unwrap();
@@ -336,6 +337,7 @@ fn deadline_expiry_ends_the_call_on_both_sides() {
             CallOptions {
                 timeout: Some(Duration::from_millis(250)),
                 metadata: Metadata::new(),
+                retry: None,
             },
         )
         .unwrap();
@@ -381,6 +383,7 @@ fn caller_deadline_resets_the_responder() {
             CallOptions {
                 timeout: Some(Duration::from_millis(5)),
                 metadata: Metadata::new(),
+                retry: None,
             },
         )
         .unwrap();

@@ -295,6 +295,7 @@ impl World {
                 let opts = CallOptions {
                     timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)),
                     metadata: Metadata::new(),
+                    retry: None,
                 };
                 if let Ok(id) = self.sides[i]
                     .conn

@@ -23,6 +23,30 @@ pub struct Client {
     _handle: Option<Arc<Handle>>,
 }
 
+/// Why an attempt at a call failed, as a client that reconnects needs to
+/// know it.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The call never left this side (the connection was closed or
+    /// draining when it was opened): safe to send elsewhere.
+    NotSent(Status),
+    /// This side refused the call (an invalid method name, metadata too
+    /// large): no other connection would take it either.
+    Refused(Status),
+    /// The call was sent and ended with this status (which may say the peer
+    /// never processed it: [`Status::is_not_processed`]).
+    Ended(Status),
+}
+
+impl Failure {
+    /// The status the application sees.
+    pub(crate) fn into_status(self) -> Status {
+        match self {
+            Failure::NotSent(s) | Failure::Refused(s) | Failure::Ended(s) => s,
+        }
+    }
+}
+
 /// The last application handle of a connection drains it when dropped.
 struct Handle(Arc<Shared>);
 
@@ -57,22 +81,24 @@ impl Client {
         kind: CallKind,
         opts: CallOptions,
     ) -> Result<Call, Status> {
-        self.start(method, kind, opts, None).await
+        self.start(method, kind, opts, None)
+            .await
+            .map_err(Failure::into_status)
     }
 
     /// Opens a call and, given a request, sends it and half-closes, all
     /// under one lock and with one wake-up of the writer.
-    async fn start(
+    pub(crate) async fn start(
         &self,
         method: &str,
         kind: CallKind,
         opts: CallOptions,
         mut request: Option<Bytes>,
-    ) -> Result<Call, Status> {
+    ) -> Result<Call, Failure> {
         let (id, sent) = poll_fn(|cx| {
             let mut g = self.shared.lock();
             if let Some(st) = &g.closed {
-                return Poll::Ready(Err(st.clone()));
+                return Poll::Ready(Err(Failure::NotSent(st.clone())));
             }
             match g.conn.open_call(now(), method, kind, opts.clone()) {
                 Ok(id) => {
@@ -88,7 +114,10 @@ impl Client {
                     g.open_wakers.push(cx.waker().clone());
                     Poll::Pending
                 }
-                Err(e) => Poll::Ready(Err(g.status_of(StreamId(0), e))),
+                Err(e @ (UserError::Draining | UserError::ConnectionClosed)) => {
+                    Poll::Ready(Err(Failure::NotSent(g.status_of(StreamId(0), e))))
+                }
+                Err(e) => Poll::Ready(Err(Failure::Refused(g.status_of(StreamId(0), e)))),
             }
         })
         .await?;
@@ -98,7 +127,7 @@ impl Client {
             shared: self.shared.clone(),
             local: VecDeque::new(),
         };
-        sent?; // on failure, dropping the call cancels it
+        sent.map_err(Failure::Ended)?; // on failure, dropping the call cancels it
         Ok(call)
     }
 
@@ -109,14 +138,32 @@ impl Client {
         request: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Status> {
+        self.unary_attempt(method, request, opts)
+            .await
+            .map_err(Failure::into_status)
+    }
+
+    /// One attempt at a unary call, saying whether it left this side.
+    pub(crate) async fn unary_attempt(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes, Failure> {
         let mut call = self
             .start(method, CallKind::Unary, opts, Some(request))
             .await?;
         let resp = call
             .message()
-            .await?
-            .ok_or_else(|| Status::new(Code::Internal, "the call ended without a response"))?;
-        call.finish().await?;
+            .await
+            .map_err(Failure::Ended)?
+            .ok_or_else(|| {
+                Failure::Ended(Status::new(
+                    Code::Internal,
+                    "the call ended without a response",
+                ))
+            })?;
+        call.finish().await.map_err(Failure::Ended)?;
         Ok(resp)
     }
 
@@ -128,6 +175,18 @@ impl Client {
         request: Bytes,
         opts: CallOptions,
     ) -> Result<Call, Status> {
+        self.server_streaming_attempt(method, request, opts)
+            .await
+            .map_err(Failure::into_status)
+    }
+
+    /// Opens a server-streaming call, saying whether it left this side.
+    pub(crate) async fn server_streaming_attempt(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: CallOptions,
+    ) -> Result<Call, Failure> {
         self.start(method, CallKind::ServerStreaming, opts, Some(request))
             .await
     }
@@ -164,6 +223,35 @@ impl Client {
     /// True once either side started draining (new calls fail).
     pub fn is_draining(&self) -> bool {
         self.shared.lock().conn.is_draining()
+    }
+
+    /// Resolves once no new call can be opened on this connection: the
+    /// server began draining (GOAWAY) or the connection is over. A client
+    /// that keeps a connection open for its application
+    /// ([`Channel`](crate::Channel)) waits on this to open the next one.
+    pub async fn draining(&self) {
+        poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if g.closed.is_some() || g.conn.is_closed() || g.conn.is_draining() {
+                return Poll::Ready(());
+            }
+            if !g.drain_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                g.drain_wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// A handle on the same connection that does not keep it open (the
+    /// connection drains when the application's handles are gone).
+    pub(crate) fn weak(&self) -> Client {
+        Client::from_shared(self.shared.clone())
+    }
+
+    /// True when both handles are on one connection.
+    pub(crate) fn same_connection(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 

@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     pub(crate) draining: bool,
     pub(crate) open_wakers: Vec<Waker>,
     pub(crate) closed_wakers: Vec<Waker>,
+    /// Woken when the peer drains (GOAWAY) or the connection closes.
+    pub(crate) drain_wakers: Vec<Waker>,
     /// The deadline the writer sleeps toward (`None`: no timer armed).
     pub(crate) armed: Option<Instant>,
     /// The server-wide receive budget and this connection's share of it.
@@ -147,6 +149,7 @@ impl Shared {
                 draining: false,
                 open_wakers: Vec::new(),
                 closed_wakers: Vec::new(),
+                drain_wakers: Vec::new(),
                 armed: None,
                 budget: info.budget,
                 budget_reported: 0,
@@ -268,7 +271,10 @@ impl Inner {
                         s.wake_all();
                     }
                 }
-                Event::GoAway { .. } => self.draining = true,
+                Event::GoAway { .. } => {
+                    self.draining = true;
+                    self.drain_wakers.drain(..).for_each(Waker::wake);
+                }
                 Event::CanOpen => self.wake_openers(),
                 Event::Closed { error } => {
                     let status = match error {
@@ -277,7 +283,11 @@ impl Inner {
                     };
                     self.closed = Some(status);
                     self.wake_openers();
-                    for w in self.closed_wakers.drain(..) {
+                    for w in self
+                        .closed_wakers
+                        .drain(..)
+                        .chain(self.drain_wakers.drain(..))
+                    {
                         w.wake();
                     }
                     for s in self.slots.values_mut() {

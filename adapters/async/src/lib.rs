@@ -11,6 +11,7 @@
 
 mod call;
 mod call_io;
+mod channel;
 mod client;
 mod conn;
 mod connect;
@@ -30,6 +31,7 @@ use std::fmt;
 
 pub use bytes::Bytes;
 pub use call::{CallContext, RequestStream, ResponseSink};
+pub use channel::{Channel, ChannelConfig};
 pub use client::{Call, Client};
 pub use connect::{ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream};
 pub use health::{Health, ServingStatus};
@@ -41,7 +43,8 @@ pub use upgrade::{Refusal, UpgradeRequest};
 pub use web::StaticFiles;
 pub use ws::{accept_key, offers_v1};
 pub use zrpc_core::{
-    CallKind, CallOptions, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId,
+    CallKind, CallOptions, Code, Config, Metadata, Mode, RetryPolicy, SUBPROTOCOL_V1, Status,
+    StreamId,
 };
 
 /// Why a connection could not be set up.

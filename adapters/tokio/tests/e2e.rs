@@ -97,6 +97,7 @@ async fn all_kinds(client: &Client) {
             CallOptions {
                 timeout: None,
                 metadata: md,
+                retry: None,
             },
         )
         .await
@@ -181,6 +182,7 @@ async fn expired_deadline_ends_the_call_on_both_sides() {
         let opts = CallOptions {
             timeout: Some(Duration::from_millis(100)),
             metadata: Metadata::new(),
+            retry: None,
         };
         let err = client.unary("t.T/Slow", b("x"), opts).await.unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded);

@@ -797,10 +797,7 @@ impl V1Connection {
 
 /// The status of calls refused by the peer's GOAWAY.
 pub(crate) fn not_processed() -> Status {
-    Status::new(
-        Code::Unavailable,
-        "not processed: the peer is draining (GOAWAY); safe to retry",
-    )
+    Status::not_processed()
 }
 
 /// A deadline `ms` milliseconds from `now` (0: none).

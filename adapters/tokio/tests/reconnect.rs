@@ -1,0 +1,263 @@
+//! A `Channel` across server restarts, over real sockets on 127.0.0.1, on
+//! tokio's multi-thread runtime and on smol: calls go on through a graceful
+//! restart with every request processed exactly once, a call cut by a lost
+//! connection fails unless it is marked idempotent, and calls wait (within
+//! their deadline) for a server that is not up yet.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::FutureExt;
+use futures_lite::future::zip;
+use tokio::sync::{mpsc, oneshot};
+use zrpc_tokio::*;
+
+/// Runs a scenario on tokio's multi-thread runtime and on smol.
+macro_rules! on_both_runtimes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn tokio() {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(super::bounded(zrpc_tokio::TokioRuntime, super::$name(zrpc_tokio::TokioRuntime)));
+            }
+            #[test]
+            fn smol() {
+                smol::block_on(super::bounded(zrpc_smol::SmolRuntime, super::$name(zrpc_smol::SmolRuntime)));
+            }
+        }
+    )*};
+}
+
+on_both_runtimes!(
+    calls_go_on_through_a_graceful_restart_each_processed_once,
+    a_call_cut_by_a_lost_connection_fails_unless_idempotent,
+    calls_wait_within_their_deadline_for_a_server_to_come_up,
+);
+
+async fn bounded<R: Runtime, F: Future>(rt: R, f: F) -> F::Output {
+    let limit = Instant::now() + Duration::from_secs(60);
+    async { Some(f.await) }
+        .or(async {
+            rt.sleep_until(limit).await;
+            None
+        })
+        .await
+        .expect("scenario timed out")
+}
+
+/// A server on `addr` (port 0: any); returns it, its address, and a
+/// receiver that resolves once its accept loop has ended (its listener is
+/// closed then, so the port can be bound again).
+async fn start<R: Runtime>(
+    rt: &R,
+    router: Router,
+    config: ServerConfig,
+    addr: &str,
+) -> (Server<R>, String, oneshot::Receiver<()>) {
+    let listener = rt.bind(addr.to_owned()).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = Server::with_config(router, config, rt.clone());
+    let (done, ended) = oneshot::channel();
+    let s = server.clone();
+    rt.spawn(async move {
+        let _ = s.serve(listener).await;
+        let _ = done.send(());
+    });
+    (server, addr, ended)
+}
+
+/// Shuts `server` down gracefully and waits until its port is free.
+async fn stop<R: Runtime>(server: Server<R>, ended: oneshot::Receiver<()>) {
+    server.shutdown().await;
+    ended.await.unwrap();
+}
+
+/// `t/Once` answers its request after a little work and records it:
+/// `seen` counts each request, `events` gets the number of calls so far.
+fn once_router<R: Runtime>(
+    rt: R,
+    seen: Arc<Mutex<HashMap<Bytes, u32>>>,
+    events: mpsc::UnboundedSender<usize>,
+) -> Router {
+    Router::new().unary("t/Once", move |_ctx, req: Bytes| {
+        let (rt, seen, events) = (rt.clone(), seen.clone(), events.clone());
+        async move {
+            // Work that takes a while, so that a drain finds calls in flight.
+            rt.sleep_until(Instant::now() + Duration::from_millis(2))
+                .await;
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                *seen.entry(req.clone()).or_default() += 1;
+                seen.len()
+            };
+            let _ = events.send(n);
+            Ok::<_, Status>(req)
+        }
+    })
+}
+
+async fn calls_go_on_through_a_graceful_restart_each_processed_once<R: Runtime>(rt: R) {
+    const WORKERS: usize = 4;
+    const CALLS: usize = 60;
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let (events, mut progress) = mpsc::unbounded_channel();
+    let router = once_router(rt.clone(), seen.clone(), events.clone());
+    let (a, addr, a_ended) = start(&rt, router, ServerConfig::default(), "127.0.0.1:0").await;
+    let channel = Channel::new(
+        &format!("ws://{addr}/"),
+        ChannelConfig::default(),
+        rt.clone(),
+    )
+    .unwrap();
+
+    let worker = |w: usize| {
+        let channel = channel.clone();
+        async move {
+            let mut failed = Vec::new();
+            for i in 0..CALLS {
+                let req = Bytes::from(format!("w{w}-{i}"));
+                let opts = CallOptions::default().with_timeout(Duration::from_secs(20));
+                match channel.unary("t/Once", req.clone(), opts).await {
+                    Ok(resp) => assert_eq!(resp, req),
+                    Err(st) => failed.push(format!("{req:?}: {st}")),
+                }
+            }
+            failed
+        }
+    };
+    let restart = async {
+        // Restart once a third of the calls are done, with calls in flight.
+        while progress.recv().await.unwrap() < WORKERS * CALLS / 3 {}
+        let at_a = seen.lock().unwrap().len();
+        stop(a, a_ended).await;
+        let router = once_router(rt.clone(), seen.clone(), events.clone());
+        let (b, _, b_ended) = start(&rt, router, ServerConfig::default(), &addr).await;
+        (at_a, b, b_ended)
+    };
+    let (((f0, f1), (f2, f3)), (at_a, b, b_ended)) = zip(
+        zip(zip(worker(0), worker(1)), zip(worker(2), worker(3))),
+        restart,
+    )
+    .await;
+    let failed: Vec<String> = [f0, f1, f2, f3].concat();
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            WORKERS * CALLS,
+            "every request reached a server"
+        );
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(twice.is_empty(), "processed more than once: {twice:?}");
+    }
+    // Calls crossed the restart: some served by each server.
+    assert!(
+        (WORKERS * CALLS / 3..WORKERS * CALLS).contains(&at_a),
+        "{at_a}"
+    );
+    stop(b, b_ended).await;
+}
+
+async fn a_call_cut_by_a_lost_connection_fails_unless_idempotent<R: Runtime>(rt: R) {
+    // The first server never answers `t/Hang`, and closes what is left
+    // 50 ms into its drain.
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let hang = Router::new().unary("t/Hang", move |ctx, _req: Bytes| {
+        let entered = entered.clone();
+        async move {
+            let _ = entered.send(());
+            Err::<Bytes, _>(ctx.cancelled().await)
+        }
+    });
+    let config = ServerConfig {
+        drain_grace: Duration::from_millis(50),
+        ..ServerConfig::default()
+    };
+    let (a, addr, a_ended) = start(&rt, hang, config, "127.0.0.1:0").await;
+    let channel = Channel::new(
+        &format!("ws://{addr}/"),
+        ChannelConfig::default(),
+        rt.clone(),
+    )
+    .unwrap();
+    let timeout = Duration::from_secs(20);
+    let plain = channel.unary("t/Hang", Bytes::from_static(b"plain"), {
+        CallOptions::default().with_timeout(timeout)
+    });
+    let idempotent = channel.unary("t/Hang", Bytes::from_static(b"again"), {
+        CallOptions::default()
+            .with_timeout(timeout)
+            .with_retry(RetryPolicy::idempotent())
+    });
+    let restart = async {
+        inside.recv().await.unwrap();
+        inside.recv().await.unwrap();
+        stop(a, a_ended).await;
+        let answer =
+            Router::new().unary(
+                "t/Hang",
+                |_ctx, req: Bytes| async move { Ok::<_, Status>(req) },
+            );
+        start(&rt, answer, ServerConfig::default(), &addr).await
+    };
+    let ((plain, idempotent), (b, _, b_ended)) = zip(zip(plain, idempotent), restart).await;
+    let err = plain.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(!err.is_not_processed(), "{err}");
+    assert_eq!(idempotent.unwrap(), Bytes::from_static(b"again"));
+    stop(b, b_ended).await;
+}
+
+async fn calls_wait_within_their_deadline_for_a_server_to_come_up<R: Runtime>(rt: R) {
+    // A free port: bound, then let go.
+    let addr = rt
+        .bind("127.0.0.1:0".into())
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let channel = Channel::new(
+        &format!("ws://{addr}/"),
+        ChannelConfig::default(),
+        rt.clone(),
+    )
+    .unwrap();
+    let echo = || {
+        Router::new().unary(
+            "t/Echo",
+            |_ctx, req: Bytes| async move { Ok::<_, Status>(req) },
+        )
+    };
+
+    let short = CallOptions::default().with_timeout(Duration::from_millis(300));
+    let err = channel
+        .unary("t/Echo", Bytes::from_static(b"x"), short)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(err.message().starts_with("no connection to ws://"), "{err}");
+
+    // A call without a deadline waits while the server comes up.
+    let call = channel.unary("t/Echo", Bytes::from_static(b"y"), CallOptions::default());
+    let up = start(&rt, echo(), ServerConfig::default(), &addr);
+    let (resp, (server, _, ended)) = zip(call, up).await;
+    assert_eq!(resp.unwrap(), Bytes::from_static(b"y"));
+
+    // An invalid URL is refused at once.
+    assert!(matches!(
+        Channel::new("http://x/", ChannelConfig::default(), rt.clone()),
+        Err(Error::InvalidUrl(_))
+    ));
+    stop(server, ended).await;
+}
