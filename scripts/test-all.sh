@@ -5,8 +5,10 @@
 #      benchmarks behind zrpc-benches' "peers" feature are checked too)
 #   3. the API docs build without warnings (broken links are errors)
 #   4. all tests: unit, transition, legacy, test vectors, property, model-based,
-#      allocation-count and doc tests (cargo test --workspace), and the hyper
-#      and axum mounts (zrpc-tokio's "hyper" and "axum" features)
+#      allocation-count and doc tests (cargo test --workspace), with the
+#      people tests on both stores (scripts/with-postgres.sh installs
+#      Debian's postgresql when missing and runs a throwaway server), and
+#      the hyper and axum mounts (zrpc-tokio's "hyper" and "axum" features)
 #   5. examples/own-service: a crate of its own (only zrpc-tokio and
 #      zrpc-build as dependencies, a proto with tricky message names) built
 #      and run, all four call kinds
@@ -27,7 +29,8 @@ echo "== fmt";    cargo fmt --all -- --check
 cargo fmt --manifest-path examples/own-service/Cargo.toml -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== docs";   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
-echo "== test";   cargo test --workspace
+echo "== test (the people tests on SQLite and on a throwaway PostgreSQL)"
+ZRPC_REQUIRE_POSTGRES=1 bash scripts/with-postgres.sh cargo test --workspace
 cargo test -p zrpc-tokio --features axum --test axum_mount --test hyper_mount
 echo "== own service (a crate outside the workspace, depending on zrpc as a user's does)"
 CARGO_TARGET_DIR="$PWD/target" cargo run --quiet --locked --manifest-path examples/own-service/Cargo.toml

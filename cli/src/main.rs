@@ -108,9 +108,15 @@ struct ServeArgs {
     /// peer; target `zrpc_async::router`).
     #[arg(long, value_enum, default_value = "info")]
     call_log: CallLogLevel,
-    /// SQLite database file (created if missing); in memory without it.
+    /// Where the people live: a SQLite file (created if missing), or a
+    /// shared PostgreSQL database as postgres://user:password@host:port/db
+    /// (the schema is created or migrated at start); in memory without it.
     #[arg(long)]
-    db: Option<PathBuf>,
+    db: Option<String>,
+    /// Connections to a PostgreSQL --db at most (store calls beyond them
+    /// wait up to 5 s, then fail with UNAVAILABLE).
+    #[arg(long, default_value_t = 8)]
+    db_pool: u32,
     /// Async runtime to serve on.
     #[arg(long, value_enum, default_value = "tokio")]
     runtime: RuntimeKind,
@@ -346,16 +352,6 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn open_store(db: Option<&std::path::Path>) -> Result<Arc<dyn Store>, String> {
-    let store = match db {
-        Some(path) => SqliteStore::open(path),
-        None => SqliteStore::in_memory(),
-    };
-    store
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| e.to_string())
-}
-
 async fn serve_on<R: Runtime>(
     rt: R,
     addr: String,
@@ -459,7 +455,7 @@ fn serve(a: ServeArgs) -> ExitCode {
         eprintln!("error: metrics on {addr}: {e}");
         return ExitCode::from(1);
     }
-    let store = match open_store(a.db.as_deref()) {
+    let store = match zrpc_cli::store::open(a.db.as_deref(), a.db_pool) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot open the database: {e}");
@@ -1147,7 +1143,13 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let mut members = people
-        .members(&MembersRequest { vertex_id: org.id }, o())
+        .members(
+            &MembersRequest {
+                vertex_id: org.id,
+                after_id: 0,
+            },
+            o(),
+        )
         .await?;
     while let Some(p) = members.message().await? {
         println!("  {} works for {}", p.name, org.name);

@@ -49,6 +49,9 @@ fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::NotFound(m) => Status::new(Code::NotFound, m),
         StoreError::Invalid(m) => invalid(m),
+        StoreError::Unavailable(m) => {
+            Status::new(Code::Unavailable, format!("store unavailable: {m}"))
+        }
         StoreError::Backend(m) => Status::new(Code::Internal, format!("store failure: {m}")),
     }
 }
@@ -78,6 +81,10 @@ fn valid_url(u: &str) -> bool {
 }
 
 fn validate_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    // PostgreSQL's text cannot hold NUL; refused the same on every store.
+    if value.contains('\0') {
+        return Err(invalid(format!("{field}: must not contain NUL characters")));
+    }
     if value.len() > max {
         return Err(invalid(format!(
             "{field}: at most {max} bytes (got {})",
@@ -224,7 +231,8 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
     ) -> Result<(), Status> {
         let filter = Arc::new(request.name_contains);
         let mut left = rows_wanted(request.limit);
-        self.stream_pages(&mut responses, &mut 0, &mut left, move |s, after, n| {
+        let mut after = request.after_id;
+        self.stream_pages(&mut responses, &mut after, &mut left, move |s, after, n| {
             s.list_people(&filter, after, n)
         })
         .await
@@ -313,7 +321,8 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
             })
             .await?;
         let mut left = u64::MAX;
-        self.stream_pages(&mut responses, &mut 0, &mut left, move |s, after, n| {
+        let mut after = request.after_id;
+        self.stream_pages(&mut responses, &mut after, &mut left, move |s, after, n| {
             s.people_linked_to(kind, v, after, n)
         })
         .await
@@ -329,7 +338,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
         let mut left = rows_wanted(request.limit);
         // Keyset paging from the last id sent: the call holds one page, and
         // a person created between two looks is seen by the next one.
-        let mut after = 0;
+        let mut after = request.after_id;
         while left > 0 {
             // Listen before looking, so a creation during the look wakes us.
             let created = self.created.listen();

@@ -1,7 +1,11 @@
-//! The people service end to end over real sockets, against SQLite:
-//! create -> list -> import -> link -> members; every bad input answered
-//! with INVALID_ARGUMENT or NOT_FOUND naming the field, with nothing
-//! written; the data survives a server restart on the same file.
+//! The people service end to end over real sockets, against both stores
+//! (SQLite, and PostgreSQL when `ZRPC_TEST_POSTGRES` names a server:
+//! `scripts/with-postgres.sh` starts a throwaway one, and the test command
+//! runs these tests under it): create -> list -> import -> link -> members;
+//! every bad input answered with INVALID_ARGUMENT or NOT_FOUND naming the
+//! field, with nothing written; the data survives a server restart; cut
+//! streams resume from the last id; two servers share one PostgreSQL
+//! database.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +24,98 @@ fn temp_db(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("people.db")
+}
+
+/// Runs a scenario against each store: `sqlite`, and `postgres` (skipped
+/// with a note when no server is configured, unless
+/// `ZRPC_REQUIRE_POSTGRES` is set, as the test command sets it).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = super::Db::fresh(super::Backend::Sqlite, stringify!($name)).await;
+                super::$name(db.unwrap()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = super::Db::fresh(super::Backend::Postgres, stringify!($name)).await {
+                    super::$name(db).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    create_list_import_link_members_and_restart,
+    bad_input_is_refused_with_the_field_named_and_nothing_written,
+    the_services_bound_what_they_hold,
+    watch_people_streams_the_stored_then_the_new,
+    streams_resume_after_the_last_id_received,
+);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database for one test; [`Db::open`] gives a store on it
+/// (again after a "restart": the data is kept).
+struct Db {
+    /// What `zrpc serve --db` takes: a file path or a postgres:// URL.
+    location: String,
+}
+
+impl Db {
+    async fn fresh(backend: Backend, name: &str) -> Option<Db> {
+        match backend {
+            Backend::Sqlite => Some(Db {
+                location: temp_db(name).to_string_lossy().into_owned(),
+            }),
+            Backend::Postgres => {
+                let Ok(admin) = std::env::var("ZRPC_TEST_POSTGRES") else {
+                    assert!(
+                        std::env::var_os("ZRPC_REQUIRE_POSTGRES").is_none(),
+                        "ZRPC_REQUIRE_POSTGRES is set but ZRPC_TEST_POSTGRES is not"
+                    );
+                    eprintln!("skipped: no PostgreSQL (run under scripts/with-postgres.sh)");
+                    return None;
+                };
+                let db = format!("people_{name}_{}", std::process::id());
+                let base = admin.rsplit_once('/').expect("a URL with a database").0;
+                let location = format!("{base}/{db}");
+                tokio::task::spawn_blocking(move || {
+                    let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+                    // Two statements: neither may run in a transaction.
+                    c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+                        .unwrap();
+                    c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+                })
+                .await
+                .unwrap();
+                Some(Db { location })
+            }
+        }
+    }
+
+    /// A store on this database (PostgreSQL's client blocks: opened off
+    /// the runtime's workers).
+    async fn open(&self) -> Arc<dyn Store> {
+        let location = self.location.clone();
+        tokio::task::spawn_blocking(move || zrpc_cli::store::open(Some(&location), 4).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Runs blocking store work off the runtime's workers.
+    async fn with(store: &Arc<dyn Store>, f: impl FnOnce(&dyn Store) + Send + 'static) {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .unwrap()
+    }
 }
 
 async fn serve(store: Arc<dyn Store>) -> (Server<TokioRuntime>, PeopleClient, String) {
@@ -46,6 +142,7 @@ async fn list(client: &PeopleClient, filter: &str) -> Vec<Person> {
     let req = ListPeopleRequest {
         name_contains: filter.into(),
         limit: 0,
+        after_id: 0,
     };
     let mut stream = client
         .list_people(&req, CallOptions::default())
@@ -58,12 +155,10 @@ async fn list(client: &PeopleClient, filter: &str) -> Vec<Person> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_list_import_link_members_and_restart() {
-    let path = temp_db("flow");
+async fn create_list_import_link_members_and_restart(db: Db) {
     let o = CallOptions::default;
     {
-        let (server, client, _) = serve(Arc::new(SqliteStore::open(&path).unwrap())).await;
+        let (server, client, _) = serve(db.open().await).await;
         let jon = client
             .create_person(&person("jon", "jon@jon.com", "https://jon.com/"), o())
             .await
@@ -107,6 +202,7 @@ async fn create_list_import_link_members_and_restart() {
                 &ListPeopleRequest {
                     name_contains: String::new(),
                     limit: 2,
+                    after_id: 0,
                 },
                 o(),
             )
@@ -163,7 +259,13 @@ async fn create_list_import_link_members_and_restart() {
             let client = client.clone();
             async move {
                 let mut s = client
-                    .members(&MembersRequest { vertex_id: id }, CallOptions::default())
+                    .members(
+                        &MembersRequest {
+                            vertex_id: id,
+                            after_id: 0,
+                        },
+                        CallOptions::default(),
+                    )
                     .await
                     .unwrap();
                 let mut names = vec![];
@@ -177,17 +279,15 @@ async fn create_list_import_link_members_and_restart() {
         assert_eq!(members(dept.id).await, vec!["jon"]);
         server.shutdown().await;
     }
-    // Restart on the same file: the data is there.
-    let (_server, client, _) = serve(Arc::new(SqliteStore::open(&path).unwrap())).await;
+    // Restart on the same database: the data is there.
+    let (_server, client, _) = serve(db.open().await).await;
     let people = list(&client, "").await;
     assert_eq!(people.len(), 23);
     assert_eq!(people[0].name, "jon");
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
-    let (_server, client, _) = serve(Arc::new(SqliteStore::in_memory().unwrap())).await;
+async fn bad_input_is_refused_with_the_field_named_and_nothing_written(db: Db) {
+    let (_server, client, _) = serve(db.open().await).await;
     let o = CallOptions::default;
     let cases = [
         (person("", "a@b.com", ""), "name"),
@@ -197,6 +297,7 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
         (person("x", "a@nodot", ""), "email"),
         (person("x", "", "ftp://example.com"), "url"),
         (person("x", "", "https://"), "url"),
+        (person("nul\0name", "", ""), "name"),
     ];
     for (p, field) in &cases {
         let err = client.create_person(p, o()).await.unwrap_err();
@@ -283,12 +384,24 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
         (Code::InvalidArgument, "name: must not be empty")
     );
     let mut s = client
-        .members(&MembersRequest { vertex_id: p.id }, o())
+        .members(
+            &MembersRequest {
+                vertex_id: p.id,
+                after_id: 0,
+            },
+            o(),
+        )
         .await
         .unwrap();
     assert_eq!(s.message().await.unwrap_err().code(), Code::InvalidArgument);
     let mut s = client
-        .members(&MembersRequest { vertex_id: 12345 }, o())
+        .members(
+            &MembersRequest {
+                vertex_id: 12345,
+                after_id: 0,
+            },
+            o(),
+        )
         .await
         .unwrap();
     assert_eq!(s.message().await.unwrap_err().code(), Code::NotFound);
@@ -372,13 +485,15 @@ async fn python_seed_titan_client_stores_a_person_in_legacy_mode() {
 /// page by page (a result larger than a page streams whole, and a limit
 /// stops it exactly), oversized fields are refused naming the field, and
 /// echo.Echo/Collect refuses to keep more than its bound.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_services_bound_what_they_hold() {
+async fn the_services_bound_what_they_hold(db: Db) {
     use zrpc_cli::people::{MAX_EMAIL, MAX_NAME, PAGE};
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let store = db.open().await;
     let n = PAGE as usize * 2 + 10;
     let people: Vec<Person> = (0..n).map(|i| person(&format!("p{i}"), "", "")).collect();
-    store.create_people(&people).unwrap();
+    Db::with(&store, move |s| {
+        s.create_people(&people).unwrap();
+    })
+    .await;
     let (_server, client, url) = serve(store).await;
     assert_eq!(list(&client, "").await.len(), n);
     // p1, p10..p19, p100..p199: a filtered result that also spans pages.
@@ -386,6 +501,7 @@ async fn the_services_bound_what_they_hold() {
     let req = ListPeopleRequest {
         name_contains: String::new(),
         limit: PAGE + 3,
+        after_id: 0,
     };
     let mut stream = client
         .list_people(&req, CallOptions::default())
@@ -447,9 +563,8 @@ async fn the_services_bound_what_they_hold() {
 
 /// WatchPeople streams who is stored, then each person as they are
 /// created (by any call kind), until the caller cancels.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_people_streams_the_stored_then_the_new() {
-    let (_server, client, _url) = serve(Arc::new(SqliteStore::in_memory().unwrap())).await;
+async fn watch_people_streams_the_stored_then_the_new(db: Db) {
+    let (_server, client, _url) = serve(db.open().await).await;
     client
         .create_person(&person("Early", "", ""), CallOptions::default())
         .await
@@ -457,6 +572,7 @@ async fn watch_people_streams_the_stored_then_the_new() {
     let req = ListPeopleRequest {
         name_contains: String::new(),
         limit: 0,
+        after_id: 0,
     };
     let mut watch = client
         .watch_people(&req, CallOptions::default())
@@ -476,6 +592,7 @@ async fn watch_people_streams_the_stored_then_the_new() {
     let limited = ListPeopleRequest {
         name_contains: String::new(),
         limit: 2,
+        after_id: 0,
     };
     let mut two = client
         .watch_people(&limited, CallOptions::default())
@@ -484,4 +601,75 @@ async fn watch_people_streams_the_stored_then_the_new() {
     assert_eq!(two.message().await.unwrap().unwrap().name, "Early");
     assert_eq!(two.message().await.unwrap().unwrap().name, "Later");
     assert!(two.message().await.unwrap().is_none());
+}
+
+/// A stream cut part way (a server restart) resumes with `after_id`: the
+/// rest, in id order, nothing twice; Members the same.
+async fn streams_resume_after_the_last_id_received(db: Db) {
+    use zrpc_cli::people::PAGE;
+    let o = CallOptions::default;
+    let (server, client, _) = serve(db.open().await).await;
+    let n = PAGE as usize + 40;
+    let mut import = client.import_people(o()).await.unwrap();
+    for i in 0..n {
+        import
+            .send(&person(&format!("r{i}"), "", ""))
+            .await
+            .unwrap();
+    }
+    let ids = import.finish().await.unwrap().ids;
+    let org = client
+        .create_organization(
+            &Organization {
+                name: "Org".into(),
+                ..Default::default()
+            },
+            o(),
+        )
+        .await
+        .unwrap();
+    for id in &ids[..5] {
+        let e = Edge {
+            kind: EdgeKind::WorksFor as i32,
+            from_id: *id,
+            to_id: org.id,
+            id: 0,
+        };
+        client.link(&e, o()).await.unwrap();
+    }
+    // Read some, then the server goes away mid-stream.
+    let req = ListPeopleRequest {
+        name_contains: "r".into(),
+        limit: 0,
+        after_id: 0,
+    };
+    let mut stream = client.list_people(&req, o()).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.push(stream.message().await.unwrap().unwrap().id);
+    }
+    drop(stream);
+    server.shutdown().await;
+
+    let (_server, client, _) = serve(db.open().await).await;
+    let resume = ListPeopleRequest {
+        after_id: *got.last().unwrap(),
+        ..req
+    };
+    let mut stream = client.list_people(&resume, o()).await.unwrap();
+    while let Some(p) = stream.message().await.unwrap() {
+        got.push(p.id);
+    }
+    assert_eq!(got, ids, "every person once, in id order");
+
+    let members = MembersRequest {
+        vertex_id: org.id,
+        after_id: ids[1],
+    };
+    let mut stream = client.members(&members, o()).await.unwrap();
+    let mut rest = Vec::new();
+    while let Some(p) = stream.message().await.unwrap() {
+        rest.push(p.id);
+    }
+    assert_eq!(rest, ids[2..5]);
 }

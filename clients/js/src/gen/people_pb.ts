@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file people.proto.
  */
 export const file_people: GenFile = /*@__PURE__*/
-  fileDesc("CgxwZW9wbGUucHJvdG8SBnBlb3BsZSJNCgZQZXJzb24SDAoEbmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRILCgN1cmwYAyABKAkSCgoCaWQYBCABKAUSDQoFbGFiZWwYBSABKAkiNwoMT3JnYW5pemF0aW9uEgwKBG5hbWUYASABKAkSCgoCaWQYAiABKAUSDQoFbGFiZWwYAyABKAkiNQoKRGVwYXJ0bWVudBIMCgRuYW1lGAEgASgJEgoKAmlkGAIgASgFEg0KBWxhYmVsGAMgASgJIlIKBEVkZ2USHgoEa2luZBgBIAEoDjIQLnBlb3BsZS5FZGdlS2luZBIPCgdmcm9tX2lkGAIgASgFEg0KBXRvX2lkGAMgASgFEgoKAmlkGAQgASgFIjkKEUxpc3RQZW9wbGVSZXF1ZXN0EhUKDW5hbWVfY29udGFpbnMYASABKAkSDQoFbGltaXQYAiABKA0iPwoNSW1wb3J0U3VtbWFyeRIPCgdjcmVhdGVkGAEgASgNEhAKCHJlamVjdGVkGAIgASgNEgsKA2lkcxgDIAMoBSIjCg5NZW1iZXJzUmVxdWVzdBIRCgl2ZXJ0ZXhfaWQYASABKAUqOAoIRWRnZUtpbmQSDQoJV09SS1NfRk9SEAASDQoJTUVNQkVSX09GEAESDgoKQkVMT05HU19UTxACMvMDCgZQZW9wbGUSLgoMQ3JlYXRlUGVyc29uEg4ucGVvcGxlLlBlcnNvbhoOLnBlb3BsZS5QZXJzb24SMgoMQ3JlYXRlUGVvcGxlEg4ucGVvcGxlLlBlcnNvbhoOLnBlb3BsZS5QZXJzb24oATABEjcKDEltcG9ydFBlb3BsZRIOLnBlb3BsZS5QZXJzb24aFS5wZW9wbGUuSW1wb3J0U3VtbWFyeSgBEjkKCkxpc3RQZW9wbGUSGS5wZW9wbGUuTGlzdFBlb3BsZVJlcXVlc3QaDi5wZW9wbGUuUGVyc29uMAESQAoSQ3JlYXRlT3JnYW5pemF0aW9uEhQucGVvcGxlLk9yZ2FuaXphdGlvbhoULnBlb3BsZS5Pcmdhbml6YXRpb24SOgoQQ3JlYXRlRGVwYXJ0bWVudBISLnBlb3BsZS5EZXBhcnRtZW50GhIucGVvcGxlLkRlcGFydG1lbnQSIgoETGluaxIMLnBlb3BsZS5FZGdlGgwucGVvcGxlLkVkZ2USMwoHTWVtYmVycxIWLnBlb3BsZS5NZW1iZXJzUmVxdWVzdBoOLnBlb3BsZS5QZXJzb24wARI6CgtXYXRjaFBlb3BsZRIZLnBlb3BsZS5MaXN0UGVvcGxlUmVxdWVzdBoOLnBlb3BsZS5QZXJzb24wAWIGcHJvdG8z");
+  fileDesc("CgxwZW9wbGUucHJvdG8SBnBlb3BsZSJNCgZQZXJzb24SDAoEbmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRILCgN1cmwYAyABKAkSCgoCaWQYBCABKAUSDQoFbGFiZWwYBSABKAkiNwoMT3JnYW5pemF0aW9uEgwKBG5hbWUYASABKAkSCgoCaWQYAiABKAUSDQoFbGFiZWwYAyABKAkiNQoKRGVwYXJ0bWVudBIMCgRuYW1lGAEgASgJEgoKAmlkGAIgASgFEg0KBWxhYmVsGAMgASgJIlIKBEVkZ2USHgoEa2luZBgBIAEoDjIQLnBlb3BsZS5FZGdlS2luZBIPCgdmcm9tX2lkGAIgASgFEg0KBXRvX2lkGAMgASgFEgoKAmlkGAQgASgFIksKEUxpc3RQZW9wbGVSZXF1ZXN0EhUKDW5hbWVfY29udGFpbnMYASABKAkSDQoFbGltaXQYAiABKA0SEAoIYWZ0ZXJfaWQYAyABKAUiPwoNSW1wb3J0U3VtbWFyeRIPCgdjcmVhdGVkGAEgASgNEhAKCHJlamVjdGVkGAIgASgNEgsKA2lkcxgDIAMoBSI1Cg5NZW1iZXJzUmVxdWVzdBIRCgl2ZXJ0ZXhfaWQYASABKAUSEAoIYWZ0ZXJfaWQYAiABKAUqOAoIRWRnZUtpbmQSDQoJV09SS1NfRk9SEAASDQoJTUVNQkVSX09GEAESDgoKQkVMT05HU19UTxACMvMDCgZQZW9wbGUSLgoMQ3JlYXRlUGVyc29uEg4ucGVvcGxlLlBlcnNvbhoOLnBlb3BsZS5QZXJzb24SMgoMQ3JlYXRlUGVvcGxlEg4ucGVvcGxlLlBlcnNvbhoOLnBlb3BsZS5QZXJzb24oATABEjcKDEltcG9ydFBlb3BsZRIOLnBlb3BsZS5QZXJzb24aFS5wZW9wbGUuSW1wb3J0U3VtbWFyeSgBEjkKCkxpc3RQZW9wbGUSGS5wZW9wbGUuTGlzdFBlb3BsZVJlcXVlc3QaDi5wZW9wbGUuUGVyc29uMAESQAoSQ3JlYXRlT3JnYW5pemF0aW9uEhQucGVvcGxlLk9yZ2FuaXphdGlvbhoULnBlb3BsZS5Pcmdhbml6YXRpb24SOgoQQ3JlYXRlRGVwYXJ0bWVudBISLnBlb3BsZS5EZXBhcnRtZW50GhIucGVvcGxlLkRlcGFydG1lbnQSIgoETGluaxIMLnBlb3BsZS5FZGdlGgwucGVvcGxlLkVkZ2USMwoHTWVtYmVycxIWLnBlb3BsZS5NZW1iZXJzUmVxdWVzdBoOLnBlb3BsZS5QZXJzb24wARI6CgtXYXRjaFBlb3BsZRIZLnBlb3BsZS5MaXN0UGVvcGxlUmVxdWVzdBoOLnBlb3BsZS5QZXJzb24wAWIGcHJvdG8z");
 
 /**
  * A person vertex. On create, `id` and `label` are assigned by the store.
@@ -165,6 +165,15 @@ export type ListPeopleRequest = Message<"people.ListPeopleRequest"> & {
    * @generated from field: uint32 limit = 2;
    */
   limit: number;
+
+  /**
+   * Only people with ids above this (0: from the start). People stream in
+   * id order, so a client whose stream was cut (a server restart) resumes
+   * with the id of the last person it received.
+   *
+   * @generated from field: int32 after_id = 3;
+   */
+  afterId: number;
 };
 
 /**
@@ -215,6 +224,14 @@ export type MembersRequest = Message<"people.MembersRequest"> & {
    * @generated from field: int32 vertex_id = 1;
    */
   vertexId: number;
+
+  /**
+   * Only members with ids above this (0: from the start); members stream in
+   * id order, so a cut stream resumes from the last id received.
+   *
+   * @generated from field: int32 after_id = 2;
+   */
+  afterId: number;
 };
 
 /**

@@ -1,42 +1,12 @@
-//! The people graph's storage, behind a small trait so that a server
-//! database can replace the embedded one without touching the service.
-//! Calls are blocking; the service runs them off the reactor threads.
+//! The embedded SQLite store: one file, one connection behind a mutex.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::proto::people::{EdgeKind, Person};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// The vertex labels of the graph.
-pub const PERSON: &str = "person";
-/// Organization vertices.
-pub const ORGANIZATION: &str = "organization";
-/// Department vertices.
-pub const DEPARTMENT: &str = "department";
-
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// A referenced vertex does not exist (the message names the field).
-    NotFound(String),
-    /// The operation does not fit the graph (e.g. an edge between the wrong kinds).
-    Invalid(String),
-    /// The database failed.
-    Backend(String),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::NotFound(m) | StoreError::Invalid(m) => f.write_str(m),
-            StoreError::Backend(m) => write!(f, "store failure: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
+use super::{PERSON, Store, StoreError, edge_label};
+use crate::proto::people::{EdgeKind, Person};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -44,49 +14,10 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// What the people service needs from a graph store.
-pub trait Store: Send + Sync + 'static {
-    /// Stores people in one transaction; returns them with ids and labels.
-    fn create_people(&self, people: &[Person]) -> Result<Vec<Person>, StoreError>;
-    /// Stores a vertex with `label` (`organization`, `department`); returns its id.
-    fn create_vertex(&self, label: &str, name: &str) -> Result<i32, StoreError>;
-    /// The label of vertex `id`, if it exists.
-    fn label_of(&self, id: i32) -> Result<Option<String>, StoreError>;
-    /// Adds an edge (the caller checked the vertex kinds); returns its id.
-    fn link(&self, kind: EdgeKind, from: i32, to: i32) -> Result<i32, StoreError>;
-    /// One page of the people whose name contains `name_contains`: ids
-    /// above `after_id`, in id order, at most `limit` (keyset paging: a
-    /// streaming reader holds one page, never the whole result).
-    fn list_people(
-        &self,
-        name_contains: &str,
-        after_id: i32,
-        limit: u32,
-    ) -> Result<Vec<Person>, StoreError>;
-    /// One page of the people with an edge of `kind` to vertex `to`: ids
-    /// above `after_id`, in id order, at most `limit`.
-    fn people_linked_to(
-        &self,
-        kind: EdgeKind,
-        to: i32,
-        after_id: i32,
-        limit: u32,
-    ) -> Result<Vec<Person>, StoreError>;
-}
-
 /// The embedded SQLite store: a `vertices` and an `edges` table; ids are
 /// assigned by the database.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-}
-
-/// The edge label stored for each kind.
-pub fn edge_label(kind: EdgeKind) -> &'static str {
-    match kind {
-        EdgeKind::WorksFor => "works_for",
-        EdgeKind::MemberOf => "member_of",
-        EdgeKind::BelongsTo => "belongs_to",
-    }
 }
 
 impl SqliteStore {

@@ -1,0 +1,256 @@
+//! The shared PostgreSQL store: the same two tables as SQLite, reached
+//! through a bounded pool of connections, so that several instances of the
+//! people service can serve one graph.
+
+use std::time::Duration;
+
+use postgres::NoTls;
+use postgres::error::SqlState;
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_postgres::r2d2::{Pool, PooledConnection};
+
+use super::{PERSON, Store, StoreError, edge_label};
+use crate::proto::people::{EdgeKind, Person};
+
+type Manager = PostgresConnectionManager<NoTls>;
+
+/// How long a store call waits for a pooled connection before it fails
+/// with [`StoreError::Unavailable`].
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// The schema, one migration per version; a database records the versions
+/// it has run in `zrpc_schema`.
+const MIGRATIONS: &[&str] = &["CREATE TABLE vertices (
+         id SERIAL PRIMARY KEY,
+         label TEXT NOT NULL,
+         name TEXT NOT NULL,
+         email TEXT NOT NULL DEFAULT '',
+         url TEXT NOT NULL DEFAULT ''
+     );
+     CREATE TABLE edges (
+         id SERIAL PRIMARY KEY,
+         label TEXT NOT NULL,
+         from_id INTEGER NOT NULL REFERENCES vertices(id),
+         to_id INTEGER NOT NULL REFERENCES vertices(id),
+         UNIQUE (label, from_id, to_id)
+     );
+     CREATE INDEX edges_to ON edges (to_id, label);
+     CREATE INDEX vertices_label ON vertices (label, id);"];
+
+/// A key for the advisory lock that serialises migrations when several
+/// instances start at once.
+const MIGRATION_LOCK: i64 = 0x7a72_7063; // "zrpc"
+
+/// People in PostgreSQL (`zrpc serve --db postgres://...`).
+pub struct PostgresStore {
+    /// `None` only while dropping.
+    pool: Option<Pool<Manager>>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The synchronous client closes its connections by blocking on a
+        // runtime of its own, which tokio forbids on its worker threads
+        // (where the last handle of a server often goes): close them on a
+        // thread of their own.
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::Builder::new()
+                .name("zrpc-pg-close".into())
+                .spawn(move || drop(pool));
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        let lost = e.is_closed()
+            || e.code().is_some_and(|c| {
+                c == &SqlState::ADMIN_SHUTDOWN
+                    || c == &SqlState::CANNOT_CONNECT_NOW
+                    || c == &SqlState::TOO_MANY_CONNECTIONS
+            });
+        match e.as_db_error() {
+            Some(db) if !lost => StoreError::Backend(db.message().to_owned()),
+            _ if lost => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects a pool of `pool_size` connections (at least 1) to `url`
+    /// and brings the schema up to date. Fails when the database cannot be
+    /// reached within [`POOL_WAIT`].
+    pub fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?;
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            // Connections open as they are needed, not all at start.
+            .min_idle(Some(1))
+            .connection_timeout(POOL_WAIT)
+            .build(PostgresConnectionManager::new(config, NoTls))
+            .map_err(|e| StoreError::Unavailable(format!("database {}: {e}", redact(url))))?;
+        let store = Self { pool: Some(pool) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
+        self.pool
+            .as_ref()
+            .expect("the pool lives until drop")
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+    }
+
+    /// Runs the migrations this database has not run yet, in one
+    /// transaction under an advisory lock (instances starting together
+    /// take turns; the second finds the work done).
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS zrpc_schema (version INTEGER PRIMARY KEY)")?;
+        let done: i32 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM zrpc_schema", &[])?
+            .get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i as i32 + 1;
+            if version > done {
+                tx.batch_execute(sql)?;
+                tx.execute("INSERT INTO zrpc_schema (version) VALUES ($1)", &[&version])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn person_row(row: &postgres::Row) -> Person {
+    Person {
+        id: row.get(0),
+        name: row.get(1),
+        email: row.get(2),
+        url: row.get(3),
+        label: PERSON.into(),
+    }
+}
+
+impl Store for PostgresStore {
+    fn create_people(&self, people: &[Person]) -> Result<Vec<Person>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let insert = tx.prepare(
+            "INSERT INTO vertices (label, name, email, url) VALUES ($1, $2, $3, $4) RETURNING id",
+        )?;
+        let mut out = Vec::with_capacity(people.len());
+        for p in people {
+            let id: i32 = tx
+                .query_one(&insert, &[&PERSON, &p.name, &p.email, &p.url])?
+                .get(0);
+            out.push(Person {
+                id,
+                label: PERSON.into(),
+                ..p.clone()
+            });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn create_vertex(&self, label: &str, name: &str) -> Result<i32, StoreError> {
+        Ok(self
+            .conn()?
+            .query_one(
+                "INSERT INTO vertices (label, name) VALUES ($1, $2) RETURNING id",
+                &[&label, &name],
+            )?
+            .get(0))
+    }
+
+    fn label_of(&self, id: i32) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_opt("SELECT label FROM vertices WHERE id = $1", &[&id])?
+            .map(|r| r.get(0)))
+    }
+
+    fn link(&self, kind: EdgeKind, from: i32, to: i32) -> Result<i32, StoreError> {
+        let mut conn = self.conn()?;
+        let label = edge_label(kind);
+        conn.execute(
+            "INSERT INTO edges (label, from_id, to_id) VALUES ($1, $2, $3)
+             ON CONFLICT (label, from_id, to_id) DO NOTHING",
+            &[&label, &from, &to],
+        )?;
+        Ok(conn
+            .query_one(
+                "SELECT id FROM edges WHERE label = $1 AND from_id = $2 AND to_id = $3",
+                &[&label, &from, &to],
+            )?
+            .get(0))
+    }
+
+    fn list_people(
+        &self,
+        name_contains: &str,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError> {
+        let rows = self.conn()?.query(
+            "SELECT id, name, email, url FROM vertices
+             WHERE label = 'person' AND strpos(name, $1) > 0 AND id > $2 ORDER BY id LIMIT $3",
+            &[&name_contains, &after_id, &i64::from(limit)],
+        )?;
+        Ok(rows.iter().map(person_row).collect())
+    }
+
+    fn people_linked_to(
+        &self,
+        kind: EdgeKind,
+        to: i32,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError> {
+        let rows = self.conn()?.query(
+            "SELECT v.id, v.name, v.email, v.url FROM edges e JOIN vertices v ON v.id = e.from_id
+             WHERE e.to_id = $1 AND e.label = $2 AND v.label = 'person' AND v.id > $3
+             ORDER BY v.id LIMIT $4",
+            &[&to, &edge_label(kind), &after_id, &i64::from(limit)],
+        )?;
+        Ok(rows.iter().map(person_row).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("postgres://app:secret@127.0.0.1:5432/people"),
+            "postgres://app:***@127.0.0.1:5432/people"
+        );
+        assert_eq!(
+            redact("postgres://127.0.0.1/people"),
+            "postgres://127.0.0.1/people"
+        );
+    }
+}
