@@ -166,6 +166,9 @@ struct ServerState {
     /// `drain_delay`).
     unhealthy: AtomicBool,
     stop: Signal,
+    /// Notified whenever a connection ends (or an accepted one fails its
+    /// handshake): a shutdown waits on it until none is left.
+    ended: event_listener::Event,
     budget: Arc<RecvBudget>,
 }
 
@@ -258,6 +261,7 @@ impl<R: Runtime> Server<R> {
                 stopping: AtomicBool::new(false),
                 unhealthy: AtomicBool::new(false),
                 stop: Signal::default(),
+                ended: event_listener::Event::new(),
                 budget,
             }),
         }
@@ -432,6 +436,7 @@ impl<R: Runtime> Server<R> {
                 }
             }
             this.state.open.fetch_sub(1, Ordering::AcqRel);
+            this.state.ended.notify(usize::MAX);
         });
     }
 
@@ -663,6 +668,7 @@ impl<R: Runtime> Server<R> {
             .map_or_else(|| "closed".to_owned(), |s| s.message().to_owned());
         tracing::info!(peer = %peer_text, %reason, "connection closed");
         lock(&self.state.conns).remove(&id);
+        self.state.ended.notify(usize::MAX);
     }
 
     /// True while the server serves: not shutting down, and the whole
@@ -693,27 +699,44 @@ impl<R: Runtime> Server<R> {
         }
         self.state.stopping.store(true, Ordering::Release);
         self.state.stop.signal();
-        let conns: Vec<Arc<Shared>> = lock(&self.state.conns)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for s in &conns {
+        // Every connection gets GOAWAY: the open ones now, one whose
+        // handshake is still under way as it registers (`serve_stream`
+        // checks `stopping`). The shutdown is over when all of them, late
+        // ones included, have ended: a connection left behind would lose
+        // its calls when the process exits.
+        for s in self.live_connections() {
             s.act(|g| g.conn.go_away());
         }
         let deadline = now() + self.config.drain_grace;
-        for s in &conns {
-            let drained = async {
-                s.closed().await;
-                true
+        let drained = async {
+            loop {
+                let ended = self.state.ended.listen();
+                if self.state.open.load(Ordering::Acquire) == 0
+                    && self.live_connections().is_empty()
+                {
+                    return true;
+                }
+                ended.await;
             }
-            .or(async {
-                self.rt.sleep_until(deadline).await;
-                false
-            })
-            .await;
-            if !drained {
+        }
+        .or(async {
+            self.rt.sleep_until(deadline).await;
+            false
+        })
+        .await;
+        if !drained {
+            for s in self.live_connections() {
                 s.act(|g| g.conn.close(1001, "server shutting down"));
             }
         }
+    }
+
+    /// The connections being served (registered, not yet over).
+    fn live_connections(&self) -> Vec<Arc<Shared>> {
+        lock(&self.state.conns)
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|s| !s.lock().conn.is_closed())
+            .collect()
     }
 }
