@@ -50,14 +50,15 @@ load=$!
 load_t0=$(date +%s.%N)
 # The restarts spread over the run: the first after 1.5 s (the load has
 # reached every instance), then one every (LOAD_SECS - 3) / 3 seconds.
-gap=$(echo "($secs - 3) / 3" | bc -l)
+gap=$(awk -v s="$secs" 'BEGIN { print (s - 3) / 3 }')
 sleep 1.5
 for i in 1 2 3; do
   [ "$i" = 1 ] || sleep "$gap"
   t0=$(date +%s.%N)
   bash scripts/cluster.sh restart "$i"
   printf '  instance %s restarted in %.2f s, %.2f s into the run\n' "$i" \
-    "$(echo "$(date +%s.%N) - $t0" | bc)" "$(echo "$t0 - $load_t0" | bc)"
+    "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')" \
+    "$(awk -v a="$t0" -v b="$load_t0" 'BEGIN { print a - b }')"
 done
 if ! kill -0 "$load" 2>/dev/null; then
   echo "FAIL: the load ended before the restarts did (raise LOAD_SECS)" >&2

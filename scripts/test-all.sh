@@ -18,8 +18,12 @@
 #      date, the bundle size bound, and its tests: the protocol alone, the
 #      test vectors, a hostile fake server, Node against the real server,
 #      and the web app in headless Chromium
-#   7. the benchmarks build (cargo bench --no-run), so they cannot rot
-#   8. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
+#   7. the rolling restart: scripts/rolling-restart.sh (installs Debian's
+#      nginx and postgresql when missing) runs 3 instances behind nginx on
+#      one PostgreSQL and restarts each under mixed load: no failed unary
+#      call, every write in the database exactly once
+#   8. the benchmarks build (cargo bench --no-run), so they cannot rot
+#   9. a fuzz smoke: each cargo-fuzz target (frame_decode, connection,
 #      handshake) for FUZZ_SECONDS (default 30) on
 #      nightly; installs cargo-fuzz once if it is missing
 set -euo pipefail
@@ -38,6 +42,9 @@ echo "== javascript"
 cargo build -p zrpc-cli
 bash scripts/setup-js.sh
 (cd clients/js && npm run check && node scripts/size.mjs --max=11000 && npm test)
+echo "== rolling restart (3 instances behind nginx on one PostgreSQL, each restarted under load)"
+cargo build -p zrpc-benches --bin cluster
+ZRPC_BIN="$PWD/target/debug/zrpc" CLUSTER_BIN="$PWD/target/debug/cluster" bash scripts/rolling-restart.sh 8
 echo "== bench build"; cargo bench --workspace --no-run
 
 echo "== fuzz smoke"

@@ -3,7 +3,7 @@
 //! and for the throughput of 1, 2 and 3 instances:
 //!
 //! ```sh
-//! cluster --url ws://127.0.0.1:PORT/ --secs 10 --workers 8 --tag run1 [--mix all|unary]
+//! cluster --url ws://127.0.0.1:PORT/ --secs 10 --workers 8 --tag run1 [--mix all|unary|echo]
 //! ```
 //!
 //! Each worker has its own [`Channel`] (its own connection, placed by the
@@ -12,7 +12,9 @@
 //! resumed from the last id when a restart cuts it), ImportPeople (client
 //! streaming, all or nothing) and CreatePeople (bidi). Calls the server
 //! never processed are sent again by the channel; nothing else is retried,
-//! so every write happens at most once. Prints one JSON line: counts,
+//! so every write happens at most once. `--mix unary` makes only the
+//! CreatePerson calls, `--mix echo` only `echo.Echo/Say` calls (no
+//! database: what the proxy and the instances cost). Prints one JSON line: counts,
 //! calls/s, unary latency, and every name whose creation was confirmed or
 //! left uncertain (a stream cut part way), for the caller to check against
 //! the database.
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zrpc_async::{CallKind, CallOptions, Channel, ChannelConfig, Code, Status};
+use zrpc_cli::proto::echo::{EchoReply, EchoRequest};
 use zrpc_cli::proto::people::{ImportSummary, ListPeopleRequest, Person};
 use zrpc_proto::{decode, encode};
 use zrpc_tokio::TokioRuntime;
@@ -214,19 +217,30 @@ fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     t.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Which calls a worker makes.
+#[derive(Clone, Copy, PartialEq)]
+enum Mix {
+    /// All four kinds on the people service.
+    All,
+    /// CreatePerson only.
+    Unary,
+    /// echo.Echo/Say only.
+    Echo,
+}
+
 async fn worker(
     url: String,
     w: usize,
     tag: String,
     (run_started, until): (Instant, Instant),
-    all: bool,
+    mix: Mix,
     t: Arc<Mutex<Tally>>,
 ) {
     let ch = Channel::new(&url, ChannelConfig::default(), TokioRuntime).expect("url");
     let mut i = 0u64;
     while Instant::now() < until {
         i += 1;
-        let kind = if all { i % 10 } else { 0 };
+        let kind = if mix == Mix::All { i % 10 } else { 0 };
         let op_started = Instant::now();
         match kind {
             7 => list(&ch, &tag, &t).await,
@@ -241,14 +255,21 @@ async fn worker(
             _ => {
                 let name = format!("{tag}-u-{w}-{i}");
                 let started = Instant::now();
-                let r = ch
-                    .unary(
-                        "people.People/CreatePerson",
-                        encode(&person(name.clone())),
-                        opts(),
-                    )
-                    .await
-                    .and_then(decode::<Person>);
+                let r = if mix == Mix::Echo {
+                    let req = EchoRequest {
+                        message: name.clone(),
+                        repeat: 0,
+                    };
+                    ch.unary("echo.Echo/Say", encode(&req), opts())
+                        .await
+                        .and_then(decode::<EchoReply>)
+                        .map(|r| person(r.message))
+                } else {
+                    let req = encode(&person(name.clone()));
+                    ch.unary("people.People/CreatePerson", req, opts())
+                        .await
+                        .and_then(decode::<Person>)
+                };
                 let us = started.elapsed().as_micros() as u64;
                 let mut t = lock(&t);
                 match r {
@@ -260,7 +281,9 @@ async fn worker(
                         t.per_quarter[q] += 1;
                         t.unary_ok += 1;
                         t.latencies_us.push(us);
-                        t.confirmed.push(name);
+                        if mix != Mix::Echo {
+                            t.confirmed.push(name);
+                        }
                     }
                     Ok(p) => t
                         .unary_failed
@@ -302,7 +325,12 @@ async fn main() {
     let secs: f64 = arg("--secs").map_or(10.0, |s| s.parse().expect("--secs"));
     let workers: usize = arg("--workers").map_or(8, |s| s.parse().expect("--workers"));
     let tag = arg("--tag").unwrap_or_else(|| "load".into());
-    let all = arg("--mix").as_deref() != Some("unary");
+    let mix = match arg("--mix").as_deref() {
+        None | Some("all") => Mix::All,
+        Some("unary") => Mix::Unary,
+        Some("echo") => Mix::Echo,
+        Some(m) => panic!("--mix {m}: expected all, unary or echo"),
+    };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
@@ -314,7 +342,7 @@ async fn main() {
                 w,
                 tag.clone(),
                 span,
-                all,
+                mix,
                 tally.clone(),
             ))
         })

@@ -80,7 +80,7 @@ impl From<postgres::Error> for StoreError {
 impl PostgresStore {
     /// Connects a pool of `pool_size` connections (at least 1) to `url`
     /// and brings the schema up to date. Fails when the database cannot be
-    /// reached within [`POOL_WAIT`].
+    /// reached within 5 s (`POOL_WAIT`).
     pub fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
         let config: postgres::Config = url
             .parse()
