@@ -153,16 +153,11 @@ impl<R: Runtime> Channel<R> {
         request: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Status> {
-        let deadline = deadline_of(&opts);
-        let mut tries = Tries::default();
-        loop {
-            let client = self.connection(deadline).await?;
-            let attempt = attempt_options(&opts, deadline)?;
-            match client.unary_attempt(method, request.clone(), attempt).await {
-                Ok(response) => return Ok(response),
-                Err(failure) => self.again(failure, &opts, deadline, &mut tries).await?,
-            }
-        }
+        self.attempts(&opts, |client, attempt| {
+            let request = request.clone();
+            async move { client.unary_attempt(method, request, attempt).await }
+        })
+        .await
     }
 
     /// A server-streaming call, opened on the next connection when the
@@ -177,19 +172,15 @@ impl<R: Runtime> Channel<R> {
         request: Bytes,
         opts: CallOptions,
     ) -> Result<Call, Status> {
-        let deadline = deadline_of(&opts);
-        let mut tries = Tries::default();
-        loop {
-            let client = self.connection(deadline).await?;
-            let attempt = attempt_options(&opts, deadline)?;
-            match client
-                .server_streaming_attempt(method, request.clone(), attempt)
-                .await
-            {
-                Ok(call) => return Ok(call),
-                Err(failure) => self.again(failure, &opts, deadline, &mut tries).await?,
+        self.attempts(&opts, |client, attempt| {
+            let request = request.clone();
+            async move {
+                client
+                    .server_streaming_attempt(method, request, attempt)
+                    .await
             }
-        }
+        })
+        .await
     }
 
     /// Opens a call of any kind on the current connection (see
@@ -201,14 +192,27 @@ impl<R: Runtime> Channel<R> {
         kind: CallKind,
         opts: CallOptions,
     ) -> Result<Call, Status> {
-        let deadline = deadline_of(&opts);
+        self.attempts(&opts, |client, attempt| async move {
+            client.start(method, kind, attempt, None).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` on the current connection until it succeeds or
+    /// [`Channel::again`] gives up, each attempt with the time left of the
+    /// call's deadline.
+    async fn attempts<T, F, Fut>(&self, opts: &CallOptions, mut attempt: F) -> Result<T, Status>
+    where
+        F: FnMut(Client, CallOptions) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let deadline = deadline_of(opts);
         let mut tries = Tries::default();
         loop {
             let client = self.connection(deadline).await?;
-            let attempt = attempt_options(&opts, deadline)?;
-            match client.start(method, kind, attempt, None).await {
-                Ok(call) => return Ok(call),
-                Err(failure) => self.again(failure, &opts, deadline, &mut tries).await?,
+            match attempt(client, attempt_options(opts, deadline)?).await {
+                Ok(done) => return Ok(done),
+                Err(failure) => self.again(failure, opts, deadline, &mut tries).await?,
             }
         }
     }

@@ -5,53 +5,21 @@
 //! their deadline) for a server that is not up yet.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::FutureExt;
 use futures_lite::future::zip;
 use tokio::sync::{mpsc, oneshot};
 use zrpc_tokio::*;
 
-/// Runs a scenario on tokio's multi-thread runtime and on smol.
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn tokio() {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(super::bounded(zrpc_tokio::TokioRuntime, super::$name(zrpc_tokio::TokioRuntime)));
-            }
-            #[test]
-            fn smol() {
-                smol::block_on(super::bounded(zrpc_smol::SmolRuntime, super::$name(zrpc_smol::SmolRuntime)));
-            }
-        }
-    )*};
-}
+mod common;
 
 on_both_runtimes!(
     calls_go_on_through_a_graceful_restart_each_processed_once,
     a_call_cut_by_a_lost_connection_fails_unless_idempotent,
     calls_wait_within_their_deadline_for_a_server_to_come_up,
 );
-
-async fn bounded<R: Runtime, F: Future>(rt: R, f: F) -> F::Output {
-    let limit = Instant::now() + Duration::from_secs(60);
-    async { Some(f.await) }
-        .or(async {
-            rt.sleep_until(limit).await;
-            None
-        })
-        .await
-        .expect("scenario timed out")
-}
 
 /// A server on `addr` (port 0: any); returns it, its address, and a
 /// receiver that resolves once its accept loop has ended (its listener is

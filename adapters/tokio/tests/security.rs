@@ -3,7 +3,6 @@
 //! the "Security" section of the README, and that well-behaved clients are
 //! unaffected while it is hit.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,34 +15,13 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use zrpc_core::frame::Open;
 use zrpc_core::{Frame, Method};
 use zrpc_tokio::*;
 
 mod common;
 use common::socket_addr_of;
-
-/// Runs a scenario on tokio's multi-thread runtime and on smol.
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn tokio() {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(super::bounded(zrpc_tokio::TokioRuntime, super::$name(zrpc_tokio::TokioRuntime)));
-            }
-            #[test]
-            fn smol() {
-                smol::block_on(super::bounded(zrpc_smol::SmolRuntime, super::$name(zrpc_smol::SmolRuntime)));
-            }
-        }
-    )*};
-}
 
 on_both_runtimes!(
     a_peer_that_grants_credit_and_never_reads_is_bounded_then_dropped,
@@ -60,17 +38,6 @@ on_both_runtimes!(
     tls_serves_wss_and_refuses_what_it_should,
     a_server_that_never_answers_cannot_hold_a_client,
 );
-
-async fn bounded<R: Runtime, F: Future>(rt: R, f: F) -> F::Output {
-    let limit = Instant::now() + Duration::from_secs(60);
-    async { Some(f.await) }
-        .or(async {
-            rt.sleep_until(limit).await;
-            None
-        })
-        .await
-        .expect("scenario timed out")
-}
 
 fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())

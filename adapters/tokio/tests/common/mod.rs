@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_lite::FutureExt;
 use zrpc_smol::SmolRuntime;
 use zrpc_tokio::*;
 
@@ -187,6 +188,40 @@ pub async fn smol_server() -> Fixture<SmolRuntime> {
 /// Bounds every scenario: a hung test fails instead of hanging CI.
 pub async fn bounded<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("scenario timed out")
+}
+
+/// Runs a scenario on tokio's multi-thread runtime and on smol.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn tokio() {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on($crate::common::bounded_on(zrpc_tokio::TokioRuntime, super::$name(zrpc_tokio::TokioRuntime)));
+            }
+            #[test]
+            fn smol() {
+                smol::block_on($crate::common::bounded_on(zrpc_smol::SmolRuntime, super::$name(zrpc_smol::SmolRuntime)));
+            }
+        }
+    )*};
+}
+
+/// [`bounded`] on any runtime (its own timer): a hang fails the test.
+pub async fn bounded_on<R: Runtime, F: std::future::Future>(rt: R, f: F) -> F::Output {
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    async { Some(f.await) }
+        .or(async {
+            rt.sleep_until(limit).await;
+            None
+        })
         .await
         .expect("scenario timed out")
 }
