@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 export ZRPC_BIN=${ZRPC_BIN:-$PWD/target/release/zrpc}
-driver=${CLUSTER_BIN:-$PWD/target/release/cluster}
-cargo build --release -p zrpc-cli -p zrpc-benches --bin zrpc --bin cluster
+driver=${CLUSTER_BIN:-$PWD/target/release/examples/cluster}
+cargo build --release -p zrpc-cli --bin zrpc --example cluster
 export ZRPC_CLUSTER_DIR
 ZRPC_CLUSTER_DIR=$(mktemp -d /tmp/zrpc-bench.XXXXXX)
 rmdir "$ZRPC_CLUSTER_DIR"

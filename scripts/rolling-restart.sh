@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The rolling restart test: 3 instances of `zrpc serve` behind nginx on one
 # PostgreSQL (scripts/cluster.sh), continuous mixed load through nginx
-# (benches' `cluster` driver: CreatePerson, ListPeople, ImportPeople,
+# (zrpc-cli's `cluster` example: CreatePerson, ListPeople, ImportPeople,
 # CreatePeople), and each instance in turn gets SIGTERM, drains, exits and
 # starts again. Fails unless:
 #   - no unary call failed;
@@ -19,9 +19,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 secs=${1:-10}
 export ZRPC_BIN=${ZRPC_BIN:-$root/target/release/zrpc}
-driver=${CLUSTER_BIN:-$root/target/release/cluster}
+driver=${CLUSTER_BIN:-$root/target/release/examples/cluster}
 if [ ! -x "$ZRPC_BIN" ] || [ ! -x "$driver" ]; then
-  cargo build --release -p zrpc-cli -p zrpc-benches --bin zrpc --bin cluster
+  cargo build --release -p zrpc-cli --bin zrpc --example cluster
 fi
 
 export ZRPC_CLUSTER_DIR

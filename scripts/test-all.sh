@@ -43,8 +43,8 @@ cargo build -p zrpc-cli
 bash scripts/setup-js.sh
 (cd clients/js && npm run check && node scripts/size.mjs --max=11000 && npm test)
 echo "== rolling restart (3 instances behind nginx on one PostgreSQL, each restarted under load)"
-cargo build -p zrpc-benches --bin cluster
-ZRPC_BIN="$PWD/target/debug/zrpc" CLUSTER_BIN="$PWD/target/debug/cluster" bash scripts/rolling-restart.sh 8
+cargo build -p zrpc-cli --example cluster
+ZRPC_BIN="$PWD/target/debug/zrpc" CLUSTER_BIN="$PWD/target/debug/examples/cluster" bash scripts/rolling-restart.sh 8
 echo "== bench build"; cargo bench --workspace --no-run
 
 echo "== fuzz smoke"

@@ -3,7 +3,7 @@
 //! and for the throughput of 1, 2 and 3 instances:
 //!
 //! ```sh
-//! cluster --url ws://127.0.0.1:PORT/ --secs 10 --workers 8 --tag run1 [--mix all|unary|echo]
+//! cargo run --release -p zrpc-cli --example cluster -- --url ws://127.0.0.1:PORT/ --secs 10 --workers 8 --tag run1 [--mix all|unary|echo]
 //! ```
 //!
 //! Each worker has its own [`Channel`] (its own connection, placed by the
