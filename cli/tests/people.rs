@@ -68,6 +68,18 @@ struct Db {
     location: String,
 }
 
+impl Drop for Db {
+    /// A SQLite database's folder goes with it (a PostgreSQL one goes
+    /// with its throwaway server).
+    fn drop(&mut self) {
+        if !self.location.starts_with("postgres")
+            && let Some(dir) = std::path::Path::new(&self.location).parent()
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 impl Db {
     async fn fresh(backend: Backend, name: &str) -> Option<Db> {
         match backend {
