@@ -91,6 +91,12 @@ pub struct Config {
     /// live call for this long. Default `None` (off); servers turn it on
     /// (`zrpc_async::ServerConfig` sets 5 minutes).
     pub idle_timeout: Option<Duration>,
+    /// Release the buffers a connection keeps for reuse (the output arena,
+    /// the call table, event and control queues) once it has had no call
+    /// for this long: an idle connection then holds little more than its
+    /// socket's buffers. They are allocated again by the next call.
+    /// Default 1 s; `None` keeps them.
+    pub release_idle_after: Option<Duration>,
     /// Send a PING when nothing was received for this long. Default `None`
     /// (off); servers turn it on (`zrpc_async::ServerConfig` sets 30 s).
     pub keepalive_interval: Option<Duration>,
@@ -123,6 +129,7 @@ impl Default for Config {
             max_call_send_buffer: DEFAULT_MAX_CALL_SEND_BUFFER,
             max_connection_send_buffer: DEFAULT_MAX_CONNECTION_SEND_BUFFER,
             idle_timeout: None,
+            release_idle_after: Some(Duration::from_secs(1)),
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
             max_pending_control: 4096,

@@ -12,7 +12,7 @@ use crate::frame::{self, BATCH_ENTRY_PREFIX, Frame, HEADER_LEN};
 /// `MIN_CHUNK` and double with each new one, so an idle connection keeps a
 /// small buffer and a busy one soon allocates rarely.
 const OUT_CHUNK: usize = 16 * 1024;
-const MIN_CHUNK: usize = 512;
+const MIN_CHUNK: usize = 128;
 
 /// A v1 frame chosen to go out, not yet encoded (so it can be written alone
 /// or straight into a BATCH).
@@ -94,6 +94,12 @@ fn room(buf: &mut BytesMut, len: usize, chunk: &mut usize) {
 }
 
 impl Arena {
+    /// Gives the buffers back (frames already carved keep theirs alive
+    /// until they are dropped); the next frame starts a small chunk.
+    pub(crate) fn release(&mut self) {
+        *self = Arena::default();
+    }
+
     /// Encodes `len` bytes with `f` and cuts them off.
     #[inline]
     pub(crate) fn carve(&mut self, len: usize, f: impl FnOnce(&mut BytesMut)) -> Bytes {

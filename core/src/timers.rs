@@ -35,6 +35,9 @@ pub(crate) struct Timers {
     /// Since when the connection has had no call; `None` while calls are
     /// live, or until the next timer notices the last one ended.
     idle_since: Option<Instant>,
+    /// The idle connection's buffers were released (see
+    /// `Config::release_idle_after`); cleared when a call starts.
+    pub(crate) released: bool,
 }
 
 impl Timers {
@@ -45,6 +48,8 @@ impl Timers {
             ping_sent: None,
             ping_seq: 0,
             idle_since: Some(now),
+            // Nothing is held before the first call.
+            released: true,
         }
     }
 
@@ -59,6 +64,35 @@ impl Timers {
     #[inline]
     pub(crate) fn busy(&mut self) {
         self.idle_since = None;
+        self.released = false;
+    }
+
+    /// True once, when a connection without calls has been so for `limit`
+    /// and its buffers are still held: release them now.
+    pub(crate) fn release_due(&mut self, now: Instant, limit: Duration) -> bool {
+        if self.released || !self.idle_expired(now, limit) {
+            return false;
+        }
+        self.released = true;
+        true
+    }
+
+    /// The limit of the next idle clock: the idle timeout's, or the
+    /// release's while the buffers are held.
+    pub(crate) fn idle_limit(
+        &self,
+        timeout: Option<Duration>,
+        release: Option<Duration>,
+    ) -> Option<Duration> {
+        let release = release.filter(|_| !self.released);
+        [timeout, release].into_iter().flatten().min()
+    }
+
+    /// Frees the deadline heap when no deadline is left in it.
+    pub(crate) fn release(&mut self) {
+        if self.deadlines.is_empty() {
+            self.deadlines = BinaryHeap::new();
+        }
     }
 
     /// Adds a deadline. `still_due(at, id)` tells whether an entry still

@@ -11,22 +11,28 @@ use zrpc_core::*;
 struct Counting;
 
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated and not yet freed.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards every call unchanged to the system allocator; the only
-// addition is a relaxed counter increment, which cannot affect the memory
+// additions are relaxed counter updates, which cannot affect the memory
 // returned.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(n, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(p, l, n) }
     }
@@ -155,7 +161,7 @@ fn hot_paths_allocate_nothing_per_message() {
 
     // A whole unary round trip, both sides.
     let req = Bytes::from(vec![1u8; 64]);
-    let mut unary = || {
+    let unary = |client: &mut Connection, server: &mut Connection| {
         let id = client
             .open_call(
                 now,
@@ -166,21 +172,51 @@ fn hot_paths_allocate_nothing_per_message() {
             .unwrap();
         client.send(id, req.clone()).unwrap();
         client.close_send(id).unwrap();
-        pump(&mut client, &mut server, now);
-        drain(&mut server);
+        pump(client, server, now);
+        drain(server);
         server.send(id, req.clone()).unwrap();
         server.finish(id, Status::ok(), Metadata::new()).unwrap();
-        pump(&mut server, &mut client, now);
-        drain(&mut client);
+        pump(server, client, now);
+        drain(client);
     };
     for _ in 0..100 {
-        unary();
+        unary(&mut client, &mut server);
     }
     let before = allocs();
     for _ in 0..1000 {
-        unary();
+        unary(&mut client, &mut server);
     }
     let per_call = (allocs() - before) as f64 / 1000.0;
     println!("unary round trip: {per_call:.2} allocations per call (both sides)");
     assert!(per_call <= 3.0, "{per_call} allocations per unary call");
+
+    // Idle: once the streaming call is over and nothing happened for
+    // `release_idle_after` (1 s), both sides give their reusable buffers
+    // back (each holds a 16 KiB output chunk by now), and a call after that
+    // works as before.
+    client.cancel(id).unwrap();
+    server.cancel(sid).unwrap();
+    for _ in 0..2 {
+        pump(&mut server, &mut client, now);
+        drain(&mut client);
+        pump(&mut client, &mut server, now);
+        drain(&mut server);
+    }
+    assert_eq!(client.live_calls() + server.live_calls(), 0);
+    assert!(!client.released() && !server.released());
+    // The first timer after the last call starts the idle clock.
+    client.handle_timeout(now);
+    server.handle_timeout(now);
+    let t = now + std::time::Duration::from_secs(1);
+    assert_eq!(client.poll_timeout(), Some(t));
+    assert_eq!(server.poll_timeout(), Some(t));
+    let held = LIVE.load(Ordering::Relaxed);
+    client.handle_timeout(t);
+    server.handle_timeout(t);
+    let freed = held.saturating_sub(LIVE.load(Ordering::Relaxed));
+    println!("idle release: {freed} bytes freed (both sides)");
+    assert!(client.released() && server.released());
+    assert!(freed >= 2 * 16 * 1024, "only {freed} bytes released");
+    unary(&mut client, &mut server);
+    assert!(!client.released() && !server.released());
 }

@@ -247,3 +247,44 @@ fn an_idle_connection_is_drained_and_closed() {
     assert_eq!(p.server_closes, vec![(1000, "idle timeout".to_string())]);
     assert!(p.client.is_closed());
 }
+
+#[test]
+fn an_idle_connection_releases_its_buffers_on_time() {
+    let cfg = |release| Config {
+        release_idle_after: release,
+        ..Config::default()
+    };
+    let mut p = Pair::with(cfg(Some(Duration::from_secs(1))), cfg(None));
+    let id = p.open("s/Bidi", CallKind::Bidi);
+    p.run();
+    // A live call holds its buffers, however long it lasts.
+    p.advance(Duration::from_secs(5));
+    assert!(!p.client.released());
+    p.client.cancel(id).unwrap();
+    p.run();
+    // The idle clock starts at the next timer after the call ended, and
+    // the release comes one second later: not before.
+    let start = p.client.poll_timeout().expect("the idle clock starts");
+    assert!(start <= p.now);
+    p.advance(Duration::ZERO);
+    assert_eq!(
+        p.client.poll_timeout(),
+        Some(p.now + Duration::from_secs(1))
+    );
+    p.advance(Duration::from_millis(999));
+    assert!(!p.client.released());
+    p.advance(Duration::from_millis(1));
+    assert!(p.client.released());
+    // Nothing more to do: no timer left on a client without keepalive.
+    assert_eq!(p.client.poll_timeout(), None);
+    // The server's release is off: it never releases, and has no timer.
+    assert!(!p.server.released());
+    assert_eq!(p.server.poll_timeout(), None);
+    // A call after the release works, and holds buffers again.
+    let id = p.open("s/Bidi", CallKind::Bidi);
+    p.client.send(id, Bytes::from_static(b"again")).unwrap();
+    p.run();
+    assert!(!p.client.released());
+    let got = messages(&p.take_server(), id);
+    assert_eq!(got, vec![Bytes::from_static(b"again")]);
+}

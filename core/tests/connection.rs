@@ -368,6 +368,11 @@ fn deadline_expiry_ends_the_call_on_both_sides() {
     p.advance(Duration::from_millis(10));
     assert_eq!(ended(&p.client_events, id).len(), 1);
     assert_eq!((p.client.live_calls(), p.server.live_calls()), (0, 0));
+    // What is left is the idle release (the clock starts at the next
+    // timer), then nothing.
+    p.advance(Duration::ZERO);
+    p.advance(Duration::from_secs(1));
+    assert!(p.client.released());
     assert_eq!(p.client.poll_timeout(), None);
 }
 

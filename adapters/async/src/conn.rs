@@ -207,6 +207,16 @@ impl Inner {
     /// Whether the writer must run: something to write, the connection
     /// over, or a timer due before the one it sleeps toward. Waking it only
     /// then saves a task switch per received or consumed message.
+    /// Runs the core's timers; when that released the idle connection's
+    /// buffers, the call table goes too.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let held = !self.conn.released();
+        self.conn.handle_timeout(now);
+        if held && self.conn.released() && self.slots.is_empty() {
+            self.slots = StreamIdMap::default();
+        }
+    }
+
     pub(crate) fn writer_needed(&self) -> bool {
         self.conn.has_transmit()
             || self.conn.is_closed()

@@ -27,6 +27,13 @@ use crate::ws::to_message;
 /// Default bound on how long one write may wait for a peer that does not read.
 pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Calls the reader dispatches before it lets the writer send their
+/// answers. Small slices keep both peers busy: with 64 calls in flight on
+/// one connection (tokio, one worker on each side), slices of 4 gave 2.2×
+/// the calls per second of answering the whole burst at once, at the same
+/// CPU per call (slices of 16: 1.5×).
+const DISPATCH_SLICE: usize = 4;
+
 /// Bytes of frames the writer takes from the core per round.
 const WRITE_CHUNK: usize = 256 * 1024;
 
@@ -46,7 +53,7 @@ pub(crate) struct Driver {
     pub(crate) on_budget_exceeded: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
-/// Starts driving `conn` over `ws`.
+/// Starts driving `conn` over `ws`: both tasks spawned.
 pub(crate) fn start<S, R>(
     ws: WebSocketStream<S>,
     conn: Connection,
@@ -58,12 +65,31 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
+    let (shared, read) = attach(ws, conn, driver, info, rt.clone());
+    rt.spawn(read);
+    shared
+}
+
+/// Starts driving `conn` over `ws`: the writer is spawned, the reader is
+/// returned for the caller's own task to run (a server's connection task
+/// awaits it, so an idle connection holds two tasks, not three).
+pub(crate) fn attach<S, R>(
+    ws: WebSocketStream<S>,
+    conn: Connection,
+    driver: Driver,
+    info: PeerInfo,
+    rt: R,
+) -> (Arc<Shared>, impl Future<Output = ()> + Send + 'static)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
     let shared = Shared::new(conn, info);
     let (tx, rx) = ws.split();
     let driver = Arc::new(driver);
     rt.spawn(writer(tx, shared.clone(), driver.write_timeout, rt.clone()));
-    rt.spawn(reader(rx, shared.clone(), driver, rt.clone()));
-    shared
+    let read = reader(rx, shared.clone(), driver, rt);
+    (shared, read)
 }
 
 async fn writer<S, R>(
@@ -116,13 +142,17 @@ where
     let mut batch_bytes: usize;
     let mut more;
     let mut woken = false;
+    let mut gather_next: bool;
     let mut timer: Option<(Instant, Sleep)> = None;
     loop {
         let (deadline, closed) = {
             let mut g = shared.lock();
+            // Everything queued so far goes in this round: a wake-up already
+            // pending for it would only cost an empty round.
+            shared.writer.clear();
             let t = now();
             if g.conn.poll_timeout().is_some_and(|d| d <= t) {
-                g.conn.handle_timeout(t);
+                g.handle_timeout(t);
             }
             // Up to WRITE_CHUNK bytes per round: large messages then reuse
             // the same few buffers instead of holding a window's worth.
@@ -141,12 +171,18 @@ where
             // A call that ended in this round makes the idle clock due at
             // once: start it here rather than with another round and timer.
             if g.conn.poll_timeout().is_some_and(|d| d <= t) {
-                g.conn.handle_timeout(t);
+                g.handle_timeout(t);
                 more |= g.conn.has_transmit();
             }
             g.pump_events();
             let deadline = g.conn.poll_timeout();
             g.armed = deadline;
+            if g.conn.released() && batch.is_empty() {
+                batch = Vec::new(); // idle: no round buffer either
+            }
+            // Only with other calls live can more frames be on their way
+            // when the next one wakes the writer.
+            gather_next = g.conn.live_calls() > 1;
             (deadline, g.conn.is_closed())
         };
         let sent_close = batch.iter().any(|t| matches!(t, Transmit::Close { .. }));
@@ -210,11 +246,34 @@ where
                 .await;
                 if fired {
                     timer = None;
+                } else if gather_next {
+                    gather().await;
                 }
             }
-            None => shared.writer.wait().await,
+            None => {
+                shared.writer.wait().await;
+                if gather_next {
+                    gather().await;
+                }
+            }
         }
     }
+}
+
+/// Lets the tasks that are ready run before the writer collects frames.
+///
+/// The writer is woken by the first frame queued; a scheduler may run it at
+/// once (tokio's multi-thread runtime runs the task just woken next, in its
+/// LIFO slot), and then every round would carry one frame. Yielding once
+/// puts the writer behind the tasks already ready on every runtime (a task
+/// that wakes itself goes to the back of the queue), so the frames they
+/// queue meanwhile leave in the same write: batching does not depend on
+/// the scheduler. The cost is one extra poll per round, and on tokio's
+/// multi-thread runtime a yielded task may wake another worker to steal
+/// it, so the writer gathers only while other calls are live (a lone call
+/// has nothing to wait for: its latency comes first).
+async fn gather() {
+    futures_lite::future::yield_now().await;
 }
 
 /// Every pending frame goes into the WebSocket's write buffer, then one
@@ -253,7 +312,7 @@ async fn run_timers_while_blocked<R: Runtime>(
             let mut g = shared.lock();
             let t = now();
             if g.conn.poll_timeout().is_some_and(|d| d <= t) {
-                g.conn.handle_timeout(t);
+                g.handle_timeout(t);
                 g.pump_events();
             }
             if !g.conn.is_open() {
@@ -384,7 +443,14 @@ where
         if over_budget && let Some(shed) = &driver.on_budget_exceeded {
             shed();
         }
-        for call in opened {
+        let calls = opened.len();
+        for (n, call) in opened.into_iter().enumerate() {
+            // A burst of calls read at once is answered in slices: the
+            // writer sends what is done while the rest is handled, so the
+            // peer works on the first answers meanwhile.
+            if n > 0 && n % DISPATCH_SLICE == 0 && n < calls {
+                futures_lite::future::yield_now().await;
+            }
             let Some(mut task) = dispatch(call, &shared, router) else {
                 continue;
             };

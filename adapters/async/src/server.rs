@@ -57,10 +57,11 @@ pub struct ServerConfig {
     /// On shutdown, time in-flight calls get to finish. Default 10 s.
     pub drain_grace: Duration,
     /// Bytes read from the socket at a time, and so the read buffer every
-    /// connection keeps, idle or not. Default 2 KiB: about 9.5 KB of server
-    /// memory per idle connection in all. Larger messages are still read
-    /// whole (in more reads); raise it for servers that mostly receive large
-    /// messages.
+    /// connection keeps, idle or not. Default 1 KiB: about 7.6 KB of server
+    /// memory per idle connection in all (after its buffers are released,
+    /// see `zrpc_core::Config::release_idle_after`). Larger messages are
+    /// still read whole (in more reads); raise it for servers that mostly
+    /// receive large messages.
     pub read_buffer_size: usize,
     /// Bound on received bytes held for handlers over all connections
     /// (unread messages and partial messages). When a received message takes
@@ -650,7 +651,7 @@ impl<R: Runtime> Server<R> {
             identity,
             budget: Some(self.state.budget.clone()),
         };
-        let shared = driver::start(ws, conn, driver, info, self.rt.clone());
+        let (shared, read) = driver::attach(ws, conn, driver, info, self.rt.clone());
         let _open = crate::metrics::ConnectionGauge::open();
         let peer_text = peer.map_or_else(|| "-".to_owned(), |a| a.to_string());
         tracing::info!(peer = %peer_text, ?mode, "connection opened");
@@ -660,6 +661,9 @@ impl<R: Runtime> Server<R> {
             shared.act(|g| g.conn.go_away());
         }
         shared.writer.signal();
+        // This task reads; the connection is over once reading has stopped
+        // and the close has been recorded.
+        read.await;
         shared.closed().await;
         let reason = shared
             .lock()

@@ -23,6 +23,12 @@ impl Signal {
         self.waker.wake();
     }
 
+    /// Takes a pending notification, if any, without waiting: the waiter
+    /// is about to do what it would have been woken for.
+    pub(crate) fn clear(&self) {
+        self.flag.store(false, Ordering::Release);
+    }
+
     pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.flag.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());

@@ -8,7 +8,7 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use zrpc_core::{Config, Mode, SUBPROTOCOL_V1, Transmit};
 
 /// The server's default read buffer (see [`ServerConfig::read_buffer_size`]).
-pub(crate) const SERVER_READ_BUFFER: usize = 2 * 1024;
+pub(crate) const SERVER_READ_BUFFER: usize = 1024;
 /// A client's read buffer: a client has few connections and often reads
 /// streams, so it reads more at a time than a server.
 pub(crate) const CLIENT_READ_BUFFER: usize = 4 * 1024;

@@ -29,7 +29,10 @@ const browser = !argv.includes("--no-browser");
 const load = resolve(repoRoot, "target/release/load");
 if (!existsSync(load)) throw new Error(`${load} missing: cargo build --release -p zrpc-benches --bin load`);
 
-const server = spawn(load, ["--serve", "zrpc-tokio"], { stdio: ["ignore", "pipe", "inherit"] });
+const server = spawn(load, ["--serve", "zrpc-tokio"], {
+  stdio: ["ignore", "pipe", "inherit"],
+  env: { ...process.env, ZRPC_LOAD_RUNTIME: "multi1" },
+});
 const addr = await new Promise<string>((r) => createInterface({ input: server.stdout }).once("line", (l) => r(l.trim())));
 const url = `ws://${addr}/`;
 console.error(`bench server on ${url}`);
@@ -42,12 +45,12 @@ try {
     const workload = workloads[w];
     if (workload === undefined) throw new Error(`unknown workload ${w}`);
     // The Rust client (its own process, tokio), same server.
-    const out = execFileSync(load, ["--addr", addr, "--systems", "zrpc-tokio", "--workloads", w, "--secs", String(secs)], {
-      encoding: "utf8",
-    });
+    // Both Rust processes on tokio's multi-thread runtime with one worker.
+    const args = ["--addr", addr, "--systems", "zrpc-tokio", "--runtimes", "multi1", "--workloads", w, "--secs", String(secs)];
+    const out = execFileSync(load, args, { encoding: "utf8", env: { ...process.env, ZRPC_LOAD_RUNTIME: "multi1" } });
     const line = out.split("\n").find((l) => l.startsWith("{"));
     if (line === undefined) throw new Error(`no result from load: ${out}`);
-    const { system: _s, workload: _w, ...rust } = JSON.parse(line) as Record<string, number | string>;
+    const { system: _s, runtime: _r, workload: _w, ...rust } = JSON.parse(line) as Record<string, number | string>;
     rows.push({ client: "Rust (zrpc-tokio)", workload: workload.name, fields: rust as Fields });
     report(rows.at(-1) as Row);
 

@@ -169,6 +169,15 @@ impl Streams {
     pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// With no call left: frees the table, the ready queue and the send
+    /// queues kept for reuse.
+    pub(crate) fn release(&mut self) {
+        debug_assert!(self.map.is_empty());
+        self.map.shrink_to_fit();
+        self.ready.shrink_to_fit();
+        self.spare = Vec::new();
+    }
     #[inline]
     pub(crate) fn get(&self, id: StreamId) -> Option<&Stream> {
         self.map.get(&id)

@@ -68,8 +68,12 @@ pub(crate) struct V1Connection {
     timers: Timers,
     arena: Arena,
     events: VecDeque<Event>,
-    /// Connection frames (SETTINGS, PING, GOAWAY) and the CREDIT, RESET and
-    /// STATUS frames that jump a call's queue; written before any call's.
+    /// Our SETTINGS, not yet written: the first frame of all (kept out of
+    /// `control`, so a connection that never sends another control frame
+    /// never allocates that queue).
+    settings_owed: bool,
+    /// Connection frames (PING, GOAWAY) and the CREDIT, RESET and STATUS
+    /// frames that jump a call's queue; written before any call's.
     control: VecDeque<Frame>,
     /// A frame taken while packing that did not fit; it goes next.
     stashed: Option<Next>,
@@ -95,8 +99,6 @@ pub(crate) struct V1Connection {
 impl V1Connection {
     pub(crate) fn new(side: Side, config: Config, now: Instant) -> Self {
         let max_ws_message = config.max_websocket_message();
-        let mut control = VecDeque::new();
-        control.push_back(Frame::Settings(config.settings()));
         Self {
             side,
             config,
@@ -106,7 +108,8 @@ impl V1Connection {
             timers: Timers::new(now),
             arena: Arena::default(),
             events: VecDeque::new(),
-            control,
+            settings_owed: true,
+            control: VecDeque::new(),
             stashed: None,
             pending_close: None,
             first_frame_received: false,
@@ -165,6 +168,7 @@ impl V1Connection {
     pub(crate) fn has_transmit(&self) -> bool {
         self.state != State::Closed
             && (self.stashed.is_some()
+                || self.settings_owed
                 || !self.control.is_empty()
                 || self.streams.has_ready()
                 || self.pending_close.is_some())
@@ -226,6 +230,12 @@ impl V1Connection {
             self.go_away();
             return;
         }
+        if let Some(limit) = self.config.release_idle_after
+            && self.streams.is_empty()
+            && self.timers.release_due(now, limit)
+        {
+            self.release();
+        }
         if let Some(interval) = self.config.keepalive_interval {
             match self
                 .timers
@@ -256,11 +266,37 @@ impl V1Connection {
             .config
             .keepalive_interval
             .map(|i| (i, self.config.keepalive_timeout));
-        let idle = self
+        let timeout = self
             .config
             .idle_timeout
-            .filter(|_| self.streams.is_empty() && self.goaway_sent.is_none());
+            .filter(|_| self.goaway_sent.is_none());
+        let idle = self
+            .timers
+            .idle_limit(timeout, self.config.release_idle_after)
+            .filter(|_| self.streams.is_empty());
         self.timers.next(keepalive, idle)
+    }
+
+    /// True once the idle connection released its buffers.
+    pub(crate) fn released(&self) -> bool {
+        self.timers.released
+    }
+
+    /// Frees what an idle connection keeps for reuse; queues still holding
+    /// something keep their memory.
+    fn release(&mut self) {
+        self.arena.release();
+        self.streams.release();
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.control.is_empty() {
+            self.control = VecDeque::new();
+        }
+        if self.send_waiters.is_empty() {
+            self.send_waiters = Vec::new();
+        }
+        self.timers.release();
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -311,6 +347,10 @@ impl V1Connection {
     fn next_transmit(&mut self) -> Option<Next> {
         if self.state == State::Closed {
             return None;
+        }
+        if std::mem::take(&mut self.settings_owed) {
+            let settings = Frame::Settings(self.config.settings());
+            return Some(Next::Frame(Piece::Control(settings)));
         }
         if let Some(f) = self.control.pop_front() {
             return Some(Next::Frame(Piece::Control(f)));
@@ -746,7 +786,7 @@ impl V1Connection {
         let error = match ending {
             Ending::Fault(err) => {
                 self.end_all(&Status::new(Code::Unavailable, err.to_string()));
-                self.control.clear();
+                self.clear_control();
                 let code = err.close_code();
                 let reason = legacy::close_reason(&err.to_string());
                 self.control.push_back(Frame::GoAway {
@@ -759,7 +799,7 @@ impl V1Connection {
             }
             Ending::PeerFault { error, code } => {
                 self.end_all(&Status::new(Code::Unavailable, error.to_string()));
-                self.control.clear();
+                self.clear_control();
                 self.pending_close = Some((code, legacy::close_reason(&error.to_string())));
                 Some(error)
             }
@@ -775,7 +815,7 @@ impl V1Connection {
                 graceful,
             } => {
                 self.end_all(&status);
-                self.control.clear();
+                self.clear_control();
                 self.stashed = None;
                 self.pending_close = None;
                 (!graceful).then_some(error)
@@ -784,6 +824,12 @@ impl V1Connection {
         if report {
             self.events.push_back(Event::Closed { error });
         }
+    }
+
+    /// Drops every control frame not yet written (SETTINGS included).
+    fn clear_control(&mut self) {
+        self.settings_owed = false;
+        self.control.clear();
     }
 
     /// Ends every call with `status`, without telling the peer.

@@ -1,15 +1,24 @@
-//! End-to-end load generator: each system's server runs in its own process
-//! (one worker thread), the client in this one (one worker thread), on
-//! 127.0.0.1. Prints one JSON line per measurement; `--markdown FILE` also
-//! writes a table. Every loop is bounded by count and time, and every result
-//! is verified (count and length) before it is reported.
+//! End-to-end load generator: each system's server runs in its own process,
+//! the client in another, on 127.0.0.1, both on the same runtime kind.
+//! Prints one JSON line per measurement; `--markdown FILE` also writes a
+//! table. Every loop is bounded by count and time, and every result is
+//! verified (count and length) before it is reported.
 //!
 //! ```text
 //! cargo run --release -p zrpc-benches --features peers --bin load -- \
 //!     [--systems zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee] \
-//!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k] [--secs 3] [--markdown FILE]
+//!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k] \
+//!     [--runtimes multi1,multi2,current] [--secs 3] [--markdown FILE]
 //!     [--addr HOST:PORT]   (load a server already running instead of starting one)
 //! ```
+//!
+//! Runtimes (each process, server and client alike): `multi1` is tokio's
+//! multi-thread runtime with one worker (`#[tokio::main(worker_threads = 1)]`),
+//! `multi2` the same with two (on this 2-core machine, what `#[tokio::main]`
+//! gives), `current` tokio's current-thread runtime. smol runs its global
+//! executor on one thread for `multi1` and `current`, on two for `multi2`.
+//! Each runtime's rows come from a client process of their own (smol reads
+//! its thread count once per process).
 //!
 //! Systems: `zrpc-tokio`, `zrpc-smol` (zrpc over each adapter), `ws` (plain
 //! tokio-tungstenite with no RPC layer: the ceiling for anything over
@@ -110,8 +119,8 @@ fn serve(system: &str) {
     }
     if system == "zrpc-smol" {
         // Everything, the accept loop included, runs on smol's global
-        // executor: one thread (the parent sets SMOL_THREADS=1), which also
-        // drives the I/O reactor. This thread only waits, without touching
+        // executor: the runtime's threads (the parent sets SMOL_THREADS),
+        // which also drive the I/O reactor. This thread only waits, without touching
         // the reactor (futures-lite's block_on, not smol's).
         futures_lite::future::block_on(smol::spawn(async {
             let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,7 +206,7 @@ impl ServerProcess {
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
             .args(["--serve", system])
-            .env("SMOL_THREADS", "1")
+            .env("SMOL_THREADS", runtime().smol_threads().to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start server process");
@@ -209,6 +218,54 @@ impl ServerProcess {
             child,
             addr: line.trim().to_owned(),
         }
+    }
+}
+
+/// The server process of the current workload (0: none of ours), for CPU
+/// accounting.
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// CPU time (user + system) a process has used so far, in clock ticks
+/// (`/proc/PID/stat`; 100 per second on Linux).
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime
+    // are the 14th and 15th of the line, the 12th and 13th after it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum()
+}
+
+/// CPU used so far by the server and by this (client) process.
+#[derive(Clone, Copy)]
+struct CpuMark(u64, u64);
+
+impl CpuMark {
+    fn now() -> Self {
+        let server = SERVER_PID.load(std::sync::atomic::Ordering::Relaxed);
+        let server = if server == 0 {
+            0
+        } else {
+            cpu_ticks(&server.to_string())
+        };
+        CpuMark(server, cpu_ticks("self"))
+    }
+
+    /// CPU microseconds per operation since this mark, server and client:
+    /// where the time goes, independent of how busy the machine is.
+    fn per_op(self, ops: u64) -> Vec<(&'static str, f64)> {
+        let now = CpuMark::now();
+        let us = |ticks: u64| ticks as f64 * 10_000.0 / ops.max(1) as f64;
+        let mut fields = vec![("client_cpu_us_per_op", us(now.1 - self.1))];
+        if SERVER_PID.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+            fields.push(("server_cpu_us_per_op", us(now.0 - self.0)));
+        }
+        fields
     }
 }
 
@@ -252,6 +309,7 @@ impl Drop for ServerProcess {
 /// One result line.
 struct Row {
     system: String,
+    runtime: &'static str,
     workload: &'static str,
     fields: Vec<(&'static str, f64)>,
 }
@@ -259,8 +317,8 @@ struct Row {
 impl Row {
     fn json(&self) -> String {
         let mut s = format!(
-            "{{\"system\":\"{}\",\"workload\":\"{}\"",
-            self.system, self.workload
+            "{{\"system\":\"{}\",\"runtime\":\"{}\",\"workload\":\"{}\"",
+            self.system, self.runtime, self.workload
         );
         for (k, v) in &self.fields {
             s.push_str(&format!(",\"{k}\":{v:.3}"));
@@ -429,6 +487,7 @@ async fn ws_pipelined(addr: &str, in_flight: usize, secs: f64) -> Vec<(&'static 
     let mut lat = Vec::new();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
+    let cpu = CpuMark::now();
     for _ in 0..in_flight {
         tx.feed(Message::Binary(payload.clone()))
             .await
@@ -449,7 +508,10 @@ async fn ws_pipelined(addr: &str, in_flight: usize, secs: f64) -> Vec<(&'static 
             sent_at.push_back(Instant::now());
         }
     }
-    latency_fields(lat.len() as u64, start.elapsed(), lat)
+    let calls = lat.len() as u64;
+    let mut fields = latency_fields(calls, start.elapsed(), lat);
+    fields.extend(cpu.per_op(calls));
+    fields
 }
 
 /// Unary calls one after another until the deadline (or `max` calls);
@@ -480,6 +542,7 @@ async fn unary_in_flight(
     }
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
+    let cpu = CpuMark::now();
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
         let conn = conn.clone();
@@ -493,7 +556,10 @@ async fn unary_in_flight(
     for t in tasks {
         all.extend(t.await);
     }
-    latency_fields(all.len() as u64, start.elapsed(), all)
+    let calls = all.len() as u64;
+    let mut fields = latency_fields(calls, start.elapsed(), all);
+    fields.extend(cpu.per_op(calls));
+    fields
 }
 
 async fn streaming(system: &str, addr: &str, len: u32, secs: f64) -> Vec<(&'static str, f64)> {
@@ -502,17 +568,20 @@ async fn streaming(system: &str, addr: &str, len: u32, secs: f64) -> Vec<(&'stat
     conn.stream(1000, len).await; // warm-up
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
+    let cpu = CpuMark::now();
     let (mut bytes, mut msgs) = (0u64, 0u64);
     while Instant::now() < deadline && msgs < 1_000_000_000 {
         bytes += conn.stream(per_call, len).await;
         msgs += per_call as u64;
     }
     let el = start.elapsed().as_secs_f64();
-    vec![
+    let mut fields = vec![
         ("msgs_per_s", msgs as f64 / el),
         ("mb_per_s", bytes as f64 / el / 1e6),
         ("msgs", msgs as f64),
-    ]
+    ];
+    fields.extend(cpu.per_op(msgs));
+    fields
 }
 
 async fn many_connections(
@@ -528,6 +597,7 @@ async fn many_connections(
     let payload = Bytes::from(vec![7u8; 64]);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
+    let cpu = CpuMark::now();
     let mut tasks = Vec::new();
     for conn in opened {
         let payload = payload.clone();
@@ -537,10 +607,20 @@ async fn many_connections(
         ));
     }
     let mut all = Vec::new();
+    let (mut least, mut most) = (usize::MAX, 0);
     for t in tasks {
-        all.extend(t.await);
+        let lat = t.await;
+        least = least.min(lat.len());
+        most = most.max(lat.len());
+        all.extend(lat);
     }
-    latency_fields(all.len() as u64, start.elapsed(), all)
+    let calls = all.len() as u64;
+    let mut fields = latency_fields(calls, start.elapsed(), all);
+    // Fairness: the calls of the least and the most served connection.
+    fields.push(("least_conn_calls", least as f64));
+    fields.push(("most_conn_calls", most as f64));
+    fields.extend(cpu.per_op(calls));
+    fields
 }
 
 async fn idle_connections(
@@ -549,40 +629,129 @@ async fn idle_connections(
     server_pid: u32,
     conns: usize,
 ) -> Vec<(&'static str, f64)> {
-    let before = rss_kib(server_pid);
+    let measured = server_pid != 0;
+    let before = if measured { rss_kib(server_pid) } else { 0 };
     let mut opened = Vec::with_capacity(conns);
-    for i in 0..conns {
+    // One 64-byte call on each connection: what stays allocated is what an
+    // idle connection that has been used costs.
+    let payload = Bytes::from(vec![7u8; 64]);
+    for _ in 0..conns {
         let conn = Conn::open(system, addr).await;
-        if i == 0 {
-            conn.unary(&Bytes::from_static(b"x")).await;
-        }
+        conn.unary(&payload).await;
         opened.push(conn);
     }
-    // Let the server settle its buffers, then read its memory.
-    smol::Timer::after(Duration::from_millis(500)).await;
-    let after = rss_kib(server_pid);
+    // Let the server settle: idle connections release their buffers after
+    // 1 s without calls (`Config::release_idle_after`); then read its memory.
+    smol::Timer::after(Duration::from_millis(2000)).await;
+    let after = if measured { rss_kib(server_pid) } else { 0 };
     let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / conns as f64;
     drop(opened);
-    vec![
-        ("connections", conns as f64),
-        ("server_bytes_per_conn", per_conn),
-        ("server_rss_mib", after as f64 / 1024.0),
-    ]
+    let mut fields = vec![("connections", conns as f64)];
+    if measured {
+        fields.push(("server_bytes_per_conn", per_conn));
+        fields.push(("server_rss_mib", after as f64 / 1024.0));
+    }
+    fields
 }
 
-/// The tokio runtime of each process: current-thread by default; with
-/// `ZRPC_LOAD_TOKIO=multi` the multi-thread runtime with one worker (what
-/// `#[tokio::main(worker_threads = 1)]` gives), the kind most tokio
-/// applications run. Child server processes inherit the setting.
+/// The runtime kind every process of one run uses (see the module docs).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum RuntimeKind {
+    /// tokio's multi-thread runtime with this many workers; smol with this
+    /// many executor threads.
+    Multi(usize),
+    /// tokio's current-thread runtime; smol with one thread.
+    Current,
+}
+
+impl RuntimeKind {
+    fn parse(name: &str) -> RuntimeKind {
+        match name {
+            "current" => RuntimeKind::Current,
+            "multi1" => RuntimeKind::Multi(1),
+            "multi2" => RuntimeKind::Multi(2),
+            other => panic!("unknown runtime {other} (multi1, multi2, current)"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Current => "current",
+            RuntimeKind::Multi(1) => "multi1",
+            RuntimeKind::Multi(_) => "multi2",
+        }
+    }
+
+    fn smol_threads(self) -> usize {
+        match self {
+            RuntimeKind::Current => 1,
+            RuntimeKind::Multi(n) => n,
+        }
+    }
+}
+
+/// This process's runtime kind: `ZRPC_LOAD_RUNTIME`, set by the parent for
+/// its client and server processes (`multi1` when unset).
+fn runtime() -> RuntimeKind {
+    RuntimeKind::parse(
+        std::env::var("ZRPC_LOAD_RUNTIME")
+            .as_deref()
+            .unwrap_or("multi1"),
+    )
+}
+
 fn tokio_runtime() -> tokio::runtime::Runtime {
-    let mut b = if std::env::var("ZRPC_LOAD_TOKIO").as_deref() == Ok("multi") {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(1);
-        b
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+    let mut b = match runtime() {
+        RuntimeKind::Multi(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            if let Ok(v) = std::env::var("XGQI") {
+                b.global_queue_interval(v.parse().unwrap());
+            }
+            if let Ok(v) = std::env::var("XEVI") {
+                b.event_interval(v.parse().unwrap());
+            }
+            b
+        }
+        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread(),
     };
     b.enable_all().build().unwrap()
+}
+
+/// Runs each runtime's rows in a client process of its own (this binary
+/// with `--runtimes` of one kind and the environment that kind needs),
+/// passing the other arguments through.
+fn run_each_runtime(runtimes: &[RuntimeKind], markdown: Option<&str>) {
+    if let Some(path) = markdown {
+        std::fs::write(
+            path,
+            "| system | runtime | workload | results |\n|---|---|---|---|\n",
+        )
+        .expect("write markdown");
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for rt in runtimes {
+        let mut pass = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "--runtimes" || a == "--markdown" {
+                it.next();
+            } else {
+                pass.push(a.clone());
+            }
+        }
+        pass.extend(["--runtimes".to_owned(), rt.name().to_owned()]);
+        if let Some(path) = markdown {
+            pass.extend(["--markdown-append".to_owned(), path.to_owned()]);
+        }
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(&pass)
+            .env("ZRPC_LOAD_RUNTIME", rt.name())
+            .env("SMOL_THREADS", rt.smol_threads().to_string())
+            .status()
+            .expect("start client process");
+        assert!(status.success(), "the {} run failed", rt.name());
+    }
 }
 
 fn main() {
@@ -600,22 +769,38 @@ fn main() {
         .unwrap_or_else(|| "unary1,unary64,stream64,stream64k,conns1000,idle10k".into());
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(3.0);
     systems.split(',').for_each(check_system);
+    let runtimes: Vec<RuntimeKind> = arg("--runtimes")
+        .unwrap_or_else(|| "multi1,multi2,current".into())
+        .split(',')
+        .map(RuntimeKind::parse)
+        .collect();
+    let this_process = std::env::var("ZRPC_LOAD_RUNTIME")
+        .ok()
+        .map(|r| RuntimeKind::parse(&r));
+    if runtimes.len() != 1 || this_process != Some(runtimes[0]) {
+        run_each_runtime(&runtimes, arg("--markdown").as_deref());
+        return;
+    }
+    let rt_name = runtimes[0].name();
     let mut rows = Vec::new();
     for system in systems.split(',') {
         for workload in workloads.split(',').map(str::to_owned) {
             // `--addr HOST:PORT`: load a server already running (one started
             // with `--serve zrpc-tokio`, say, that other clients load too).
+            // With `idle10k` the connections are opened and used, but the
+            // server's memory is only read from a server this run started
+            // (a server run by hand can be measured by a heap profiler).
             let external = arg("--addr");
-            assert!(
-                external.is_none() || workload != "idle10k",
-                "idle10k measures the server's memory: it starts its own server"
-            );
             let server = external.is_none().then(|| ServerProcess::start(system));
             let (sys, addr, pid) = match (&server, external) {
                 (Some(s), _) => (system.to_owned(), s.addr.clone(), s.child.id()),
                 (None, Some(addr)) => (system.to_owned(), addr, 0),
                 (None, None) => unreachable!(),
             };
+            SERVER_PID.store(
+                if server.is_some() { pid } else { 0 },
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let work = async move {
                 let (system, addr) = (sys.as_str(), addr.as_str());
                 match workload.as_str() {
@@ -652,11 +837,15 @@ fn main() {
             } else {
                 // A runtime per workload: dropping it ends every client task
                 // and closes its sockets before the next workload starts.
+                // The work is a task: on the multi-thread runtime it runs
+                // on the workers, as a spawned server or client task would,
+                // not on this thread.
                 let rt = tokio_runtime();
-                rt.block_on(work)
+                rt.block_on(async { tokio::spawn(work).await.expect("load task") })
             };
             let row = Row {
                 system: system.to_owned(),
+                runtime: rt_name,
                 workload: name,
                 fields,
             };
@@ -664,8 +853,8 @@ fn main() {
             rows.push(row);
         }
     }
-    if let Some(path) = arg("--markdown") {
-        let mut md = String::from("| system | workload | results |\n|---|---|---|\n");
+    if let Some(path) = arg("--markdown-append") {
+        let mut md = String::new();
         for r in &rows {
             let cells: Vec<String> = r
                 .fields
@@ -673,12 +862,17 @@ fn main() {
                 .map(|(k, v)| format!("{k} {v:.1}"))
                 .collect();
             md.push_str(&format!(
-                "| {} | {} | {} |\n",
+                "| {} | {} | {} | {} |\n",
                 r.system,
+                r.runtime,
                 r.workload,
                 cells.join(", ")
             ));
         }
-        std::fs::write(path, md).expect("write markdown");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .expect("open markdown");
+        f.write_all(md.as_bytes()).expect("write markdown");
     }
 }
