@@ -17,6 +17,11 @@ pub(crate) struct Signal {
 
 impl Signal {
     pub(crate) fn signal(&self) {
+        // Already pending (the common case while a stream sends): a plain
+        // load, no read-modify-write of a line the waiter also writes.
+        if self.flag.load(Ordering::Acquire) {
+            return;
+        }
         if self.flag.swap(true, Ordering::AcqRel) {
             return; // already signalled and not yet taken: the waiter will run
         }

@@ -18,7 +18,9 @@
 //! gives), `current` tokio's current-thread runtime. smol runs its global
 //! executor on one thread for `multi1` and `current`, on two for `multi2`.
 //! Each runtime's rows come from a client process of their own (smol reads
-//! its thread count once per process).
+//! its thread count once per process). `ZRPC_LOAD_GLOBAL_QUEUE_INTERVAL=N`
+//! sets tokio's `global_queue_interval` on the multi-thread runtimes (an
+//! experiment: see `tokio_runtime`).
 //!
 //! Systems: `zrpc-tokio`, `zrpc-smol` (zrpc over each adapter), `ws` (plain
 //! tokio-tungstenite with no RPC layer: the ceiling for anything over
@@ -705,11 +707,13 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
         RuntimeKind::Multi(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
-            if let Ok(v) = std::env::var("XGQI") {
-                b.global_queue_interval(v.parse().unwrap());
-            }
-            if let Ok(v) = std::env::var("XEVI") {
-                b.event_interval(v.parse().unwrap());
+            // An experiment's knob (not set by default): how often a worker
+            // takes tasks from the shared queue before its own (tokio's
+            // default is adaptive, about every 61 polls). Tasks that
+            // overflowed a worker's local queue wait there: with 1,000 busy
+            // connections, that is the tail latency of the multi-thread rows.
+            if let Ok(v) = std::env::var("ZRPC_LOAD_GLOBAL_QUEUE_INTERVAL") {
+                b.global_queue_interval(v.parse().expect("a number of polls"));
             }
             b
         }
