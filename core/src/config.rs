@@ -92,10 +92,10 @@ pub struct Config {
     /// (`zrpc_async::ServerConfig` sets 5 minutes).
     pub idle_timeout: Option<Duration>,
     /// Release the buffers a connection keeps for reuse (the output arena,
-    /// the call table, event and control queues) once it has had no call
-    /// for this long: an idle connection then holds little more than its
-    /// socket's buffers. They are allocated again by the next call.
-    /// Default 1 s; `None` keeps them.
+    /// the call table, send, event and control queues) once it has no call
+    /// and has received nothing for this long: an idle connection then
+    /// holds little more than its socket's buffers. They are allocated
+    /// again by the next call. Default 1 s; `None` keeps them.
     pub release_idle_after: Option<Duration>,
     /// Send a PING when nothing was received for this long. Default `None`
     /// (off); servers turn it on (`zrpc_async::ServerConfig` sets 30 s).

@@ -215,9 +215,9 @@ impl Connection {
         on_machine_mut!(self.handle_timeout(now))
     }
 
-    /// True once a connection without calls released the buffers it keeps
-    /// for reuse ([`Config::release_idle_after`]); false again once a call
-    /// starts. The application may release its own per-call tables then.
+    /// True once a quiet connection without calls released the buffers it
+    /// keeps for reuse ([`Config::release_idle_after`]); false again once a
+    /// call starts. The application may release its own per-call tables then.
     #[inline]
     pub fn released(&self) -> bool {
         match &self.machine {

@@ -1,6 +1,7 @@
 //! The connection's clocks, all driven by time passed in: call deadlines,
-//! keepalive (PING after a quiet interval, a deadline for any answer), and
-//! the idle timeout of a connection without calls.
+//! keepalive (PING after a quiet interval, a deadline for any answer), the
+//! idle timeout of a connection without calls, and the release of an idle
+//! connection's buffers.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -67,25 +68,26 @@ impl Timers {
         self.released = false;
     }
 
-    /// True once, when a connection without calls has been so for `limit`
-    /// and its buffers are still held: release them now.
-    pub(crate) fn release_due(&mut self, now: Instant, limit: Duration) -> bool {
-        if self.released || !self.idle_expired(now, limit) {
+    /// True once, when buffers are still held, `quiet` (no call) and
+    /// nothing arrived for `limit`: release them now.
+    pub(crate) fn release_due(&mut self, now: Instant, limit: Duration, quiet: bool) -> bool {
+        if self.released || !quiet || self.release_at(limit).is_none_or(|at| now < at) {
             return false;
         }
         self.released = true;
         true
     }
 
-    /// The limit of the next idle clock: the idle timeout's, or the
-    /// release's while the buffers are held.
-    pub(crate) fn idle_limit(
-        &self,
-        timeout: Option<Duration>,
-        release: Option<Duration>,
-    ) -> Option<Duration> {
-        let release = release.filter(|_| !self.released);
-        [timeout, release].into_iter().flatten().min()
+    /// When the held buffers may be released: `limit` after the last
+    /// message received. Reported whether or not calls are live (a timer
+    /// that finds a call does nothing), so that a call ending never makes
+    /// the deadline earlier and never wakes anyone: the deadline only moves
+    /// later, once per message, and the timer fires about once per `limit`.
+    fn release_at(&self, limit: Duration) -> Option<Instant> {
+        if self.released {
+            return None;
+        }
+        after(self.last_recv, limit)
     }
 
     /// Frees the deadline heap when no deadline is left in it.
@@ -160,6 +162,7 @@ impl Timers {
         &self,
         keepalive: Option<(Duration, Duration)>,
         idle: Option<Duration>,
+        release: Option<Duration>,
     ) -> Option<Instant> {
         let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
         let keepalive = keepalive.and_then(|(interval, timeout)| match self.ping_sent {
@@ -171,6 +174,10 @@ impl Timers {
             // The last call just ended: due now, to start the clock.
             None => Some(self.last_recv),
         });
-        [deadline, keepalive, idle].into_iter().flatten().min()
+        let release = release.and_then(|limit| self.release_at(limit));
+        [deadline, keepalive, idle, release]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

@@ -312,7 +312,7 @@ impl LegacyConnection {
             .config
             .idle_timeout
             .filter(|_| self.call.is_none() && !self.draining);
-        self.timers.next(None, idle)
+        self.timers.next(None, idle, None)
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {

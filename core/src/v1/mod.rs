@@ -231,8 +231,7 @@ impl V1Connection {
             return;
         }
         if let Some(limit) = self.config.release_idle_after
-            && self.streams.is_empty()
-            && self.timers.release_due(now, limit)
+            && self.timers.release_due(now, limit, self.streams.is_empty())
         {
             self.release();
         }
@@ -266,15 +265,12 @@ impl V1Connection {
             .config
             .keepalive_interval
             .map(|i| (i, self.config.keepalive_timeout));
-        let timeout = self
+        let idle = self
             .config
             .idle_timeout
-            .filter(|_| self.goaway_sent.is_none());
-        let idle = self
-            .timers
-            .idle_limit(timeout, self.config.release_idle_after)
-            .filter(|_| self.streams.is_empty());
-        self.timers.next(keepalive, idle)
+            .filter(|_| self.streams.is_empty() && self.goaway_sent.is_none());
+        self.timers
+            .next(keepalive, idle, self.config.release_idle_after)
     }
 
     /// True once the idle connection released its buffers.
