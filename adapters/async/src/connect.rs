@@ -125,6 +125,7 @@ where
         router: config.router.map(Arc::new),
         write_timeout: config.write_timeout,
         on_budget_exceeded: None,
+        dispatch_slice: Some(driver::DISPATCH_SLICE),
     };
     let shared = driver::start(ws, conn, driver, PeerInfo::default(), rt);
     Ok(Client::owning(shared))
@@ -156,6 +157,7 @@ where
         router: None,
         write_timeout: DEFAULT_WRITE_TIMEOUT,
         on_budget_exceeded: None,
+        dispatch_slice: Some(driver::DISPATCH_SLICE),
     };
     let shared = driver::start(ws, conn, driver, PeerInfo::default(), rt);
     let client = Client::from_shared(shared);

@@ -153,6 +153,15 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 type AuthFn = dyn Fn(&UpgradeRequest) -> Result<Identity, Refusal> + Send + Sync;
 
+/// An accepted upgrade: the WebSocket, its mode, who the peer is, and
+/// whether it came with an `Origin` header (a browser's).
+type Upgraded<S> = (
+    WebSocketStream<upgrade::Rewind<S>>,
+    Mode,
+    Option<Identity>,
+    bool,
+);
+
 struct ServerState {
     conns: Mutex<HashMap<u64, Weak<Shared>>>,
     /// Connections being served (counted by serve_stream, so that the accept
@@ -455,10 +464,12 @@ impl<R: Runtime> Server<R> {
     {
         // Boxed, so its futures are freed once the upgrade is done instead
         // of sizing the connection's task for its whole life.
-        let Some((ws, mode, identity)) = Box::pin(self.upgrade(stream, peer)).await? else {
+        let Some((ws, mode, identity, browser)) = Box::pin(self.upgrade(stream, peer)).await?
+        else {
             return Ok(()); // a plain HTTP request, answered from the static files
         };
-        self.serve_connection(ws, mode, peer, identity).await;
+        self.serve_connection(ws, mode, peer, identity, browser)
+            .await;
         Ok(())
     }
 
@@ -469,7 +480,7 @@ impl<R: Runtime> Server<R> {
         &self,
         stream: S,
         peer: Option<SocketAddr>,
-    ) -> Result<Option<(WebSocketStream<upgrade::Rewind<S>>, Mode, Option<Identity>)>, Error>
+    ) -> Result<Option<Upgraded<S>>, Error>
     where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
@@ -540,6 +551,7 @@ impl<R: Runtime> Server<R> {
         let mut mode = Mode::Legacy;
         let mut identity = None;
         let mut refused = None;
+        let mut browser = false;
         let legacy_ok = self.config.legacy;
         let config = &self.config;
         let auth = self.auth.as_deref();
@@ -552,6 +564,7 @@ impl<R: Runtime> Server<R> {
                 err
             };
             if let Some(origin) = req.headers().get("origin") {
+                browser = true;
                 let origin = origin.to_str().unwrap_or("");
                 let host = req.headers().get("host").and_then(|h| h.to_str().ok());
                 if !upgrade::origin_allowed(origin, host, &config.allowed_origins) {
@@ -606,7 +619,7 @@ impl<R: Runtime> Server<R> {
             Some(Ok(ws)) => ws,
             Some(Err(e)) => return Err(refused.map_or(Error::WebSocket(e), Error::Refused)),
         };
-        Ok(Some((ws, mode, identity)))
+        Ok(Some((ws, mode, identity, browser)))
     }
 
     /// Serves zrpc on a connection your own HTTP server has already
@@ -623,7 +636,7 @@ impl<R: Runtime> Server<R> {
     {
         let config = ws_config(&self.config.core, mode, self.config.read_buffer_size);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        self.serve_connection(ws, mode, peer, None).await
+        self.serve_connection(ws, mode, peer, None, false).await
     }
 
     async fn serve_connection<S>(
@@ -632,6 +645,7 @@ impl<R: Runtime> Server<R> {
         mode: Mode,
         peer: Option<SocketAddr>,
         identity: Option<Identity>,
+        browser: bool,
     ) where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
@@ -645,6 +659,8 @@ impl<R: Runtime> Server<R> {
                     s.shed_largest();
                 }
             })),
+            // A browser (it sent `Origin`) gets a burst's answers whole.
+            dispatch_slice: (!browser).then_some(driver::DISPATCH_SLICE),
         };
         let info = PeerInfo {
             addr: peer,
