@@ -204,9 +204,6 @@ impl Shared {
 }
 
 impl Inner {
-    /// Whether the writer must run: something to write, the connection
-    /// over, or a timer due before the one it sleeps toward. Waking it only
-    /// then saves a task switch per received or consumed message.
     /// Runs the core's timers; when that released the idle connection's
     /// buffers, the call table goes too.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
@@ -217,6 +214,9 @@ impl Inner {
         }
     }
 
+    /// Whether the writer must run: something to write, the connection
+    /// over, or a timer due before the one it sleeps toward. Waking it only
+    /// then saves a task switch per received or consumed message.
     pub(crate) fn writer_needed(&self) -> bool {
         self.conn.has_transmit()
             || self.conn.is_closed()
