@@ -88,8 +88,11 @@ pub struct Config {
     /// queued for sending; beyond it every call's `send` waits. Default 4 MiB.
     pub max_connection_send_buffer: usize,
     /// Drain (GOAWAY, then close with 1000) a connection that has had no
-    /// live call for this long. Default `None` (off); servers turn it on
-    /// (`zrpc_async::ServerConfig` sets 5 minutes).
+    /// live call for this long, counted from the last sign of life while a
+    /// call was live (a call starting, or a message received: a PING
+    /// answered on a connection without calls does not count). Default
+    /// `None` (off); servers turn it on (`zrpc_async::ServerConfig` sets 5
+    /// minutes).
     pub idle_timeout: Option<Duration>,
     /// Release the buffers a connection keeps for reuse (the output arena,
     /// the call table, send, event and control queues) once it has no call

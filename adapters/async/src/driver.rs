@@ -174,15 +174,14 @@ where
             }
             more = bytes >= WRITE_CHUNK;
             batch_bytes = bytes;
-            // A call that ended in this round makes the idle clock due at
-            // once: start it here rather than with another round and timer.
-            if g.conn.poll_timeout().is_some_and(|d| d <= t) {
-                g.handle_timeout(t);
-                more |= g.conn.has_transmit();
-            }
             g.pump_events();
             let deadline = g.conn.poll_timeout();
-            g.armed = deadline;
+            // The runtime timer that will wake this writer: the one kept
+            // from an earlier round when it fires first (see below).
+            g.armed = match (deadline, &timer) {
+                (Some(d), Some((at, _))) => Some(d.min(*at)),
+                (d, t) => d.or(t.as_ref().map(|(at, _)| *at)),
+            };
             if g.conn.released() && batch.is_empty() {
                 batch = Vec::new(); // idle: no round buffer either
             }
@@ -231,16 +230,20 @@ where
         if more || std::mem::take(&mut woken) {
             continue;
         }
-        match deadline {
-            Some(d) => {
-                // One armed timer, kept across rounds unless the deadline
-                // moves earlier: keepalive moves it later with every
-                // message, and arming a runtime timer per round is costly.
-                // A timer armed for an earlier instant only fires early.
-                if timer.as_ref().is_none_or(|(at, _)| *at > d) {
-                    timer = Some((d, Box::pin(rt.sleep_until(d))));
-                }
-                let (_, sleep) = timer.as_mut().expect("armed above");
+        // One armed timer, kept across rounds unless the deadline moves
+        // earlier: keepalive moves it later with every message, and arming
+        // a runtime timer per round is costly. A timer armed for an earlier
+        // instant only fires early (one round that finds nothing due), and
+        // is kept while no deadline is reported (calls live without one),
+        // so a call's end that reports a deadline again never needs a
+        // wake-up to arm it.
+        if let Some(d) = deadline
+            && timer.as_ref().is_none_or(|(at, _)| *at > d)
+        {
+            timer = Some((d, Box::pin(rt.sleep_until(d))));
+        }
+        match timer.as_mut() {
+            Some((_, sleep)) => {
                 let fired = async {
                     sleep.await;
                     true

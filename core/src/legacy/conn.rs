@@ -68,7 +68,9 @@ pub(crate) struct LegacyConnection {
 
 impl LegacyConnection {
     pub(crate) fn new(side: Side, config: Config, now: Instant) -> Self {
+        let timers = Timers::new(now, &config, false);
         Self {
+            timers,
             side,
             config,
             peer: PeerLimits::default(),
@@ -76,7 +78,6 @@ impl LegacyConnection {
             call: None,
             used: false,
             draining: false,
-            timers: Timers::new(now),
             events: VecDeque::new(),
             pending_close: None,
         }
@@ -158,7 +159,7 @@ impl LegacyConnection {
         }
         self.timers.received(now);
         let res = match self.side {
-            Side::Server => self.on_request(msg),
+            Side::Server => self.on_request(now, msg),
             Side::Client => self.on_reply(msg),
         };
         if let Err(e) = &res {
@@ -168,7 +169,7 @@ impl LegacyConnection {
     }
 
     /// Server: the one request.
-    fn on_request(&mut self, msg: Incoming) -> Result<(), ConnectionError> {
+    fn on_request(&mut self, now: Instant, msg: Incoming) -> Result<(), ConnectionError> {
         if self.used {
             return Err(ConnectionError::Legacy(
                 "a legacy connection carries one request",
@@ -202,7 +203,7 @@ impl LegacyConnection {
             window: 1,
             deadline: None,
         });
-        self.timers.busy();
+        self.timers.busy(now);
         self.events.push_back(Event::CallOpened(IncomingCall {
             id: ID,
             method,
@@ -286,11 +287,7 @@ impl LegacyConnection {
                 self.call_error(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
             }
         }
-        if let Some(limit) = self.config.idle_timeout
-            && self.call.is_none()
-            && !self.draining
-            && self.timers.idle_expired(now, limit)
-        {
+        if self.timers.idle_expired(now) {
             self.pending_close = Some((1000, "idle timeout".into()));
             self.go_away();
         }
@@ -308,11 +305,7 @@ impl LegacyConnection {
         if self.state != State::Open {
             return None;
         }
-        let idle = self
-            .config
-            .idle_timeout
-            .filter(|_| self.call.is_none() && !self.draining);
-        self.timers.next(None, idle, None)
+        self.timers.next()
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -386,7 +379,7 @@ impl LegacyConnection {
             window: MAX_CREDIT,
             deadline,
         });
-        self.timers.busy();
+        self.timers.busy(now);
         Ok(ID)
     }
 
@@ -510,6 +503,7 @@ impl LegacyConnection {
             return;
         }
         self.draining = true;
+        self.timers.draining();
         self.teardown(Ending::Settled);
     }
 

@@ -99,13 +99,14 @@ pub(crate) struct V1Connection {
 impl V1Connection {
     pub(crate) fn new(side: Side, config: Config, now: Instant) -> Self {
         let max_ws_message = config.max_websocket_message();
+        let timers = Timers::new(now, &config, true);
         Self {
+            timers,
             side,
             config,
             peer: PeerLimits::default(),
             state: State::Open,
             streams: Streams::new(side),
-            timers: Timers::new(now),
             arena: Arena::default(),
             events: VecDeque::new(),
             settings_owed: true,
@@ -221,31 +222,18 @@ impl V1Connection {
                 self.call_error(id, Status::new(Code::DeadlineExceeded, "deadline exceeded"));
             }
         }
-        if let Some(limit) = self.config.idle_timeout
-            && self.streams.is_empty()
-            && self.goaway_sent.is_none()
-            && self.timers.idle_expired(now, limit)
-        {
+        if self.timers.idle_expired(now) {
             self.pending_close = Some((1000, "idle timeout".into()));
             self.go_away();
             return;
         }
-        if let Some(limit) = self.config.release_idle_after
-            && self.timers.release_due(now, limit, self.streams.is_empty())
-        {
+        if self.timers.release_due(now) {
             self.release();
         }
-        if let Some(interval) = self.config.keepalive_interval {
-            match self
-                .timers
-                .keepalive(now, interval, self.config.keepalive_timeout)
-            {
-                Keepalive::Nothing => {}
-                Keepalive::Ping(data) => self.control.push_back(Frame::Ping { ack: false, data }),
-                Keepalive::Expired => {
-                    self.teardown(Ending::Fault(ConnectionError::KeepaliveTimeout))
-                }
-            }
+        match self.timers.keepalive(now) {
+            Keepalive::Nothing => {}
+            Keepalive::Ping(data) => self.control.push_back(Frame::Ping { ack: false, data }),
+            Keepalive::Expired => self.teardown(Ending::Fault(ConnectionError::KeepaliveTimeout)),
         }
     }
 
@@ -261,16 +249,7 @@ impl V1Connection {
         if self.state != State::Open {
             return None;
         }
-        let keepalive = self
-            .config
-            .keepalive_interval
-            .map(|i| (i, self.config.keepalive_timeout));
-        let idle = self
-            .config
-            .idle_timeout
-            .filter(|_| self.streams.is_empty() && self.goaway_sent.is_none());
-        self.timers
-            .next(keepalive, idle, self.config.release_idle_after)
+        self.timers.next()
     }
 
     /// True once the idle connection released its buffers.
@@ -457,13 +436,13 @@ impl V1Connection {
         s.send.push(Out::Open(open));
         // A timeout too large to represent is no deadline at all.
         let deadline = opts.timeout.and_then(|t| after(now, t));
-        self.add_call(id, s, deadline);
+        self.add_call(now, id, s, deadline);
         self.streams.schedule(id);
         Ok(id)
     }
 
-    /// Adds a call to the table, with its deadline.
-    fn add_call(&mut self, id: StreamId, mut s: Stream, deadline: Option<Instant>) {
+    /// Adds a call to the table at `now`, with its deadline.
+    fn add_call(&mut self, now: Instant, id: StreamId, mut s: Stream, deadline: Option<Instant>) {
         s.deadline = deadline;
         if let Some(at) = deadline {
             let streams = &self.streams;
@@ -472,7 +451,7 @@ impl V1Connection {
             });
         }
         self.streams.insert(id, s);
-        self.timers.busy();
+        self.timers.busy(now);
     }
 
     pub(crate) fn send(&mut self, id: StreamId, data: Bytes) -> Result<(), UserError> {
@@ -605,6 +584,7 @@ impl V1Connection {
         }
         let last = self.streams.max_remote;
         self.goaway_sent = Some(last);
+        self.timers.draining();
         self.control.push_back(Frame::GoAway {
             last_stream_id: StreamId(last),
             code: 1000,
@@ -673,6 +653,9 @@ impl V1Connection {
             }
             if r.role == Role::Caller && std::mem::take(&mut self.can_open_owed) {
                 self.events.push_back(Event::CanOpen);
+            }
+            if self.streams.is_empty() {
+                self.timers.quiet();
             }
         }
         self.maybe_drained();

@@ -187,7 +187,7 @@ impl V1Connection {
             self.config.initial_credit,
         );
         let deadline = deadline_in(now, o.timeout_ms);
-        self.add_call(id, s, deadline);
+        self.add_call(now, id, s, deadline);
         self.events.push_back(Event::CallOpened(IncomingCall {
             id,
             method: o.method,
