@@ -130,10 +130,15 @@ struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// A browser origin allowed to connect (repeat for more; `*` for any).
-    /// Pages from other origins get HTTP 403; same-origin pages and
-    /// non-browser clients are always allowed.
+    /// Pages from other origins get HTTP 403; same-origin pages (see
+    /// --allow-host) and non-browser clients are always allowed.
     #[arg(long = "allow-origin")]
     allow_origins: Vec<String>,
+    /// A host name under which same-origin pages may connect (repeat for
+    /// more; `*` for any). IP addresses and localhost are always allowed;
+    /// pages under other names get HTTP 403 (DNS rebinding).
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
     /// Connections served at once (HTTP 503 beyond).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -417,6 +422,7 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig, String> {
         max_connections_per_ip: a.max_connections_per_ip,
         max_server_receive_buffer: a.max_server_receive_buffer,
         allowed_origins: a.allow_origins.clone(),
+        allowed_hosts: a.allow_hosts.clone(),
         tls,
         static_files: a.web.then(zrpc_cli::web::files),
         path: a.path.clone(),

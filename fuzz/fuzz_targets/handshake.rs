@@ -6,11 +6,11 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|input: (&[u8], &str, Option<&str>, Vec<String>)| {
-    let (head, origin, host, allowed) = input;
+fuzz_target!(|input: (&[u8], &str, Option<&str>, Vec<String>, Vec<String>, bool)| {
+    let (head, origin, host, allowed, hosts, https) = input;
     if zrpc_async::__fuzz::parse_upgrade_head(head).is_some() {
         // A complete head ends with an empty line.
         assert!(head.windows(2).any(|w| w == b"\n\n" || w == b"\r\n"));
     }
-    let _ = zrpc_async::__fuzz::origin_allowed(origin, host, &allowed);
+    let _ = zrpc_async::__fuzz::origin_allowed(origin, host, &allowed, &hosts, https);
 });

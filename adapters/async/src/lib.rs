@@ -129,9 +129,20 @@ pub mod __fuzz {
             .map(|h| h.offers_v1)
     }
 
-    /// The origin policy.
-    pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
-        crate::upgrade::origin_allowed(origin, host, allowed)
+    /// The origin policy (`https`: the request came over TLS).
+    pub fn origin_allowed(
+        origin: &str,
+        host: Option<&str>,
+        allowed: &[String],
+        hosts: &[String],
+        https: bool,
+    ) -> bool {
+        let policy = crate::upgrade::OriginPolicy {
+            allowed_origins: allowed,
+            allowed_hosts: hosts,
+            scheme: if https { "https" } else { "http" },
+        };
+        crate::upgrade::origin_allowed(origin, host, &policy).is_ok()
     }
 }
 

@@ -74,9 +74,21 @@ pub struct ServerConfig {
     /// nor same-origin with its `Host` is refused with HTTP 403 before the
     /// upgrade, so a page on another site cannot call this server with its
     /// visitors' cookies or from inside their network. Requests without
-    /// `Origin` (non-browser clients) are not concerned. Default: none
-    /// listed (same-origin pages only).
+    /// `Origin` (non-browser clients) are not concerned. Same-origin means
+    /// the same scheme too (`https` pages for a TLS listener, or behind a
+    /// proxy that sets `X-Forwarded-Proto: https`). Default: none listed
+    /// (same-origin pages only).
     pub allowed_origins: Vec<String>,
+    /// Host names (without port; `*` for any) under which a same-origin
+    /// page may connect. IP addresses, `localhost` and `*.localhost` are
+    /// always answered; a page under any other name is refused with HTTP
+    /// 403 unless its origin is in `allowed_origins`. This stops DNS
+    /// rebinding: a page on `http://attacker.example:PORT` whose name the
+    /// attacker re-points at the server's address sends an `Origin` and a
+    /// `Host` that agree, and would otherwise pass as same-origin. Requests
+    /// without `Origin` are not concerned. Default: none (IP addresses and
+    /// localhost only).
+    pub allowed_hosts: Vec<String>,
     /// Serve `wss://`: every accepted connection does its TLS handshake
     /// (within `handshake_timeout`) before the HTTP upgrade. Default `None`
     /// (plain `ws://`, for a server behind a TLS-terminating proxy or on
@@ -121,6 +133,7 @@ impl Default for ServerConfig {
             read_buffer_size: SERVER_READ_BUFFER,
             max_server_receive_buffer: 256 * 1024 * 1024,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             tls: None,
             static_files: None,
             health: None,
@@ -521,6 +534,10 @@ impl<R: Runtime> Server<R> {
             upgrade::respond(&mut stream, status, text).await;
             return Ok(None);
         }
+        if let Some((status, reason)) = head.info.upgrade_error() {
+            upgrade::respond(&mut stream, status, reason).await;
+            return Err(Error::Refused(Refusal::with_status(status, reason)));
+        }
         if let Some(path) = &self.config.path
             && head.info.websocket
             && head.info.path.split('?').next() != Some(path.as_str())
@@ -567,9 +584,32 @@ impl<R: Runtime> Server<R> {
                 browser = true;
                 let origin = origin.to_str().unwrap_or("");
                 let host = req.headers().get("host").and_then(|h| h.to_str().ok());
-                if !upgrade::origin_allowed(origin, host, &config.allowed_origins) {
-                    let r = Refusal::forbidden(format!("origin {origin:?} is not allowed"));
-                    return Err(refuse(r, &mut refused));
+                let forwarded = req
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .map(str::trim);
+                let policy = upgrade::OriginPolicy {
+                    allowed_origins: &config.allowed_origins,
+                    allowed_hosts: &config.allowed_hosts,
+                    scheme: forwarded.unwrap_or(if config.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    }),
+                };
+                if let Err(why) = upgrade::origin_allowed(origin, host, &policy) {
+                    let text = match why {
+                        upgrade::OriginRefusal::Origin => {
+                            format!("origin {origin:?} is not allowed")
+                        }
+                        upgrade::OriginRefusal::Host => format!(
+                            "host {:?} is not a name this server answers for (allowed_hosts / --allow-host)",
+                            host.unwrap_or("")
+                        ),
+                    };
+                    return Err(refuse(Refusal::forbidden(text), &mut refused));
                 }
             }
             let offered = offers_v1(

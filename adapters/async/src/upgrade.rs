@@ -130,6 +130,31 @@ pub(crate) struct HeadInfo {
     pub(crate) method: String,
     /// The request target.
     pub(crate) path: String,
+    /// HTTP/1.0 (WebSocket needs HTTP/1.1).
+    pub(crate) http10: bool,
+    /// A `Sec-WebSocket-Key` and `Sec-WebSocket-Version: 13` came with it.
+    pub(crate) ws_key: bool,
+}
+
+impl HeadInfo {
+    /// Why a WebSocket upgrade request cannot be served, as the HTTP status
+    /// and text to answer (RFC 6455 4.2.1; RFC 9110 for 405 and 505).
+    pub(crate) fn upgrade_error(&self) -> Option<(u16, &'static str)> {
+        if !self.websocket {
+            None
+        } else if self.method != "GET" {
+            Some((405, "a WebSocket upgrade must be a GET request"))
+        } else if self.http10 {
+            Some((505, "a WebSocket upgrade needs HTTP/1.1"))
+        } else if !self.ws_key {
+            Some((
+                400,
+                "a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Why a request head was not read.
@@ -158,11 +183,19 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<HeadInfo>, HeadError> {
                         })
                 })
             };
+            let key = req
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("sec-websocket-key") && !h.value.is_empty());
             Ok(Some(HeadInfo {
                 offers_v1: has("sec-websocket-protocol", SUBPROTOCOL_V1),
-                websocket: has("upgrade", "websocket"),
+                // Upgrade: websocket with Connection: upgrade (a proxy that
+                // strips either has not passed an upgrade on).
+                websocket: has("upgrade", "websocket") && has("connection", "upgrade"),
                 method: req.method.unwrap_or("").to_owned(),
                 path: req.path.unwrap_or("/").to_owned(),
+                http10: req.version == Some(0),
+                ws_key: key && has("sec-websocket-version", "13"),
             }))
         }
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
@@ -201,15 +234,22 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, 
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "Error",
+    };
+    let extra = match status {
+        405 => "Allow: GET\r\n",
+        426 => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        _ => "",
     };
     let body = format!("{reason}\n");
     let resp = format!(
-        "HTTP/1.1 {status} {text}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{body}",
+        "HTTP/1.1 {status} {text}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n{extra}\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(resp.as_bytes()).await;
@@ -217,22 +257,87 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, 
     let _ = stream.close().await;
 }
 
+/// The browser rules of [`ServerConfig`](crate::ServerConfig): which
+/// origins may connect, and which host names a same-origin page may have.
+pub(crate) struct OriginPolicy<'a> {
+    pub(crate) allowed_origins: &'a [String],
+    pub(crate) allowed_hosts: &'a [String],
+    /// The scheme the request came over (`http` or `https`): a TLS
+    /// listener's, or the `X-Forwarded-Proto` a TLS-terminating proxy set
+    /// (a browser cannot set that header on a WebSocket upgrade).
+    pub(crate) scheme: &'a str,
+}
+
+/// Why a browser's request was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OriginRefusal {
+    /// The origin is neither listed nor same-origin.
+    Origin,
+    /// Same-origin, but under a host name the server does not answer for:
+    /// what a DNS-rebinding page looks like.
+    Host,
+}
+
 /// Whether a browser's `Origin` may open a connection: allowed when listed
-/// (or `*` is listed), or same-origin with the `Host` it connected to.
+/// (or `*` is listed), or same-origin — scheme and authority equal to the
+/// request's own, under a host name the server answers for ([`host_trusted`]).
 /// Requests without `Origin` (non-browser clients) are not concerned.
-pub(crate) fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
-    if allowed
+pub(crate) fn origin_allowed(
+    origin: &str,
+    host: Option<&str>,
+    policy: &OriginPolicy<'_>,
+) -> Result<(), OriginRefusal> {
+    if policy
+        .allowed_origins
         .iter()
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
     {
-        return true;
+        return Ok(());
     }
-    // Same origin: the origin's authority is the Host header.
-    let authority = origin
-        .split_once("://")
-        .map_or("", |(_, rest)| rest)
-        .trim_end_matches('/');
-    host.is_some_and(|h| !authority.is_empty() && h.eq_ignore_ascii_case(authority))
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return Err(OriginRefusal::Origin);
+    };
+    let authority = authority.trim_end_matches('/');
+    let same = host.is_some_and(|h| !authority.is_empty() && h.eq_ignore_ascii_case(authority))
+        && scheme.eq_ignore_ascii_case(policy.scheme);
+    if !same {
+        return Err(OriginRefusal::Origin);
+    }
+    if host_trusted(authority, policy.allowed_hosts) {
+        Ok(())
+    } else {
+        Err(OriginRefusal::Host)
+    }
+}
+
+/// Whether a `Host` value (`name[:port]`) names this server: an IP address
+/// (a DNS-rebinding page needs a name its attacker controls), `localhost`
+/// and its subdomains (browsers resolve them to loopback themselves), or a
+/// name in `allowed` (`*`: any).
+pub(crate) fn host_trusted(host: &str, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        })
+    };
+    let name = name.trim_end_matches('.');
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.len().checked_sub(".localhost".len()).is_some_and(|i| {
+            name.is_char_boundary(i) && name[i..].eq_ignore_ascii_case(".localhost")
+        })
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('.').eq_ignore_ascii_case(name))
 }
 
 /// A stream that first replays bytes already read from it (the request
@@ -297,20 +402,87 @@ mod tests {
 
     #[test]
     fn origins() {
-        let allowed = vec!["https://app.example".to_string()];
-        assert!(origin_allowed("https://app.example", None, &allowed));
-        assert!(origin_allowed(
-            "http://127.0.0.1:8060",
-            Some("127.0.0.1:8060"),
-            &[]
-        ));
-        assert!(!origin_allowed(
-            "https://evil.example",
-            Some("127.0.0.1:8060"),
-            &allowed
-        ));
-        assert!(!origin_allowed("null", Some("127.0.0.1:8060"), &allowed));
-        assert!(origin_allowed("https://x", None, &["*".to_string()]));
+        let listed = vec!["https://app.example".to_string()];
+        let policy = |scheme, hosts: &'static [String]| OriginPolicy {
+            allowed_origins: &listed,
+            allowed_hosts: hosts,
+            scheme,
+        };
+        let plain = policy("http", &[]);
+        assert_eq!(origin_allowed("https://app.example", None, &plain), Ok(()));
+        assert_eq!(
+            origin_allowed("http://127.0.0.1:8060", Some("127.0.0.1:8060"), &plain),
+            Ok(())
+        );
+        assert_eq!(
+            origin_allowed("http://localhost:8060", Some("localhost:8060"), &plain),
+            Ok(())
+        );
+        assert_eq!(
+            origin_allowed("http://[::1]:8060", Some("[::1]:8060"), &plain),
+            Ok(())
+        );
+        assert_eq!(
+            origin_allowed("https://evil.example", Some("127.0.0.1:8060"), &plain),
+            Err(OriginRefusal::Origin)
+        );
+        assert_eq!(
+            origin_allowed("null", Some("127.0.0.1:8060"), &plain),
+            Err(OriginRefusal::Origin)
+        );
+        // DNS rebinding: Origin and Host agree, on a name nobody configured.
+        assert_eq!(
+            origin_allowed(
+                "http://rebind.attacker.example:8060",
+                Some("rebind.attacker.example:8060"),
+                &plain
+            ),
+            Err(OriginRefusal::Host)
+        );
+        static HOSTS: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["app.internal".to_string()]);
+        assert_eq!(
+            origin_allowed(
+                "http://app.internal:8060",
+                Some("APP.internal:8060"),
+                &policy("http", &HOSTS)
+            ),
+            Ok(())
+        );
+        // Scheme: an https page is not same-origin with a plain server.
+        assert_eq!(
+            origin_allowed("https://127.0.0.1:8060", Some("127.0.0.1:8060"), &plain),
+            Err(OriginRefusal::Origin)
+        );
+        assert_eq!(
+            origin_allowed(
+                "https://127.0.0.1:8060",
+                Some("127.0.0.1:8060"),
+                &policy("https", &[])
+            ),
+            Ok(())
+        );
+        let any = vec!["*".to_string()];
+        let star = OriginPolicy {
+            allowed_origins: &any,
+            allowed_hosts: &[],
+            scheme: "http",
+        };
+        assert_eq!(origin_allowed("https://x", None, &star), Ok(()));
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(host_trusted("127.0.0.1", &[]));
+        assert!(host_trusted("10.1.2.3:99", &[]));
+        assert!(host_trusted("[::1]:8060", &[]));
+        assert!(host_trusted("app.localhost:3000", &[]));
+        assert!(!host_trusted("localhost.attacker.example", &[]));
+        assert!(!host_trusted("example.com", &[]));
+        assert!(host_trusted("example.com:443", &["example.com".into()]));
+        assert!(host_trusted("example.com.", &["example.com".into()]));
+        assert!(host_trusted("anything", &["*".into()]));
+        assert!(!host_trusted("[zz]:1", &[]));
     }
 
     #[test]
@@ -331,6 +503,8 @@ mod tests {
                 websocket: false,
                 method: "GET".into(),
                 path: "/app.js?v=1".into(),
+                http10: false,
+                ws_key: false,
             }))
         );
         let up = b"GET / HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";

@@ -15,7 +15,8 @@
 use std::net::SocketAddr;
 
 use hyper::header::{
-    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -32,17 +33,50 @@ fn plain(status: StatusCode, text: &'static str) -> Response<&'static str> {
 /// `101 Switching Protocols` (with `zrpc.v1` when the client offered it;
 /// the seed's format otherwise, when the server allows it), and zrpc then
 /// serves the upgraded connection in a task of its own; for anything else
-/// 426 (a plain request) or 400 (legacy refused). The body is text; map it
+/// 426 (no `Upgrade: websocket` with `Connection: upgrade`), 405 (not GET),
+/// 505 (not HTTP/1.1), 400 (no `Sec-WebSocket-Key` or version 13, or
+/// legacy refused). The body is text; map it
 /// to the server's body type. The HTTP server must serve with upgrades on.
 pub fn upgrade<B>(
     server: &Server<TokioRuntime>,
     req: &mut Request<B>,
     peer: Option<SocketAddr>,
 ) -> Response<&'static str> {
-    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
-        return plain(
+    let has = |name, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    // The same checks as a connection the server accepts itself: a request
+    // whose Upgrade or Connection header a proxy stripped is not an upgrade
+    // (answering 101 would leave the client with a reset).
+    if !(has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")) {
+        let mut resp = plain(
             StatusCode::UPGRADE_REQUIRED,
             "this is a zrpc endpoint: connect with a WebSocket client (subprotocol zrpc.v1)",
+        );
+        resp.headers_mut()
+            .insert(UPGRADE, "websocket".parse().expect("a valid header"));
+        return resp;
+    }
+    if req.method() != hyper::Method::GET {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must be a GET request",
+        );
+    }
+    if req.version() != hyper::Version::HTTP_11 {
+        return plain(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "a WebSocket upgrade needs HTTP/1.1",
+        );
+    }
+    let key = req.headers().get(SEC_WEBSOCKET_KEY).cloned();
+    let Some(key) = key.filter(|_| has(SEC_WEBSOCKET_VERSION, "13")) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
         );
     };
     let offered = req.headers().get_all(SEC_WEBSOCKET_PROTOCOL);

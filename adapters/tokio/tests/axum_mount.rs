@@ -53,6 +53,19 @@ async fn zrpc_at_rpc_in_an_axum_app() {
     );
     let plain = get("/rpc").await;
     assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
+    // An upgrade whose Upgrade and Connection headers a proxy stripped gets
+    // 426, not a 101 followed by a reset.
+    let stripped = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = "GET /rpc HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: zrpc.v1\r\n\r\n";
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 12];
+        tcp.read_exact(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+    .await;
+    assert_eq!(stripped, "HTTP/1.1 426");
 
     // zrpc v1 at /rpc, with the peer's address.
     let url = format!("ws://{addr}/rpc");

@@ -31,6 +31,8 @@ on_both_runtimes!(
     a_peer_stuck_inside_a_message_is_closed,
     connection_limits_answer_with_http_status,
     origin_policy,
+    dns_rebinding_is_refused,
+    malformed_upgrades_get_an_http_answer,
     authentication_and_interceptors,
     dropping_the_last_client_handle_closes_the_connection,
     a_timeout_too_large_to_represent_is_no_deadline,
@@ -139,18 +141,24 @@ async fn close_code<R: Runtime>(ws: &mut Raw<R>) -> Option<u16> {
 /// status code.
 async fn http_status<R: Runtime>(rt: &R, url: &str, extra: &str) -> u16 {
     let addr = socket_addr_of(url);
-    let mut tcp = rt.connect_tcp(addr.clone()).await.unwrap();
     let req = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Protocol: zrpc.v1\r\n{extra}\r\n"
     );
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    raw_status(rt, url, &req).await
+}
+
+/// Sends `request` as it is; the response's status code (the connection
+/// must answer, not just close).
+async fn raw_status<R: Runtime>(rt: &R, url: &str, request: &str) -> u16 {
+    let mut tcp = rt.connect_tcp(socket_addr_of(url)).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 1024];
     let mut got = 0;
     while got < 12 {
         let n = tcp.read(&mut buf[got..]).await.unwrap();
-        assert!(n > 0, "connection closed without a response");
+        assert!(n > 0, "connection closed without a response to {request:?}");
         got += n;
     }
     let head = String::from_utf8_lossy(&buf[..got]);
@@ -449,6 +457,94 @@ async fn origin_policy<R: Runtime>(rt: R) {
         101
     );
     assert_eq!(http_status(&rt, &url, "").await, 101);
+    // Same origin is judged on the scheme too: an https page is not the
+    // origin of a plain server (unless a proxy says it terminated TLS).
+    assert_eq!(
+        http_status(&rt, &url, &format!("Origin: https://{addr}\r\n")).await,
+        403
+    );
+    assert_eq!(
+        http_status(
+            &rt,
+            &url,
+            &format!("Origin: https://{addr}\r\nX-Forwarded-Proto: https\r\n")
+        )
+        .await,
+        101
+    );
+}
+
+/// DNS rebinding: a page on a name the attacker re-pointed at the server
+/// sends an `Origin` and a `Host` that agree. The server answers same-origin
+/// pages only under IP addresses, localhost and the names it was given.
+async fn dns_rebinding_is_refused<R: Runtime>(rt: R) {
+    let port = |url: &str| socket_addr_of(url).rsplit_once(':').unwrap().1.to_owned();
+    let upgrade = |host: &str, origin: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: zrpc.v1\r\n\r\n"
+        )
+    };
+    let (_server, url) = serve(&rt, echo_router(), ServerConfig::default()).await;
+    let p = port(&url);
+    let rebind = format!("rebind.attacker.example:{p}");
+    assert_eq!(
+        raw_status(&rt, &url, &upgrade(&rebind, &format!("http://{rebind}"))).await,
+        403
+    );
+    let local = format!("localhost:{p}");
+    assert_eq!(
+        raw_status(&rt, &url, &upgrade(&local, &format!("http://{local}"))).await,
+        101
+    );
+    // A name the server was configured for.
+    let config = ServerConfig {
+        allowed_hosts: vec!["app.internal".into()],
+        ..ServerConfig::default()
+    };
+    let (_server, url) = serve(&rt, echo_router(), config).await;
+    let named = format!("app.internal:{}", port(&url));
+    assert_eq!(
+        raw_status(&rt, &url, &upgrade(&named, &format!("http://{named}"))).await,
+        101
+    );
+    let other = format!("rebind.attacker.example:{}", port(&url));
+    assert_eq!(
+        raw_status(&rt, &url, &upgrade(&other, &format!("http://{other}"))).await,
+        403
+    );
+    // Clients without Origin are not concerned.
+    assert_eq!(
+        raw_status(&rt, &url, &upgrade(&other, "").replace("Origin: \r\n", "")).await,
+        101
+    );
+}
+
+/// Upgrade requests HTTP does not allow get an HTTP answer saying why, not a
+/// closed socket.
+async fn malformed_upgrades_get_an_http_answer<R: Runtime>(rt: R) {
+    let (_server, url) = serve(&rt, echo_router(), ServerConfig::default()).await;
+    let addr = socket_addr_of(&url);
+    let ws_headers = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    for method in ["POST", "PUT", "OPTIONS", "DELETE"] {
+        let req = format!("{method} / HTTP/1.1\r\nHost: {addr}\r\n{ws_headers}\r\n");
+        assert_eq!(raw_status(&rt, &url, &req).await, 405, "{method}");
+    }
+    let req = format!("GET / HTTP/1.0\r\nHost: {addr}\r\n{ws_headers}\r\n");
+    assert_eq!(raw_status(&rt, &url, &req).await, 505);
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    );
+    assert_eq!(raw_status(&rt, &url, &req).await, 400);
+    // A proxy that stripped Connection: the upgrade is not passed on.
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    assert_eq!(raw_status(&rt, &url, &req).await, 426);
+    good_call(&rt, &url).await;
 }
 
 #[derive(Debug)]
