@@ -103,6 +103,16 @@ impl fmt::Display for Code {
     }
 }
 
+/// One constructor per code, named as tonic's: `Status::not_found("...")`.
+macro_rules! per_code {
+    ($($name:ident => $code:ident),* $(,)?) => {$(
+        #[doc = concat!("A [`Code::", stringify!($code), "`] status with this message.")]
+        pub fn $name(message: impl Into<String>) -> Self {
+            Self::new(Code::$code, message)
+        }
+    )*};
+}
+
 /// The message of [`Status::not_processed`].
 const NOT_PROCESSED: &str = "not processed: the peer is draining (GOAWAY); safe to retry";
 
@@ -113,6 +123,9 @@ pub struct Status {
     code: Code,
     message: String,
     details: Bytes,
+    /// Recorded by this side's connection, never read from the wire: the
+    /// peer cannot have processed the call (see [`Status::is_not_processed`]).
+    not_processed: bool,
 }
 
 impl Status {
@@ -122,12 +135,32 @@ impl Status {
             code,
             message: message.into(),
             details: Bytes::new(),
+            not_processed: false,
         }
     }
 
     /// `OK` with an empty message.
     pub fn ok() -> Self {
         Self::new(Code::Ok, String::new())
+    }
+
+    per_code! {
+        cancelled => Cancelled,
+        unknown => Unknown,
+        invalid_argument => InvalidArgument,
+        deadline_exceeded => DeadlineExceeded,
+        not_found => NotFound,
+        already_exists => AlreadyExists,
+        permission_denied => PermissionDenied,
+        resource_exhausted => ResourceExhausted,
+        failed_precondition => FailedPrecondition,
+        aborted => Aborted,
+        out_of_range => OutOfRange,
+        unimplemented => Unimplemented,
+        internal => Internal,
+        unavailable => Unavailable,
+        data_loss => DataLoss,
+        unauthenticated => Unauthenticated,
     }
 
     /// Attaches binary details.
@@ -159,15 +192,23 @@ impl Status {
     /// The status of a call the peer announced it never processed: it
     /// drained (GOAWAY) with a last accepted id below the call's. Such a
     /// call had no effect on the peer, so it is safe to send again on
-    /// another connection, whatever the method does.
-    pub fn not_processed() -> Self {
-        Self::new(Code::Unavailable, NOT_PROCESSED)
+    /// another connection, whatever the method does. Only the connection
+    /// makes it, from what it recorded itself.
+    pub(crate) fn not_processed() -> Self {
+        Self {
+            not_processed: true,
+            ..Self::new(Code::Unavailable, NOT_PROCESSED)
+        }
     }
 
-    /// True for a status made by [`Status::not_processed`]: the call never
-    /// reached the peer's application and may be retried transparently.
+    /// True when this side's connection recorded that the peer never
+    /// processed the call (its GOAWAY's last accepted id was below the
+    /// call's): the call may be retried transparently. A fact of the local
+    /// side, never derived from the peer's bytes: a status that arrives in a
+    /// STATUS frame, or that a handler returns, is never one, whatever its
+    /// code and message say.
     pub fn is_not_processed(&self) -> bool {
-        self.code == Code::Unavailable && self.message == NOT_PROCESSED
+        self.not_processed
     }
 
     /// Bytes this status occupies in a STATUS frame, before trailers.
@@ -225,6 +266,30 @@ mod tests {
         assert_eq!(Code::from_u8(17), Code::Unknown);
         assert_eq!(Code::from_u8(255), Code::Unknown);
         assert_eq!(Code::DeadlineExceeded.to_string(), "DEADLINE_EXCEEDED");
+    }
+
+    #[test]
+    fn per_code_constructors() {
+        assert_eq!(
+            Status::invalid_argument("bad"),
+            Status::new(Code::InvalidArgument, "bad")
+        );
+        assert_eq!(Status::unauthenticated("who").code(), Code::Unauthenticated);
+        assert_eq!(Status::internal(String::from("x")).message(), "x");
+    }
+
+    #[test]
+    fn not_processed_is_never_read_from_a_message() {
+        let local = Status::not_processed();
+        assert!(local.is_not_processed());
+        let lookalike = Status::new(Code::Unavailable, local.message());
+        assert!(!lookalike.is_not_processed());
+        assert!(
+            !lookalike
+                .clone()
+                .with_details(Bytes::new())
+                .is_not_processed()
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ on_both_runtimes!(
     calls_go_on_through_a_graceful_restart_each_processed_once,
     a_call_cut_by_a_lost_connection_fails_unless_idempotent,
     calls_wait_within_their_deadline_for_a_server_to_come_up,
+    a_lookalike_not_processed_status_is_not_retried,
 );
 
 /// A server on `addr` (port 0: any); returns it, its address, and a
@@ -227,5 +228,39 @@ async fn calls_wait_within_their_deadline_for_a_server_to_come_up<R: Runtime>(rt
         Channel::new("http://x/", ChannelConfig::default(), rt.clone()),
         Err(Error::InvalidUrl(_))
     ));
+    stop(server, ended).await;
+}
+
+/// "Never processed" is a fact this side records (a call beyond the
+/// server's GOAWAY), never read from a status: a server (or a proxying
+/// handler) that answers UNAVAILABLE with the very message the connection
+/// uses for such calls gets its call once, not twice.
+async fn a_lookalike_not_processed_status_is_not_retried<R: Runtime>(rt: R) {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let router = Router::new().unary("t/Mimic", move |_ctx, _req: Bytes| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err::<Bytes, _>(Status::new(
+                Code::Unavailable,
+                "not processed: the peer is draining (GOAWAY); safe to retry",
+            ))
+        }
+    });
+    let (server, addr, ended) = start(&rt, router, ServerConfig::default(), "127.0.0.1:0").await;
+    let channel = Channel::new(
+        &format!("ws://{addr}/"),
+        ChannelConfig::default(),
+        rt.clone(),
+    )
+    .unwrap();
+    let err = channel
+        .unary("t/Mimic", Bytes::from_static(b"x"), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(!err.is_not_processed());
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
     stop(server, ended).await;
 }
