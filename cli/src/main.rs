@@ -100,6 +100,10 @@ struct ServeArgs {
     /// new connections elsewhere), before draining.
     #[arg(long, default_value_t = 0)]
     drain_delay_ms: u64,
+    /// While draining, how long in-flight calls get to finish before the
+    /// remaining connections are closed (1001).
+    #[arg(long, default_value_t = 10_000)]
+    drain_grace_ms: u64,
     /// What to log, as a tracing filter (`info`, `debug`,
     /// `zrpc_async=debug,info`, ...). Default: `RUST_LOG`, else `info`.
     #[arg(long)]
@@ -427,6 +431,7 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig, String> {
         static_files: a.web.then(zrpc_cli::web::files),
         path: a.path.clone(),
         drain_delay: Duration::from_millis(a.drain_delay_ms),
+        drain_grace: Duration::from_millis(a.drain_grace_ms),
         ..ServerConfig::default()
     })
 }

@@ -160,6 +160,9 @@ const HEALTH_PATH: &str = "/healthz";
 const MAX_REFUSALS: usize = 64;
 /// Time a refused client gets to send its request head.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// After the drain grace, how long shutdown waits for the closes it sent to
+/// be written and answered.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Pause after a failed accept (EMFILE, say), doubling up to a second.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -767,8 +770,21 @@ impl<R: Runtime> Server<R> {
         for s in self.live_connections() {
             s.act(|g| g.conn.go_away());
         }
-        let deadline = now() + self.config.drain_grace;
-        let drained = async {
+        if !self.all_ended(now() + self.config.drain_grace).await {
+            for s in self.live_connections() {
+                s.act(|g| g.conn.close(1001, "server shutting down"));
+            }
+            // The closes go out before this returns (a process that exits
+            // next would cut them: peers would see 1006, not 1001), within
+            // a bound: a peer that does not read cannot hold the shutdown.
+            self.all_ended(now() + CLOSE_WAIT).await;
+        }
+    }
+
+    /// Waits until every accepted connection has ended, or `deadline`;
+    /// true when they all ended.
+    async fn all_ended(&self, deadline: std::time::Instant) -> bool {
+        async {
             loop {
                 let ended = self.state.ended.listen();
                 if self.state.open.load(Ordering::Acquire) == 0
@@ -783,12 +799,7 @@ impl<R: Runtime> Server<R> {
             self.rt.sleep_until(deadline).await;
             false
         })
-        .await;
-        if !drained {
-            for s in self.live_connections() {
-                s.act(|g| g.conn.close(1001, "server shutting down"));
-            }
-        }
+        .await
     }
 
     /// The connections being served (registered, not yet over).

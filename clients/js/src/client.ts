@@ -5,13 +5,21 @@
  */
 
 import { singleRequest, singleResponse } from "./protocol/call.js";
-import type { Config } from "./protocol/config.js";
+import { type Config, DEFAULT_CONFIG, maxWebSocketMessage } from "./protocol/config.js";
 import { Connection, type Event } from "./protocol/connection.js";
 import type { CallKind } from "./protocol/frame.js";
 import { type Metadata, type MetadataInit, toMetadata } from "./protocol/metadata.js";
 import { type Status, status, ZrpcError } from "./protocol/status.js";
 import { AsyncQueue } from "./queue.js";
-import { bindSocket, type OpenedSocket, openSocket, SEND_HIGH_WATER, type WebSocketConstructor, type WebSocketLike } from "./transport.js";
+import {
+  bindSocket,
+  closeSocket,
+  type OpenedSocket,
+  openSocket,
+  SEND_HIGH_WATER,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from "./transport.js";
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -87,7 +95,10 @@ export interface CloseInfo {
 
 /** Opens a connection to a zrpc server (`ws://` or `wss://` URL). */
 export async function connect(url: string, opts: ConnectOptions = {}): Promise<Client> {
-  return new Client(await openSocket(url, opts.WebSocket, opts.connectTimeoutMs ?? 10_000, opts.signal), opts);
+  // The largest WebSocket message a server within these limits sends: `ws`
+  // refuses a larger one (close 1009) before buffering it whole.
+  const maxPayload = maxWebSocketMessage({ ...DEFAULT_CONFIG, ...opts.limits });
+  return new Client(await openSocket(url, opts.WebSocket, opts.connectTimeoutMs ?? 10_000, opts.signal, maxPayload), opts);
 }
 
 const now = () => performance.now();
@@ -299,7 +310,13 @@ export class Client {
     const signal = opts.signal;
     if (signal?.aborted) throw new ZrpcError("CANCELLED", "aborted before the call started");
     const own = toMetadata(opts.metadata);
-    const metadata = this.#baseMetadata.length === 0 ? own : own.length === 0 ? this.#baseMetadata : [...this.#baseMetadata, ...own];
+    // A call's own value of a key replaces the connection's.
+    const metadata =
+      this.#baseMetadata.length === 0
+        ? own
+        : own.length === 0
+          ? this.#baseMetadata
+          : [...this.#baseMetadata.filter(([k]) => !own.some(([key]) => key === k)), ...own];
     let id: number;
     try {
       id = this.#conn.open(kind, method, now(), { metadata, timeoutMs: opts.timeoutMs ?? 0 });
@@ -420,7 +437,7 @@ export class Client {
       }, 2);
     }
     const close = this.#conn.pollClose();
-    if (close !== undefined) this.#ws.close(close.code, close.reason);
+    if (close !== undefined) closeSocket(this.#ws, close.code, close.reason);
     this.#arm();
   }
 

@@ -23,8 +23,14 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-/** A WebSocket constructor: `globalThis.WebSocket`, or `ws`'s `WebSocket` in Node 20. */
-export type WebSocketConstructor = new (url: string, protocols: string | string[]) => WebSocketLike;
+/**
+ * A WebSocket constructor: `globalThis.WebSocket`, or `ws`'s `WebSocket` in
+ * Node 20. The third argument is `ws`'s options: its `maxPayload` bounds
+ * what one message may make it buffer (browsers ignore the argument and
+ * offer no such bound: a browser buffers a whole message before the page
+ * sees it).
+ */
+export type WebSocketConstructor = new (url: string, protocols: string | string[], options?: { maxPayload?: number }) => WebSocketLike;
 
 /** What the socket reports to whoever drives the protocol. */
 export interface SocketSink {
@@ -45,6 +51,7 @@ export function openSocket(
   ctor: WebSocketConstructor | undefined,
   timeoutMs: number,
   signal: AbortSignal | undefined,
+  maxPayload: number,
 ): Promise<OpenedSocket> {
   const WS = ctor ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
   if (WS === undefined) {
@@ -55,7 +62,7 @@ export function openSocket(
   return new Promise((resolve, reject) => {
     let ws: WebSocketLike;
     try {
-      ws = new WS(url, [SUBPROTOCOL]);
+      ws = new WS(url, [SUBPROTOCOL], { maxPayload });
     } catch (e) {
       reject(new ZrpcError("UNAVAILABLE", `cannot connect to ${url}: ${e instanceof Error ? e.message : String(e)}`));
       return;
@@ -93,10 +100,11 @@ export function openSocket(
       // The server's SETTINGS (or a close) may arrive before whoever awaits
       // this promise runs: keep them for bindSocket.
       const early: EarlyEvent[] = [];
+      const refused = refusedTooBig();
       ws.onmessage = (ev) => early.push({ message: ev.data });
-      ws.onclose = (ev) => early.push({ close: ev });
-      ws.onerror = () => {};
-      resolve({ ws, early });
+      ws.onclose = (ev) => early.push({ close: refused.close(ev) });
+      ws.onerror = refused.error;
+      resolve({ ws, early, refused });
     };
     ws.onerror = () => fail(`cannot connect to ${url}`);
     ws.onclose = (ev) => fail(`cannot connect to ${url} (close ${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`);
@@ -110,10 +118,35 @@ export type EarlyEvent = { message: unknown } | { close: { code: number; reason:
 export interface OpenedSocket {
   ws: WebSocketLike;
   early: EarlyEvent[];
+  /** Whether `ws` refused a message as too big (from its opening on). */
+  refused: ReturnType<typeof refusedTooBig>;
+}
+
+/**
+ * Closes `ws` with `code` and `reason`. Browsers let a page send only 1000
+ * and 3000–4999 and a reason of at most 123 bytes (anything else throws);
+ * the `ws` package allows every code a protocol error uses. A code the
+ * socket refuses is sent as 1000, its number kept in the reason.
+ */
+export function closeSocket(ws: WebSocketLike, code: number, reason: string): void {
+  const fit = (text: string) => {
+    let t = text;
+    while (new TextEncoder().encode(t).length > 123) t = t.slice(0, -1);
+    return t;
+  };
+  try {
+    ws.close(code, fit(reason));
+  } catch {
+    try {
+      ws.close(1000, fit(`${code}: ${reason}`));
+    } catch {
+      // already closing
+    }
+  }
 }
 
 /** Routes an open socket's events to `sink`, the early ones first. */
-export function bindSocket({ ws, early }: OpenedSocket, sink: SocketSink): void {
+export function bindSocket({ ws, early, refused }: OpenedSocket, sink: SocketSink): void {
   const message = (d: unknown) => {
     if (d instanceof ArrayBuffer) sink.message(new Uint8Array(d));
     else if (typeof d === "string") sink.message(d);
@@ -129,8 +162,28 @@ export function bindSocket({ ws, early }: OpenedSocket, sink: SocketSink): void 
     else sink.closed(ev.close.code, ev.close.reason);
   }
   ws.onmessage = (ev) => message(ev.data);
-  ws.onclose = (ev) => sink.closed(ev.code, ev.reason);
-  ws.onerror = () => {
-    // onclose follows with the code.
+  ws.onclose = (ev) => {
+    const { code, reason } = refused.close(ev);
+    sink.closed(code, reason);
+  };
+  // onclose follows with the code.
+  ws.onerror = refused.error;
+}
+
+/**
+ * `ws` refuses a message over its maxPayload by sending close 1009 and
+ * dropping the socket, then reports 1006: this reports 1009, the code the
+ * server was sent.
+ */
+function refusedTooBig() {
+  let tooBig = false;
+  return {
+    error: (ev: unknown) => {
+      tooBig ||= (ev as { error?: { code?: unknown } } | undefined)?.error?.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH";
+    },
+    close: (ev: { code: number; reason: string }) =>
+      tooBig && ev.code === 1006
+        ? { code: 1009, reason: "message too big: over the client's limit" }
+        : { code: ev.code, reason: ev.reason },
   };
 }

@@ -82,3 +82,21 @@ test("the page performs every call kind, cancels a stream and meets a deadline",
   await page.screenshot({ path: resolve(dir, "people.png"), fullPage: true });
   assert.deepEqual(pageErrors, []);
 });
+
+test("a drain past its grace: the page sees the server's close 1001, without an error", async () => {
+  // A server of its own, whose drain ends its streams after 200 ms.
+  const draining = await startServer(["--web", "--drain-grace-ms", "200"]);
+  const errors: string[] = [];
+  const p = await browser.newPage();
+  p.on("pageerror", (e) => errors.push(String(e)));
+  await p.goto(draining.url.replace(/^ws/, "http"));
+  // The live list keeps a stream open, so the drain runs out its grace.
+  await p.waitForFunction(() => document.getElementById("watch-state")?.textContent === "watching");
+  assert.equal(await draining.stop(), 0);
+  await p.waitForFunction(() => document.getElementById("status")?.textContent?.startsWith("connection closed"));
+  assert.equal(await p.locator("#status").textContent(), "connection closed (1001)");
+  // Let any error thrown while the page answered the close surface.
+  await p.evaluate(() => new Promise((r) => setTimeout(r, 50)));
+  assert.deepEqual(errors, []);
+  await p.close();
+});

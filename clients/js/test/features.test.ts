@@ -101,6 +101,10 @@ test("connection metadata goes with every call", async () => {
     headers.map(([k]) => k),
     ["authorization", "x-a"],
   );
+  // A call's own value of a key replaces the connection's (a server reading
+  // one value sees the call's).
+  await c.unary("echo.Echo/Reflect", req("y"), { metadata: { authorization: "Bearer call" }, onHeaders: (h) => (headers = h) });
+  assert.deepEqual(headers, [["authorization", "Bearer call"]]);
   await c.close();
 });
 

@@ -172,3 +172,33 @@ test("a close sent with the upgrade response is not lost: the connection ends, c
   }
   await server.stop();
 });
+
+test("one huge WebSocket message (90 MB in fragments) is refused before it is buffered: close 1009", { timeout: 20_000 }, async () => {
+  const chunk = Buffer.alloc(1024 * 1024, 7);
+  let sent = 0;
+  const server = await eager((ws) => {
+    ws.send(SETTINGS);
+    const more = () => {
+      // A 90 MB message in 1 MiB WebSocket fragments; stops once the client closed.
+      while (sent < 90 && ws.readyState === ws.OPEN && ws.bufferedAmount < 4 * chunk.length) {
+        sent++;
+        ws.send(chunk, { binary: true, fin: sent === 90 });
+      }
+      if (sent < 90 && ws.readyState === ws.OPEN) setTimeout(more, 1);
+    };
+    more();
+  });
+  const before = process.memoryUsage().rss;
+  let peak = before;
+  const sample = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 2);
+  const client = await connect(server.url, { WebSocket: NodeWebSocket, keepalive: false });
+  const closed = await client.closed;
+  clearInterval(sample);
+  peak = Math.max(peak, process.memoryUsage().rss);
+  await server.stop();
+  assert.equal(closed.code, 1009);
+  assert.ok(sent < 90, `the whole message was sent (${sent} MiB) before the client refused it`);
+  assert.ok(peak - before < 48 * 1024 * 1024, `RSS grew ${((peak - before) / 1e6).toFixed(0)} MB`);
+});

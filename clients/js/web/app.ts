@@ -99,7 +99,10 @@ void (async () => {
       $("chat-log").append(li);
     }
   } catch (e) {
-    say("status", `chat ended: ${describe(e)}`, true);
+    const li = document.createElement("li");
+    li.textContent = `chat ended: ${describe(e)}`;
+    li.classList.add("error");
+    $("chat-log").append(li);
   }
 })();
 
