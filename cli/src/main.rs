@@ -718,11 +718,17 @@ fn call(a: CallArgs) -> ExitCode {
         && a.json.is_some()
         && !a.legacy
         && let Some((service, _)) = method.split_once('/')
-        && let Some(reflected) = reflect_schema(&a, service)
     {
-        // The server's own reflection service knows it.
-        pool = reflected;
-        schema = lookup(&pool, method);
+        match reflect_schema(&a, service) {
+            // The server's own reflection service knows it.
+            Ok(Some(reflected)) => {
+                pool = reflected;
+                schema = lookup(&pool, method);
+            }
+            Ok(None) => {}
+            // Not reachable: that is the error, not the missing schema.
+            Err(status) => return status_exit(&status),
+        }
     }
     if schema.is_none()
         && let Some(service) = method
@@ -817,16 +823,19 @@ fn call(a: CallArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result: Result<(), Status> = rt.block_on(async {
+    let run = async {
+        let mut client = None;
         let mut call = if legacy {
             let payload = messages.first().cloned().unwrap_or_default();
             zrpc_tokio::legacy_call(url, method, payload)
                 .await
                 .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?
         } else {
-            let client = zrpc_tokio::connect_with(url, config)
-                .await
-                .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
+            let client = client.insert(
+                zrpc_tokio::connect_with(url, config)
+                    .await
+                    .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?,
+            );
             let opts = CallOptions {
                 timeout,
                 metadata,
@@ -854,7 +863,24 @@ fn call(a: CallArgs) -> ExitCode {
         if verbose && !legacy {
             print_metadata("trailer", &call.finish().await?);
         }
+        if let Some(client) = &client {
+            close_client(client).await;
+        }
         Ok(())
+    };
+    let result: Result<(), Status> = rt.block_on(async {
+        match timeout.filter(|_| legacy) {
+            // The legacy format carries no deadline: the whole call (connect
+            // included) is bounded here, so a server that says nothing
+            // cannot hold the tool.
+            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                Err(Status::new(
+                    Code::DeadlineExceeded,
+                    "deadline exceeded (legacy call)",
+                ))
+            }),
+            None => run.await,
+        }
     });
     match result {
         Ok(()) => {
@@ -866,21 +892,34 @@ fn call(a: CallArgs) -> ExitCode {
 }
 
 /// The server's descriptors of `service`, from its reflection service
-/// (`None` when it has none, or does not know the service).
-fn reflect_schema(a: &CallArgs, service: &str) -> Option<DescriptorPool> {
-    let config = client_config(a).ok()?;
+/// (`None` when it has none, or does not know the service); `Err` when the
+/// server cannot be reached.
+fn reflect_schema(a: &CallArgs, service: &str) -> Result<Option<DescriptorPool>, Status> {
+    let Ok(config) = client_config(a) else {
+        return Ok(None);
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .ok()?;
+        .expect("tokio runtime");
     rt.block_on(async {
-        let client = zrpc_tokio::connect_with(&a.url, config).await.ok()?;
-        let limit = config_timeout(a);
-        tokio::time::timeout(limit, reflect_pool(&client, service))
+        let client = zrpc_tokio::connect_with(&a.url, config)
             .await
-            .ok()?
+            .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
+        let limit = config_timeout(a);
+        let pool = tokio::time::timeout(limit, reflect_pool(&client, service))
+            .await
             .ok()
+            .and_then(Result::ok);
+        close_client(&client).await;
+        Ok(pool)
     })
+}
+
+/// Closes a client's connection with the closing handshake (bounded), so
+/// the server logs an ordinary close, not a reset.
+async fn close_client(client: &Client) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
 }
 
 /// How long reflection may take for `zrpc call`: its --timeout-ms, else 10 s.
@@ -918,9 +957,11 @@ where
         let client = zrpc_tokio::connect_with(&a.url, config)
             .await
             .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
-        tokio::time::timeout(limit, f(client))
+        let result = tokio::time::timeout(limit, f(client.clone()))
             .await
-            .unwrap_or_else(|_| Err(Status::new(Code::DeadlineExceeded, "reflection timed out")))
+            .unwrap_or_else(|_| Err(Status::new(Code::DeadlineExceeded, "reflection timed out")));
+        close_client(&client).await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -456,6 +456,79 @@ fn call_errors_say_what_went_wrong() {
     assert!(stderr.contains("UNIMPLEMENTED") && stderr.contains("echo.Echo has Say"));
 }
 
+/// A method whose schema the tool must ask the server for: when the server
+/// cannot be reached, the connection error is the answer (exit 14), not
+/// "no schema known". And `--legacy --timeout-ms` bounds a legacy call
+/// against a server that accepts and says nothing.
+#[test]
+fn unreachable_servers_are_named_and_legacy_calls_are_bounded() {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    let free = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", free.local_addr().unwrap());
+    drop(free);
+    let (out, finished) = run_bounded(
+        &["call", &url, "people.People/CreatePerson", "-d", "{}"],
+        Duration::from_secs(60),
+    );
+    assert!(finished);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "{stderr}");
+    assert!(
+        stderr.contains("UNAVAILABLE") && !stderr.contains("no schema"),
+        "{stderr}"
+    );
+
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let (out, finished) = run_bounded(
+        &["call", "--legacy", "--timeout-ms", "300", &url, "echo"],
+        Duration::from_secs(30),
+    );
+    assert!(finished, "a legacy call hung on a silent server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "DEADLINE_EXCEEDED: {stderr}");
+}
+
+/// `call`, `list` and `describe` close their connections with the closing
+/// handshake: the server logs ordinary closes, never a reset.
+#[test]
+fn the_cli_closes_its_connections_cleanly() {
+    let (mut serve, _out, url) = start_serve(&["--log", "info"], Stdio::piped());
+    let mut log = BufReader::new(serve.stderr.take().unwrap());
+    let runs: [&[&str]; 3] = [
+        &[
+            "call",
+            &url,
+            "people.People/CreatePerson",
+            "-d",
+            r#"{"name":"a"}"#,
+        ],
+        &["list", &url],
+        &["describe", &url, "people.People"],
+    ];
+    for args in runs {
+        let out = Command::new(ZRPC).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut log, &mut text).unwrap();
+    // One connection each (the tool knows the people schema itself).
+    let closes = text
+        .lines()
+        .filter(|l| l.contains("INFO connection closed"))
+        .count();
+    assert_eq!(closes, 3, "{text}");
+    assert!(!text.contains("1002") && !text.contains("reset"), "{text}");
+}
+
 #[test]
 fn serve_names_a_busy_address_and_serves_only_its_path() {
     use std::io::{Read, Write};

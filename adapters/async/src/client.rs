@@ -214,6 +214,15 @@ impl Client {
         self.shared.closed().await
     }
 
+    /// Drains the connection and resolves once it is over and its close has
+    /// been written: the server sees an ordinary close, not a reset, even
+    /// when the program exits next. Running calls finish first; bound the
+    /// wait with a timeout of your own if they may not.
+    pub async fn close(&self) {
+        self.drain();
+        self.shared.finished().await
+    }
+
     /// True once the connection is over.
     pub fn is_closed(&self) -> bool {
         let g = self.shared.lock();

@@ -131,6 +131,8 @@ pub(crate) struct Shared {
     pub(crate) writer_done: Signal,
     /// How the writer ended (`WRITER_*`).
     pub(crate) writer_end: AtomicU8,
+    /// Notified once the writer has ended (for [`Shared::finished`]).
+    pub(crate) writer_ended: event_listener::Event,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Option<Identity>,
     /// The connection's wire format (fixed for its life).
@@ -157,6 +159,7 @@ impl Shared {
             writer: Signal::default(),
             writer_done: Signal::default(),
             writer_end: AtomicU8::new(WRITER_RUNNING),
+            writer_ended: event_listener::Event::new(),
             peer: info.addr,
             identity: info.identity,
         })
@@ -185,6 +188,18 @@ impl Shared {
             self.writer.signal();
         }
         out
+    }
+
+    /// Resolves once the writer has ended: the close was written (or the
+    /// socket failed). Nothing of the connection goes out after that.
+    pub(crate) async fn finished(&self) {
+        loop {
+            let ended = self.writer_ended.listen();
+            if self.writer_end.load(Ordering::Acquire) != WRITER_RUNNING {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// Resolves once the connection is over.

@@ -120,6 +120,7 @@ async fn writer<S, R>(
     };
     shared.writer_end.store(code, Ordering::Release);
     shared.writer_done.signal();
+    shared.writer_ended.notify(usize::MAX);
 }
 
 /// A runtime timer, kept armed across writer rounds.

@@ -246,12 +246,21 @@ pub(crate) fn dispatch(
             Code::Unimplemented,
             format!("method {} is not implemented", call.method),
         )),
-        Some(h) if mode == Mode::V1 && !compatible(call.kind, h.kind) => Some(Status::new(
+        // A legacy call is one request and streamed replies (server
+        // streaming): a method that reads a stream of requests cannot be
+        // expressed, and is refused rather than run with one message.
+        Some(h) if !compatible(call.kind, h.kind) => Some(Status::new(
             Code::Unimplemented,
-            format!(
-                "method {} is {:?}, called as {:?}",
-                call.method, h.kind, call.kind
-            ),
+            match mode {
+                Mode::V1 => format!(
+                    "method {} is {:?}, called as {:?}",
+                    call.method, h.kind, call.kind
+                ),
+                Mode::Legacy => format!(
+                    "method {} is {:?}: the legacy format carries one request (use zrpc.v1)",
+                    call.method, h.kind
+                ),
+            },
         )),
         Some(_) => None,
     };

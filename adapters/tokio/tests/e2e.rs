@@ -357,3 +357,30 @@ async fn spawned_handlers_of_one_connection_compute_in_parallel() {
     .await;
     assert_eq!((a.unwrap(), b2.unwrap()), (b("met"), b("met")));
 }
+
+/// The legacy format carries one request: a client-streaming or bidi
+/// method is refused (`UNIMPLEMENTED` in the close, saying why), never run with one
+/// message; unary and server-streaming methods still serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_calls_to_streaming_request_methods_are_refused() {
+    bounded(async {
+        let fx = tokio_server().await;
+        for method in ["t.T/Sum", "t.T/Chat"] {
+            let mut call = zrpc_tokio::legacy_call(&fx.url, method, b("one"))
+                .await
+                .unwrap();
+            // The legacy format has no status frame: the close's reason
+            // carries the server's status.
+            let err = call.message().await.unwrap_err();
+            assert!(
+                err.message().contains("UNIMPLEMENTED") && err.message().contains("legacy format"),
+                "{method}: {err}"
+            );
+        }
+        let mut ok = zrpc_tokio::legacy_call(&fx.url, "t.T/Unary", b("x"))
+            .await
+            .unwrap();
+        assert_eq!(ok.message().await.unwrap(), Some(b("x")));
+    })
+    .await;
+}
