@@ -71,5 +71,17 @@ pub fn router<R: Runtime>(rt: R, store: Arc<dyn store::Store>, echo_interval: Du
     let router = seed_echo::register(Router::new(), rt, 10, echo_interval);
     let router = echo_server::register(router, Arc::new(crate::echo_service::EchoService));
     let router = people_server::register(router, service.clone());
+    // Streams that keep their request for their life (a watch can last
+    // hours) take small requests only: what they hold stays outside the
+    // server's receive budget.
+    let router = ["ListPeople", "Members", "WatchPeople"]
+        .into_iter()
+        .fold(router, |r, m| {
+            r.max_request_size(&format!("people.People/{m}"), STREAM_REQUEST_LIMIT)
+        });
     people::register_legacy(router, service)
 }
+
+/// Largest request of a people stream (`ListPeople`, `Members`,
+/// `WatchPeople`): filters and a cursor.
+pub const STREAM_REQUEST_LIMIT: usize = 4 * 1024;

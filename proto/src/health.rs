@@ -74,13 +74,13 @@ pub fn register(router: Router, health: &Health) -> Router {
                 Some(s) => Ok(reply(s)),
                 None => Err(Status::new(
                     Code::NotFound,
-                    format!("unknown service {:?}", req.service),
+                    format!("unknown service {}", crate::quoted(&req.service)),
                 )),
             }
         }
     });
     let h = health.clone();
-    router.server_streaming(WATCH, move |_ctx, req: Bytes, mut sink| {
+    let router = router.server_streaming(WATCH, move |_ctx, req: Bytes, mut sink| {
         let h = h.clone();
         async move {
             let req: HealthCheckRequest = decode(req)?;
@@ -94,5 +94,10 @@ pub fn register(router: Router, health: &Health) -> Router {
                 now = h.changed(&req.service, now).await;
             }
         }
-    })
+    });
+    // A watch keeps its request for the stream's life, outside the
+    // server's receive budget: service names only.
+    router
+        .max_request_size(CHECK, crate::MAX_BUILTIN_REQUEST)
+        .max_request_size(WATCH, crate::MAX_BUILTIN_REQUEST)
 }

@@ -99,6 +99,21 @@ pub fn decode<M: Message + Default>(b: Bytes) -> Result<M, Status> {
     })
 }
 
+/// Largest request a built-in service (health, reflection) takes: names of
+/// services, files and symbols, far below it. Larger requests end the call
+/// with `RESOURCE_EXHAUSTED` before they are decoded.
+pub const MAX_BUILTIN_REQUEST: usize = 4 * 1024;
+
+/// A name from a request, quoted for an error message: at most 64
+/// characters of it (a peer cannot make an answer larger than its request).
+pub(crate) fn quoted(name: &str) -> String {
+    const SHOWN: usize = 64;
+    match name.char_indices().nth(SHOWN) {
+        None => format!("{name:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
+    }
+}
+
 /// Parses a response message; a malformed one is `INTERNAL`.
 pub fn decode_response<M: Message + Default>(b: Bytes) -> Result<M, Status> {
     M::decode(b)

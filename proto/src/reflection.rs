@@ -250,11 +250,13 @@ impl Index {
                 })
             }
             Some(Request::FileByFilename(name)) if self.files.contains_key(name) => files(name),
-            Some(Request::FileByFilename(name)) => not_found(&format!("file {name:?}")),
+            Some(Request::FileByFilename(name)) => {
+                not_found(&format!("file {}", crate::quoted(name)))
+            }
             Some(Request::FileContainingSymbol(symbol)) => {
                 match self.symbols.get(symbol.trim_start_matches('.')) {
                     Some(file) => files(file),
-                    None => not_found(&format!("symbol {symbol:?}")),
+                    None => not_found(&format!("symbol {}", crate::quoted(symbol))),
                 }
             }
             Some(Request::FileContainingExtension(_) | Request::AllExtensionNumbersOfType(_)) => {
@@ -283,7 +285,7 @@ pub fn register(router: Router, descriptor_sets: &[&[u8]]) -> Result<Router, pro
         }
     }
     let index = Arc::new(index);
-    Ok(router.bidi(METHOD, move |_ctx, mut reqs, mut sink| {
+    let router = router.bidi(METHOD, move |_ctx, mut reqs, mut sink| {
         let index = index.clone();
         async move {
             while let Some(req) = reqs.message().await? {
@@ -297,7 +299,11 @@ pub fn register(router: Router, descriptor_sets: &[&[u8]]) -> Result<Router, pro
             }
             Ok::<(), Status>(())
         }
-    }))
+    });
+    // Names only: an answer echoes its request and quotes a name it does
+    // not know (cut to 64 characters), so it is never much larger than the
+    // descriptors registered or the request.
+    Ok(router.max_request_size(METHOD, crate::MAX_BUILTIN_REQUEST))
 }
 
 /// Asks a server's reflection service once: opens the stream, sends

@@ -129,13 +129,25 @@ pub struct RequestStream {
     pub(crate) shared: Arc<Shared>,
     /// Messages already taken from the connection, in order.
     pub(crate) local: VecDeque<Bytes>,
+    /// The method's bound on one request message.
+    pub(crate) max: usize,
 }
 
 impl RequestStream {
     /// The next request message; `Ok(None)` once the caller half-closed;
-    /// `Err` if the call ended (cancelled, deadline, connection lost).
+    /// `Err` if the call ended (cancelled, deadline, connection lost), or
+    /// `RESOURCE_EXHAUSTED` for a message over the method's
+    /// [`max_request_size`](crate::Router::max_request_size).
     pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
-        poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await
+        let next = poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await?;
+        match next {
+            Some(m) if m.len() > self.max => Err(Status::resource_exhausted(format!(
+                "request message of {} bytes is over this method's limit of {} bytes",
+                m.len(),
+                self.max
+            ))),
+            other => Ok(other),
+        }
     }
 }
 

@@ -25,6 +25,9 @@ type HandlerFn =
 struct Handler {
     kind: CallKind,
     f: Arc<HandlerFn>,
+    /// Largest request message the handler is given (see
+    /// [`Router::max_request_size`]).
+    max_request: usize,
     /// Metric handles under the name it was registered with.
     metrics: Arc<MethodMetrics>,
 }
@@ -81,8 +84,13 @@ impl Router {
 
     fn add(mut self, name: &str, kind: CallKind, f: Arc<HandlerFn>) -> Self {
         let metrics = Arc::new(MethodMetrics::new(name));
-        self.methods
-            .insert(name.to_owned(), Handler { kind, f, metrics });
+        let handler = Handler {
+            kind,
+            f,
+            metrics,
+            max_request: usize::MAX,
+        };
+        self.methods.insert(name.to_owned(), handler);
         self
     }
 
@@ -175,6 +183,21 @@ impl Router {
         F: Fn(&CallContext) -> Result<(), Status> + Send + Sync + 'static,
     {
         Arc::make_mut(&mut self.interceptors).push(Arc::new(f));
+        self
+    }
+
+    /// Bounds the request messages of `method` (registered before) to
+    /// `bytes`: a larger one ends the call with `RESOURCE_EXHAUSTED` before
+    /// the handler sees it. Received messages count against the server's
+    /// receive budget only until a handler reads them, so a method whose
+    /// handler keeps its request for a long stream (a watch, a
+    /// subscription) should take small requests only. Default: the
+    /// connection's `max_message_size` (4 MiB). Methods not registered
+    /// are ignored.
+    pub fn max_request_size(mut self, method: &str, bytes: usize) -> Self {
+        if let Some(h) = self.methods.get_mut(method) {
+            h.max_request = bytes;
+        }
         self
     }
 
@@ -310,6 +333,7 @@ async fn run_handler(
         id: call.id,
         shared: shared.clone(),
         local: VecDeque::new(),
+        max: handler.max_request,
     };
     let sink = ResponseSink {
         ctx: ctx.clone(),
