@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod echo_service;
+pub mod feed;
 pub mod people;
 pub mod seed_echo;
 pub mod store;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use zrpc_async::Runtime;
 use zrpc_proto::{CallContext, Code, Router, Sink, Status, Streaming};
 
+use crate::feed::{Feed, Found};
 use crate::store::{DEPARTMENT, ORGANIZATION, PERSON, Store, StoreError};
 
 /// Most people one ImportPeople call may carry.
@@ -32,8 +33,9 @@ pub const MAX_URL: usize = 2048;
 pub struct PeopleService<R: Runtime> {
     store: Arc<dyn Store>,
     rt: R,
-    /// Notified after people are stored: WatchPeople streams look again.
-    created: event_listener::Event,
+    /// The people created here, for WatchPeople streams to filter in
+    /// memory: a creation costs no store query per watcher.
+    feed: Feed,
 }
 
 /// How many rows a request's `limit` asks for (0: no limit).
@@ -124,7 +126,7 @@ impl<R: Runtime> PeopleService<R> {
         Self {
             store,
             rt,
-            created: event_listener::Event::new(),
+            feed: Feed::default(),
         }
     }
 
@@ -170,7 +172,7 @@ impl<R: Runtime> PeopleService<R> {
     pub async fn store_person(&self, p: Person) -> Result<Person, Status> {
         validate_person(&p)?;
         let mut stored = self.blocking(move |s| s.create_people(&[p])).await?;
-        self.created.notify(usize::MAX);
+        self.feed.push(&stored);
         stored
             .pop()
             .ok_or_else(|| Status::new(Code::Internal, "store returned nothing"))
@@ -215,7 +217,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
             people.push(p);
         }
         let stored = self.blocking(move |s| s.create_people(&people)).await?;
-        self.created.notify(usize::MAX);
+        self.feed.push(&stored);
         Ok(ImportSummary {
             created: stored.len() as u32,
             rejected: 0,
@@ -336,21 +338,35 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
     ) -> Result<(), Status> {
         let filter = Arc::new(request.name_contains);
         let mut left = rows_wanted(request.limit);
-        // Keyset paging from the last id sent: the call holds one page, and
-        // a person created between two looks is seen by the next one.
+        // Keyset paging from the last id sent: the call holds one page.
         let mut after = request.after_id;
         while left > 0 {
-            // Listen before looking, so a creation during the look wakes us.
-            let created = self.created.listen();
-            let filter = filter.clone();
+            // The feed's place before looking, so a creation during the
+            // look is in the feed after it (and skipped if already sent).
+            let place = self.feed.position();
+            let f = filter.clone();
             self.stream_pages(&mut responses, &mut after, &mut left, move |s, after, n| {
-                s.list_people(&filter, after, n)
+                s.list_people(&f, after, n)
             })
             .await?;
-            if left > 0 {
-                // Ends when people are created, or the call ends (the
-                // server drops this handler on cancel, deadline or drain).
-                created.await;
+            // Live: new people come from the feed, which wakes this stream
+            // only for people its filter matches; the store is read again
+            // only by a watcher that fell behind the feed.
+            let mut watcher = self.feed.watcher(&filter, place);
+            while left > 0 {
+                let Found::People(new) = watcher.next().await else {
+                    break;
+                };
+                for p in new {
+                    if p.id > after {
+                        responses.send(&p).await?;
+                        after = p.id;
+                        left -= 1;
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                }
             }
         }
         Ok(())

@@ -685,3 +685,107 @@ async fn streams_resume_after_the_last_id_received(db: Db) {
     }
     assert_eq!(rest, ids[2..5]);
 }
+
+/// A store that counts the people listings it answers.
+struct Counting {
+    inner: SqliteStore,
+    listings: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for Counting {
+    fn create_people(&self, people: &[Person]) -> Result<Vec<Person>, zrpc_cli::store::StoreError> {
+        self.inner.create_people(people)
+    }
+    fn create_vertex(&self, label: &str, name: &str) -> Result<i32, zrpc_cli::store::StoreError> {
+        self.inner.create_vertex(label, name)
+    }
+    fn label_of(&self, id: i32) -> Result<Option<String>, zrpc_cli::store::StoreError> {
+        self.inner.label_of(id)
+    }
+    fn link(&self, kind: EdgeKind, from: i32, to: i32) -> Result<i32, zrpc_cli::store::StoreError> {
+        self.inner.link(kind, from, to)
+    }
+    fn list_people(
+        &self,
+        name_contains: &str,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, zrpc_cli::store::StoreError> {
+        self.listings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.list_people(name_contains, after_id, limit)
+    }
+    fn people_linked_to(
+        &self,
+        kind: EdgeKind,
+        to: i32,
+        after_id: i32,
+        limit: u32,
+    ) -> Result<Vec<Person>, zrpc_cli::store::StoreError> {
+        self.inner.people_linked_to(kind, to, after_id, limit)
+    }
+}
+
+/// Watchers cost no store query per creation: each reads the store once
+/// to catch up, then every new person reaches every watcher from memory
+/// (filtered there). With 200 watchers and 20 creations, the store answers
+/// 200 listings, not 4,200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_cost_no_store_query_per_creation() {
+    const WATCHERS: usize = 200;
+    const CREATED: usize = 20;
+    let store = Arc::new(Counting {
+        inner: SqliteStore::in_memory().unwrap(),
+        listings: Default::default(),
+    });
+    let (_server, client, _url) = serve(store.clone()).await;
+    let req = |filter: &str| ListPeopleRequest {
+        name_contains: filter.into(),
+        limit: 0,
+        after_id: 0,
+    };
+    let mut watches = Vec::new();
+    for i in 0..WATCHERS {
+        // Half match every name, half match none.
+        let filter = if i % 2 == 0 { "" } else { "nobody" };
+        watches.push(
+            client
+                .watch_people(&req(filter), CallOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    // Each watcher's first look at the store, then the creations.
+    let mut marker = client
+        .watch_people(&req("marker"), CallOptions::default())
+        .await
+        .unwrap();
+    for n in 0..CREATED {
+        client
+            .create_person(&person(&format!("P{n}"), "", ""), CallOptions::default())
+            .await
+            .unwrap();
+    }
+    for w in watches.iter_mut().step_by(2) {
+        for n in 0..CREATED {
+            assert_eq!(w.message().await.unwrap().unwrap().name, format!("P{n}"));
+        }
+    }
+    // A last creation every watcher has seen once the marker watcher has
+    // (they wake in one notification), so all of them went through every
+    // creation before the count is read.
+    client
+        .create_person(&person("marker", "", ""), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(marker.message().await.unwrap().unwrap().name, "marker");
+    for w in watches.iter_mut().step_by(2) {
+        assert_eq!(w.message().await.unwrap().unwrap().name, "marker");
+    }
+    let listings = store.listings.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        listings,
+        WATCHERS + 1,
+        "store listings for {WATCHERS} watchers"
+    );
+}
