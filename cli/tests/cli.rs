@@ -639,7 +639,16 @@ fn serve_exports_metrics_that_count_real_calls() {
     let host = metrics
         .trim_start_matches("http://")
         .trim_end_matches("/metrics");
+    // Clients that send nothing, or trickle their request, do not hold up
+    // a scrape: connections are served concurrently.
+    let silent: Vec<std::net::TcpStream> = (0..12)
+        .map(|_| std::net::TcpStream::connect(host).unwrap())
+        .collect();
+    let mut trickle = std::net::TcpStream::connect(host).unwrap();
+    trickle.write_all(b"GET /met").unwrap();
     let mut tcp = std::net::TcpStream::connect(host).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut text = String::new();
@@ -672,7 +681,15 @@ fn serve_exports_metrics_that_count_real_calls() {
     assert_eq!(value("zrpc_server_calls_in_flight"), 0.0);
     assert!(value("zrpc_received_bytes_total") > 0.0);
     assert!(value("zrpc_sent_bytes_total") > 0.0);
-    assert!(text.contains("zrpc_server_call_duration_seconds"), "{text}");
+    // Durations are histograms with buckets (a summary's quantiles of long
+    // streams read 0 once its window passed).
+    assert!(
+        text.contains(
+            r#"zrpc_server_call_duration_seconds_bucket{method="echo.Echo/Say",le="3600"} 3"#
+        ),
+        "{text}"
+    );
+    drop((silent, trickle));
     serve.kill().unwrap();
     serve.wait().unwrap();
 }

@@ -22,7 +22,26 @@ use futures_lite::{AsyncWrite, AsyncWriteExt};
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct StaticFiles {
-    files: Arc<HashMap<String, (String, Bytes)>>,
+    files: Arc<HashMap<String, (String, Body)>>,
+}
+
+/// A body made for each request (a metrics page, say).
+pub type MakeBody = dyn Fn() -> Bytes + Send + Sync;
+
+/// What a path answers.
+#[derive(Clone)]
+enum Body {
+    Fixed(Bytes),
+    Made(Arc<MakeBody>),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Fixed(b) => write!(f, "{} bytes", b.len()),
+            Body::Made(_) => f.write_str("made per request"),
+        }
+    }
 }
 
 impl StaticFiles {
@@ -38,14 +57,34 @@ impl StaticFiles {
         content_type: impl Into<String>,
         body: impl Into<Bytes>,
     ) -> Self {
-        Arc::make_mut(&mut self.files).insert(path.into(), (content_type.into(), body.into()));
+        let body = Body::Fixed(body.into());
+        Arc::make_mut(&mut self.files).insert(path.into(), (content_type.into(), body));
+        self
+    }
+
+    /// Adds (or replaces) a path whose body `make` builds for each request
+    /// (it runs on the connection's task: keep it quick).
+    pub fn with_made(
+        mut self,
+        path: impl Into<String>,
+        content_type: impl Into<String>,
+        make: impl Fn() -> Bytes + Send + Sync + 'static,
+    ) -> Self {
+        let body = Body::Made(Arc::new(make));
+        Arc::make_mut(&mut self.files).insert(path.into(), (content_type.into(), body));
         self
     }
 
     /// The content type and body at `path` (the query is ignored).
-    pub fn get(&self, path: &str) -> Option<(&str, &Bytes)> {
+    pub fn get(&self, path: &str) -> Option<(&str, Bytes)> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
-        self.files.get(path).map(|(t, b)| (t.as_str(), b))
+        self.files.get(path).map(|(t, b)| {
+            let body = match b {
+                Body::Fixed(b) => b.clone(),
+                Body::Made(make) => make(),
+            };
+            (t.as_str(), body)
+        })
     }
 }
 
@@ -57,7 +96,7 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(
     path: &str,
 ) {
     let (status, content_type, body) = match (method, files.get(path)) {
-        ("GET" | "HEAD", Some((t, b))) => ("200 OK", t, b.clone()),
+        ("GET" | "HEAD", Some((t, b))) => ("200 OK", t, b),
         ("GET" | "HEAD", None) => (
             "404 Not Found",
             "text/plain; charset=utf-8",
