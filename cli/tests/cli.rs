@@ -271,6 +271,77 @@ fn serve_over_tls_and_call_with_a_private_ca() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The recipe most people run (README, "TLS"): `openssl req -x509` makes a
+/// self-signed certificate marked as a CA, which `--ca` pins: the server
+/// presenting exactly that certificate is trusted.
+#[test]
+fn a_self_signed_openssl_certificate_works_with_ca() {
+    let dir = std::env::temp_dir().join(format!("zrpc-cli-openssl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian's openssl package)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (mut serve, _out, url) = start_serve(
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        Stdio::null(),
+    );
+    let out = Command::new(ZRPC)
+        .args([
+            "call",
+            &url,
+            "echo.Echo/Say",
+            "-d",
+            r#"{"message":"pinned"}"#,
+        ])
+        .args(["--ca", cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pinned"));
+    // Another self-signed certificate is not that one: refused.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other_path = dir.join("other.pem");
+    std::fs::write(&other_path, other.cert.pem()).unwrap();
+    let out = Command::new(ZRPC)
+        .args(["call", &url, "echo.Echo/Say", "-d", r#"{"message":"x"}"#])
+        .args(["--ca", other_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(14),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `zrpc serve --web` answers plain HTTP GETs with the built-in web app on
 /// the RPC port (one origin for page and WebSocket); unknown paths are 404,
 /// and zrpc calls on the same port still work. Without `--web` a plain GET

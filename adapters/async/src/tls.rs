@@ -110,16 +110,38 @@ impl ClientTls {
         Self::with_roots(roots).expect("the ring provider supports the default protocol versions")
     }
 
-    /// Trusts only the certificates of a PEM file (a private CA, or a
-    /// self-signed server certificate).
+    /// Trusts only the certificates of a PEM file: a private CA (servers
+    /// whose chain it signed, for their name), or a server's own
+    /// self-signed certificate, pinned: a server presenting exactly one of
+    /// these certificates is trusted whatever its name, dates and
+    /// constraints say (`openssl req -x509` makes certificates marked as a
+    /// CA, which certificate validation refuses as a server's own).
     pub fn from_ca_pem(pem: &[u8]) -> Result<Self, TlsError> {
+        let pinned = certs(pem)?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in certs(pem)? {
-            roots
-                .add(cert)
-                .map_err(|e| TlsError::Config(e.to_string()))?;
+        for cert in &pinned {
+            // A certificate rustls cannot use as a root may still be pinned.
+            let _ = roots.add(cert.clone());
         }
-        Self::with_roots(roots)
+        let provider = provider();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .ok();
+        let verifier = Arc::new(PinnedOrCa {
+            verifier,
+            pinned,
+            provider,
+        });
+        let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(Self::from_rustls(Arc::new(config)))
     }
 
     fn with_roots(roots: rustls::RootCertStore) -> Result<Self, TlsError> {
@@ -140,6 +162,81 @@ impl ClientTls {
 
     pub(crate) fn connector(&self) -> &TlsConnector {
         &self.connector
+    }
+}
+
+/// Certificate checks of [`ClientTls::from_ca_pem`]: chain validation
+/// against the given certificates as roots, or else the server's own
+/// certificate equal to one of them. Handshake signatures are always
+/// checked with the provider's algorithms.
+#[derive(Debug)]
+struct PinnedOrCa {
+    /// `None` when no given certificate can serve as a root.
+    verifier: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    pinned: Vec<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedOrCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let validated = match &self.verifier {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        };
+        match validated {
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
