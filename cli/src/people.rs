@@ -54,6 +54,13 @@ fn store_status(e: StoreError) -> Status {
         StoreError::Unavailable(m) => {
             Status::new(Code::Unavailable, format!("store unavailable: {m}"))
         }
+        // Retrying is not known to be safe: UNAVAILABLE would say it is.
+        StoreError::OutcomeUnknown(m) => Status::new(
+            Code::Unknown,
+            format!(
+                "the write's outcome is unknown (the database connection was lost while committing it): {m}"
+            ),
+        ),
         StoreError::Backend(m) => Status::new(Code::Internal, format!("store failure: {m}")),
     }
 }

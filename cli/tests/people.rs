@@ -789,3 +789,150 @@ async fn watchers_cost_no_store_query_per_creation() {
         "store listings for {WATCHERS} watchers"
     );
 }
+
+/// Where the test proxy cuts a store connection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cut {
+    /// When the client sends its INSERT: nothing was written.
+    AtInsert,
+    /// When the client sends COMMIT, before it reaches the server: the
+    /// transaction is rolled back, nothing was written.
+    BeforeCommit,
+    /// After the server committed, before its answer reaches the client:
+    /// the row is written, but the client cannot know.
+    AfterCommit,
+}
+
+/// A TCP proxy to PostgreSQL that cuts the first connection whose client
+/// sends `trigger` (once armed), at `cut`. Returns the URL through it and
+/// the arming switch.
+async fn cutting_proxy(url: &str, cut: Cut) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (prefix, rest) = url.split_once('@').expect("user@host in the URL");
+    let (hostport, db) = rest.split_once('/').unwrap();
+    let upstream = hostport.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxied = format!("{prefix}@{}/{db}", listener.local_addr().unwrap());
+    let armed = Arc::new(AtomicBool::new(false));
+    let arm = armed.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let armed = armed.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let cut_now = Arc::new(tokio::sync::Notify::new());
+                // AfterCommit: the server's next answer (to the COMMIT) is
+                // swallowed, then the connection cut.
+                let swallow = Arc::new(AtomicBool::new(false));
+                let swallow_up = swallow.clone();
+                let trigger: &[u8] = if cut == Cut::AtInsert {
+                    b"INSERT"
+                } else {
+                    b"COMMIT"
+                };
+                let up = {
+                    let cut_now = cut_now.clone();
+                    async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = cr.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            let hit = buf[..n].windows(trigger.len()).any(|w| w == trigger)
+                                && armed.swap(false, Ordering::SeqCst);
+                            if hit && cut != Cut::AfterCommit {
+                                cut_now.notify_one();
+                                return;
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                            if hit {
+                                // The server commits; its answer is dropped.
+                                swallow_up.store(true, Ordering::SeqCst);
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                };
+                let down = {
+                    let cut_now = cut_now.clone();
+                    async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = sr.read(&mut buf).await.unwrap_or(0);
+                            if n > 0 && swallow.load(Ordering::SeqCst) {
+                                cut_now.notify_one();
+                                return;
+                            }
+                            if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                let cut_wait = cut_now.notified();
+                tokio::select! {
+                    _ = async { tokio::join!(up, down) } => {}
+                    _ = cut_wait => {}
+                }
+                // Dropping both halves of both sockets cuts the connection.
+            });
+        }
+    });
+    (proxied, arm)
+}
+
+/// A store connection cut while a person is written: the status says what
+/// is known. `UNAVAILABLE` (safe to retry) only when the row surely was not
+/// written (cut before COMMIT was sent); `UNKNOWN` once COMMIT was sent
+/// (written or not); never `INTERNAL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_store_connection_reports_what_is_known() {
+    let Some(db) = Db::fresh(Backend::Postgres, "cut_connection").await else {
+        return;
+    };
+    let direct = db.open().await;
+    for cut in [Cut::AtInsert, Cut::BeforeCommit, Cut::AfterCommit] {
+        let (url, arm) = cutting_proxy(&db.location, cut).await;
+        let store =
+            tokio::task::spawn_blocking(move || zrpc_cli::store::open(Some(&url), 1).unwrap())
+                .await
+                .unwrap();
+        let (server, client, _url) = serve(store).await;
+        arm.store(true, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("cut {cut:?}");
+        let err = client
+            .create_person(&person(&name, "", ""), CallOptions::default())
+            .await
+            .unwrap_err();
+        let written = {
+            let name = name.clone();
+            let store = direct.clone();
+            tokio::task::spawn_blocking(move || store.list_people(&name, 0, 10).unwrap().len())
+                .await
+                .unwrap()
+        };
+        match cut {
+            Cut::AtInsert => {
+                assert_eq!(err.code(), Code::Unavailable, "{cut:?}: {err}");
+                assert_eq!(written, 0, "{cut:?}: UNAVAILABLE, yet the row was written");
+            }
+            // A COMMIT sent and never answered may or may not have been
+            // carried out: the client cannot tell these two apart.
+            Cut::BeforeCommit | Cut::AfterCommit => {
+                assert_eq!(written, usize::from(cut == Cut::AfterCommit), "{cut:?}");
+                assert_eq!(err.code(), Code::Unknown, "{cut:?}: {err}");
+                assert!(err.message().contains("outcome is unknown"), "{err}");
+            }
+        }
+        server.shutdown().await;
+    }
+}

@@ -31,8 +31,12 @@ pub enum StoreError {
     /// The operation does not fit the graph (e.g. an edge between the wrong kinds).
     Invalid(String),
     /// The database is out of reach for now (no pooled connection within
-    /// its wait, the server restarting): worth another try.
+    /// its wait, the server restarting, the connection lost before a write
+    /// was committed): nothing was written, worth another try.
     Unavailable(String),
+    /// The connection was lost while a write was being committed: it may
+    /// or may not have happened (retrying may write it twice).
+    OutcomeUnknown(String),
     /// The database failed.
     Backend(String),
 }
@@ -42,6 +46,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::NotFound(m) | StoreError::Invalid(m) => f.write_str(m),
             StoreError::Unavailable(m) => write!(f, "store unavailable: {m}"),
+            StoreError::OutcomeUnknown(m) => write!(f, "outcome unknown: {m}"),
             StoreError::Backend(m) => write!(f, "store failure: {m}"),
         }
     }

@@ -61,19 +61,42 @@ impl Drop for PostgresStore {
     }
 }
 
+/// Whether `e` means the connection to the database was lost (closed, an
+/// I/O error, the server shutting down): not a bug, worth another try on
+/// another connection.
+fn connection_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.code().is_some_and(|c| {
+            c == &SqlState::ADMIN_SHUTDOWN
+                || c == &SqlState::CANNOT_CONNECT_NOW
+                || c == &SqlState::TOO_MANY_CONNECTIONS
+                || c == &SqlState::CRASH_SHUTDOWN
+        })
+}
+
 impl From<postgres::Error> for StoreError {
+    /// An error before a write was committed: a lost connection means the
+    /// write surely did not happen (its transaction is rolled back).
     fn from(e: postgres::Error) -> Self {
-        let lost = e.is_closed()
-            || e.code().is_some_and(|c| {
-                c == &SqlState::ADMIN_SHUTDOWN
-                    || c == &SqlState::CANNOT_CONNECT_NOW
-                    || c == &SqlState::TOO_MANY_CONNECTIONS
-            });
-        match e.as_db_error() {
-            Some(db) if !lost => StoreError::Backend(db.message().to_owned()),
-            _ if lost => StoreError::Unavailable(e.to_string()),
-            _ => StoreError::Backend(e.to_string()),
+        if connection_lost(&e) {
+            return StoreError::Unavailable(e.to_string());
         }
+        match e.as_db_error() {
+            Some(db) => StoreError::Backend(db.message().to_owned()),
+            None => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// An error while committing a write (COMMIT, or a statement that commits
+/// by itself): with the connection lost, the write may or may not have
+/// happened.
+fn committing(e: postgres::Error) -> StoreError {
+    if connection_lost(&e) {
+        StoreError::OutcomeUnknown(e.to_string())
+    } else {
+        e.into()
     }
 }
 
@@ -170,7 +193,7 @@ impl Store for PostgresStore {
                 ..p.clone()
             });
         }
-        tx.commit()?;
+        tx.commit().map_err(committing)?;
         Ok(out)
     }
 
@@ -180,7 +203,8 @@ impl Store for PostgresStore {
             .query_one(
                 "INSERT INTO vertices (label, name) VALUES ($1, $2) RETURNING id",
                 &[&label, &name],
-            )?
+            )
+            .map_err(committing)?
             .get(0))
     }
 
