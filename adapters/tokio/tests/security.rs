@@ -39,6 +39,7 @@ on_both_runtimes!(
     a_client_close_is_answered_with_a_close,
     tls_serves_wss_and_refuses_what_it_should,
     a_server_that_never_answers_cannot_hold_a_client,
+    a_server_exceeding_credit_is_caught_at_once,
 );
 
 fn b(s: &'static str) -> Bytes {
@@ -825,4 +826,80 @@ async fn a_server_that_never_answers_cannot_hold_a_client<R: Runtime>(rt: R) {
         Err(e) => panic!("expected HandshakeTimeout, got {e}"),
         Ok(_) => panic!("connected to a server that never answered"),
     }
+}
+
+/// A hostile server sends far more messages than the call's credit allows,
+/// without waiting for CREDIT: the client refuses the connection (close
+/// 1002) once the credit it granted is exceeded, having delivered at most
+/// what it granted.
+async fn a_server_exceeding_credit_is_caught_at_once<R: Runtime>(rt: R) {
+    use async_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let mut listener = rt.bind("127.0.0.1:0".into()).await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let hostile = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let negotiate = |_: &Request, mut resp: Response| {
+            resp.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_static("zrpc.v1"),
+            );
+            Ok(resp)
+        };
+        let mut ws = async_tungstenite::accept_hdr_async(tcp, negotiate)
+            .await
+            .unwrap();
+        ws.send(Message::Binary(
+            Frame::Settings(Default::default()).to_bytes(),
+        ))
+        .await
+        .unwrap();
+        // Wait for the call, then flood it.
+        let mut stream = None;
+        while stream.is_none() {
+            let Some(Ok(Message::Binary(m))) = ws.next().await else {
+                return ws;
+            };
+            stream = frames_of(m).into_iter().find_map(|f| match f {
+                Frame::Open(o) => Some(o.stream.0),
+                _ => None,
+            });
+        }
+        for _ in 0..2_000 {
+            if ws
+                .send(message(stream.unwrap(), false, false, b("flood")))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        ws
+    };
+    let client = async {
+        let client = zrpc_async::connect(&url, ClientConfig::default(), rt.clone())
+            .await
+            .unwrap();
+        let mut call = client
+            .server_streaming("t/Flood", b("x"), CallOptions::default())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut got = 0u32;
+        let err = loop {
+            match call.message().await {
+                Ok(Some(_)) => got += 1,
+                Ok(None) => panic!("the stream ended normally"),
+                Err(e) => break e,
+            }
+        };
+        (got, err, started.elapsed())
+    };
+    let (_ws, (got, err, took)) = futures_lite::future::zip(hostile, client).await;
+    eprintln!("credit violation caught after {got} messages, {took:?}: {err}");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(
+        err.message().contains("1002") || err.message().contains("credit"),
+        "{err}"
+    );
+    assert!(got <= 16, "delivered {got} messages on a credit of 16");
 }
