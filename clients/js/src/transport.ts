@@ -4,6 +4,7 @@
  * WHATWG `WebSocket` (browsers, Node ≥ 22) and with the `ws` package.
  */
 
+import { utf8 } from "./protocol/bytes.js";
 import { ZrpcError } from "./protocol/status.js";
 
 /** The subprotocol token of zrpc v1. */
@@ -123,25 +124,18 @@ export interface OpenedSocket {
 }
 
 /**
- * Closes `ws` with `code` and `reason`. Browsers let a page send only 1000
- * and 3000–4999 and a reason of at most 123 bytes (anything else throws);
- * the `ws` package allows every code a protocol error uses. A code the
- * socket refuses is sent as 1000, its number kept in the reason.
+ * Closes `ws` with `code` and `reason` as a browser allows a page to: 1000
+ * or 3000–4999 (another code goes as 1000, its number in the reason), a
+ * reason of at most 123 bytes. Anything else throws in a browser.
  */
 export function closeSocket(ws: WebSocketLike, code: number, reason: string): void {
-  const fit = (text: string) => {
-    let t = text;
-    while (new TextEncoder().encode(t).length > 123) t = t.slice(0, -1);
-    return t;
-  };
+  const allowed = code === 1000 || (code >= 3000 && code < 5000);
+  let text = allowed ? reason : `${code}: ${reason}`;
+  while (utf8(text).length > 123) text = text.slice(0, -1);
   try {
-    ws.close(code, fit(reason));
+    ws.close(allowed ? code : 1000, text);
   } catch {
-    try {
-      ws.close(1000, fit(`${code}: ${reason}`));
-    } catch {
-      // already closing
-    }
+    // already closing
   }
 }
 
@@ -181,9 +175,6 @@ function refusedTooBig() {
     error: (ev: unknown) => {
       tooBig ||= (ev as { error?: { code?: unknown } } | undefined)?.error?.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH";
     },
-    close: (ev: { code: number; reason: string }) =>
-      tooBig && ev.code === 1006
-        ? { code: 1009, reason: "message too big: over the client's limit" }
-        : { code: ev.code, reason: ev.reason },
+    close: (ev: { code: number; reason: string }) => (tooBig && ev.code === 1006 ? { code: 1009, reason: "message too big" } : ev),
   };
 }
