@@ -751,6 +751,7 @@ fn call(a: CallArgs) -> ExitCode {
         && a.json.is_some()
         && !a.legacy
         && let Some((service, _)) = method.split_once('/')
+        && pool.get_service_by_name(service).is_none()
     {
         match reflect_schema(&a, service) {
             // The server's own reflection service knows it.
