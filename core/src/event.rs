@@ -76,7 +76,7 @@ impl CallOptions {
 
 /// When a call that failed is sent again, for methods that are safe to
 /// repeat (idempotent). A call the peer never processed (see
-/// [`Status::not_processed`]) is always sent again, policy or not, and
+/// [`Status::is_not_processed`]) is always sent again, policy or not, and
 /// does not count as an attempt; a call that was in progress when its
 /// connection was lost is sent again only under a policy whose `codes` hold
 /// its status code.

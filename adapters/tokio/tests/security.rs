@@ -838,6 +838,7 @@ async fn a_server_exceeding_credit_is_caught_at_once<R: Runtime>(rt: R) {
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let hostile = async {
         let (tcp, _) = listener.accept().await.unwrap();
+        #[allow(clippy::result_large_err)] // the callback's type is tungstenite's
         let negotiate = |_: &Request, mut resp: Response| {
             resp.headers_mut().insert(
                 "sec-websocket-protocol",
