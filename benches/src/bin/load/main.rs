@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p zrpc-benches --features peers --bin load -- \
 //!     [--systems zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee] \
-//!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k] \
+//!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k,live10k,bidi10k] \
 //!     [--runtimes multi1,multi2,current] [--secs 3] [--markdown FILE]
 //!     [--addr HOST:PORT]   (load a server already running instead of starting one)
 //! ```
@@ -47,6 +47,10 @@ use zrpc_async::{CallOptions, Client, Router, Status};
 
 const UNARY: &str = "bench.Echo/Unary";
 const STREAM: &str = "bench.Echo/Stream";
+/// A server stream that sends nothing until cancelled (a watch).
+const WAIT: &str = "bench.Echo/Wait";
+/// A bidi call that sends nothing until cancelled (a chat).
+const HOLD: &str = "bench.Echo/Hold";
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -73,6 +77,14 @@ fn router() -> Router {
             for _ in 0..n {
                 sink.send(msg.clone()).await?;
             }
+            Ok(())
+        })
+        .server_streaming(WAIT, |ctx, _req: Bytes, _sink| async move {
+            ctx.cancelled().await;
+            Ok(())
+        })
+        .bidi(HOLD, |ctx, _reqs, _sink| async move {
+            ctx.cancelled().await;
             Ok(())
         })
 }
@@ -656,6 +668,57 @@ async fn idle_connections(
     fields
 }
 
+/// `conns` connections each holding one live call that sends nothing
+/// (`bidi`: a bidi call, else a server stream): what holding them costs
+/// the server and the client in CPU (percent of one core, over `secs`
+/// after a 2 s settle in which idle buffers are released) and the server
+/// in memory per connection. zrpc systems only.
+async fn live_idle_calls(
+    system: &str,
+    addr: &str,
+    server_pid: u32,
+    conns: usize,
+    bidi: bool,
+    secs: f64,
+) -> Vec<(&'static str, f64)> {
+    let measured = server_pid != 0;
+    let before = if measured { rss_kib(server_pid) } else { 0 };
+    let mut held = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let Conn::Zrpc(client) = Conn::open(system, addr).await else {
+            panic!("live idle calls are zrpc rows");
+        };
+        let call = if bidi {
+            client.bidi(HOLD, CallOptions::default()).await
+        } else {
+            client
+                .server_streaming(WAIT, Bytes::new(), CallOptions::default())
+                .await
+        };
+        held.push((call.expect("open the call"), client));
+    }
+    smol::Timer::after(Duration::from_millis(2000)).await;
+    let after = if measured { rss_kib(server_pid) } else { 0 };
+    let start = Instant::now();
+    let cpu = CpuMark::now();
+    smol::Timer::after(Duration::from_secs_f64(secs)).await;
+    let end = CpuMark::now();
+    let el = start.elapsed().as_secs_f64();
+    // Ticks are hundredths of a second: ticks / seconds is percent of a core.
+    let pct = |ticks: u64| ticks as f64 / el;
+    let mut fields = vec![
+        ("connections", conns as f64),
+        ("client_cpu_pct", pct(end.1 - cpu.1)),
+    ];
+    if measured {
+        fields.push(("server_cpu_pct", pct(end.0 - cpu.0)));
+        let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / conns as f64;
+        fields.push(("server_bytes_per_conn", per_conn));
+    }
+    drop(held);
+    fields
+}
+
 /// The runtime kind every process of one run uses (see the module docs).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum RuntimeKind {
@@ -769,8 +832,9 @@ fn main() {
         "zrpc-tokio,zrpc-smol,ws"
     };
     let systems = arg("--systems").unwrap_or_else(|| all.into());
-    let workloads = arg("--workloads")
-        .unwrap_or_else(|| "unary1,unary64,stream64,stream64k,conns1000,idle10k".into());
+    let workloads = arg("--workloads").unwrap_or_else(|| {
+        "unary1,unary64,stream64,stream64k,conns1000,idle10k,live10k,bidi10k".into()
+    });
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(3.0);
     systems.split(',').for_each(check_system);
     let runtimes: Vec<RuntimeKind> = arg("--runtimes")
@@ -789,6 +853,11 @@ fn main() {
     let mut rows = Vec::new();
     for system in systems.split(',') {
         for workload in workloads.split(',').map(str::to_owned) {
+            // Live calls that wait are zrpc's own shape (other systems have
+            // no such call here).
+            if matches!(workload.as_str(), "live10k" | "bidi10k") && !system.starts_with("zrpc") {
+                continue;
+            }
             // `--addr HOST:PORT`: load a server already running (one started
             // with `--serve zrpc-tokio`, say, that other clients load too).
             // With `idle10k` the connections are opened and used, but the
@@ -831,6 +900,14 @@ fn main() {
                     "idle10k" => (
                         "10,000 idle connections",
                         idle_connections(system, addr, pid, 10_000).await,
+                    ),
+                    "live10k" => (
+                        "10,000 connections, a live stream each, sending nothing",
+                        live_idle_calls(system, addr, pid, 10_000, false, secs).await,
+                    ),
+                    "bidi10k" => (
+                        "10,000 connections, a live bidi call each, sending nothing",
+                        live_idle_calls(system, addr, pid, 10_000, true, secs).await,
                     ),
                     other => panic!("unknown workload {other}"),
                 }
