@@ -307,8 +307,7 @@ pub(crate) fn call(a: CallArgs) -> ExitCode {
                 names.join(", ")
             ),
         );
-        eprintln!("status: {status}");
-        return ExitCode::from(status.code() as u8);
+        return status_exit(&status);
     }
     let streams_requests = schema.as_ref().is_some_and(|m| m.is_client_streaming());
     let json_input = match a.json.as_deref() {
