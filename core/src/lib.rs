@@ -99,6 +99,7 @@ pub use event::{CallOptions, Event, Incoming, IncomingCall, Mode, RetryPolicy, T
 pub use frame::{Frame, Settings};
 pub use metadata::{MAX_KEY_LEN, Metadata};
 pub use status::{Code, Status};
+pub use streams::{StreamIdHasher, StreamIdMap};
 
 /// The WebSocket subprotocol token of protocol v1.
 pub const SUBPROTOCOL_V1: &str = "zrpc.v1";

@@ -37,9 +37,7 @@ impl RecvBudget {
     }
 }
 
-/// Per-call state keyed by stream id: a cheap hash (ids are small, and
-/// bounded in number by the connection's concurrent call limit).
-pub(crate) type StreamIdMap<V> = rustc_hash::FxHashMap<StreamId, V>;
+pub(crate) use zrpc_core::StreamIdMap;
 
 /// How the stream of messages a call's handle reads ends.
 #[derive(Debug, Default)]

@@ -18,8 +18,8 @@ pub(crate) use send::{Out, SendHalf, SendLimits, SendState, Taken};
 
 /// Fibonacci hashing for stream ids: cheap, and ids are bounded in number by
 /// the concurrent stream limit, so collisions cannot be amplified.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct StreamIdHasher(u64);
+#[derive(Default, Clone, Copy, Debug)]
+pub struct StreamIdHasher(u64);
 
 impl Hasher for StreamIdHasher {
     fn finish(&self) -> u64 {
@@ -35,8 +35,9 @@ impl Hasher for StreamIdHasher {
     }
 }
 
-/// A map keyed by stream id.
-pub(crate) type StreamIdMap<V> = HashMap<StreamId, V, BuildHasherDefault<StreamIdHasher>>;
+/// A map keyed by stream id, with [`StreamIdHasher`]: the core's call table,
+/// and the adapters' per-call state.
+pub type StreamIdMap<V> = HashMap<StreamId, V, BuildHasherDefault<StreamIdHasher>>;
 
 /// Which end of the call this side is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
