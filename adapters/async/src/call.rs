@@ -13,7 +13,16 @@ use zrpc_core::{CallKind, Metadata, Method, Status, StreamId};
 use crate::call_io::{poll_end, poll_message, poll_send};
 use crate::client::Client;
 use crate::conn::{Shared, Slot};
+use crate::http::call::{HttpCall, HttpRequests};
 use crate::signal::lock;
+
+/// Where a call's I/O goes: its zrpc connection, or the HTTP request it
+/// came as (gRPC, gRPC-Web, Connect).
+#[derive(Clone)]
+pub(crate) enum CallIo {
+    Ws(Arc<Shared>),
+    Http(Arc<HttpCall>),
+}
 
 /// Everything a handler may want to know about its call, and the response
 /// headers and trailers it may set. Cheap to clone.
@@ -24,7 +33,7 @@ pub struct CallContext {
     pub(crate) kind: CallKind,
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) io: CallIo,
     pub(crate) out: Arc<Mutex<ResponseMeta>>,
 }
 
@@ -58,13 +67,33 @@ impl CallContext {
 
     /// The peer's address, when known.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.shared.peer
+        match &self.io {
+            CallIo::Ws(shared) => shared.peer,
+            CallIo::Http(call) => call.peer,
+        }
     }
 
     /// The identity the server's authentication hook gave this connection
-    /// (see `Server::authenticate`), if it is a `T`.
+    /// (see `Server::authenticate`; for an HTTP call, its request), if it
+    /// is a `T`.
     pub fn identity<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
-        self.shared.identity.as_ref()?.downcast_ref::<T>()
+        let identity = match &self.io {
+            CallIo::Ws(shared) => shared.identity.as_ref(),
+            CallIo::Http(call) => call.identity.as_ref(),
+        };
+        identity?.downcast_ref::<T>()
+    }
+
+    /// The protocol the call came in: `"zrpc.v1"`, `"legacy"`, `"grpc"`,
+    /// `"grpc-web"` or `"connect"`.
+    pub fn protocol(&self) -> &'static str {
+        match &self.io {
+            CallIo::Ws(shared) => match shared.mode() {
+                zrpc_core::Mode::V1 => zrpc_core::SUBPROTOCOL_V1,
+                zrpc_core::Mode::Legacy => "legacy",
+            },
+            CallIo::Http(call) => call.protocol.name(),
+        }
     }
 
     /// The call's id on its connection.
@@ -89,22 +118,30 @@ impl CallContext {
     /// Resolves when the call ends before the handler finishes it:
     /// cancelled by the caller, deadline exceeded, or connection lost.
     pub async fn cancelled(&self) -> Status {
-        poll_fn(|cx| poll_end(&self.shared, self.id, cx)).await.0
+        match &self.io {
+            CallIo::Ws(shared) => poll_fn(|cx| poll_end(shared, self.id, cx)).await.0,
+            CallIo::Http(call) => poll_fn(|cx| call.poll_end(cx)).await,
+        }
     }
 
     /// True once the call has ended (see [`cancelled`](Self::cancelled)).
     pub fn is_cancelled(&self) -> bool {
-        self.shared
-            .lock()
-            .slots
-            .get(&self.id)
-            .is_none_or(Slot::is_ended)
+        match &self.io {
+            CallIo::Ws(shared) => shared.lock().slots.get(&self.id).is_none_or(Slot::is_ended),
+            CallIo::Http(call) => call.is_ended(),
+        }
     }
 
     /// A client on the same connection, to call methods the peer registered
-    /// (server-initiated calls).
+    /// (server-initiated calls). A call that came over HTTP has no such
+    /// connection: every call of this client then fails `UNIMPLEMENTED`.
     pub fn client(&self) -> Client {
-        Client::from_shared(self.shared.clone())
+        match &self.io {
+            CallIo::Ws(shared) => Client::from_shared(shared.clone()),
+            CallIo::Http(_) => Client::detached(Status::unimplemented(
+                "server-initiated calls need a zrpc.v1 connection; this call came over HTTP",
+            )),
+        }
     }
 
     /// Sends the response headers now if they were set and not yet sent.
@@ -117,20 +154,35 @@ impl CallContext {
             o.headers_sent = true;
             o.headers.take()
         };
-        if let Some(h) = headers {
-            let _ = self.shared.lock().conn.send_headers(self.id, h);
+        match &self.io {
+            CallIo::Ws(shared) => {
+                if let Some(h) = headers {
+                    let _ = shared.lock().conn.send_headers(self.id, h);
+                }
+            }
+            CallIo::Http(call) => call.flush_headers(headers),
         }
     }
 }
 
 /// The request messages of a call, in order.
 pub struct RequestStream {
-    pub(crate) id: StreamId,
-    pub(crate) shared: Arc<Shared>,
-    /// Messages already taken from the connection, in order.
-    pub(crate) local: VecDeque<Bytes>,
+    pub(crate) from: Requests,
     /// The method's bound on one request message.
     pub(crate) max: usize,
+}
+
+/// Where request messages come from.
+pub(crate) enum Requests {
+    Ws {
+        id: StreamId,
+        shared: Arc<Shared>,
+        /// Messages already taken from the connection, in order.
+        local: VecDeque<Bytes>,
+    },
+    /// Boxed: the request body and its decoder are larger than a
+    /// connection's handle.
+    Http(Box<HttpRequests>),
 }
 
 impl RequestStream {
@@ -139,7 +191,12 @@ impl RequestStream {
     /// `RESOURCE_EXHAUSTED` for a message over the method's
     /// [`max_request_size`](crate::Router::max_request_size).
     pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
-        let next = poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await?;
+        let next = match &mut self.from {
+            Requests::Ws { id, shared, local } => {
+                poll_fn(|cx| poll_message(shared, *id, local, cx)).await?
+            }
+            Requests::Http(http) => poll_fn(|cx| http.poll_message(cx)).await?,
+        };
         match next {
             Some(m) if m.len() > self.max => Err(Status::resource_exhausted(format!(
                 "request message of {} bytes is over this method's limit of {} bytes",
@@ -168,6 +225,9 @@ impl ResponseSink {
             self.headers_flushed = true;
         }
         let mut msg = Some(msg);
-        poll_fn(|cx| poll_send(&self.ctx.shared, self.ctx.id, &mut msg, cx)).await
+        match &self.ctx.io {
+            CallIo::Ws(shared) => poll_fn(|cx| poll_send(shared, self.ctx.id, &mut msg, cx)).await,
+            CallIo::Http(call) => poll_fn(|cx| call.poll_send(&mut msg, cx)).await,
+        }
     }
 }

@@ -65,6 +65,19 @@ impl Client {
         }
     }
 
+    /// A client with no connection: every call fails with `why`.
+    pub(crate) fn detached(why: Status) -> Self {
+        let conn = zrpc_core::Connection::new(
+            zrpc_core::Side::Server,
+            zrpc_core::Mode::V1,
+            zrpc_core::Config::default(),
+            crate::conn::now(),
+        );
+        let shared = Shared::new(conn, crate::conn::PeerInfo::default());
+        shared.lock().closed = Some(why);
+        Self::from_shared(shared)
+    }
+
     /// The application's client of a connection it opened.
     pub(crate) fn owning(shared: Arc<Shared>) -> Self {
         Self {

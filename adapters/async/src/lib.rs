@@ -17,6 +17,7 @@ mod conn;
 mod connect;
 mod driver;
 mod health;
+mod http;
 mod metrics;
 mod router;
 mod runtime;

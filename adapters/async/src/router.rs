@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_lite::FutureExt;
 use zrpc_core::{CallKind, Code, IncomingCall, Metadata, Mode, Status, UserError, legacy};
 
-use crate::call::{CallContext, RequestStream, ResponseMeta, ResponseSink};
+use crate::call::{CallContext, CallIo, RequestStream, Requests, ResponseMeta, ResponseSink};
 use crate::conn::Shared;
 use crate::metrics::MethodMetrics;
 use crate::signal::lock;
@@ -300,51 +300,119 @@ pub(crate) fn dispatch(
         return None;
     }
     let handler = handler?;
-    let interceptors = router
-        .filter(|r| !r.interceptors.is_empty())
-        .map(|r| r.interceptors.clone());
-    let call_log = router.map_or(CallLog::Debug, |r| r.call_log);
-    Some(Box::pin(run_handler(
+    let route = Route {
         handler,
-        interceptors,
-        call,
-        shared.clone(),
-        call_log,
-    )))
+        interceptors: router
+            .filter(|r| !r.interceptors.is_empty())
+            .map(|r| r.interceptors.clone()),
+        call_log: router.map_or(CallLog::Debug, |r| r.call_log),
+    };
+    Some(Box::pin(run_handler(route, call, shared.clone())))
 }
 
-async fn run_handler(
+/// A handler found for a call, with what runs around it (interceptors, the
+/// log line): the same for every transport.
+pub(crate) struct Route {
     handler: Handler,
     interceptors: Option<Arc<Vec<Arc<Interceptor>>>>,
-    call: IncomingCall,
-    shared: Arc<Shared>,
     call_log: CallLog,
-) {
+}
+
+impl Route {
+    /// The handler's call kind.
+    pub(crate) fn kind(&self) -> CallKind {
+        self.handler.kind
+    }
+
+    /// The handler's bound on one request message.
+    pub(crate) fn max_request(&self) -> usize {
+        self.handler.max_request
+    }
+}
+
+impl Router {
+    /// The route of a zrpc.v1-style method name (`pkg.Service/Method`).
+    pub(crate) fn route(&self, method: &str) -> Option<Route> {
+        let handler = self.methods.get(method)?.clone();
+        Some(Route {
+            handler,
+            interceptors: (!self.interceptors.is_empty()).then(|| self.interceptors.clone()),
+            call_log: self.call_log,
+        })
+    }
+}
+
+/// Counts a call refused before any handler (unknown method).
+pub(crate) fn refused_unknown(code: Code) {
+    MethodMetrics::unknown().finished_only(code);
+}
+
+async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
     let ctx = CallContext {
         id: call.id,
         method: call.method,
         kind: call.kind,
         metadata: call.metadata,
         deadline: call.deadline,
-        shared: shared.clone(),
+        io: CallIo::Ws(shared.clone()),
         out: Arc::new(Mutex::new(ResponseMeta::default())),
     };
     let reqs = RequestStream {
-        id: call.id,
-        shared: shared.clone(),
-        local: VecDeque::new(),
-        max: handler.max_request,
+        from: Requests::Ws {
+            id: call.id,
+            shared: shared.clone(),
+            local: VecDeque::new(),
+        },
+        max: route.handler.max_request,
     };
+    let (status, trailers) = run(route, ctx, reqs).await;
+    shared.act(|g| {
+        if let Some(status) = status {
+            // A status the call cannot carry still ends it: INTERNAL, saying why.
+            let fallback = match g.conn.finish(call.id, status, trailers) {
+                Err(UserError::Cardinality) => {
+                    Some("the handler ended OK without its response message")
+                }
+                Err(UserError::MetadataTooLarge { .. }) => {
+                    Some("the handler's status and trailers exceed the caller's metadata limit")
+                }
+                _ => None,
+            };
+            if let Some(why) = fallback {
+                let _ = g
+                    .conn
+                    .finish(call.id, Status::new(Code::Internal, why), Metadata::new());
+            }
+        }
+        // Routed before the slot goes: the end wakes anyone still waiting
+        // on it (a clone of the context in a task of the handler's own).
+        g.pump_events();
+        g.slots.remove(&call.id);
+    });
+}
+
+/// Runs a call's handler to its end, whatever carried the call:
+/// interceptors, the handler raced against the call's end (cancel,
+/// deadline, connection lost), panics caught, metrics, the log line.
+/// Returns the status to end the call with (`None`: it ended under the
+/// handler) and the trailers.
+pub(crate) async fn run(
+    route: Route,
+    ctx: CallContext,
+    reqs: RequestStream,
+) -> (Option<Status>, Metadata) {
     let sink = ResponseSink {
         ctx: ctx.clone(),
         headers_flushed: false,
     };
     let started = std::time::Instant::now();
-    let metrics = handler.metrics.clone();
+    let metrics = route.handler.metrics.clone();
     metrics.started();
-    let checked = interceptors.map_or(Ok(()), |list| list.iter().try_for_each(|i| i(&ctx)));
+    let checked = route
+        .interceptors
+        .map_or(Ok(()), |list| list.iter().try_for_each(|i| i(&ctx)));
     let fut = match checked {
-        Ok(()) => (handler.f)(ctx.clone(), reqs, sink),
+        Ok(()) => (route.handler.f)(ctx.clone(), reqs, sink),
         Err(status) => Box::pin(std::future::ready(Err(status))),
     };
     // The handler runs until it returns, panics, or the call ends under it
@@ -382,31 +450,9 @@ async fn run_handler(
             )
         };
     }
-    match call_log {
+    match route.call_log {
         CallLog::Debug => log_call!(debug),
         CallLog::Info => log_call!(info),
     }
-    shared.act(|g| {
-        if let Some(status) = status {
-            // A status the call cannot carry still ends it: INTERNAL, saying why.
-            let fallback = match g.conn.finish(call.id, status, trailers) {
-                Err(UserError::Cardinality) => {
-                    Some("the handler ended OK without its response message")
-                }
-                Err(UserError::MetadataTooLarge { .. }) => {
-                    Some("the handler's status and trailers exceed the caller's metadata limit")
-                }
-                _ => None,
-            };
-            if let Some(why) = fallback {
-                let _ = g
-                    .conn
-                    .finish(call.id, Status::new(Code::Internal, why), Metadata::new());
-            }
-        }
-        // Routed before the slot goes: the end wakes anyone still waiting
-        // on it (a clone of the context in a task of the handler's own).
-        g.pump_events();
-        g.slots.remove(&call.id);
-    });
+    (status, trailers)
 }

@@ -14,6 +14,7 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use async_tungstenite::tungstenite::protocol::Role;
+use bytes::Bytes;
 use futures_lite::FutureExt;
 use zrpc_core::{Config, Connection, Mode, SUBPROTOCOL_V1, Side};
 
@@ -167,7 +168,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-type AuthFn = dyn Fn(&UpgradeRequest) -> Result<Identity, Refusal> + Send + Sync;
+pub(crate) type AuthFn = dyn Fn(&UpgradeRequest) -> Result<Identity, Refusal> + Send + Sync;
 
 /// An accepted upgrade: the WebSocket, its mode, who the peer is, and
 /// whether it came with an `Origin` header (a browser's).
@@ -195,6 +196,8 @@ struct ServerState {
     /// Notified whenever a connection ends (or an accepted one fails its
     /// handshake): a shutdown waits on it until none is left.
     ended: event_listener::Event,
+    /// Notified when shutdown begins (HTTP connections start their drain).
+    drain: event_listener::Event,
     budget: Arc<RecvBudget>,
 }
 
@@ -262,6 +265,52 @@ impl<R: Runtime> Clone for Server<R> {
 }
 
 impl<R: Runtime> Server<R> {
+    pub(crate) fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub(crate) fn authenticator(&self) -> Option<&AuthFn> {
+        self.auth.as_deref()
+    }
+
+    /// Resolves once shutdown has begun (accepting stopped, drain began).
+    pub(crate) async fn draining(&self) {
+        loop {
+            let l = self.state.drain.listen();
+            if self.state.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            l.await;
+        }
+    }
+
+    /// A plain GET on the port: `/healthz`, the static files, or 404.
+    pub(crate) fn answer_get(&self, path: &str) -> hyper::Response<crate::http::call::Body> {
+        let (status, ctype, body) = if path == HEALTH_PATH {
+            if self.serving() {
+                (200, "text/plain", Bytes::from_static(b"SERVING\n"))
+            } else {
+                (503, "text/plain", Bytes::from_static(b"NOT_SERVING\n"))
+            }
+        } else if let Some((ctype, body)) =
+            self.config.static_files.as_ref().and_then(|f| f.get(path))
+        {
+            (200, ctype, body)
+        } else {
+            (404, "text/plain", Bytes::from_static(b"not found\n"))
+        };
+        let mut resp = hyper::Response::new(crate::http::call::Body::full(body));
+        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+        if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+            resp.headers_mut().insert("content-type", v);
+        }
+        resp
+    }
+
     /// A server with default settings.
     pub fn new(router: Router, rt: R) -> Self {
         Self::with_config(router, ServerConfig::default(), rt)
@@ -288,6 +337,7 @@ impl<R: Runtime> Server<R> {
                 unhealthy: AtomicBool::new(false),
                 stop: Signal::default(),
                 ended: event_listener::Event::new(),
+                drain: event_listener::Event::new(),
                 budget,
             }),
         }
@@ -454,8 +504,20 @@ impl<R: Runtime> Server<R> {
                                 None
                             })
                             .await;
-                        if let Some(stream) = accepted {
-                            let _ = this.serve_stream(stream, Some(peer)).await;
+                        match accepted {
+                            Some(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                                crate::http::serve_connection(
+                                    &this,
+                                    stream,
+                                    Some(peer),
+                                    crate::http::Version::H2,
+                                )
+                                .await
+                            }
+                            Some(stream) => {
+                                let _ = this.serve_stream(stream, Some(peer)).await;
+                            }
+                            None => {}
                         }
                     })
                     .await
@@ -510,7 +572,7 @@ impl<R: Runtime> Server<R> {
             .or(timeout)
             .await
             .ok_or(Error::HandshakeTimeout)?;
-        let head = match head {
+        let mut head = match head {
             Ok(h) => h,
             Err(HeadError::Io(e)) => return Err(Error::Io(e)),
             Err(HeadError::Malformed) => {
@@ -528,7 +590,20 @@ impl<R: Runtime> Server<R> {
                 )));
             }
         };
-        if !head.info.websocket && head.info.path.split('?').next() == Some(HEALTH_PATH) {
+        let Some(info) = head.info.take() else {
+            // HTTP/2 with prior knowledge: gRPC, gRPC-Web or Connect.
+            let io = upgrade::Rewind::new(head.bytes, stream);
+            crate::http::serve_connection(self, io, peer, crate::http::Version::H2).await;
+            return Ok(None);
+        };
+        // An HTTP/1.1 RPC (gRPC-Web, Connect) or a CORS preflight.
+        if !info.websocket && (info.method == "POST" || info.method == "OPTIONS") {
+            let io = upgrade::Rewind::new(head.bytes, stream);
+            crate::http::serve_connection(self, io, peer, crate::http::Version::Http1).await;
+            return Ok(None);
+        }
+        let info = &info;
+        if !info.websocket && info.path.split('?').next() == Some(HEALTH_PATH) {
             let (status, text) = if self.serving() {
                 (200, "SERVING")
             } else {
@@ -537,13 +612,13 @@ impl<R: Runtime> Server<R> {
             upgrade::respond(&mut stream, status, text).await;
             return Ok(None);
         }
-        if let Some((status, reason)) = head.info.upgrade_error() {
+        if let Some((status, reason)) = info.upgrade_error() {
             upgrade::respond(&mut stream, status, reason).await;
             return Err(Error::Refused(Refusal::with_status(status, reason)));
         }
         if let Some(path) = &self.config.path
-            && head.info.websocket
-            && head.info.path.split('?').next() != Some(path.as_str())
+            && info.websocket
+            && info.path.split('?').next() != Some(path.as_str())
         {
             let reason = format!("no zrpc endpoint at this path (it is at {path})");
             upgrade::respond(&mut stream, 404, &reason).await;
@@ -551,9 +626,9 @@ impl<R: Runtime> Server<R> {
         }
         // The mode is known before the WebSocket layer starts: its message
         // limit is the mode's (v1: a frame; legacy: a whole request).
-        if !head.info.websocket {
+        if !info.websocket {
             if let Some(files) = &self.config.static_files {
-                upgrade_web(&mut stream, files, &head.info).await;
+                upgrade_web(&mut stream, files, info).await;
                 return Ok(None);
             }
             // A browser or curl pointed at the endpoint: say what it is.
@@ -562,7 +637,7 @@ impl<R: Runtime> Server<R> {
             upgrade::respond(&mut stream, 426, reason).await;
             return Err(Error::Refused(Refusal::with_status(426, reason)));
         }
-        let ws_mode = if head.info.offers_v1 {
+        let ws_mode = if info.offers_v1 {
             Mode::V1
         } else {
             Mode::Legacy
@@ -593,25 +668,7 @@ impl<R: Runtime> Server<R> {
                     .and_then(|h| h.to_str().ok())
                     .and_then(|v| v.split(',').next())
                     .map(str::trim);
-                let policy = upgrade::OriginPolicy {
-                    allowed_origins: &config.allowed_origins,
-                    allowed_hosts: &config.allowed_hosts,
-                    scheme: forwarded.unwrap_or(if config.tls.is_some() {
-                        "https"
-                    } else {
-                        "http"
-                    }),
-                };
-                if let Err(why) = upgrade::origin_allowed(origin, host, &policy) {
-                    let text = match why {
-                        upgrade::OriginRefusal::Origin => {
-                            format!("origin {origin:?} is not allowed")
-                        }
-                        upgrade::OriginRefusal::Host => format!(
-                            "host {:?} is not a name this server answers for (allowed_hosts / --allow-host)",
-                            host.unwrap_or("")
-                        ),
-                    };
+                if let Some(text) = upgrade::origin_refusal(config, origin, host, forwarded) {
                     return Err(refuse(Refusal::forbidden(text), &mut refused));
                 }
             }
@@ -762,6 +819,7 @@ impl<R: Runtime> Server<R> {
         }
         self.state.stopping.store(true, Ordering::Release);
         self.state.stop.signal();
+        self.state.drain.notify(usize::MAX);
         // Every connection gets GOAWAY: the open ones now, one whose
         // handshake is still under way as it registers (`serve_stream`
         // checks `stopping`). The shutdown is over when all of them, late

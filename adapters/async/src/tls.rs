@@ -68,17 +68,22 @@ impl ServerTls {
         let chain = certs(cert_chain)?;
         let key =
             PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::BadKey(e.to_string()))?;
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
+        // gRPC clients ask for h2; WebSocket clients and HTTP/1.1 for
+        // http/1.1 (or nothing).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self::from_rustls(Arc::new(config)))
     }
 
     /// From a rustls configuration of your own (client certificates, ALPN,
-    /// a certificate resolver...).
+    /// a certificate resolver...). List `h2` (and `http/1.1`) in its
+    /// `alpn_protocols` for gRPC clients: a connection that negotiates `h2`
+    /// is served as HTTP/2.
     pub fn from_rustls(config: Arc<rustls::ServerConfig>) -> Self {
         Self {
             acceptor: TlsAcceptor::from(config),

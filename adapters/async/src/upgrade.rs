@@ -115,8 +115,9 @@ impl fmt::Display for Refusal {
 pub(crate) struct Head {
     /// The bytes read so far (the head and anything after it).
     pub(crate) bytes: Vec<u8>,
-    /// What was parsed from them.
-    pub(crate) info: HeadInfo,
+    /// What was parsed from them; `None`: the connection opened with
+    /// HTTP/2's preface (h2c with prior knowledge).
+    pub(crate) info: Option<HeadInfo>,
 }
 
 /// The parsed parts of a request head zrpc looks at.
@@ -219,8 +220,18 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<He
         if n == 0 {
             return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into()));
         }
+        let preface = crate::http::H2_PREFACE;
+        if preface.starts_with(&bytes[..bytes.len().min(preface.len())]) {
+            if bytes.len() >= preface.len() {
+                return Ok(Head { bytes, info: None });
+            }
+            continue; // a part of the preface: read on
+        }
         if let Some(info) = parse_head(&bytes)? {
-            return Ok(Head { bytes, info });
+            return Ok(Head {
+                bytes,
+                info: Some(info),
+            });
         }
     }
 }
@@ -307,6 +318,34 @@ pub(crate) fn origin_allowed(
         Ok(())
     } else {
         Err(OriginRefusal::Host)
+    }
+}
+
+/// The server's Origin policy applied to a browser's request: `None` when
+/// allowed, else the reason to answer 403 with. `forwarded_proto` is the
+/// first `X-Forwarded-Proto` value, if any.
+pub(crate) fn origin_refusal(
+    config: &crate::ServerConfig,
+    origin: &str,
+    host: Option<&str>,
+    forwarded_proto: Option<&str>,
+) -> Option<String> {
+    let policy = OriginPolicy {
+        allowed_origins: &config.allowed_origins,
+        allowed_hosts: &config.allowed_hosts,
+        scheme: forwarded_proto.unwrap_or(if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }),
+    };
+    match origin_allowed(origin, host, &policy) {
+        Ok(()) => None,
+        Err(OriginRefusal::Origin) => Some(format!("origin {origin:?} is not allowed")),
+        Err(OriginRefusal::Host) => Some(format!(
+            "host {:?} is not a name this server answers for (allowed_hosts / --allow-host)",
+            host.unwrap_or("")
+        )),
     }
 }
 

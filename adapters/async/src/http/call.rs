@@ -1,0 +1,356 @@
+//! One call served over HTTP: what its handler's context, request stream
+//! and response sink reach instead of a zrpc connection. The handler task
+//! and the response body meet in [`HttpCall`]: responses wait in a queue
+//! bounded in bytes, which the body hands to hyper as HTTP/2 (or the
+//! socket) takes them, so a client that stops reading stops the handler's
+//! `send`; dropping the body (a reset stream, a lost connection) ends the
+//! call, which cancels the handler.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use zrpc_core::{Metadata, Status};
+
+use super::envelope::{DecodeError, Decoder};
+use super::protocol::Protocol;
+use crate::conn::Identity;
+use crate::signal::lock;
+
+/// Response bytes a handler may have queued before its `send` waits for the
+/// client to take them (one message may always be queued, whatever its
+/// size: the method's message limit bounds it).
+pub(crate) const SEND_QUEUE_BYTES: usize = 64 * 1024;
+
+/// The state a call's handler and its response body share.
+pub(crate) struct HttpCall {
+    st: Mutex<CallState>,
+    pub(crate) protocol: Protocol,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) identity: Option<Identity>,
+}
+
+#[derive(Default)]
+struct CallState {
+    /// Response headers the handler set (taken when the head goes out).
+    headers: Option<Metadata>,
+    /// The handler sent its headers, a message, or ended.
+    head_ready: bool,
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    /// The call's end: the handler's status and trailers, or the end the
+    /// transport imposed (deadline, client gone).
+    end: Option<(Status, Metadata)>,
+    /// The body wrote the end (or was dropped): nothing more goes out.
+    end_taken: bool,
+    head_waker: Option<Waker>,
+    body_waker: Option<Waker>,
+    send_waker: Option<Waker>,
+    end_wakers: Vec<Waker>,
+}
+
+impl CallState {
+    fn wake_all(&mut self) {
+        for w in [
+            self.head_waker.take(),
+            self.body_waker.take(),
+            self.send_waker.take(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.end_wakers.drain(..))
+        {
+            w.wake();
+        }
+    }
+}
+
+/// What the service waits for before it answers the request's head.
+pub(crate) enum Head {
+    /// Headers (or a first message): the response streams from here.
+    Streaming(Metadata),
+    /// The call ended before its head went out: status, headers,
+    /// trailers, and the messages queued meanwhile (a unary call's answer).
+    Ended(Status, Metadata, Metadata, Vec<Bytes>),
+}
+
+impl HttpCall {
+    pub(crate) fn new(
+        protocol: Protocol,
+        peer: Option<SocketAddr>,
+        identity: Option<Identity>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            st: Mutex::new(CallState::default()),
+            protocol,
+            peer,
+            identity,
+        })
+    }
+
+    /// The handler flushes its headers (before its first message, or at
+    /// its end).
+    pub(crate) fn flush_headers(&self, headers: Option<Metadata>) {
+        let mut st = lock(&self.st);
+        if st.head_ready {
+            return;
+        }
+        st.headers = headers;
+        st.head_ready = true;
+        if let Some(w) = st.head_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a response message, waiting while the queue is full.
+    pub(crate) fn poll_send(
+        &self,
+        msg: &mut Option<Bytes>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Status>> {
+        let mut st = lock(&self.st);
+        if let Some((status, _)) = &st.end {
+            return Poll::Ready(Err(if status.is_ok() {
+                Status::failed_precondition("the call has ended")
+            } else {
+                status.clone()
+            }));
+        }
+        let Some(m) = msg.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        if !st.out.is_empty() && st.out_bytes + m.len() > SEND_QUEUE_BYTES {
+            *msg = Some(m);
+            st.send_waker = Some(cx.waker().clone());
+            crate::metrics::send_stalled();
+            return Poll::Pending;
+        }
+        st.out_bytes += m.len();
+        st.out.push_back(m);
+        st.head_ready = true;
+        for w in [st.body_waker.take(), st.head_waker.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ends the call (the first end wins: a handler's status after a
+    /// deadline fired is dropped).
+    pub(crate) fn finish(&self, status: Status, trailers: Metadata) {
+        let mut st = lock(&self.st);
+        if st.end.is_none() {
+            st.end = Some((status, trailers));
+            st.head_ready = true;
+        }
+        st.wake_all();
+    }
+
+    /// Resolves once the call has ended, with its status.
+    pub(crate) fn poll_end(&self, cx: &mut Context<'_>) -> Poll<Status> {
+        let mut st = lock(&self.st);
+        match &st.end {
+            Some((s, _)) => Poll::Ready(s.clone()),
+            None => {
+                if !st.end_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.end_wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        lock(&self.st).end.is_some()
+    }
+
+    /// Waits until the response head can be written.
+    pub(crate) fn poll_head(&self, cx: &mut Context<'_>) -> Poll<Head> {
+        let mut st = lock(&self.st);
+        if !st.head_ready {
+            st.head_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let headers = st.headers.take().unwrap_or_default();
+        if st.end.is_some() && self.protocol.whole_answer(st.out.is_empty()) {
+            let (status, trailers) = st
+                .end
+                .clone()
+                .unwrap_or_else(|| (Status::ok(), Metadata::new()));
+            st.end_taken = true;
+            let out: Vec<Bytes> = st.out.drain(..).collect();
+            st.out_bytes = 0;
+            return Poll::Ready(Head::Ended(status, headers, trailers, out));
+        }
+        Poll::Ready(Head::Streaming(headers))
+    }
+
+    /// The client is gone (reset, connection lost) or the response was
+    /// never answered: the call ends `CANCELLED` unless it already ended.
+    pub(crate) fn abandon(&self) {
+        let mut st = lock(&self.st);
+        st.end_taken = true;
+        if st.end.is_none() {
+            st.end = Some((Status::cancelled("the client went away"), Metadata::new()));
+        }
+        st.out.clear();
+        st.wake_all();
+    }
+}
+
+/// The response body of a streaming answer: queued messages, then the end
+/// in the protocol's form.
+pub(crate) struct CallBody {
+    pub(crate) call: Arc<HttpCall>,
+    done: bool,
+}
+
+impl CallBody {
+    pub(crate) fn new(call: Arc<HttpCall>) -> Self {
+        Self { call, done: false }
+    }
+}
+
+impl Drop for CallBody {
+    fn drop(&mut self) {
+        if !self.done {
+            self.call.abandon();
+        }
+    }
+}
+
+/// A response body: nothing, one buffer, or a call's stream.
+pub(crate) enum Body {
+    Empty,
+    Full(Option<Bytes>),
+    Call(CallBody),
+}
+
+impl Body {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
+        Body::Full(Some(b.into()))
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Call(body) => body.poll(cx).map(|f| f.map(Ok)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(b) => b.is_none(),
+            Body::Call(b) => b.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Call(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl CallBody {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let call = &self.call;
+        let mut st = lock(&call.st);
+        if let Some(m) = st.out.pop_front() {
+            st.out_bytes -= m.len();
+            if let Some(w) = st.send_waker.take() {
+                w.wake();
+            }
+            drop(st);
+            return Poll::Ready(Some(Frame::data(call.protocol.message(&m))));
+        }
+        if let Some((status, trailers)) = &st.end {
+            let frame = call.protocol.end_frame(status, trailers);
+            st.end_taken = true;
+            drop(st);
+            self.done = true;
+            return Poll::Ready(Some(frame));
+        }
+        st.body_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A call's request messages, read from the request body as the handler
+/// asks for them (so HTTP/2 flow control holds back a client the handler
+/// does not keep up with).
+pub(crate) struct HttpRequests {
+    body: Incoming,
+    decoder: Decoder,
+    eof: bool,
+}
+
+impl HttpRequests {
+    pub(crate) fn new(body: Incoming, decoder: Decoder) -> Self {
+        Self {
+            body,
+            decoder,
+            eof: false,
+        }
+    }
+
+    pub(crate) fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, Status>> {
+        loop {
+            match self.decoder.next() {
+                Ok(Some(m)) => return Poll::Ready(Ok(Some(m))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e.status())),
+            }
+            if self.eof {
+                return Poll::Ready(self.decoder.finish().map_err(|e| e.status()));
+            }
+            match futures_lite::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && let Err(e) = self.decoder.push(data)
+                    {
+                        return Poll::Ready(Err(e.status()));
+                    }
+                }
+                Some(Err(e)) => {
+                    return Poll::Ready(Err(Status::cancelled(format!(
+                        "the request body failed: {e}"
+                    ))));
+                }
+                None => self.eof = true,
+            }
+        }
+    }
+}
+
+impl From<DecodeError> for Status {
+    fn from(e: DecodeError) -> Self {
+        e.status()
+    }
+}

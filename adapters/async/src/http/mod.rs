@@ -1,0 +1,479 @@
+//! gRPC, gRPC-Web and Connect on the server's own port. A connection that
+//! opens with HTTP/2's preface (h2c), negotiates `h2` by ALPN, or sends an
+//! HTTP/1.1 request that is not a WebSocket upgrade is served by hyper;
+//! each request is told apart by its `Content-Type` (`protocol`) and served
+//! by the same [`Router`](crate::Router) as zrpc.v1 calls: the same
+//! handlers, interceptors, message limits, authentication hook (it sees
+//! the HTTP request), Origin policy, metrics and call log.
+//!
+//! A directory per concern, each protocol a file of its own: `grpc`,
+//! `grpc_web`, `connect` (their headers, status and end); `envelope` (the
+//! length-prefixed framing all three share); `call` (one call's state
+//! between its handler and its response body); `headers` (metadata);
+//! `cors`; `rt` (hyper's runtime traits over [`Runtime`]).
+
+pub(crate) mod call;
+mod connect;
+mod cors;
+pub(crate) mod envelope;
+mod grpc;
+mod grpc_web;
+mod headers;
+pub(crate) mod protocol;
+mod rt;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use futures_lite::future::poll_fn;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method as HttpMethod, Request, Response, StatusCode, Version as HttpVersion};
+use zrpc_core::{CallKind, Code, Metadata, Method, Status, StreamId};
+
+use self::call::{Body, CallBody, Head, HttpCall, HttpRequests};
+use self::envelope::Decoder;
+use self::protocol::{Codec, Protocol};
+use crate::call::{CallContext, CallIo, RequestStream, Requests, ResponseMeta};
+use crate::conn::now;
+use crate::router;
+use crate::runtime::Runtime;
+use crate::server::Server;
+use crate::upgrade::{self, UpgradeRequest};
+
+/// Which HTTP a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Version {
+    Http1,
+    H2,
+}
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 3.4).
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The largest header block hyper accepts on an HTTP/2 connection (HPACK
+/// decoded, CONTINUATION frames included), and on HTTP/1.1 the read buffer.
+const MAX_HEADER_BYTES: u32 = 16 * 1024;
+
+/// Serves one HTTP connection (its bytes so far replayed by `io`) until it
+/// ends; on shutdown it gets HTTP/2 GOAWAY (or `Connection: close`) and
+/// the drain grace for its calls.
+pub(crate) async fn serve_connection<R, S>(
+    server: &Server<R>,
+    io: S,
+    peer: Option<SocketAddr>,
+    version: Version,
+) where
+    R: Runtime,
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
+{
+    let ids = Arc::new(AtomicU32::new(1));
+    let this = server.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let server = this.clone();
+        let id = StreamId(ids.fetch_add(2, Ordering::Relaxed));
+        async move { Ok::<_, Infallible>(answer(&server, peer, id, req).await) }
+    });
+    let config = server.config();
+    let rt = server.runtime().clone();
+    let io = rt::Io::new(io);
+    let _open = crate::metrics::ConnectionGauge::open();
+    match version {
+        Version::H2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(rt::Exec(rt.clone()));
+            b.timer(rt::Timer(rt.clone()))
+                .max_concurrent_streams(config.core.max_concurrent_streams)
+                .max_header_list_size(MAX_HEADER_BYTES)
+                .max_send_buf_size(call::SEND_QUEUE_BYTES)
+                .keep_alive_interval(config.core.keepalive_interval)
+                .keep_alive_timeout(Duration::from_secs(20));
+            let conn = b.serve_connection(io, service);
+            drive(server, conn, |c| c.graceful_shutdown()).await;
+        }
+        Version::Http1 => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(rt::Timer(rt.clone()))
+                .header_read_timeout(config.handshake_timeout)
+                .max_buf_size(MAX_HEADER_BYTES as usize);
+            let conn = b.serve_connection(io, service);
+            drive(server, conn, |c| c.graceful_shutdown()).await;
+        }
+    }
+}
+
+/// Runs a hyper connection; once the server drains, asks it to finish
+/// (`graceful`) and gives it the drain grace.
+async fn drive<R: Runtime, C>(
+    server: &Server<R>,
+    conn: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) where
+    C: std::future::Future,
+{
+    let mut conn = std::pin::pin!(conn);
+    let ended = async {
+        (&mut conn).await;
+        true
+    }
+    .or(async {
+        server.draining().await;
+        false
+    })
+    .await;
+    if ended {
+        return;
+    }
+    graceful(conn.as_mut());
+    let deadline = now() + server.config().drain_grace;
+    async {
+        conn.await;
+    }
+    .or(server.runtime().sleep_until(deadline))
+    .await;
+}
+
+fn plain(status: u16, text: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(format!("{text}\n")));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// Answers one request.
+async fn answer<R: Runtime>(
+    server: &Server<R>,
+    peer: Option<SocketAddr>,
+    id: StreamId,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let origin = req.headers().get("origin").cloned();
+    if let Some(o) = &origin {
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim);
+        if let Some(why) =
+            upgrade::origin_refusal(server.config(), o.to_str().unwrap_or(""), host, forwarded)
+        {
+            return plain(403, &why);
+        }
+    }
+    let mut resp = answer_allowed(server, peer, id, req).await;
+    if let Some(o) = &origin
+        && !resp.headers().contains_key("access-control-allow-origin")
+    {
+        cors::allow(resp.headers_mut(), o);
+    }
+    resp
+}
+
+async fn answer_allowed<R: Runtime>(
+    server: &Server<R>,
+    peer: Option<SocketAddr>,
+    id: StreamId,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() == HttpMethod::OPTIONS {
+        let mut resp = Response::new(Body::Empty);
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        if let Some(o) = req.headers().get("origin") {
+            cors::preflight(resp.headers_mut(), o, req.headers());
+        }
+        return resp;
+    }
+    if req.method() == HttpMethod::GET {
+        return server.answer_get(req.uri().path());
+    }
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some((protocol, codec)) = Protocol::detect(content_type) else {
+        return plain(
+            415,
+            &format!(
+                "content-type {content_type:?} is not one zrpc serves: application/grpc, \
+                 application/grpc-web(-text), application/connect+proto or application/proto; \
+                 zrpc.v1 clients use a WebSocket"
+            ),
+        );
+    };
+    if req.method() != HttpMethod::POST {
+        let mut resp = plain(405, "RPC requests are POST");
+        resp.headers_mut()
+            .insert("allow", HeaderValue::from_static("POST"));
+        return resp;
+    }
+    if let Err(resp) = check_request(&req, protocol, codec) {
+        return resp;
+    }
+    let name = req.uri().path().trim_start_matches('/');
+    let route = server.router().route(name);
+    let method = Method::new(name);
+    let (Some(route), Ok(method)) = (route, method) else {
+        router::refused_unknown(Code::Unimplemented);
+        return early(
+            protocol,
+            Status::unimplemented(format!("method {name} is not implemented")),
+        );
+    };
+    if let Protocol::Connect { streaming } = protocol
+        && streaming == (route.kind() == CallKind::Unary)
+    {
+        return early(
+            protocol,
+            Status::unimplemented(format!(
+                "method {name} is {:?}: call it with {}",
+                route.kind(),
+                if streaming {
+                    "application/proto (a unary call)"
+                } else {
+                    "application/connect+proto (a streaming call)"
+                }
+            )),
+        );
+    }
+    let deadline = match protocol.timeout(req.headers()) {
+        Ok(t) => t.map(|t| now() + t),
+        Err(status) => return early(protocol, status),
+    };
+    let identity = match server.authenticator() {
+        None => None,
+        Some(auth) => {
+            let mut head = Request::new(());
+            *head.method_mut() = req.method().clone();
+            *head.uri_mut() = req.uri().clone();
+            *head.headers_mut() = req.headers().clone();
+            match auth(&UpgradeRequest { req: head, peer }) {
+                Ok(identity) => Some(identity),
+                Err(refusal) => {
+                    let code = match refusal.status() {
+                        401 => Code::Unauthenticated,
+                        403 => Code::PermissionDenied,
+                        429 => Code::ResourceExhausted,
+                        _ => Code::Unavailable,
+                    };
+                    return early(protocol, Status::new(code, refusal.reason()));
+                }
+            }
+        }
+    };
+    let metadata = headers::to_metadata(req.headers());
+    let max = route
+        .max_request()
+        .min(server.config().core.max_message_size as usize);
+    let call = HttpCall::new(protocol, peer, identity);
+    let ctx = CallContext {
+        id,
+        method,
+        kind: route.kind(),
+        metadata,
+        deadline,
+        io: CallIo::Http(call.clone()),
+        out: Arc::new(Mutex::new(ResponseMeta::default())),
+    };
+    let reqs = RequestStream {
+        from: Requests::Http(Box::new(HttpRequests::new(
+            req.into_body(),
+            Decoder::new(protocol.framing(), max),
+        ))),
+        max,
+    };
+    let rt = server.runtime().clone();
+    let finisher = call.clone();
+    let run = async move {
+        let (status, trailers) = router::run(route, ctx, reqs).await;
+        if let Some(status) = status {
+            finisher.finish(status, trailers);
+        }
+    };
+    match deadline {
+        None => rt.spawn(run),
+        Some(deadline) => {
+            let timer = call.clone();
+            let rt2 = rt.clone();
+            rt.spawn(run.or(async move {
+                rt2.sleep_until(deadline).await;
+                timer.finish(
+                    Status::deadline_exceeded("the call's deadline passed"),
+                    Metadata::new(),
+                );
+                // The handler sees the end and returns: let it finish.
+                std::future::pending::<()>().await
+            }));
+        }
+    }
+    // Answered once the handler sends or ends; a request dropped before
+    // then (the client went away) ends the call.
+    let guard = Abandon(Some(call.clone()));
+    let head = poll_fn(|cx| call.poll_head(cx)).await;
+    std::mem::forget(guard);
+    match head {
+        Head::Streaming(headers) => {
+            let mut resp = Response::new(Body::Call(CallBody::new(call)));
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static(protocol.content_type()),
+            );
+            headers::put_metadata(resp.headers_mut(), &headers, "");
+            resp
+        }
+        Head::Ended(status, headers, trailers, out) => {
+            whole(protocol, status, &headers, &trailers, out)
+        }
+    }
+}
+
+/// Ends the call if the service's future is dropped before the head.
+struct Abandon(Option<Arc<HttpCall>>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.abandon();
+        }
+    }
+}
+
+/// Checks what the protocol requires of a request before any call starts.
+#[allow(clippy::result_large_err)]
+fn check_request(
+    req: &Request<Incoming>,
+    protocol: Protocol,
+    codec: Codec,
+) -> Result<(), Response<Body>> {
+    if codec == Codec::Json {
+        let status = Status::unimplemented(
+            "JSON messages are not served yet: use the proto codec (application/proto, \
+             application/connect+proto, application/grpc)",
+        );
+        return Err(match protocol {
+            Protocol::Connect { streaming: false } => {
+                let mut r = whole(
+                    protocol,
+                    status,
+                    &Metadata::new(),
+                    &Metadata::new(),
+                    Vec::new(),
+                );
+                *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                r
+            }
+            _ => early(protocol, status),
+        });
+    }
+    if protocol == Protocol::Grpc {
+        if req.version() != HttpVersion::HTTP_2 {
+            return Err(plain(
+                505,
+                "gRPC needs HTTP/2 (h2c with prior knowledge, or h2 by ALPN under TLS); \
+                 browsers use application/grpc-web",
+            ));
+        }
+        if req.headers().get("te").map(HeaderValue::as_bytes) != Some(b"trailers") {
+            let mut r = early(
+                protocol,
+                Status::internal("a gRPC request must carry \"te: trailers\""),
+            );
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return Err(r);
+        }
+    }
+    // Compressed requests: only identity is served.
+    let encoding = match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb { .. } => req.headers().get("grpc-encoding"),
+        Protocol::Connect { streaming: true } => req.headers().get("connect-content-encoding"),
+        Protocol::Connect { streaming: false } => req.headers().get("content-encoding"),
+    };
+    if let Some(e) = encoding
+        && e.as_bytes() != b"identity"
+    {
+        let mut r = early(
+            protocol,
+            Status::unimplemented(format!(
+                "message encoding {:?} is not supported: send identity (uncompressed)",
+                String::from_utf8_lossy(e.as_bytes())
+            )),
+        );
+        r.headers_mut()
+            .insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+        return Err(r);
+    }
+    Ok(())
+}
+
+/// The answer to a call refused before its handler ran.
+fn early(protocol: Protocol, status: Status) -> Response<Body> {
+    whole(
+        protocol,
+        status,
+        &Metadata::new(),
+        &Metadata::new(),
+        Vec::new(),
+    )
+}
+
+/// A call answered whole: gRPC's Trailers-Only, or Connect's unary answer
+/// (or a streaming one that ended before its head).
+fn whole(
+    protocol: Protocol,
+    status: Status,
+    headers: &Metadata,
+    trailers: &Metadata,
+    out: Vec<Bytes>,
+) -> Response<Body> {
+    let mut map = HeaderMap::new();
+    map.insert(
+        "content-type",
+        HeaderValue::from_static(protocol.content_type()),
+    );
+    let (code, body) = match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb { .. } => {
+            headers::put_metadata(&mut map, headers, "");
+            grpc::put_status(&mut map, &status, trailers);
+            (200, Body::Empty)
+        }
+        Protocol::Connect { streaming: true } => {
+            headers::put_metadata(&mut map, headers, "");
+            let mut b = Vec::new();
+            for m in &out {
+                b.extend_from_slice(&protocol.message(m));
+            }
+            b.extend_from_slice(&connect::end_stream(&status, trailers));
+            (200, Body::full(b))
+        }
+        Protocol::Connect { streaming: false } => {
+            headers::put_metadata(&mut map, headers, "");
+            headers::put_metadata(&mut map, trailers, "trailer-");
+            if status.is_ok() {
+                let msg = out.into_iter().next().unwrap_or_default();
+                (200, Body::full(msg))
+            } else {
+                map.insert("content-type", HeaderValue::from_static("application/json"));
+                (
+                    connect::http_status(status.code()),
+                    Body::full(connect::error_json(&status)),
+                )
+            }
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.headers_mut() = map;
+    resp
+}
+
+use bytes::Bytes;

@@ -1,0 +1,184 @@
+//! Which HTTP protocol a request speaks, told from its `Content-Type`, and
+//! what each does differently: framing of requests, how a message and the
+//! end go out, the timeout header. Each protocol's own rules are in its
+//! file (`grpc`, `grpc_web`, `connect`); this is the one place that
+//! chooses between them.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::HeaderMap;
+use zrpc_core::{Metadata, Status};
+
+use super::envelope::{self, Framing};
+use super::{connect, grpc, grpc_web};
+
+/// An HTTP protocol zrpc answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// gRPC over HTTP/2.
+    Grpc,
+    /// gRPC-Web; `text`: the body is base64 (`application/grpc-web-text`).
+    GrpcWeb { text: bool },
+    /// Connect; `streaming`: enveloped messages (`application/connect+*`),
+    /// else a unary call whose body is the message.
+    Connect { streaming: bool },
+}
+
+/// How messages are serialized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Proto,
+    Json,
+}
+
+impl Protocol {
+    /// The protocol and codec of a `Content-Type`, if it is one of ours.
+    pub(crate) fn detect(content_type: &str) -> Option<(Protocol, Codec)> {
+        let ct = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let (protocol, codec) = match ct.as_str() {
+            "application/grpc" | "application/grpc+proto" => (Protocol::Grpc, "proto"),
+            "application/grpc+json" => (Protocol::Grpc, "json"),
+            "application/grpc-web" | "application/grpc-web+proto" => {
+                (Protocol::GrpcWeb { text: false }, "proto")
+            }
+            "application/grpc-web+json" => (Protocol::GrpcWeb { text: false }, "json"),
+            "application/grpc-web-text" | "application/grpc-web-text+proto" => {
+                (Protocol::GrpcWeb { text: true }, "proto")
+            }
+            "application/grpc-web-text+json" => (Protocol::GrpcWeb { text: true }, "json"),
+            "application/connect+proto" => (Protocol::Connect { streaming: true }, "proto"),
+            "application/connect+json" => (Protocol::Connect { streaming: true }, "json"),
+            "application/proto" => (Protocol::Connect { streaming: false }, "proto"),
+            "application/json" => (Protocol::Connect { streaming: false }, "json"),
+            _ => return None,
+        };
+        Some((
+            protocol,
+            if codec == "json" {
+                Codec::Json
+            } else {
+                Codec::Proto
+            },
+        ))
+    }
+
+    /// The name used in logs and docs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb { .. } => "grpc-web",
+            Protocol::Connect { .. } => "connect",
+        }
+    }
+
+    /// The response `Content-Type`.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "application/grpc",
+            Protocol::GrpcWeb { text: false } => "application/grpc-web+proto",
+            Protocol::GrpcWeb { text: true } => "application/grpc-web-text+proto",
+            Protocol::Connect { streaming: true } => "application/connect+proto",
+            Protocol::Connect { streaming: false } => "application/proto",
+        }
+    }
+
+    /// How the request body is cut into messages.
+    pub(crate) fn framing(self) -> Framing {
+        match self {
+            Protocol::GrpcWeb { text: true } => Framing::Base64Enveloped,
+            Protocol::Connect { streaming: false } => Framing::Whole,
+            _ => Framing::Enveloped,
+        }
+    }
+
+    /// True when a call that ended before its head went out is answered
+    /// whole (gRPC's Trailers-Only when nothing was sent; every Connect
+    /// unary answer).
+    pub(crate) fn whole_answer(self, nothing_queued: bool) -> bool {
+        match self {
+            Protocol::Connect { streaming } => !streaming,
+            _ => nothing_queued,
+        }
+    }
+
+    /// One response message as it goes out.
+    pub(crate) fn message(self, m: &Bytes) -> Bytes {
+        match self {
+            Protocol::Connect { streaming: false } => m.clone(),
+            Protocol::GrpcWeb { text: true } => Bytes::from(
+                base64::engine::general_purpose::STANDARD.encode(envelope::encode(0, m)),
+            ),
+            _ => envelope::encode(0, m),
+        }
+    }
+
+    /// The end of a streamed answer.
+    pub(crate) fn end_frame(self, status: &Status, trailers: &Metadata) -> Frame<Bytes> {
+        match self {
+            Protocol::Grpc => {
+                let mut map = HeaderMap::new();
+                grpc::put_status(&mut map, status, trailers);
+                Frame::trailers(map)
+            }
+            Protocol::GrpcWeb { text } => {
+                Frame::data(grpc_web::trailer_message(status, trailers, text))
+            }
+            Protocol::Connect { .. } => Frame::data(connect::end_stream(status, trailers)),
+        }
+    }
+
+    /// The call's timeout from the request headers; `Err` for a malformed
+    /// one.
+    pub(crate) fn timeout(self, headers: &HeaderMap) -> Result<Option<Duration>, Status> {
+        match self {
+            Protocol::Grpc | Protocol::GrpcWeb { .. } => match headers.get("grpc-timeout") {
+                None => Ok(None),
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(grpc::parse_timeout)
+                    .map(Some)
+                    .ok_or_else(|| Status::invalid_argument("malformed grpc-timeout")),
+            },
+            Protocol::Connect { .. } => match headers.get("connect-timeout-ms") {
+                None => Ok(None),
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(connect::parse_timeout)
+                    .map(Some)
+                    .ok_or_else(|| Status::invalid_argument("malformed connect-timeout-ms")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            Protocol::detect("application/grpc"),
+            Some((Protocol::Grpc, Codec::Proto))
+        );
+        assert_eq!(
+            Protocol::detect("application/grpc-web-text+proto"),
+            Some((Protocol::GrpcWeb { text: true }, Codec::Proto))
+        );
+        assert_eq!(
+            Protocol::detect("Application/JSON; charset=utf-8"),
+            Some((Protocol::Connect { streaming: false }, Codec::Json))
+        );
+        assert_eq!(Protocol::detect("text/plain"), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! hyper's runtime traits over the [`Runtime`] trait and futures-io, so
+//! tokio and smol servers share one HTTP implementation.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use hyper::rt::ReadBufCursor;
+
+use crate::runtime::Runtime;
+use crate::signal::lock;
+
+/// Bytes read from the socket at a time (the scratch buffer every HTTP
+/// connection holds).
+const SCRATCH: usize = 8 * 1024;
+
+/// A futures-io stream as hyper's I/O. Reads go through a scratch buffer
+/// and hyper's safe `put_slice` (one copy per read, no `unsafe`).
+pub(crate) struct Io<S> {
+    inner: S,
+    scratch: Box<[u8]>,
+}
+
+impl<S> Io<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let want = buf.remaining().min(this.scratch.len());
+        let n = futures_lite::ready!(
+            Pin::new(&mut this.inner).poll_read(cx, &mut this.scratch[..want])
+        )?;
+        buf.put_slice(&this.scratch[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+/// Spawns hyper's tasks (one per HTTP/2 stream's body) on the runtime.
+#[derive(Clone)]
+pub(crate) struct Exec<R>(pub(crate) R);
+
+impl<R, F> hyper::rt::Executor<F> for Exec<R>
+where
+    R: Runtime,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(async move {
+            fut.await;
+        });
+    }
+}
+
+/// hyper's timer (header read timeout, HTTP/2 keepalive) on the runtime.
+#[derive(Clone)]
+pub(crate) struct Timer<R>(pub(crate) R);
+
+type SleepFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A runtime sleep behind a mutex: hyper wants `Sync`, the runtimes' sleeps
+/// are only `Send`; the lock is only ever taken by the one task polling it.
+struct Sleep(Mutex<SleepFuture>);
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        lock(&self.0).as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for Sleep {}
+
+impl<R: Runtime> hyper::rt::Timer for Timer<R> {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Sleep(Mutex::new(Box::pin(self.0.sleep_until(deadline)))))
+    }
+}
