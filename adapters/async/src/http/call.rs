@@ -301,19 +301,25 @@ impl CallBody {
 
 /// A call's request messages, read from the request body as the handler
 /// asks for them (so HTTP/2 flow control holds back a client the handler
-/// does not keep up with).
+/// does not keep up with). For a method of one request, the body is read
+/// to its end before that request is handed over: a second message is an
+/// error, and the connection is left clean for its next request.
 pub(crate) struct HttpRequests {
     body: Incoming,
     decoder: Decoder,
     eof: bool,
+    /// One request expected: `Some(first)` once it came, while the body is
+    /// read to its end.
+    single: Option<Option<Bytes>>,
 }
 
 impl HttpRequests {
-    pub(crate) fn new(body: Incoming, decoder: Decoder) -> Self {
+    pub(crate) fn new(body: Incoming, decoder: Decoder, single: bool) -> Self {
         Self {
             body,
             decoder,
             eof: false,
+            single: single.then_some(None),
         }
     }
 
@@ -321,6 +327,25 @@ impl HttpRequests {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, Status>> {
+        loop {
+            match self.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(next)) => match (&mut self.single, next) {
+                    (None, next) => return Poll::Ready(Ok(next)),
+                    (Some(first @ None), Some(m)) => *first = Some(m),
+                    (Some(Some(_)), Some(_)) => {
+                        return Poll::Ready(Err(Status::internal(
+                            "more than one request message for a method that takes one",
+                        )));
+                    }
+                    (Some(first), None) => return Poll::Ready(Ok(first.take())),
+                },
+            }
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         loop {
             match self.decoder.next() {
                 Ok(Some(m)) => return Poll::Ready(Ok(Some(m))),

@@ -201,7 +201,8 @@ impl Decoder {
         }
         match self.framing {
             Framing::Whole => {
-                self.failed = Some(DecodeError::Truncated); // only once
+                // Handed over once: an empty enveloped body is what is left.
+                self.framing = Framing::Enveloped;
                 Ok(Some(std::mem::take(&mut self.buf).freeze()))
             }
             _ if self.buf.is_empty() && self.pending.is_empty() => Ok(None),

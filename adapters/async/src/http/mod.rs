@@ -289,6 +289,7 @@ async fn answer_allowed<R: Runtime>(
         from: Requests::Http(Box::new(HttpRequests::new(
             req.into_body(),
             Decoder::new(protocol.framing(), max),
+            ctx.kind.single_request(),
         ))),
         max,
     };
