@@ -3,7 +3,8 @@
 # (project-local; nothing is installed system-wide). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d target/pydeps/websockets ] || [ ! -d target/pydeps/google/protobuf ]; then
+if [ ! -d target/pydeps/websockets ] || [ ! -d target/pydeps/google/protobuf ] \
+  || [ ! -d target/pydeps/grpc ]; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    --target target/pydeps "websockets>=13,<16" "protobuf>=5,<7"
+    --target target/pydeps "websockets>=13,<16" "protobuf>=5,<7" "grpcio==1.85.1"
 fi

@@ -59,6 +59,7 @@ pub use zrpc_async::{
 
 pub mod health;
 pub mod reflection;
+mod reflection_descriptor;
 
 /// prost, for generated messages (their derives name it through
 /// `include_proto!`); not part of the API.

@@ -239,7 +239,6 @@ impl Index {
         match &request.message_request {
             Some(Request::ListServices(_)) => {
                 let mut names = self.services.clone();
-                names.push(SERVICE.to_owned());
                 names.sort();
                 names.dedup();
                 Response::ListServicesResponse(ListServiceResponse {
@@ -279,6 +278,8 @@ impl Index {
 /// stream gets one response.
 pub fn register(router: Router, descriptor_sets: &[&[u8]]) -> Result<Router, prost::DecodeError> {
     let mut index = Index::default();
+    // This service describes itself, as it lists itself.
+    index.add(crate::reflection_descriptor::file());
     for set in descriptor_sets {
         for file in FileDescriptorSet::decode(*set)?.file {
             index.add(file);

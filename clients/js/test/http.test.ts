@@ -4,10 +4,12 @@
  */
 
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import http from "node:http";
 import http2 from "node:http2";
 import { resolve } from "node:path";
-import { test } from "node:test";
+import { before, describe, test } from "node:test";
+import { promisify } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -17,7 +19,7 @@ import { Echo, EchoRequestSchema } from "../src/gen/echo_pb.js";
 import { People } from "../src/gen/people_pb.js";
 import { repoRoot, useServer } from "./server.js";
 
-const ctx = useServer(["--db", ":memory:", "--max-message-size", "65536"]);
+let ctx: ReturnType<typeof useServer>;
 const base = () => ctx.server.url.replace(/^ws:/, "http:").replace(/\/$/, "");
 const hostPort = () => new URL(ctx.server.url).host;
 
@@ -36,279 +38,327 @@ function grpcClients(): { echo: Loaded; people: Loaded } {
 const unaryCall = <T>(fn: (cb: (e: grpc.ServiceError | null, r: T) => void) => void) =>
   new Promise<T>((ok, fail) => fn((e, r) => (e ? fail(e) : ok(r))));
 
-test("grpc-js: the four call kinds", async () => {
-  const { echo } = grpcClients();
-  const r = await unaryCall<{ message: string }>((cb) => echo.Say({ message: "hi" }, cb));
-  assert.equal(r.message, "hi");
-
-  const got: number[] = [];
-  const s = echo.Repeat({ message: "x", repeat: 5 });
-  for await (const m of s) got.push((m as { index: number }).index);
-  assert.deepEqual(got, [0, 1, 2, 3, 4]);
-
-  const collected = await unaryCall<{ message: string; index: number }>((cb) => {
-    const c = echo.Collect(cb);
-    for (const w of ["a", "b", "c"]) c.write({ message: w });
-    c.end();
-  });
-  assert.deepEqual([collected.message, collected.index], ["a b c", 3]);
-
-  // Ping-pong: each reply arrives before the next request is written.
-  const chat = echo.Chat();
-  const it = chat[Symbol.asyncIterator]();
-  for (const w of ["one", "two", "three"]) {
-    chat.write({ message: w });
-    const { value } = await it.next();
-    assert.equal(value.message, w.toUpperCase());
-  }
-  chat.end();
-  assert.equal((await it.next()).done, true);
-  echo.close();
-});
-
-test("grpc-js: metadata both ways, binary included", async () => {
-  const { echo } = grpcClients();
-  const md = new grpc.Metadata();
-  md.add("x-token", "abc");
-  md.add("x-raw-bin", Buffer.from([0, 1, 254, 255]));
-  let headers: grpc.Metadata | undefined;
-  let trailers: grpc.Metadata | undefined;
-  await unaryCall((cb) => {
-    const call = echo.Reflect({ message: "m" }, md, cb);
-    call.on("metadata", (m: grpc.Metadata) => {
-      headers = m;
+for (const runtime of ["tokio", "smol"]) {
+  describe(`zrpc serve --runtime ${runtime}`, () => {
+    const server = useServer(["--db", ":memory:", "--max-message-size", "65536", "--runtime", runtime]);
+    before(() => {
+      ctx = server;
     });
-    call.on("status", (s: grpc.StatusObject) => {
-      trailers = s.metadata;
-    });
-  });
-  assert.deepEqual(headers?.get("x-token"), ["abc"]);
-  assert.deepEqual(headers?.get("x-raw-bin"), [Buffer.from([0, 1, 254, 255])]);
-  assert.deepEqual(trailers?.get("reflect-x-token"), ["abc"]);
-  assert.deepEqual(trailers?.get("reflect-x-raw-bin"), [Buffer.from([0, 1, 254, 255])]);
-  echo.close();
-});
-
-test("grpc-js: status code and message, unimplemented method and service", async () => {
-  const { echo } = grpcClients();
-  await assert.rejects(
-    unaryCall((cb) => echo.Say({ message: "" }, cb)),
-    (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT && e.details === "message: must not be empty",
-  );
-  const raw = new grpc.Client(hostPort(), grpc.credentials.createInsecure());
-  const id = (b: Buffer) => b;
-  for (const path of ["/echo.Echo/Nope", "/no.Such/Service"]) {
-    await assert.rejects(
-      unaryCall((cb) => raw.makeUnaryRequest(path, id, id, Buffer.alloc(0), cb)),
-      (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED,
-    );
-  }
-  raw.close();
-  echo.close();
-});
-
-test("grpc-js: a deadline ends a waiting stream DEADLINE_EXCEEDED; cancel ends it CANCELLED", async () => {
-  const { people } = grpcClients();
-  const watch = people.WatchPeople({}, { deadline: Date.now() + 300 });
-  await assert.rejects(
-    (async () => {
-      for await (const _ of watch) {
-      }
-    })(),
-    (e: grpc.ServiceError) => e.code === grpc.status.DEADLINE_EXCEEDED,
-  );
-  // Cancelled after the first response: the server's handler sees the end.
-  const { echo } = grpcClients();
-  const chat = echo.Chat();
-  chat.write({ message: "first" });
-  const it = chat[Symbol.asyncIterator]();
-  assert.equal((await it.next()).value.message, "FIRST");
-  const ended = new Promise<grpc.StatusObject>((r) => chat.on("status", r));
-  chat.cancel();
-  assert.equal((await ended).code, grpc.status.CANCELLED);
-  people.close();
-  echo.close();
-});
-
-test("connect-node: Connect protocol, unary and server streaming, errors as Connect codes", async () => {
-  const client = createClient(Echo, createConnectTransport({ baseUrl: base(), httpVersion: "1.1" }));
-  assert.equal((await client.say({ message: "hello" })).message, "hello");
-  const got: number[] = [];
-  for await (const m of client.repeat({ message: "r", repeat: 3 })) got.push(m.index);
-  assert.deepEqual(got, [0, 1, 2]);
-  await assert.rejects(client.say({ message: "" }), (e: ConnectError) => e.code === Code.InvalidArgument);
-  // Client and bidi streaming need HTTP/2.
-  const h2 = createClient(Echo, createConnectTransport({ baseUrl: base(), httpVersion: "2" }));
-  async function* words() {
-    yield { message: "x" };
-    yield { message: "y" };
-  }
-  assert.equal((await h2.collect(words())).message, "x y");
-  const upper: string[] = [];
-  for await (const m of h2.chat(words())) upper.push(m.message);
-  assert.deepEqual(upper, ["X", "Y"]);
-});
-
-test("connect-node: gRPC-Web (HTTP/1.1) and gRPC (HTTP/2) transports", async () => {
-  const web = createClient(Echo, createGrpcWebTransport({ baseUrl: base(), httpVersion: "1.1" }));
-  assert.equal((await web.say({ message: "web" })).message, "web");
-  const got: string[] = [];
-  for await (const m of web.repeat({ message: "w", repeat: 2 })) got.push(m.message);
-  assert.deepEqual(got, ["w", "w"]);
-  await assert.rejects(web.say({ message: "" }), (e: ConnectError) => e.code === Code.InvalidArgument);
-  const g = createClient(People, createGrpcTransport({ baseUrl: base() }));
-  await assert.rejects(
-    (async () => {
-      for await (const _ of g.watchPeople({}, { timeoutMs: 200 })) {
-      }
-    })(),
-    (e: ConnectError) => e.code === Code.DeadlineExceeded,
-  );
-});
-
-/** One raw HTTP/2 request; resolves with the response headers, body and trailers. */
-function h2request(
-  headers: http2.OutgoingHttpHeaders,
-  body: Uint8Array,
-): Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer; trailers: http2.IncomingHttpHeaders }> {
-  return new Promise((ok, fail) => {
-    const session = http2.connect(base());
-    session.on("error", fail);
-    const { te, ...rest } = headers;
-    const req = session.request({ ":method": "POST", ...(te === "none" ? {} : { te: "trailers" }), ...rest });
-    let head: http2.IncomingHttpHeaders = {};
-    let trailers: http2.IncomingHttpHeaders = {};
-    const chunks: Buffer[] = [];
-    req.on("response", (h) => {
-      head = h;
-    });
-    req.on("trailers", (t) => {
-      trailers = t;
-    });
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      session.close();
-      ok({ headers: head, body: Buffer.concat(chunks), trailers });
-    });
-    req.on("error", fail);
-    req.end(body);
+    registerTests();
   });
 }
 
-const envelope = (flags: number, len: number, payload: Uint8Array = new Uint8Array()) => {
-  const b = Buffer.alloc(5 + payload.length);
-  b[0] = flags;
-  b.writeUInt32BE(len, 1);
-  b.set(payload, 5);
-  return b;
-};
-const sayReq = toBinary(EchoRequestSchema, create(EchoRequestSchema, { message: "hi" }));
-const grpcHeaders = { ":path": "/echo.Echo/Say", "content-type": "application/grpc" };
-const statusOf = (r: { headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders }) =>
-  Number(r.trailers["grpc-status"] ?? r.headers["grpc-status"]);
+function registerTests(): void {
+  test("grpc-js: the four call kinds", async () => {
+    const { echo } = grpcClients();
+    const r = await unaryCall<{ message: string }>((cb) => echo.Say({ message: "hi" }, cb));
+    assert.equal(r.message, "hi");
 
-test("hostile gRPC requests get a clear status, and the server goes on", async () => {
-  // A length prefix past the limit: refused from the prefix, nothing buffered for it.
-  let r = await h2request(grpcHeaders, envelope(0, 0xffff_fff0));
-  assert.equal(statusOf(r), 8); // RESOURCE_EXHAUSTED
-  // A message cut short.
-  r = await h2request(grpcHeaders, envelope(0, 100, new Uint8Array(10)));
-  assert.equal(statusOf(r), 13); // INTERNAL
-  assert.match(String(r.trailers["grpc-message"] ?? r.headers["grpc-message"]), /truncated/);
-  // A compressed flag with no grpc-encoding.
-  r = await h2request(grpcHeaders, envelope(1, sayReq.length, sayReq));
-  assert.equal(statusOf(r), 13);
-  // An encoding the server does not speak.
-  r = await h2request({ ...grpcHeaders, "grpc-encoding": "snappy" }, envelope(0, sayReq.length, sayReq));
-  assert.equal(statusOf(r), 12); // UNIMPLEMENTED
-  assert.equal(r.headers["grpc-accept-encoding"], "identity");
-  // No te: trailers.
-  r = await h2request({ ...grpcHeaders, te: "none" }, envelope(0, sayReq.length, sayReq));
-  assert.equal(r.headers[":status"], 400);
-  // A malformed timeout.
-  r = await h2request({ ...grpcHeaders, "grpc-timeout": "soon" }, envelope(0, sayReq.length, sayReq));
-  assert.equal(statusOf(r), 3);
-  // An unknown content type.
-  r = await h2request({ ":path": "/echo.Echo/Say", "content-type": "text/plain" }, sayReq);
-  assert.equal(r.headers[":status"], 415);
-  // gRPC-Web text mode with bad base64.
-  r = await h2request({ ":path": "/echo.Echo/Say", "content-type": "application/grpc-web-text" }, Buffer.from("!!!!"));
-  assert.equal(statusOf(r), 13);
-  // And a well-formed call still works.
-  r = await h2request(grpcHeaders, envelope(0, sayReq.length, sayReq));
-  assert.equal(statusOf(r), 0);
-});
+    const got: number[] = [];
+    const s = echo.Repeat({ message: "x", repeat: 5 });
+    for await (const m of s) got.push((m as { index: number }).index);
+    assert.deepEqual(got, [0, 1, 2, 3, 4]);
 
-test("gRPC-Web over HTTP/1.1: text mode answers in base64 with the 0x80 trailer frame", async () => {
-  const body = Buffer.from(envelope(0, sayReq.length, sayReq).toString("base64"));
-  const res = await fetch(`${base()}/echo.Echo/Say`, {
-    method: "POST",
-    headers: { "content-type": "application/grpc-web-text", "x-grpc-web": "1" },
-    body,
+    const collected = await unaryCall<{ message: string; index: number }>((cb) => {
+      const c = echo.Collect(cb);
+      for (const w of ["a", "b", "c"]) c.write({ message: w });
+      c.end();
+    });
+    assert.deepEqual([collected.message, collected.index], ["a b c", 3]);
+
+    // Ping-pong: each reply arrives before the next request is written.
+    const chat = echo.Chat();
+    const it = chat[Symbol.asyncIterator]();
+    for (const w of ["one", "two", "three"]) {
+      chat.write({ message: w });
+      const { value } = await it.next();
+      assert.equal(value.message, w.toUpperCase());
+    }
+    chat.end();
+    assert.equal((await it.next()).done, true);
+    echo.close();
   });
-  assert.equal(res.status, 200);
-  assert.equal(res.headers.get("content-type"), "application/grpc-web-text+proto");
-  const text = await res.text();
-  // Each frame is base64 of its own: decode group by group.
-  const frames: Buffer[] = [];
-  let rest = text;
-  while (rest.length > 0) {
-    const end = rest.indexOf("=") === -1 ? rest.length : rest.search(/=+/) + (rest.match(/=+/)?.[0].length ?? 0);
-    frames.push(Buffer.from(rest.slice(0, end), "base64"));
-    rest = rest.slice(end);
-  }
-  const all = Buffer.concat(frames);
-  assert.equal(all[0], 0);
-  const len = all.readUInt32BE(1);
-  const trailer = all.subarray(5 + len);
-  assert.equal(trailer[0], 0x80);
-  assert.match(trailer.subarray(5).toString(), /grpc-status: 0\r\n/);
-});
 
-test("CORS: an allowed origin gets its preflight answered, a refused one 403 and no CORS headers", async () => {
-  const preflight = (origin: string) =>
-    new Promise<http.IncomingMessage>((ok, fail) => {
-      const req = http.request(`${base()}/echo.Echo/Say`, {
-        method: "OPTIONS",
-        headers: {
-          origin,
-          "access-control-request-method": "POST",
-          "access-control-request-headers": "content-type,x-grpc-web",
-        },
+  test("grpc-js: metadata both ways, binary included", async () => {
+    const { echo } = grpcClients();
+    const md = new grpc.Metadata();
+    md.add("x-token", "abc");
+    md.add("x-raw-bin", Buffer.from([0, 1, 254, 255]));
+    let headers: grpc.Metadata | undefined;
+    let trailers: grpc.Metadata | undefined;
+    await unaryCall((cb) => {
+      const call = echo.Reflect({ message: "m" }, md, cb);
+      call.on("metadata", (m: grpc.Metadata) => {
+        headers = m;
       });
-      req.on("response", (res) => {
-        res.resume();
-        ok(res);
+      call.on("status", (s: grpc.StatusObject) => {
+        trailers = s.metadata;
+      });
+    });
+    assert.deepEqual(headers?.get("x-token"), ["abc"]);
+    assert.deepEqual(headers?.get("x-raw-bin"), [Buffer.from([0, 1, 254, 255])]);
+    assert.deepEqual(trailers?.get("reflect-x-token"), ["abc"]);
+    assert.deepEqual(trailers?.get("reflect-x-raw-bin"), [Buffer.from([0, 1, 254, 255])]);
+    echo.close();
+  });
+
+  test("grpc-js: status code and message, unimplemented method and service", async () => {
+    const { echo } = grpcClients();
+    await assert.rejects(
+      unaryCall((cb) => echo.Say({ message: "" }, cb)),
+      (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT && e.details === "message: must not be empty",
+    );
+    const raw = new grpc.Client(hostPort(), grpc.credentials.createInsecure());
+    const id = (b: Buffer) => b;
+    for (const path of ["/echo.Echo/Nope", "/no.Such/Service"]) {
+      await assert.rejects(
+        unaryCall((cb) => raw.makeUnaryRequest(path, id, id, Buffer.alloc(0), cb)),
+        (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED,
+      );
+    }
+    raw.close();
+    echo.close();
+  });
+
+  test("grpc-js: a deadline ends a waiting stream DEADLINE_EXCEEDED; cancel ends it CANCELLED", async () => {
+    const { people } = grpcClients();
+    const watch = people.WatchPeople({}, { deadline: Date.now() + 300 });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of watch) {
+        }
+      })(),
+      (e: grpc.ServiceError) => e.code === grpc.status.DEADLINE_EXCEEDED,
+    );
+    // Cancelled after the first response: the server's handler sees the end.
+    const { echo } = grpcClients();
+    const chat = echo.Chat();
+    chat.write({ message: "first" });
+    const it = chat[Symbol.asyncIterator]();
+    assert.equal((await it.next()).value.message, "FIRST");
+    const ended = new Promise<grpc.StatusObject>((r) => chat.on("status", r));
+    chat.cancel();
+    assert.equal((await ended).code, grpc.status.CANCELLED);
+    people.close();
+    echo.close();
+  });
+
+  test("connect-node: Connect protocol, unary and server streaming, errors as Connect codes", async () => {
+    const client = createClient(Echo, createConnectTransport({ baseUrl: base(), httpVersion: "1.1" }));
+    assert.equal((await client.say({ message: "hello" })).message, "hello");
+    const got: number[] = [];
+    for await (const m of client.repeat({ message: "r", repeat: 3 })) got.push(m.index);
+    assert.deepEqual(got, [0, 1, 2]);
+    await assert.rejects(client.say({ message: "" }), (e: ConnectError) => e.code === Code.InvalidArgument);
+    // Client and bidi streaming need HTTP/2.
+    const h2 = createClient(Echo, createConnectTransport({ baseUrl: base(), httpVersion: "2" }));
+    async function* words() {
+      yield { message: "x" };
+      yield { message: "y" };
+    }
+    assert.equal((await h2.collect(words())).message, "x y");
+    const upper: string[] = [];
+    for await (const m of h2.chat(words())) upper.push(m.message);
+    assert.deepEqual(upper, ["X", "Y"]);
+  });
+
+  test("connect-node: gRPC-Web (HTTP/1.1) and gRPC (HTTP/2) transports", async () => {
+    const web = createClient(Echo, createGrpcWebTransport({ baseUrl: base(), httpVersion: "1.1" }));
+    assert.equal((await web.say({ message: "web" })).message, "web");
+    const got: string[] = [];
+    for await (const m of web.repeat({ message: "w", repeat: 2 })) got.push(m.message);
+    assert.deepEqual(got, ["w", "w"]);
+    await assert.rejects(web.say({ message: "" }), (e: ConnectError) => e.code === Code.InvalidArgument);
+    const g = createClient(People, createGrpcTransport({ baseUrl: base() }));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of g.watchPeople({}, { timeoutMs: 200 })) {
+        }
+      })(),
+      (e: ConnectError) => e.code === Code.DeadlineExceeded,
+    );
+  });
+
+  /** One raw HTTP/2 request; resolves with the response headers, body and trailers. */
+  function h2request(
+    headers: http2.OutgoingHttpHeaders,
+    body: Uint8Array,
+  ): Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer; trailers: http2.IncomingHttpHeaders }> {
+    return new Promise((ok, fail) => {
+      const session = http2.connect(base());
+      session.on("error", fail);
+      const { te, ...rest } = headers;
+      const req = session.request({ ":method": "POST", ...(te === "none" ? {} : { te: "trailers" }), ...rest });
+      let head: http2.IncomingHttpHeaders = {};
+      let trailers: http2.IncomingHttpHeaders = {};
+      const chunks: Buffer[] = [];
+      req.on("response", (h) => {
+        head = h;
+      });
+      req.on("trailers", (t) => {
+        trailers = t;
+      });
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        session.close();
+        ok({ headers: head, body: Buffer.concat(chunks), trailers });
       });
       req.on("error", fail);
-      req.end();
+      req.end(body);
     });
-  const same = await preflight(`http://${hostPort()}`);
-  assert.equal(same.statusCode, 204);
-  assert.equal(same.headers["access-control-allow-origin"], `http://${hostPort()}`);
-  assert.equal(same.headers["access-control-allow-headers"], "content-type,x-grpc-web");
-  const refused = await preflight("https://evil.example");
-  assert.equal(refused.statusCode, 403);
-  assert.equal(refused.headers["access-control-allow-origin"], undefined);
-});
+  }
 
-test("HTTP/1.1 request smuggling shapes are refused", async () => {
-  const { connect } = await import("node:net");
-  const raw = (text: string) =>
-    new Promise<string>((ok, fail) => {
-      const url = new URL(base());
-      const sock = connect(Number(url.port), url.hostname, () => sock.end(text));
-      const chunks: Buffer[] = [];
-      sock.on("data", (c) => chunks.push(c));
-      sock.on("end", () => ok(Buffer.concat(chunks).toString()));
-      sock.on("error", fail);
+  const envelope = (flags: number, len: number, payload: Uint8Array = new Uint8Array()) => {
+    const b = Buffer.alloc(5 + payload.length);
+    b[0] = flags;
+    b.writeUInt32BE(len, 1);
+    b.set(payload, 5);
+    return b;
+  };
+  const sayReq = toBinary(EchoRequestSchema, create(EchoRequestSchema, { message: "hi" }));
+  const grpcHeaders = { ":path": "/echo.Echo/Say", "content-type": "application/grpc" };
+  const statusOf = (r: { headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders }) =>
+    Number(r.trailers["grpc-status"] ?? r.headers["grpc-status"]);
+
+  test("hostile gRPC requests get a clear status, and the server goes on", async () => {
+    // A length prefix past the limit: refused from the prefix, nothing buffered for it.
+    let r = await h2request(grpcHeaders, envelope(0, 0xffff_fff0));
+    assert.equal(statusOf(r), 8); // RESOURCE_EXHAUSTED
+    // A message cut short.
+    r = await h2request(grpcHeaders, envelope(0, 100, new Uint8Array(10)));
+    assert.equal(statusOf(r), 13); // INTERNAL
+    assert.match(String(r.trailers["grpc-message"] ?? r.headers["grpc-message"]), /truncated/);
+    // A compressed flag with no grpc-encoding.
+    r = await h2request(grpcHeaders, envelope(1, sayReq.length, sayReq));
+    assert.equal(statusOf(r), 13);
+    // An encoding the server does not speak.
+    r = await h2request({ ...grpcHeaders, "grpc-encoding": "snappy" }, envelope(0, sayReq.length, sayReq));
+    assert.equal(statusOf(r), 12); // UNIMPLEMENTED
+    assert.equal(r.headers["grpc-accept-encoding"], "identity");
+    // No te: trailers.
+    r = await h2request({ ...grpcHeaders, te: "none" }, envelope(0, sayReq.length, sayReq));
+    assert.equal(r.headers[":status"], 400);
+    // A malformed timeout.
+    r = await h2request({ ...grpcHeaders, "grpc-timeout": "soon" }, envelope(0, sayReq.length, sayReq));
+    assert.equal(statusOf(r), 3);
+    // An unknown content type.
+    r = await h2request({ ":path": "/echo.Echo/Say", "content-type": "text/plain" }, sayReq);
+    assert.equal(r.headers[":status"], 415);
+    // gRPC-Web text mode with bad base64.
+    r = await h2request({ ":path": "/echo.Echo/Say", "content-type": "application/grpc-web-text" }, Buffer.from("!!!!"));
+    assert.equal(statusOf(r), 13);
+    // And a well-formed call still works.
+    r = await h2request(grpcHeaders, envelope(0, sayReq.length, sayReq));
+    assert.equal(statusOf(r), 0);
+  });
+
+  test("gRPC-Web over HTTP/1.1: text mode answers in base64 with the 0x80 trailer frame", async () => {
+    const body = Buffer.from(envelope(0, sayReq.length, sayReq).toString("base64"));
+    const res = await fetch(`${base()}/echo.Echo/Say`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web-text", "x-grpc-web": "1" },
+      body,
     });
-  const twoLengths = await raw(
-    "POST /echo.Echo/Say HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\nContent-Length: 4\r\nContent-Length: 9\r\nConnection: close\r\n\r\nabcd",
-  );
-  assert.match(twoLengths, /^HTTP\/1\.1 400/);
-  const clAndChunked = await raw(
-    "POST /echo.Echo/Say HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
-  );
-  assert.match(clAndChunked, /^HTTP\/1\.1 400/);
-});
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "application/grpc-web-text+proto");
+    const text = await res.text();
+    // Each frame is base64 of its own: decode group by group.
+    const frames: Buffer[] = [];
+    let rest = text;
+    while (rest.length > 0) {
+      const end = rest.indexOf("=") === -1 ? rest.length : rest.search(/=+/) + (rest.match(/=+/)?.[0].length ?? 0);
+      frames.push(Buffer.from(rest.slice(0, end), "base64"));
+      rest = rest.slice(end);
+    }
+    const all = Buffer.concat(frames);
+    assert.equal(all[0], 0);
+    const len = all.readUInt32BE(1);
+    const trailer = all.subarray(5 + len);
+    assert.equal(trailer[0], 0x80);
+    assert.match(trailer.subarray(5).toString(), /grpc-status: 0\r\n/);
+  });
+
+  test("CORS: an allowed origin gets its preflight answered, a refused one 403 and no CORS headers", async () => {
+    const preflight = (origin: string) =>
+      new Promise<http.IncomingMessage>((ok, fail) => {
+        const req = http.request(`${base()}/echo.Echo/Say`, {
+          method: "OPTIONS",
+          headers: {
+            origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-grpc-web",
+          },
+        });
+        req.on("response", (res) => {
+          res.resume();
+          ok(res);
+        });
+        req.on("error", fail);
+        req.end();
+      });
+    const same = await preflight(`http://${hostPort()}`);
+    assert.equal(same.statusCode, 204);
+    assert.equal(same.headers["access-control-allow-origin"], `http://${hostPort()}`);
+    assert.equal(same.headers["access-control-allow-headers"], "content-type,x-grpc-web");
+    const refused = await preflight("https://evil.example");
+    assert.equal(refused.statusCode, 403);
+    assert.equal(refused.headers["access-control-allow-origin"], undefined);
+  });
+
+  test("HTTP/1.1 request smuggling shapes are refused", async () => {
+    const { connect } = await import("node:net");
+    const raw = (text: string) =>
+      new Promise<string>((ok, fail) => {
+        const url = new URL(base());
+        const sock = connect(Number(url.port), url.hostname, () => sock.write(text));
+        const chunks: Buffer[] = [];
+        sock.on("data", (c) => chunks.push(c));
+        sock.on("end", () => ok(Buffer.concat(chunks).toString()));
+        sock.on("error", fail);
+      });
+    const twoLengths = await raw(
+      "POST /echo.Echo/Say HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\nContent-Length: 4\r\nContent-Length: 9\r\nConnection: close\r\n\r\nabcd",
+    );
+    assert.match(twoLengths, /^HTTP\/1\.1 400/);
+    const clAndChunked = await raw(
+      "POST /echo.Echo/Say HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    );
+    assert.match(clAndChunked, /^HTTP\/1\.1 400/);
+  });
+
+  const run = promisify(execFile);
+
+  test("grpcio (Python): four call kinds, metadata, status, deadline, unimplemented", async () => {
+    await run("bash", [resolve(repoRoot, "scripts/setup-python.sh")]);
+    const { stdout } = await run("python3", [resolve(repoRoot, "scripts/grpcio_client.py"), hostPort()], {
+      env: { ...process.env, PYTHONPATH: resolve(repoRoot, "target/pydeps") },
+      timeout: 60_000,
+    });
+    assert.equal(
+      stdout
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("ok ")).length,
+      9,
+      stdout,
+    );
+  });
+
+  test("buf curl: lists every service and method through reflection, and calls over Connect, gRPC and gRPC-Web", async () => {
+    const buf = resolve(repoRoot, "clients/js/node_modules/.bin/buf");
+    const url = `http://${hostPort()}`;
+    const services = (await run(buf, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services", url])).stdout;
+    for (const s of ["echo.Echo", "people.People", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
+      assert.match(services, new RegExp(`^${s.replaceAll(".", "\\.")}$`, "m"));
+    }
+    const methods = (await run(buf, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-methods", url])).stdout;
+    assert.match(methods, /^echo\.Echo\/Chat$/m);
+    assert.match(methods, /^grpc\.reflection\.v1\.ServerReflection\/ServerReflectionInfo$/m);
+    for (const protocol of ["connect", "grpc", "grpcweb"]) {
+      const args = ["curl", "--protocol", protocol, "--http2-prior-knowledge", "-d", '{"message":"hi","repeat":2}'];
+      const { stdout } = await run(buf, [...args, `${url}/echo.Echo/Repeat`]);
+      const replies = stdout.split(/\n(?=\{)/).map((j) => JSON.parse(j));
+      assert.deepEqual(replies, [{ message: "hi" }, { message: "hi", index: 1 }], protocol);
+    }
+  });
+}
