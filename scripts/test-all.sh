@@ -52,7 +52,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 log=$(mktemp)
-for target in frame_decode connection handshake; do
+for target in frame_decode connection handshake envelope; do
   if ! cargo +nightly fuzz run "$target" -- -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 >"$log" 2>&1; then
     tail -60 "$log"
     echo "fuzz target $target failed (crash input saved under fuzz/artifacts/$target/)"

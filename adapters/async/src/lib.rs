@@ -145,6 +145,54 @@ pub mod __fuzz {
         };
         crate::upgrade::origin_allowed(origin, host, &policy).is_ok()
     }
+
+    /// Cuts `chunks` (a request body as it arrives) into messages under the
+    /// framing `mode` (0: enveloped, 1: base64 text, 2: whole body) and the
+    /// limit `max`: the messages, or `None` once the body is refused. Also
+    /// encodes every gRPC-Web and Connect ending for `message`.
+    pub fn envelope_decode(mode: u8, max: usize, chunks: &[&[u8]]) -> Option<Vec<bytes::Bytes>> {
+        use crate::http::envelope::{Decoder, Framing};
+        let framing = match mode % 3 {
+            0 => Framing::Enveloped,
+            1 => Framing::Base64Enveloped,
+            _ => Framing::Whole,
+        };
+        let mut d = Decoder::new(framing, max);
+        let mut out = Vec::new();
+        for c in chunks {
+            d.push(bytes::Bytes::copy_from_slice(c)).ok()?;
+            while let Some(m) = d.next().ok()? {
+                assert!(m.len() <= max, "a message over the limit was handed over");
+                out.push(m);
+            }
+        }
+        if let Some(m) = d.finish().ok()? {
+            assert!(m.len() <= max);
+            out.push(m);
+        }
+        Some(out)
+    }
+
+    /// Status endings of every protocol for an arbitrary status message and
+    /// metadata (none may panic).
+    pub fn endings(message: &str, key: &str, value: &[u8]) -> usize {
+        use crate::http::protocol::Protocol;
+        let status = zrpc_core::Status::internal(message);
+        let mut md = zrpc_core::Metadata::new();
+        let _ = md.insert(key, bytes::Bytes::copy_from_slice(value));
+        [
+            Protocol::Grpc,
+            Protocol::GrpcWeb { text: false },
+            Protocol::GrpcWeb { text: true },
+            Protocol::Connect { streaming: true },
+        ]
+        .iter()
+        .map(|p| {
+            let _ = p.end_frame(&status, &md);
+            1
+        })
+        .sum()
+    }
 }
 
 /// Host and port of a `ws://` URL (port 80 by default) or a `wss://` URL

@@ -13,12 +13,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use std::future::Future;
+
+use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use zrpc_core::{Metadata, Status};
 
-use super::envelope::{DecodeError, Decoder};
+use super::envelope::{self, DecodeError, Decoder};
 use super::protocol::Protocol;
 use crate::conn::Identity;
 use crate::signal::lock;
@@ -206,26 +208,83 @@ impl HttpCall {
     }
 }
 
+/// A call's handler (with its deadline) as it runs: polled by the request's
+/// service future until the head goes out, then by the response body, so
+/// a call costs no task of its own.
+pub(crate) type HandlerRun = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Spawns a handler left behind when its request or body is dropped, so it
+/// sees its call end and finishes (its metrics and log line included).
+pub(crate) type Spawner = Arc<dyn Fn(HandlerRun) + Send + Sync>;
+
+/// A handler run, with what to do with it if it is dropped unfinished.
+pub(crate) struct Running {
+    pub(crate) call: Arc<HttpCall>,
+    run: Option<HandlerRun>,
+    spawn: Spawner,
+}
+
+impl Running {
+    pub(crate) fn new(call: Arc<HttpCall>, run: HandlerRun, spawn: Spawner) -> Self {
+        Self {
+            call,
+            run: Some(run),
+            spawn,
+        }
+    }
+
+    /// Polls the handler, if it still runs.
+    fn poll_run(&mut self, cx: &mut Context<'_>) {
+        if let Some(run) = &mut self.run
+            && run.as_mut().poll(cx).is_ready()
+        {
+            self.run = None;
+        }
+    }
+
+    /// Runs the handler until the response head can be written.
+    pub(crate) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Head> {
+        self.poll_run(cx);
+        self.call.poll_head(cx)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.call.abandon();
+            (self.spawn)(run);
+        }
+    }
+}
+
 /// The response body of a streaming answer: queued messages, then the end
 /// in the protocol's form.
 pub(crate) struct CallBody {
-    pub(crate) call: Arc<HttpCall>,
+    running: Running,
     done: bool,
 }
 
 impl CallBody {
-    pub(crate) fn new(call: Arc<HttpCall>) -> Self {
-        Self { call, done: false }
+    pub(crate) fn new(running: Running) -> Self {
+        Self {
+            running,
+            done: false,
+        }
     }
 }
 
 impl Drop for CallBody {
     fn drop(&mut self) {
         if !self.done {
-            self.call.abandon();
+            self.running.call.abandon();
         }
     }
 }
+
+/// Bytes of queued messages one body frame carries at most (more messages
+/// than that wait for the next frame; one larger message goes alone).
+const FRAME_BYTES: usize = 64 * 1024;
 
 /// A response body: nothing, one buffer, or a call's stream.
 pub(crate) enum Body {
@@ -277,15 +336,38 @@ impl CallBody {
         if self.done {
             return Poll::Ready(None);
         }
-        let call = &self.call;
+        self.running.poll_run(cx);
+        let call = &self.running.call;
         let mut st = lock(&call.st);
-        if let Some(m) = st.out.pop_front() {
-            st.out_bytes -= m.len();
+        if !st.out.is_empty() {
+            // Every message queued meanwhile, in one frame.
+            let mut take = 0;
+            let mut bytes = 0;
+            for m in &st.out {
+                if take > 0 && bytes + m.len() > FRAME_BYTES {
+                    break;
+                }
+                take += 1;
+                bytes += m.len() + envelope::PREFIX;
+            }
+            let frame = if take == 1 {
+                let m = st.out.pop_front().unwrap_or_default();
+                st.out_bytes -= m.len();
+                call.protocol.message(&m)
+            } else {
+                let mut buf = BytesMut::with_capacity(bytes);
+                let st = &mut *st;
+                for m in st.out.drain(..take) {
+                    st.out_bytes -= m.len();
+                    call.protocol.write_message(&m, &mut buf);
+                }
+                buf.freeze()
+            };
             if let Some(w) = st.send_waker.take() {
                 w.wake();
             }
             drop(st);
-            return Poll::Ready(Some(Frame::data(call.protocol.message(&m))));
+            return Poll::Ready(Some(Frame::data(frame)));
         }
         if let Some((status, trailers)) = &st.end {
             let frame = call.protocol.end_frame(status, trailers);

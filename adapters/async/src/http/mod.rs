@@ -35,7 +35,7 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method as HttpMethod, Request, Response, StatusCode, Version as HttpVersion};
 use zrpc_core::{CallKind, Code, Metadata, Method, Status, StreamId};
 
-use self::call::{Body, CallBody, Head, HttpCall, HttpRequests};
+use self::call::{Body, CallBody, Head, HttpCall, HttpRequests, Running};
 use self::envelope::Decoder;
 use self::protocol::{Codec, Protocol};
 use crate::call::{CallContext, CallIo, RequestStream, Requests, ResponseMeta};
@@ -88,7 +88,6 @@ pub(crate) async fn serve_connection<R, S>(
             b.timer(rt::Timer(rt.clone()))
                 .max_concurrent_streams(config.core.max_concurrent_streams)
                 .max_header_list_size(MAX_HEADER_BYTES)
-                .max_send_buf_size(call::SEND_QUEUE_BYTES)
                 .keep_alive_interval(config.core.keepalive_interval)
                 .keep_alive_timeout(Duration::from_secs(20));
             let conn = b.serve_connection(io, service);
@@ -295,36 +294,37 @@ async fn answer_allowed<R: Runtime>(
     };
     let rt = server.runtime().clone();
     let finisher = call.clone();
-    let run = async move {
+    let handler = async move {
         let (status, trailers) = router::run(route, ctx, reqs).await;
         if let Some(status) = status {
             finisher.finish(status, trailers);
         }
     };
-    match deadline {
-        None => rt.spawn(run),
+    let run: call::HandlerRun = match deadline {
+        None => Box::pin(handler),
         Some(deadline) => {
             let timer = call.clone();
-            let rt2 = rt.clone();
-            rt.spawn(run.or(async move {
-                rt2.sleep_until(deadline).await;
+            let sleep = rt.sleep_until(deadline);
+            Box::pin(handler.or(async move {
+                sleep.await;
                 timer.finish(
                     Status::deadline_exceeded("the call's deadline passed"),
                     Metadata::new(),
                 );
                 // The handler sees the end and returns: let it finish.
                 std::future::pending::<()>().await
-            }));
+            }))
         }
-    }
-    // Answered once the handler sends or ends; a request dropped before
-    // then (the client went away) ends the call.
-    let guard = Abandon(Some(call.clone()));
-    let head = poll_fn(|cx| call.poll_head(cx)).await;
-    std::mem::forget(guard);
+    };
+    let spawn: call::Spawner = Arc::new(move |run| rt.spawn(run));
+    // The handler runs here until the head can go out (a unary call is
+    // answered whole from here), then inside the response body. A request
+    // dropped on the way (the client went away) ends the call.
+    let mut running = Running::new(call, run, spawn);
+    let head = poll_fn(|cx| running.poll_head(cx)).await;
     match head {
         Head::Streaming(headers) => {
-            let mut resp = Response::new(Body::Call(CallBody::new(call)));
+            let mut resp = Response::new(Body::Call(CallBody::new(running)));
             resp.headers_mut().insert(
                 "content-type",
                 HeaderValue::from_static(protocol.content_type()),
@@ -334,17 +334,6 @@ async fn answer_allowed<R: Runtime>(
         }
         Head::Ended(status, headers, trailers, out) => {
             whole(protocol, status, &headers, &trailers, out)
-        }
-    }
-}
-
-/// Ends the call if the service's future is dropped before the head.
-struct Abandon(Option<Arc<HttpCall>>);
-
-impl Drop for Abandon {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            c.abandon();
         }
     }
 }

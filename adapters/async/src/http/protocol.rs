@@ -120,6 +120,21 @@ impl Protocol {
         }
     }
 
+    /// Appends one response message as it goes out to `out`.
+    pub(crate) fn write_message(self, m: &Bytes, out: &mut bytes::BytesMut) {
+        match self {
+            Protocol::Grpc
+            | Protocol::GrpcWeb { text: false }
+            | Protocol::Connect { streaming: true } => {
+                use bytes::BufMut;
+                out.put_u8(0);
+                out.put_u32(m.len() as u32);
+                out.put_slice(m);
+            }
+            _ => out.extend_from_slice(&self.message(m)),
+        }
+    }
+
     /// The end of a streamed answer.
     pub(crate) fn end_frame(self, status: &Status, trailers: &Metadata) -> Frame<Bytes> {
         match self {

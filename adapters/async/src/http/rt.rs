@@ -19,18 +19,53 @@ use crate::signal::lock;
 const SCRATCH: usize = 8 * 1024;
 
 /// A futures-io stream as hyper's I/O. Reads go through a scratch buffer
-/// and hyper's safe `put_slice` (one copy per read, no `unsafe`).
+/// and hyper's safe `put_slice` (one copy per read, no `unsafe`). Writes
+/// are gathered: futures-io cannot say whether a stream's vectored write is
+/// real (tokio's stream through its futures-io adapter, and the replaying
+/// `Rewind`, write the first buffer only), and HTTP/2 writes each frame as
+/// a header and a payload, so hyper's buffers are copied into one of ours
+/// (up to [`GATHER`] bytes) and written with one syscall on flush or when
+/// full.
 pub(crate) struct Io<S> {
     inner: S,
     scratch: Box<[u8]>,
+    gathered: Vec<u8>,
 }
+
+/// Bytes gathered before a write must go out.
+const GATHER: usize = 64 * 1024;
 
 impl<S> Io<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
+            gathered: Vec::new(),
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Io<S> {
+    /// Writes out everything gathered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut at = 0;
+        let result = loop {
+            if at == self.gathered.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &self.gathered[at..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => at += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        self.gathered.drain(..at);
+        if self.gathered.is_empty() && self.gathered.capacity() > SCRATCH {
+            // An idle connection keeps no large write buffer.
+            self.gathered = Vec::new();
+        }
+        result
     }
 }
 
@@ -56,7 +91,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -64,7 +99,20 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.gathered.len() >= GATHER {
+            futures_lite::ready!(this.poll_drain(cx))?;
+        }
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(GATHER - this.gathered.len());
+            this.gathered.extend_from_slice(&b[..take]);
+            n += take;
+            if take < b.len() {
+                break;
+            }
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -72,11 +120,15 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        futures_lite::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+        let this = self.get_mut();
+        futures_lite::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_close(cx)
     }
 }
 

@@ -107,7 +107,8 @@ fn stream_request(n: u32, len: u32) -> Bytes {
 /// Panics with a clear message on a system this build cannot run.
 fn check_system(system: &str) {
     let known = ["zrpc-tokio", "zrpc-smol", "ws"];
-    let peers = ["tonic", "jsonrpsee"];
+    // zrpc-grpc: the zrpc server (tokio) called over gRPC by tonic's client.
+    let peers = ["tonic", "jsonrpsee", "zrpc-grpc"];
     let peer = cfg!(feature = "peers") && peers.contains(&system);
     assert!(
         known.contains(&system) || peer,
@@ -150,7 +151,7 @@ fn serve(system: &str) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         announce(listener.local_addr().unwrap());
         match system {
-            "zrpc-tokio" => {
+            "zrpc-tokio" | "zrpc-grpc" => {
                 let server = zrpc_tokio::Server::with_config(
                     router(),
                     bench_config(),
@@ -379,7 +380,7 @@ impl Conn {
             // smol's executor thread (see `spawn`).
             "zrpc-smol" => Conn::Zrpc(zrpc_smol::connect(&url).await.expect("connect")),
             #[cfg(feature = "peers")]
-            "tonic" => Conn::Tonic(tonic_peer::connect(addr).await),
+            "tonic" | "zrpc-grpc" => Conn::Tonic(tonic_peer::connect(addr).await),
             #[cfg(feature = "peers")]
             "jsonrpsee" => Conn::Jsonrpsee(Box::new(jsonrpsee_peer::connect(addr).await)),
             _ => {
@@ -827,7 +828,7 @@ fn main() {
         return;
     }
     let all = if cfg!(feature = "peers") {
-        "zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee"
+        "zrpc-tokio,zrpc-smol,ws,tonic,zrpc-grpc,jsonrpsee"
     } else {
         "zrpc-tokio,zrpc-smol,ws"
     };
@@ -855,7 +856,9 @@ fn main() {
         for workload in workloads.split(',').map(str::to_owned) {
             // Live calls that wait are zrpc's own shape (other systems have
             // no such call here).
-            if matches!(workload.as_str(), "live10k" | "bidi10k") && !system.starts_with("zrpc") {
+            if matches!(workload.as_str(), "live10k" | "bidi10k")
+                && (!system.starts_with("zrpc") || system == "zrpc-grpc")
+            {
                 continue;
             }
             // `--addr HOST:PORT`: load a server already running (one started
