@@ -14,11 +14,11 @@ use hyper::rt::ReadBufCursor;
 use crate::runtime::Runtime;
 use crate::signal::lock;
 
-/// Bytes read from the socket at a time (the scratch buffer every HTTP
-/// connection holds).
+/// Bytes read from the socket at a time (a buffer on the stack of the read,
+/// so an idle connection holds none).
 const SCRATCH: usize = 8 * 1024;
 
-/// A futures-io stream as hyper's I/O. Reads go through a scratch buffer
+/// A futures-io stream as hyper's I/O. Reads go through a stack buffer
 /// and hyper's safe `put_slice` (one copy per read, no `unsafe`). Writes
 /// are gathered: futures-io cannot say whether a stream's vectored write is
 /// real (tokio's stream through its futures-io adapter, and the replaying
@@ -28,7 +28,6 @@ const SCRATCH: usize = 8 * 1024;
 /// full.
 pub(crate) struct Io<S> {
     inner: S,
-    scratch: Box<[u8]>,
     gathered: Vec<u8>,
 }
 
@@ -39,7 +38,6 @@ impl<S> Io<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
-            scratch: vec![0; SCRATCH].into_boxed_slice(),
             gathered: Vec::new(),
         }
     }
@@ -76,11 +74,11 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let want = buf.remaining().min(this.scratch.len());
-        let n = futures_lite::ready!(
-            Pin::new(&mut this.inner).poll_read(cx, &mut this.scratch[..want])
-        )?;
-        buf.put_slice(&this.scratch[..n]);
+        let mut scratch = [0u8; SCRATCH];
+        let want = buf.remaining().min(SCRATCH);
+        let n =
+            futures_lite::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut scratch[..want]))?;
+        buf.put_slice(&scratch[..n]);
         Poll::Ready(Ok(()))
     }
 }
