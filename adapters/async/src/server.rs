@@ -349,6 +349,12 @@ impl<R: Runtime> Server<R> {
     /// returns the identity every call on the connection then sees through
     /// [`CallContext::identity`](crate::CallContext::identity). Runs on the accepting task: keep it quick
     /// (a token check, not a database round trip).
+    ///
+    /// A gRPC, gRPC-Web or Connect call is checked the same way, once per
+    /// request (its method, path and headers): a refusal ends that call
+    /// with `UNAUTHENTICATED` (401), `PERMISSION_DENIED` (403),
+    /// `RESOURCE_EXHAUSTED` (429) or `UNAVAILABLE`, and the identity is that
+    /// call's.
     pub fn authenticate<T, F>(mut self, f: F) -> Self
     where
         T: Any + Send + Sync,

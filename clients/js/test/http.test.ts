@@ -252,6 +252,43 @@ function registerTests(): void {
     assert.equal(statusOf(r), 0);
   });
 
+  test("HTTP/2 rapid reset: a client that opens and resets streams in a loop is cut off; others are served", async () => {
+    const session = http2.connect(base());
+    const closed = new Promise<{ goaway: number | undefined }>((ok) => {
+      let goaway: number | undefined;
+      session.on("goaway", (code: number) => {
+        goaway = code;
+      });
+      session.on("error", () => {});
+      session.on("close", () => ok({ goaway }));
+    });
+    await new Promise<void>((ok) => session.on("connect", () => ok()));
+    let opened = 0;
+    // Bounded: stops once the server has cut the session.
+    for (let i = 0; i < 5000 && !session.closed && !session.destroyed; i++) {
+      try {
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/people.People/WatchPeople",
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        req.on("error", () => {});
+        req.close(http2.constants.NGHTTP2_CANCEL);
+        opened++;
+      } catch {
+        break;
+      }
+      if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+    }
+    const { goaway } = await closed;
+    assert.ok(opened < 5000, `the server never cut the session (${opened} streams opened and reset)`);
+    // ENHANCE_YOUR_CALM (11) from the server's HTTP/2 layer, or the socket closed.
+    assert.ok(goaway === undefined || goaway === 11, `GOAWAY ${goaway}`);
+    const r = await h2request(grpcHeaders, envelope(0, sayReq.length, sayReq));
+    assert.equal(statusOf(r), 0);
+  });
+
   test("gRPC-Web over HTTP/1.1: text mode answers in base64 with the 0x80 trailer frame", async () => {
     const body = Buffer.from(envelope(0, sayReq.length, sayReq).toString("base64"));
     const res = await fetch(`${base()}/echo.Echo/Say`, {

@@ -1,0 +1,122 @@
+//! gRPC over HTTP/2 (h2c) on a zrpc server's port, on a tokio and on a smol
+//! server: the authentication hook and interceptors apply to HTTP calls as
+//! they do to zrpc.v1 ones, a handler sees which protocol carried its call,
+//! and the same port still serves zrpc.v1. The outside clients (grpc-js,
+//! grpcio, connect-es, buf curl) are in `clients/js/test/http.test.ts`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use zrpc_tokio::{CallOptions, Refusal, Router, Server, Status};
+
+fn router() -> Router {
+    Router::new()
+        .unary("t.S/Who", |ctx, _req: Bytes| async move {
+            let who = ctx.identity::<String>().cloned().unwrap_or_default();
+            Ok(Bytes::from(format!("{who} over {}", ctx.protocol())))
+        })
+        .unary("t.S/Forbidden", |_ctx, req: Bytes| async move { Ok(req) })
+        .intercept(|ctx| {
+            if ctx.method() == "t.S/Forbidden" {
+                Err(Status::permission_denied("interceptor says no"))
+            } else {
+                Ok(())
+            }
+        })
+}
+
+fn authenticated<R: zrpc_tokio::Runtime>(rt: R) -> Server<R> {
+    Server::new(router(), rt).authenticate(|req| match req.header("x-token") {
+        Some("sesame") => Ok("alice".to_owned()),
+        _ => Err(Refusal::unauthorized("x-token required")),
+    })
+}
+
+/// One gRPC unary call over a new h2c connection: status, message, reply.
+async fn grpc_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    token: Option<&str>,
+) -> (u32, String, Bytes) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(2);
+    body.put_slice(b"hi");
+    let mut req = hyper::Request::post(format!("http://{addr}/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("x-token", t);
+    }
+    let resp = send
+        .send_request(req.body(Full::new(body.freeze())).unwrap())
+        .await
+        .unwrap();
+    let head = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .or_else(|| head.get(k))
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let status = get("grpc-status").expect("grpc-status").parse().unwrap();
+    let reply = if data.len() >= 5 { data.slice(5..) } else { Bytes::new() };
+    (status, get("grpc-message").unwrap_or_default(), reply)
+}
+
+async fn check(addr: std::net::SocketAddr) {
+    let (status, message, _) = grpc_call(addr, "t.S/Who", None).await;
+    assert_eq!((status, message.as_str()), (16, "x-token required"));
+    let (status, _, reply) = grpc_call(addr, "t.S/Who", Some("sesame")).await;
+    assert_eq!((status, &reply[..]), (0, &b"alice over grpc"[..]));
+    let (status, message, _) = grpc_call(addr, "t.S/Forbidden", Some("sesame")).await;
+    assert_eq!((status, message.as_str()), (7, "interceptor says no"));
+    let (status, _, _) = grpc_call(addr, "t.S/Nope", Some("sesame")).await;
+    assert_eq!(status, 12);
+    // The same port, zrpc.v1 (the upgrade carries the token).
+    let url = format!("ws://{addr}/");
+    let config = zrpc_tokio::ClientConfig {
+        headers: vec![("x-token".into(), "sesame".into())],
+        ..Default::default()
+    };
+    let client = zrpc_tokio::connect_with(&url, config).await.unwrap();
+    let reply = client
+        .unary("t.S/Who", Bytes::from_static(b"hi"), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&reply[..], b"alice over zrpc.v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_on_a_tokio_server() {
+    let server = authenticated(zrpc_tokio::TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+    tokio::time::timeout(std::time::Duration::from_secs(60), check(addr))
+        .await
+        .expect("scenario timed out");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_on_a_smol_server() {
+    let server = authenticated(zrpc_smol::SmolRuntime);
+    let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    smol::spawn(async move { zrpc_smol::serve(&s, listener).await }).detach();
+    tokio::time::timeout(std::time::Duration::from_secs(60), check(addr))
+        .await
+        .expect("scenario timed out");
+    smol::block_on(server.shutdown());
+}
