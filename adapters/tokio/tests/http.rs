@@ -39,9 +39,10 @@ async fn grpc_call(
     token: Option<&str>,
 ) -> (u32, String, Bytes) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut body = BytesMut::new();
     body.put_u8(0);
@@ -68,7 +69,11 @@ async fn grpc_call(
             .map(|v| v.to_str().unwrap().to_owned())
     };
     let status = get("grpc-status").expect("grpc-status").parse().unwrap();
-    let reply = if data.len() >= 5 { data.slice(5..) } else { Bytes::new() };
+    let reply = if data.len() >= 5 {
+        data.slice(5..)
+    } else {
+        Bytes::new()
+    };
     (status, get("grpc-message").unwrap_or_default(), reply)
 }
 

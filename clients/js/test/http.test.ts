@@ -10,6 +10,7 @@ import http2 from "node:http2";
 import { resolve } from "node:path";
 import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -99,6 +100,26 @@ function registerTests(): void {
     assert.deepEqual(headers?.get("x-raw-bin"), [Buffer.from([0, 1, 254, 255])]);
     assert.deepEqual(trailers?.get("reflect-x-token"), ["abc"]);
     assert.deepEqual(trailers?.get("reflect-x-raw-bin"), [Buffer.from([0, 1, 254, 255])]);
+    echo.close();
+  });
+
+  test("grpc-js with gzip: compressed requests and responses, every call kind", async () => {
+    const def = loader.loadSync(resolve(repoRoot, "cli/protos/echo.proto"), { defaults: true });
+    const pkg = grpc.loadPackageDefinition(def) as Loaded;
+    const echo = new pkg.echo.Echo(hostPort(), grpc.credentials.createInsecure(), {
+      "grpc.default_compression_algorithm": 2, // gzip
+    });
+    const big = "z".repeat(20_000);
+    const r = await unaryCall<{ message: string }>((cb) => echo.Say({ message: big }, cb));
+    assert.equal(r.message, big);
+    const got: string[] = [];
+    for await (const m of echo.Repeat({ message: big, repeat: 3 })) got.push((m as { message: string }).message);
+    assert.deepEqual(got, [big, big, big]);
+    const chat = echo.Chat();
+    const it = chat[Symbol.asyncIterator]();
+    chat.write({ message: big });
+    assert.equal((await it.next()).value.message, big.toUpperCase());
+    chat.end();
     echo.close();
   });
 
@@ -234,7 +255,23 @@ function registerTests(): void {
     // An encoding the server does not speak.
     r = await h2request({ ...grpcHeaders, "grpc-encoding": "snappy" }, envelope(0, sayReq.length, sayReq));
     assert.equal(statusOf(r), 12); // UNIMPLEMENTED
-    assert.equal(r.headers["grpc-accept-encoding"], "identity");
+    assert.equal(r.headers["grpc-accept-encoding"], "gzip,identity");
+    // A gzip bomb: 1 MiB of zeros in ~1 KiB, past the 64 KiB limit once inflated.
+    const bomb = gzipSync(Buffer.alloc(1 << 20));
+    r = await h2request({ ...grpcHeaders, "grpc-encoding": "gzip" }, envelope(1, bomb.length, bomb));
+    assert.equal(statusOf(r), 8); // RESOURCE_EXHAUSTED
+    // A client that accepts gzip gets large replies compressed (flag 1), small ones not.
+    const bigReq = toBinary(EchoRequestSchema, create(EchoRequestSchema, { message: "z".repeat(4000) }));
+    r = await h2request({ ...grpcHeaders, "grpc-accept-encoding": "gzip" }, envelope(0, bigReq.length, bigReq));
+    assert.equal(statusOf(r), 0);
+    assert.equal(r.headers["grpc-encoding"], "gzip");
+    assert.equal(r.body[0], 1);
+    assert.ok(r.body.length < 200, `a compressed reply of ${r.body.length} bytes`);
+    r = await h2request({ ...grpcHeaders, "grpc-accept-encoding": "gzip" }, envelope(0, sayReq.length, sayReq));
+    assert.equal(r.body[0], 0);
+    // A gzip flag over bytes that do not inflate.
+    r = await h2request({ ...grpcHeaders, "grpc-encoding": "gzip" }, envelope(1, 4, Buffer.from("oops")));
+    assert.equal(statusOf(r), 13);
     // No te: trailers.
     r = await h2request({ ...grpcHeaders, te: "none" }, envelope(0, sayReq.length, sayReq));
     assert.equal(r.headers[":status"], 400);

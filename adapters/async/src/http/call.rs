@@ -34,6 +34,8 @@ pub(crate) const SEND_QUEUE_BYTES: usize = 64 * 1024;
 pub(crate) struct HttpCall {
     st: Mutex<CallState>,
     pub(crate) protocol: Protocol,
+    /// The client accepts gzip: large response messages go compressed.
+    pub(crate) gzip: bool,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Option<Identity>,
 }
@@ -85,12 +87,14 @@ pub(crate) enum Head {
 impl HttpCall {
     pub(crate) fn new(
         protocol: Protocol,
+        gzip: bool,
         peer: Option<SocketAddr>,
         identity: Option<Identity>,
     ) -> Arc<Self> {
         Arc::new(Self {
             st: Mutex::new(CallState::default()),
             protocol,
+            gzip,
             peer,
             identity,
         })
@@ -353,13 +357,13 @@ impl CallBody {
             let frame = if take == 1 {
                 let m = st.out.pop_front().unwrap_or_default();
                 st.out_bytes -= m.len();
-                call.protocol.message(&m)
+                call.protocol.message(&m, call.gzip)
             } else {
                 let mut buf = BytesMut::with_capacity(bytes);
                 let st = &mut *st;
                 for m in st.out.drain(..take) {
                     st.out_bytes -= m.len();
-                    call.protocol.write_message(&m, &mut buf);
+                    call.protocol.write_message(&m, call.gzip, &mut buf);
                 }
                 buf.freeze()
             };

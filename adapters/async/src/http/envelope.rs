@@ -19,6 +19,33 @@ pub(crate) const END_STREAM: u8 = 0x02;
 /// Prefix size.
 pub(crate) const PREFIX: usize = 5;
 
+/// Response messages smaller than this go uncompressed even when the
+/// client accepts gzip (the flag is per message).
+pub(crate) const COMPRESS_MIN: usize = 1024;
+
+/// Inflates a gzip payload, refusing (from the inflated bytes, as they are
+/// produced) output past `max`: a bomb costs at most `max` bytes.
+pub(crate) fn gunzip(data: &[u8], max: usize) -> Result<Bytes, DecodeError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let read = flate2::read::GzDecoder::new(data)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Err(_) => Err(DecodeError::BadGzip),
+        Ok(n) if n > max => Err(DecodeError::TooLarge { len: n, max }),
+        Ok(_) => Ok(out.into()),
+    }
+}
+
+/// Deflates `data` as gzip.
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
 /// Frames `payload` with its prefix (one copy, into one buffer the
 /// transport writes whole).
 pub(crate) fn encode(flags: u8, payload: &[u8]) -> Bytes {
@@ -53,6 +80,8 @@ pub(crate) enum DecodeError {
     Compressed,
     /// Flags this protocol does not define for requests.
     BadFlags(u8),
+    /// A gzip message that does not inflate.
+    BadGzip,
 }
 
 impl DecodeError {
@@ -70,6 +99,9 @@ impl DecodeError {
             DecodeError::Compressed => Status::internal(
                 "a compressed message without a negotiated encoding (grpc-encoding)",
             ),
+            DecodeError::BadGzip => {
+                Status::internal("a gzip request message that does not inflate")
+            }
             DecodeError::BadFlags(f) => {
                 Status::internal(format!("a request message with unknown flags {f:#04x}"))
             }
@@ -84,8 +116,10 @@ pub(crate) struct Decoder {
     buf: BytesMut,
     /// Text mode: base64 characters not yet decoded (fewer than 4).
     pending: Vec<u8>,
-    /// Text mode: padding seen; only a new group may follow.
+    /// Set once the body is refused: every later call fails the same way.
     failed: Option<DecodeError>,
+    /// The request's encoding is gzip (compressed messages are inflated).
+    gzip: bool,
 }
 
 impl Decoder {
@@ -96,7 +130,14 @@ impl Decoder {
             buf: BytesMut::new(),
             pending: Vec::new(),
             failed: None,
+            gzip: false,
         }
+    }
+
+    /// Compressed messages (or, for a whole-body call, the body) are gzip.
+    pub(crate) fn gzip(mut self, on: bool) -> Self {
+        self.gzip = on;
+        self
     }
 
     /// Adds received body bytes; fails when they cannot be part of a valid
@@ -175,10 +216,10 @@ impl Decoder {
             this.buf = BytesMut::new();
             Err(e)
         };
-        if flags & COMPRESSED != 0 {
+        if flags & COMPRESSED != 0 && !self.gzip {
             return fail(self, DecodeError::Compressed);
         }
-        if flags != 0 {
+        if flags & !COMPRESSED != 0 {
             return fail(self, DecodeError::BadFlags(flags));
         }
         if len > self.max {
@@ -190,7 +231,14 @@ impl Decoder {
             return Ok(None);
         }
         let _ = self.buf.split_to(PREFIX);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        let payload = self.buf.split_to(len).freeze();
+        if flags & COMPRESSED != 0 {
+            return match gunzip(&payload, self.max) {
+                Ok(m) => Ok(Some(m)),
+                Err(e) => fail(self, e),
+            };
+        }
+        Ok(Some(payload))
     }
 
     /// The body ended: the last message (whole-body framing), or a check
@@ -203,7 +251,11 @@ impl Decoder {
             Framing::Whole => {
                 // Handed over once: an empty enveloped body is what is left.
                 self.framing = Framing::Enveloped;
-                Ok(Some(std::mem::take(&mut self.buf).freeze()))
+                let body = std::mem::take(&mut self.buf).freeze();
+                if self.gzip {
+                    return gunzip(&body, self.max).map(Some);
+                }
+                Ok(Some(body))
             }
             _ if self.buf.is_empty() && self.pending.is_empty() => Ok(None),
             _ => Err(DecodeError::Truncated),
@@ -265,6 +317,31 @@ mod tests {
             d.push(Bytes::from_static(b"!!!!")),
             Err(DecodeError::BadBase64)
         );
+    }
+
+    #[test]
+    fn gzip_messages_and_bombs() {
+        let packed = gzip(b"hello hello hello");
+        let mut wire = vec![COMPRESSED];
+        wire.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&packed);
+        let mut d = Decoder::new(Framing::Enveloped, 100).gzip(true);
+        d.push(Bytes::from(wire.clone())).unwrap();
+        assert_eq!(d.next().unwrap().unwrap(), "hello hello hello");
+        // Without gzip negotiated, the flag is refused.
+        let mut d = Decoder::new(Framing::Enveloped, 100);
+        d.push(Bytes::from(wire)).unwrap();
+        assert_eq!(d.next(), Err(DecodeError::Compressed));
+        // 1 MiB of zeros in a few KiB: refused at the limit, not inflated whole.
+        let bomb = gzip(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 16 * 1024, "{}", bomb.len());
+        let mut wire = vec![COMPRESSED];
+        wire.extend_from_slice(&(bomb.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&bomb);
+        let mut d = Decoder::new(Framing::Enveloped, 64 * 1024).gzip(true);
+        d.push(Bytes::from(wire)).unwrap();
+        assert!(matches!(d.next(), Err(DecodeError::TooLarge { .. })));
+        assert_eq!(gunzip(b"not gzip", 10), Err(DecodeError::BadGzip));
     }
 
     #[test]

@@ -216,9 +216,10 @@ async fn answer_allowed<R: Runtime>(
             .insert("allow", HeaderValue::from_static("POST"));
         return resp;
     }
-    if let Err(resp) = check_request(&req, protocol, codec) {
-        return resp;
-    }
+    let encodings = match check_request(&req, protocol, codec) {
+        Ok(e) => e,
+        Err(resp) => return resp,
+    };
     let name = req.uri().path().trim_start_matches('/');
     let route = server.router().route(name);
     let method = Method::new(name);
@@ -274,7 +275,7 @@ async fn answer_allowed<R: Runtime>(
     let max = route
         .max_request()
         .min(server.config().core.max_message_size as usize);
-    let call = HttpCall::new(protocol, peer, identity);
+    let call = HttpCall::new(protocol, encodings.gzip_out, peer, identity);
     let ctx = CallContext {
         id,
         method,
@@ -287,7 +288,7 @@ async fn answer_allowed<R: Runtime>(
     let reqs = RequestStream {
         from: Requests::Http(Box::new(HttpRequests::new(
             req.into_body(),
-            Decoder::new(protocol.framing(), max),
+            Decoder::new(protocol.framing(), max).gzip(encodings.gzip_in),
             ctx.kind.single_request(),
         ))),
         max,
@@ -330,10 +331,17 @@ async fn answer_allowed<R: Runtime>(
                 HeaderValue::from_static(protocol.content_type()),
             );
             headers::put_metadata(resp.headers_mut(), &headers, "");
+            put_encodings(resp.headers_mut(), protocol, encodings.gzip_out);
             resp
         }
         Head::Ended(status, headers, trailers, out) => {
-            whole(protocol, status, &headers, &trailers, out)
+            let answer = Answer {
+                status,
+                headers,
+                trailers,
+                out,
+            };
+            whole(protocol, answer, encodings.gzip_out)
         }
     }
 }
@@ -344,7 +352,7 @@ fn check_request(
     req: &Request<Incoming>,
     protocol: Protocol,
     codec: Codec,
-) -> Result<(), Response<Body>> {
+) -> Result<Encodings, Response<Body>> {
     if codec == Codec::Json {
         let status = Status::unimplemented(
             "JSON messages are not served yet: use the proto codec (application/proto, \
@@ -352,13 +360,7 @@ fn check_request(
         );
         return Err(match protocol {
             Protocol::Connect { streaming: false } => {
-                let mut r = whole(
-                    protocol,
-                    status,
-                    &Metadata::new(),
-                    &Metadata::new(),
-                    Vec::new(),
-                );
+                let mut r = early(protocol, status);
                 *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
                 r
             }
@@ -382,49 +384,84 @@ fn check_request(
             return Err(r);
         }
     }
-    // Compressed requests: only identity is served.
-    let encoding = match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb { .. } => req.headers().get("grpc-encoding"),
-        Protocol::Connect { streaming: true } => req.headers().get("connect-content-encoding"),
-        Protocol::Connect { streaming: false } => req.headers().get("content-encoding"),
+    // Compression: gzip or identity.
+    let (sent, accepted) = protocol.encoding_headers();
+    let gzip_in = match req.headers().get(sent).map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            let mut r = early(
+                protocol,
+                Status::unimplemented(format!(
+                    "message encoding {:?} is not supported: send gzip or identity",
+                    String::from_utf8_lossy(other)
+                )),
+            );
+            r.headers_mut()
+                .insert(accepted, HeaderValue::from_static(ACCEPT_ENCODING));
+            return Err(r);
+        }
     };
-    if let Some(e) = encoding
-        && e.as_bytes() != b"identity"
-    {
-        let mut r = early(
-            protocol,
-            Status::unimplemented(format!(
-                "message encoding {:?} is not supported: send identity (uncompressed)",
-                String::from_utf8_lossy(e.as_bytes())
-            )),
-        );
-        r.headers_mut()
-            .insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
-        return Err(r);
+    let gzip_out = req
+        .headers()
+        .get_all(accepted)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| e.trim().eq_ignore_ascii_case("gzip"));
+    Ok(Encodings { gzip_in, gzip_out })
+}
+
+/// The encodings a request's messages come in and go back in.
+#[derive(Clone, Copy)]
+struct Encodings {
+    gzip_in: bool,
+    gzip_out: bool,
+}
+
+/// What zrpc accepts, as the accept-encoding headers say it.
+const ACCEPT_ENCODING: &str = "gzip,identity";
+
+/// Adds the encoding headers of a streamed answer.
+fn put_encodings(map: &mut HeaderMap, protocol: Protocol, gzip_out: bool) {
+    let (sent, accepted) = protocol.encoding_headers();
+    if protocol != (Protocol::Connect { streaming: false }) {
+        map.insert(accepted, HeaderValue::from_static(ACCEPT_ENCODING));
+        if gzip_out {
+            map.insert(sent, HeaderValue::from_static("gzip"));
+        }
     }
-    Ok(())
 }
 
 /// The answer to a call refused before its handler ran.
 fn early(protocol: Protocol, status: Status) -> Response<Body> {
-    whole(
-        protocol,
+    let answer = Answer {
         status,
-        &Metadata::new(),
-        &Metadata::new(),
-        Vec::new(),
-    )
+        headers: Metadata::new(),
+        trailers: Metadata::new(),
+        out: Vec::new(),
+    };
+    whole(protocol, answer, false)
+}
+
+/// A call's whole answer.
+struct Answer {
+    status: Status,
+    headers: Metadata,
+    trailers: Metadata,
+    out: Vec<Bytes>,
 }
 
 /// A call answered whole: gRPC's Trailers-Only, or Connect's unary answer
 /// (or a streaming one that ended before its head).
-fn whole(
-    protocol: Protocol,
-    status: Status,
-    headers: &Metadata,
-    trailers: &Metadata,
-    out: Vec<Bytes>,
-) -> Response<Body> {
+fn whole(protocol: Protocol, answer: Answer, gzip_out: bool) -> Response<Body> {
+    let Answer {
+        status,
+        headers,
+        trailers,
+        out,
+    } = answer;
+    let (headers, trailers) = (&headers, &trailers);
     let mut map = HeaderMap::new();
     map.insert(
         "content-type",
@@ -438,9 +475,10 @@ fn whole(
         }
         Protocol::Connect { streaming: true } => {
             headers::put_metadata(&mut map, headers, "");
+            put_encodings(&mut map, protocol, gzip_out);
             let mut b = Vec::new();
             for m in &out {
-                b.extend_from_slice(&protocol.message(m));
+                b.extend_from_slice(&protocol.message(m, gzip_out));
             }
             b.extend_from_slice(&connect::end_stream(&status, trailers));
             (200, Body::full(b))
@@ -448,9 +486,15 @@ fn whole(
         Protocol::Connect { streaming: false } => {
             headers::put_metadata(&mut map, headers, "");
             headers::put_metadata(&mut map, trailers, "trailer-");
+            map.insert("accept-encoding", HeaderValue::from_static(ACCEPT_ENCODING));
             if status.is_ok() {
                 let msg = out.into_iter().next().unwrap_or_default();
-                (200, Body::full(msg))
+                if gzip_out && msg.len() >= envelope::COMPRESS_MIN {
+                    map.insert("content-encoding", HeaderValue::from_static("gzip"));
+                    (200, Body::full(envelope::gzip(&msg)))
+                } else {
+                    (200, Body::full(msg))
+                }
             } else {
                 map.insert("content-type", HeaderValue::from_static("application/json"));
                 (

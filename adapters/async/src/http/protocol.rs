@@ -110,28 +110,41 @@ impl Protocol {
     }
 
     /// One response message as it goes out.
-    pub(crate) fn message(self, m: &Bytes) -> Bytes {
+    /// `gzip`: the client accepts gzip, and messages of
+    /// [`COMPRESS_MIN`](envelope::COMPRESS_MIN) bytes or more are sent
+    /// compressed (flagged; a Connect unary body is compressed whole
+    /// elsewhere).
+    pub(crate) fn message(self, m: &Bytes, gzip: bool) -> Bytes {
+        let framed = |m: &Bytes| {
+            if gzip && m.len() >= envelope::COMPRESS_MIN {
+                envelope::encode(envelope::COMPRESSED, &envelope::gzip(m))
+            } else {
+                envelope::encode(0, m)
+            }
+        };
         match self {
             Protocol::Connect { streaming: false } => m.clone(),
-            Protocol::GrpcWeb { text: true } => Bytes::from(
-                base64::engine::general_purpose::STANDARD.encode(envelope::encode(0, m)),
-            ),
-            _ => envelope::encode(0, m),
+            Protocol::GrpcWeb { text: true } => {
+                Bytes::from(base64::engine::general_purpose::STANDARD.encode(framed(m)))
+            }
+            _ => framed(m),
         }
     }
 
     /// Appends one response message as it goes out to `out`.
-    pub(crate) fn write_message(self, m: &Bytes, out: &mut bytes::BytesMut) {
+    pub(crate) fn write_message(self, m: &Bytes, gzip: bool, out: &mut bytes::BytesMut) {
         match self {
             Protocol::Grpc
             | Protocol::GrpcWeb { text: false }
-            | Protocol::Connect { streaming: true } => {
+            | Protocol::Connect { streaming: true }
+                if !gzip || m.len() < envelope::COMPRESS_MIN =>
+            {
                 use bytes::BufMut;
                 out.put_u8(0);
                 out.put_u32(m.len() as u32);
                 out.put_slice(m);
             }
-            _ => out.extend_from_slice(&self.message(m)),
+            _ => out.extend_from_slice(&self.message(m, gzip)),
         }
     }
 
@@ -147,6 +160,18 @@ impl Protocol {
                 Frame::data(grpc_web::trailer_message(status, trailers, text))
             }
             Protocol::Connect { .. } => Frame::data(connect::end_stream(status, trailers)),
+        }
+    }
+
+    /// The request header naming its messages' encoding, and the one
+    /// listing what the client accepts back.
+    pub(crate) fn encoding_headers(self) -> (&'static str, &'static str) {
+        match self {
+            Protocol::Grpc | Protocol::GrpcWeb { .. } => ("grpc-encoding", "grpc-accept-encoding"),
+            Protocol::Connect { streaming: true } => {
+                ("connect-content-encoding", "connect-accept-encoding")
+            }
+            Protocol::Connect { streaming: false } => ("content-encoding", "accept-encoding"),
         }
     }
 
