@@ -36,6 +36,8 @@ pub use channel::{Channel, ChannelConfig};
 pub use client::{Call, Client};
 pub use connect::{ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream};
 pub use health::{Health, ServingStatus};
+/// Why [`Router::descriptors`] refused a descriptor set.
+pub use prost_reflect::DescriptorError;
 pub use router::{CallLog, Router, Service};
 pub use runtime::{Listener, Runtime};
 pub use server::{Server, ServerConfig};

@@ -49,6 +49,8 @@ pub struct Router {
     call_log: CallLog,
     /// Shared by every call's handler task (no copy per call).
     interceptors: Arc<Vec<Arc<Interceptor>>>,
+    /// Message types of the methods, for the HTTP protocols' JSON codec.
+    descriptors: Option<Arc<prost_reflect::DescriptorPool>>,
 }
 
 /// The level of the one log line each served call writes (target
@@ -204,6 +206,41 @@ impl Router {
     /// Registers every method of a service.
     pub fn service(self, service: impl Service) -> Self {
         service.register(self)
+    }
+
+    /// Adds the message types of methods from a serialized
+    /// `FileDescriptorSet` (what `zrpc-build` compiled: each
+    /// `include_proto!` module's `FILE_DESCRIPTOR_SET`, the set the
+    /// reflection service serves), so gRPC-Web, Connect and gRPC clients
+    /// may call those methods with JSON messages (`application/json`,
+    /// `application/connect+json`, `application/grpc+json`); handlers still
+    /// see protobuf bytes. Methods without descriptors answer JSON requests
+    /// `415` (Connect unary) or `UNIMPLEMENTED`. Can be called more than
+    /// once (the sets are merged).
+    pub fn descriptors(
+        mut self,
+        descriptor_set: &[u8],
+    ) -> Result<Self, prost_reflect::DescriptorError> {
+        let mut pool = self.descriptors.as_deref().cloned().unwrap_or_default();
+        pool.decode_file_descriptor_set(descriptor_set)?;
+        self.descriptors = Some(Arc::new(pool));
+        Ok(self)
+    }
+
+    /// The JSON codec of `method` (`pkg.Service/Method`), when its
+    /// descriptors were given.
+    pub(crate) fn json_codec(&self, method: &str) -> Option<crate::http::json::JsonCodec> {
+        let (service, name) = method.split_once('/')?;
+        let m = self
+            .descriptors
+            .as_ref()?
+            .get_service_by_name(service)?
+            .methods()
+            .find(|m| m.name() == name)?;
+        Some(crate::http::json::JsonCodec {
+            input: m.input(),
+            output: m.output(),
+        })
     }
 
     /// Names of the registered methods.

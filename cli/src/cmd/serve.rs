@@ -222,6 +222,9 @@ pub(crate) async fn serve_on<R: Runtime>(
     let router = zrpc_cli::router(rt.clone(), store, echo_interval).log_calls_at(call_log);
     let router = zrpc_proto::health::register(router, &health);
     let router = zrpc_proto::reflection::register(router, &[zrpc_cli::proto::DESCRIPTORS])
+        .expect("built-in descriptors")
+        // JSON for Connect, gRPC-Web and gRPC clients that send it.
+        .descriptors(zrpc_cli::proto::DESCRIPTORS)
         .expect("built-in descriptors");
     let server = Server::with_config(router, config, rt.clone());
     let listener = rt

@@ -1,6 +1,6 @@
 /**
  * connect-es's browser transport in real Chromium: the page (served by `zrpc serve --web`, so same-origin)
- * calls echo.Echo over Connect and over gRPC-Web with fetch, unary and server streaming; a page on another
+ * calls echo.Echo over Connect (binary, and JSON: connect-web's default) and over gRPC-Web with fetch, unary and server streaming; a page on another
  * origin, not allowed, fails its CORS preflight.
  */
 
@@ -31,6 +31,7 @@ globalThis.runCalls = async (baseUrl) => {
   const out = [];
   for (const [name, transport] of [
     ["connect", createConnectTransport({ baseUrl, useBinaryFormat: true })],
+    ["connect-json", createConnectTransport({ baseUrl })],
     ["grpc-web", createGrpcWebTransport({ baseUrl })],
   ]) {
     const echo = createClient(Echo, transport);
@@ -85,6 +86,9 @@ test("connect-web in Chromium: Connect and gRPC-Web, unary and server streaming,
     "connect say from chromium",
     "connect repeat 0,1,2",
     "connect error 3",
+    "connect-json say from chromium",
+    "connect-json repeat 0,1,2",
+    "connect-json error 3",
     "grpc-web say from chromium",
     "grpc-web repeat 0,1,2",
     "grpc-web error 3",
@@ -101,7 +105,7 @@ test("connect-web in Chromium from a refused origin: the preflight fails, nothin
   const target = server.url.replace(/^ws/, "http").replace(/\/$/, "");
   const out = await page.evaluate((base) => (globalThis as unknown as { runCalls(b: string): Promise<string[]> }).runCalls(base), target);
   // fetch rejects (a network error to the page): connect-es reports it as unavailable (14) or unknown.
-  assert.equal(out.length, 2, out.join("\n"));
+  assert.equal(out.length, 3, out.join("\n"));
   for (const line of out) assert.match(line, /failed/);
   assert.equal(calls(), before, "no call reached a handler");
   await page.close();

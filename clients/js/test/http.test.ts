@@ -183,6 +183,28 @@ function registerTests(): void {
     assert.deepEqual(upper, ["X", "Y"]);
   });
 
+  test("connect-node: JSON over Connect (unary, streaming) and gRPC-Web", async () => {
+    for (const transport of [
+      createConnectTransport({ baseUrl: base(), httpVersion: "1.1", useBinaryFormat: false }),
+      createGrpcWebTransport({ baseUrl: base(), httpVersion: "1.1", useBinaryFormat: false }),
+    ]) {
+      const client = createClient(Echo, transport);
+      assert.equal((await client.say({ message: "json" })).message, "json");
+      const got: number[] = [];
+      for await (const m of client.repeat({ message: "j", repeat: 2 })) got.push(m.index);
+      assert.deepEqual(got, [0, 1]);
+      await assert.rejects(client.say({ message: "" }), (e: ConnectError) => e.code === Code.InvalidArgument);
+    }
+    // A JSON body that is not the request type: INVALID_ARGUMENT, naming the field.
+    const res = await fetch(`${base()}/echo.Echo/Say`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"mesage":"typo"}',
+    });
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { message: string }).message, /mesage/);
+  });
+
   test("connect-node: gRPC-Web (HTTP/1.1) and gRPC (HTTP/2) transports", async () => {
     const web = createClient(Echo, createGrpcWebTransport({ baseUrl: base(), httpVersion: "1.1" }));
     assert.equal((await web.say({ message: "web" })).message, "web");

@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use zrpc_core::{Metadata, Status};
 
 use super::envelope::{self, DecodeError, Decoder};
+use super::json::JsonCodec;
 use super::protocol::Protocol;
 use crate::conn::Identity;
 use crate::signal::lock;
@@ -36,6 +37,8 @@ pub(crate) struct HttpCall {
     pub(crate) protocol: Protocol,
     /// The client accepts gzip: large response messages go compressed.
     pub(crate) gzip: bool,
+    /// The JSON codec, when the call's messages are JSON.
+    pub(crate) json: Option<Arc<JsonCodec>>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Option<Identity>,
 }
@@ -88,6 +91,7 @@ impl HttpCall {
     pub(crate) fn new(
         protocol: Protocol,
         gzip: bool,
+        json: Option<Arc<JsonCodec>>,
         peer: Option<SocketAddr>,
         identity: Option<Identity>,
     ) -> Arc<Self> {
@@ -95,6 +99,7 @@ impl HttpCall {
             st: Mutex::new(CallState::default()),
             protocol,
             gzip,
+            json,
             peer,
             identity,
         })
@@ -128,9 +133,12 @@ impl HttpCall {
                 status.clone()
             }));
         }
-        let Some(m) = msg.take() else {
+        let Some(mut m) = msg.take() else {
             return Poll::Ready(Ok(()));
         };
+        if let Some(json) = &self.json {
+            m = json.response(&m)?;
+        }
         if !st.out.is_empty() && st.out_bytes + m.len() > SEND_QUEUE_BYTES {
             *msg = Some(m);
             st.send_waker = Some(cx.waker().clone());
@@ -393,6 +401,7 @@ impl CallBody {
 pub(crate) struct HttpRequests {
     body: Incoming,
     decoder: Decoder,
+    json: Option<Arc<JsonCodec>>,
     eof: bool,
     /// One request expected: `Some(first)` once it came, while the body is
     /// read to its end.
@@ -400,10 +409,16 @@ pub(crate) struct HttpRequests {
 }
 
 impl HttpRequests {
-    pub(crate) fn new(body: Incoming, decoder: Decoder, single: bool) -> Self {
+    pub(crate) fn new(
+        body: Incoming,
+        decoder: Decoder,
+        json: Option<Arc<JsonCodec>>,
+        single: bool,
+    ) -> Self {
         Self {
             body,
             decoder,
+            json,
             eof: false,
             single: single.then_some(None),
         }
@@ -414,7 +429,11 @@ impl HttpRequests {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, Status>> {
         loop {
-            match self.poll_next(cx) {
+            let next = match (self.poll_next(cx), &self.json) {
+                (Poll::Ready(Ok(Some(m))), Some(json)) => Poll::Ready(json.request(&m).map(Some)),
+                (other, _) => other,
+            };
+            match next {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(next)) => match (&mut self.single, next) {

@@ -19,6 +19,7 @@ pub(crate) mod envelope;
 mod grpc;
 mod grpc_web;
 mod headers;
+pub(crate) mod json;
 pub(crate) mod protocol;
 mod rt;
 
@@ -216,7 +217,7 @@ async fn answer_allowed<R: Runtime>(
             .insert("allow", HeaderValue::from_static("POST"));
         return resp;
     }
-    let encodings = match check_request(&req, protocol, codec) {
+    let encodings = match check_request(&req, protocol) {
         Ok(e) => e,
         Err(resp) => return resp,
     };
@@ -246,6 +247,24 @@ async fn answer_allowed<R: Runtime>(
             )),
         );
     }
+    let json = match codec {
+        Codec::Proto => None,
+        Codec::Json => match server.router().json_codec(name) {
+            Some(c) => Some(Arc::new(c)),
+            None => {
+                let status = Status::unimplemented(format!(
+                    "method {name} has no message descriptors on this server (Router::descriptors): \
+                     call it with the proto codec (application/proto, application/connect+proto, \
+                     application/grpc)"
+                ));
+                let mut r = early(protocol, status);
+                if protocol == (Protocol::Connect { streaming: false }) {
+                    *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                }
+                return r;
+            }
+        },
+    };
     let deadline = match protocol.timeout(req.headers()) {
         Ok(t) => t.map(|t| now() + t),
         Err(status) => return early(protocol, status),
@@ -275,7 +294,7 @@ async fn answer_allowed<R: Runtime>(
     let max = route
         .max_request()
         .min(server.config().core.max_message_size as usize);
-    let call = HttpCall::new(protocol, encodings.gzip_out, peer, identity);
+    let call = HttpCall::new(protocol, encodings.gzip_out, json.clone(), peer, identity);
     let ctx = CallContext {
         id,
         method,
@@ -289,6 +308,7 @@ async fn answer_allowed<R: Runtime>(
         from: Requests::Http(Box::new(HttpRequests::new(
             req.into_body(),
             Decoder::new(protocol.framing(), max).gzip(encodings.gzip_in),
+            json,
             ctx.kind.single_request(),
         ))),
         max,
@@ -328,7 +348,7 @@ async fn answer_allowed<R: Runtime>(
             let mut resp = Response::new(Body::Call(CallBody::new(running)));
             resp.headers_mut().insert(
                 "content-type",
-                HeaderValue::from_static(protocol.content_type()),
+                HeaderValue::from_static(protocol.content_type(codec)),
             );
             headers::put_metadata(resp.headers_mut(), &headers, "");
             put_encodings(resp.headers_mut(), protocol, encodings.gzip_out);
@@ -341,32 +361,14 @@ async fn answer_allowed<R: Runtime>(
                 trailers,
                 out,
             };
-            whole(protocol, answer, encodings.gzip_out)
+            whole(protocol, codec, answer, encodings.gzip_out)
         }
     }
 }
 
 /// Checks what the protocol requires of a request before any call starts.
 #[allow(clippy::result_large_err)]
-fn check_request(
-    req: &Request<Incoming>,
-    protocol: Protocol,
-    codec: Codec,
-) -> Result<Encodings, Response<Body>> {
-    if codec == Codec::Json {
-        let status = Status::unimplemented(
-            "JSON messages are not served yet: use the proto codec (application/proto, \
-             application/connect+proto, application/grpc)",
-        );
-        return Err(match protocol {
-            Protocol::Connect { streaming: false } => {
-                let mut r = early(protocol, status);
-                *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-                r
-            }
-            _ => early(protocol, status),
-        });
-    }
+fn check_request(req: &Request<Incoming>, protocol: Protocol) -> Result<Encodings, Response<Body>> {
     if protocol == Protocol::Grpc {
         if req.version() != HttpVersion::HTTP_2 {
             return Err(plain(
@@ -441,7 +443,7 @@ fn early(protocol: Protocol, status: Status) -> Response<Body> {
         trailers: Metadata::new(),
         out: Vec::new(),
     };
-    whole(protocol, answer, false)
+    whole(protocol, Codec::Proto, answer, false)
 }
 
 /// A call's whole answer.
@@ -454,7 +456,7 @@ struct Answer {
 
 /// A call answered whole: gRPC's Trailers-Only, or Connect's unary answer
 /// (or a streaming one that ended before its head).
-fn whole(protocol: Protocol, answer: Answer, gzip_out: bool) -> Response<Body> {
+fn whole(protocol: Protocol, codec: Codec, answer: Answer, gzip_out: bool) -> Response<Body> {
     let Answer {
         status,
         headers,
@@ -465,7 +467,7 @@ fn whole(protocol: Protocol, answer: Answer, gzip_out: bool) -> Response<Body> {
     let mut map = HeaderMap::new();
     map.insert(
         "content-type",
-        HeaderValue::from_static(protocol.content_type()),
+        HeaderValue::from_static(protocol.content_type(codec)),
     );
     let (code, body) = match protocol {
         Protocol::Grpc | Protocol::GrpcWeb { .. } => {

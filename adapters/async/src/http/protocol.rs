@@ -80,13 +80,18 @@ impl Protocol {
     }
 
     /// The response `Content-Type`.
-    pub(crate) fn content_type(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "application/grpc",
-            Protocol::GrpcWeb { text: false } => "application/grpc-web+proto",
-            Protocol::GrpcWeb { text: true } => "application/grpc-web-text+proto",
-            Protocol::Connect { streaming: true } => "application/connect+proto",
-            Protocol::Connect { streaming: false } => "application/proto",
+    pub(crate) fn content_type(self, codec: Codec) -> &'static str {
+        match (self, codec) {
+            (Protocol::Grpc, Codec::Proto) => "application/grpc",
+            (Protocol::Grpc, Codec::Json) => "application/grpc+json",
+            (Protocol::GrpcWeb { text: false }, Codec::Proto) => "application/grpc-web+proto",
+            (Protocol::GrpcWeb { text: false }, Codec::Json) => "application/grpc-web+json",
+            (Protocol::GrpcWeb { text: true }, Codec::Proto) => "application/grpc-web-text+proto",
+            (Protocol::GrpcWeb { text: true }, Codec::Json) => "application/grpc-web-text+json",
+            (Protocol::Connect { streaming: true }, Codec::Proto) => "application/connect+proto",
+            (Protocol::Connect { streaming: true }, Codec::Json) => "application/connect+json",
+            (Protocol::Connect { streaming: false }, Codec::Proto) => "application/proto",
+            (Protocol::Connect { streaming: false }, Codec::Json) => "application/json",
         }
     }
 
