@@ -238,12 +238,12 @@ pub(crate) async fn serve_on<R: Runtime>(
     );
     let http = if scheme == "wss" { "https" } else { "http" };
     println!("health for load balancers: GET {http}://{addr}/healthz");
-    println!(
-        "gRPC (HTTP/2), gRPC-Web and Connect on the same port: {http}://{addr}/<package.Service>/<Method>"
-    );
     if server.config().static_files.is_some() {
         println!("the people web app: open {http}://{addr}/ in a browser");
     }
+    println!(
+        "gRPC (HTTP/2), gRPC-Web and Connect on the same port: {http}://{addr}/<package.Service>/<Method>"
+    );
     let stop = stop_signal();
     let stopped = async {
         stop.await;
