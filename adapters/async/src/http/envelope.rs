@@ -226,8 +226,9 @@ impl Decoder {
             return fail(self, DecodeError::TooLarge { len, max: self.max });
         }
         if self.buf.len() < PREFIX + len {
-            // Room for the whole message at once (bounded by `max`).
-            self.buf.reserve(PREFIX + len - self.buf.len());
+            // Nothing reserved for the announced length: the buffer grows
+            // with the bytes that actually came (a prefix alone costs a
+            // peer nothing on each of its streams).
             return Ok(None);
         }
         let _ = self.buf.split_to(PREFIX);
