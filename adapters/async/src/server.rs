@@ -273,6 +273,12 @@ impl<R: Runtime> Server<R> {
         &self.router
     }
 
+    /// The server-wide bound on received bytes held (HTTP calls count in it
+    /// as zrpc.v1 connections do).
+    pub(crate) fn recv_budget(&self) -> Arc<RecvBudget> {
+        self.state.budget.clone()
+    }
+
     pub(crate) fn authenticator(&self) -> Option<&AuthFn> {
         self.auth.as_deref()
     }

@@ -38,6 +38,15 @@ async fn grpc_call(
     method: &str,
     token: Option<&str>,
 ) -> (u32, String, Bytes) {
+    grpc_call_with(addr, method, token, b"hi").await
+}
+
+async fn grpc_call_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    token: Option<&str>,
+    message: &[u8],
+) -> (u32, String, Bytes) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
@@ -46,8 +55,8 @@ async fn grpc_call(
     tokio::spawn(conn);
     let mut body = BytesMut::new();
     body.put_u8(0);
-    body.put_u32(2);
-    body.put_slice(b"hi");
+    body.put_u32(message.len() as u32);
+    body.put_slice(message);
     let mut req = hyper::Request::post(format!("http://{addr}/{method}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -124,4 +133,35 @@ async fn grpc_on_a_smol_server() {
         .await
         .expect("scenario timed out");
     smol::block_on(server.shutdown());
+}
+
+/// HTTP calls count in the server-wide bound on received bytes held, as
+/// zrpc.v1 calls do: a message that would take the total past it ends its
+/// call RESOURCE_EXHAUSTED; smaller calls go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_messages_count_in_the_server_receive_budget() {
+    let config = zrpc_tokio::ServerConfig {
+        max_server_receive_buffer: 256 * 1024,
+        ..Default::default()
+    };
+    let server = Server::with_config(router(), config, zrpc_tokio::TokioRuntime)
+        .authenticate(|_req| Ok("anyone".to_owned()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+    let scenario = async {
+        // 1 MiB is under the 4 MiB message limit, over the 256 KiB budget.
+        let (status, message, _) =
+            grpc_call_with(addr, "t.S/Who", None, &vec![7u8; 1024 * 1024]).await;
+        assert_eq!(status, 8, "{message}");
+        assert!(message.contains("max_server_receive_buffer"), "{message}");
+        assert_eq!(server.received_bytes_held(), 0);
+        let (status, _, reply) = grpc_call(addr, "t.S/Who", None).await;
+        assert_eq!((status, &reply[..]), (0, &b"anyone over grpc"[..]));
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), scenario)
+        .await
+        .expect("scenario timed out");
+    server.shutdown().await;
 }

@@ -23,7 +23,9 @@ use zrpc_core::{Metadata, Status};
 use super::envelope::{self, DecodeError, Decoder};
 use super::json::JsonCodec;
 use super::protocol::Protocol;
-use crate::conn::Identity;
+use std::sync::atomic::Ordering;
+
+use crate::conn::{Identity, RecvBudget};
 use crate::signal::lock;
 
 /// Response bytes a handler may have queued before its `send` waits for the
@@ -402,6 +404,10 @@ pub(crate) struct HttpRequests {
     body: Incoming,
     decoder: Decoder,
     json: Option<Arc<JsonCodec>>,
+    /// The server-wide receive budget, and what this body's buffer counts
+    /// in it now.
+    budget: Arc<RecvBudget>,
+    counted: usize,
     eof: bool,
     /// One request expected: `Some(first)` once it came, while the body is
     /// read to its end.
@@ -414,11 +420,14 @@ impl HttpRequests {
         decoder: Decoder,
         json: Option<Arc<JsonCodec>>,
         single: bool,
+        budget: Arc<RecvBudget>,
     ) -> Self {
         Self {
             body,
             decoder,
             json,
+            budget,
+            counted: 0,
             eof: false,
             single: single.then_some(None),
         }
@@ -450,7 +459,34 @@ impl HttpRequests {
         }
     }
 
+    /// Brings this body's share of the server-wide budget up to date;
+    /// past the bound, the call is refused (its buffer dropped).
+    fn count(&mut self) {
+        let now = self.decoder.buffered();
+        if now > self.counted {
+            self.budget
+                .used
+                .fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            self.budget
+                .used
+                .fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
+        if now > 0 && self.budget.exceeded() {
+            self.decoder.refuse(DecodeError::ServerFull);
+            self.budget.used.fetch_sub(now, Ordering::Relaxed);
+            self.counted = 0;
+        }
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        let r = self.poll_decode(cx);
+        self.count();
+        r
+    }
+
+    fn poll_decode(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         loop {
             match self.decoder.next() {
                 Ok(Some(m)) => return Poll::Ready(Ok(Some(m))),
@@ -462,10 +498,11 @@ impl HttpRequests {
             }
             match futures_lite::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && let Err(e) = self.decoder.push(data)
-                    {
-                        return Poll::Ready(Err(e.status()));
+                    if let Ok(data) = frame.into_data() {
+                        if let Err(e) = self.decoder.push(data) {
+                            return Poll::Ready(Err(e.status()));
+                        }
+                        self.count();
                     }
                 }
                 Some(Err(e)) => {
@@ -476,6 +513,12 @@ impl HttpRequests {
                 None => self.eof = true,
             }
         }
+    }
+}
+
+impl Drop for HttpRequests {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.counted, Ordering::Relaxed);
     }
 }
 

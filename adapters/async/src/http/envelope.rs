@@ -82,6 +82,8 @@ pub(crate) enum DecodeError {
     BadFlags(u8),
     /// A gzip message that does not inflate.
     BadGzip,
+    /// The server-wide bound on received bytes held is reached.
+    ServerFull,
 }
 
 impl DecodeError {
@@ -98,6 +100,9 @@ impl DecodeError {
             }
             DecodeError::Compressed => Status::internal(
                 "a compressed message without a negotiated encoding (grpc-encoding)",
+            ),
+            DecodeError::ServerFull => Status::resource_exhausted(
+                "the server holds as many received bytes as it allows (max_server_receive_buffer)",
             ),
             DecodeError::BadGzip => {
                 Status::internal("a gzip request message that does not inflate")
@@ -138,6 +143,18 @@ impl Decoder {
     pub(crate) fn gzip(mut self, on: bool) -> Self {
         self.gzip = on;
         self
+    }
+
+    /// Bytes held for messages not yet handed over.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len() + self.pending.len()
+    }
+
+    /// Drops what is held and refuses the rest of the body with `e`.
+    pub(crate) fn refuse(&mut self, e: DecodeError) {
+        self.failed = Some(e);
+        self.buf = BytesMut::new();
+        self.pending = Vec::new();
     }
 
     /// Adds received body bytes; fails when they cannot be part of a valid

@@ -310,6 +310,7 @@ async fn answer_allowed<R: Runtime>(
             Decoder::new(protocol.framing(), max).gzip(encodings.gzip_in),
             json,
             ctx.kind.single_request(),
+            server.recv_budget(),
         ))),
         max,
     };
