@@ -32,6 +32,18 @@ def req(message, repeat=0):
     return b
 
 
+def read_varint(b, i):
+    """A varint at b[i]: (value, index after it)."""
+    n, shift = 0, 0
+    while True:
+        c = b[i]
+        i += 1
+        n |= (c & 0x7F) << shift
+        shift += 7
+        if c < 0x80:
+            return n, i
+
+
 def reply(b):
     """Decodes an EchoReply: (message, index)."""
     message, index, i = "", 0, 0
@@ -39,26 +51,11 @@ def reply(b):
         tag = b[i]
         i += 1
         if tag == 0x0A:
-            n, shift = 0, 0
-            while True:
-                c = b[i]
-                i += 1
-                n |= (c & 0x7F) << shift
-                shift += 7
-                if c < 0x80:
-                    break
+            n, i = read_varint(b, i)
             message = b[i : i + n].decode()
             i += n
         elif tag == 0x10:
-            n, shift = 0, 0
-            while True:
-                c = b[i]
-                i += 1
-                n |= (c & 0x7F) << shift
-                shift += 7
-                if c < 0x80:
-                    break
-            index = n
+            index, i = read_varint(b, i)
         else:
             raise ValueError(f"unexpected tag {tag}")
     return message, index

@@ -674,13 +674,7 @@ impl<R: Runtime> Server<R> {
                 browser = true;
                 let origin = origin.to_str().unwrap_or("");
                 let host = req.headers().get("host").and_then(|h| h.to_str().ok());
-                let forwarded = req
-                    .headers()
-                    .get("x-forwarded-proto")
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|v| v.split(',').next())
-                    .map(str::trim);
-                if let Some(text) = upgrade::origin_refusal(config, origin, host, forwarded) {
+                if let Some(text) = upgrade::origin_refusal(config, origin, host, req.headers()) {
                     return Err(refuse(Refusal::forbidden(text), &mut refused));
                 }
             }

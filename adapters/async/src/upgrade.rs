@@ -321,15 +321,21 @@ pub(crate) fn origin_allowed(
     }
 }
 
-/// The server's Origin policy applied to a browser's request: `None` when
-/// allowed, else the reason to answer 403 with. `forwarded_proto` is the
-/// first `X-Forwarded-Proto` value, if any.
+/// The server's Origin policy applied to a browser's request (WebSocket
+/// upgrade or HTTP call): `None` when allowed, else the reason to answer
+/// 403 with. The scheme is the first `X-Forwarded-Proto` value in
+/// `headers`, else the listener's.
 pub(crate) fn origin_refusal(
     config: &crate::ServerConfig,
     origin: &str,
     host: Option<&str>,
-    forwarded_proto: Option<&str>,
+    headers: &hyper::HeaderMap,
 ) -> Option<String> {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
     let policy = OriginPolicy {
         allowed_origins: &config.allowed_origins,
         allowed_hosts: &config.allowed_hosts,

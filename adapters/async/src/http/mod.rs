@@ -158,15 +158,8 @@ async fn answer<R: Runtime>(
             .get("host")
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-proto")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim);
-        if let Some(why) =
-            upgrade::origin_refusal(server.config(), o.to_str().unwrap_or(""), host, forwarded)
-        {
+        let origin = o.to_str().unwrap_or("");
+        if let Some(why) = upgrade::origin_refusal(server.config(), origin, host, req.headers()) {
             return plain(403, &why);
         }
     }
