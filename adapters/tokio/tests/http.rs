@@ -165,3 +165,55 @@ async fn http_messages_count_in_the_server_receive_budget() {
         .expect("scenario timed out");
     server.shutdown().await;
 }
+
+/// A request refused before its body is read (an unknown method) over
+/// HTTP/1.1: a small body is read and dropped, so the keep-alive connection
+/// carries the next request (a client still writing it is not reset); a
+/// body past 64 KiB ends the connection, and the answer says
+/// `connection: close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_http1_body_is_drained_or_the_connection_closes_and_says_so() {
+    let server = Server::new(router(), zrpc_tokio::TokioRuntime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+    let scenario = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let post = |path: &str, body: Bytes| {
+            hyper::Request::post(format!("http://{addr}/{path}"))
+                .header("content-type", "application/grpc-web+proto")
+                .body(Full::new(body))
+                .unwrap()
+        };
+        let small = Bytes::from_static(b"\0\0\0\0\x02hi");
+        for path in ["t.S/Who", "t.S/Nope", "t.S/Who"] {
+            send.ready().await.expect("the connection is kept");
+            let resp = send.send_request(post(path, small.clone())).await.unwrap();
+            assert_eq!(resp.headers().get("connection"), None, "{path}");
+            resp.into_body().collect().await.unwrap();
+        }
+        // Past the limit: answered, and the connection ends.
+        let mut big = BytesMut::new();
+        big.put_u8(0);
+        big.put_u32(100_000);
+        big.put_slice(&[7; 100_000]);
+        send.ready().await.expect("the connection is kept");
+        let resp = send
+            .send_request(post("t.S/Nope", big.freeze()))
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "12");
+        assert_eq!(resp.headers()["connection"], "close");
+        resp.into_body().collect().await.unwrap();
+        send.ready().await.expect_err("the connection is closed");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), scenario)
+        .await
+        .expect("scenario timed out");
+    server.shutdown().await;
+}

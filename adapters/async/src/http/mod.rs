@@ -33,6 +33,7 @@ use futures_lite::FutureExt;
 use futures_lite::future::poll_fn;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Method as HttpMethod, Request, Response, StatusCode, Version as HttpVersion};
 use zrpc_core::{CallKind, Code, Metadata, Method, Status, StreamId};
 
@@ -163,7 +164,18 @@ async fn answer<R: Runtime>(
             return plain(403, &why);
         }
     }
-    let mut resp = answer_allowed(server, peer, id, req).await;
+    let (head, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut resp = answer_allowed(server, peer, id, &head, &mut body).await;
+    if let Some(body) = body
+        && head.version < HttpVersion::HTTP_2
+        && !drain(server.runtime(), body).await
+    {
+        // A body left unread ends an HTTP/1.1 connection (hyper cannot tell
+        // where the next request starts): say so.
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+    }
     if let Some(o) = &origin
         && !resp.headers().contains_key("access-control-allow-origin")
     {
@@ -176,21 +188,22 @@ async fn answer_allowed<R: Runtime>(
     server: &Server<R>,
     peer: Option<SocketAddr>,
     id: StreamId,
-    req: Request<Incoming>,
+    req: &Parts,
+    body: &mut Option<Incoming>,
 ) -> Response<Body> {
-    if req.method() == HttpMethod::OPTIONS {
+    if req.method == HttpMethod::OPTIONS {
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::NO_CONTENT;
-        if let Some(o) = req.headers().get("origin") {
-            cors::preflight(resp.headers_mut(), o, req.headers());
+        if let Some(o) = req.headers.get("origin") {
+            cors::preflight(resp.headers_mut(), o, &req.headers);
         }
         return resp;
     }
-    if req.method() == HttpMethod::GET {
-        return server.answer_get(req.uri().path());
+    if req.method == HttpMethod::GET {
+        return server.answer_get(req.uri.path());
     }
     let content_type = req
-        .headers()
+        .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -204,17 +217,17 @@ async fn answer_allowed<R: Runtime>(
             ),
         );
     };
-    if req.method() != HttpMethod::POST {
+    if req.method != HttpMethod::POST {
         let mut resp = plain(405, "RPC requests are POST");
         resp.headers_mut()
             .insert("allow", HeaderValue::from_static("POST"));
         return resp;
     }
-    let encodings = match check_request(&req, protocol) {
+    let encodings = match check_request(req, protocol) {
         Ok(e) => e,
         Err(resp) => return resp,
     };
-    let name = req.uri().path().trim_start_matches('/');
+    let name = req.uri.path().trim_start_matches('/');
     let route = server.router().route(name);
     let method = Method::new(name);
     let (Some(route), Ok(method)) = (route, method) else {
@@ -258,7 +271,7 @@ async fn answer_allowed<R: Runtime>(
             }
         },
     };
-    let deadline = match protocol.timeout(req.headers()) {
+    let deadline = match protocol.timeout(&req.headers) {
         Ok(t) => t.map(|t| now() + t),
         Err(status) => return early(protocol, status),
     };
@@ -266,9 +279,9 @@ async fn answer_allowed<R: Runtime>(
         None => None,
         Some(auth) => {
             let mut head = Request::new(());
-            *head.method_mut() = req.method().clone();
-            *head.uri_mut() = req.uri().clone();
-            *head.headers_mut() = req.headers().clone();
+            *head.method_mut() = req.method.clone();
+            *head.uri_mut() = req.uri.clone();
+            *head.headers_mut() = req.headers.clone();
             match auth(&UpgradeRequest { req: head, peer }) {
                 Ok(identity) => Some(identity),
                 Err(refusal) => {
@@ -283,7 +296,7 @@ async fn answer_allowed<R: Runtime>(
             }
         }
     };
-    let metadata = headers::to_metadata(req.headers());
+    let metadata = headers::to_metadata(&req.headers);
     let max = route
         .max_request()
         .min(server.config().core.max_message_size as usize);
@@ -297,9 +310,12 @@ async fn answer_allowed<R: Runtime>(
         io: CallIo::Http(call.clone()),
         out: Arc::new(Mutex::new(ResponseMeta::default())),
     };
+    let Some(body) = body.take() else {
+        return plain(500, "the request body was taken twice");
+    };
     let reqs = RequestStream {
         from: Requests::Http(Box::new(HttpRequests::new(
-            req.into_body(),
+            body,
             Decoder::new(protocol.framing(), max).gzip(encodings.gzip_in),
             json,
             ctx.kind.single_request(),
@@ -362,16 +378,16 @@ async fn answer_allowed<R: Runtime>(
 
 /// Checks what the protocol requires of a request before any call starts.
 #[allow(clippy::result_large_err)]
-fn check_request(req: &Request<Incoming>, protocol: Protocol) -> Result<Encodings, Response<Body>> {
+fn check_request(req: &Parts, protocol: Protocol) -> Result<Encodings, Response<Body>> {
     if protocol == Protocol::Grpc {
-        if req.version() != HttpVersion::HTTP_2 {
+        if req.version != HttpVersion::HTTP_2 {
             return Err(plain(
                 505,
                 "gRPC needs HTTP/2 (h2c with prior knowledge, or h2 by ALPN under TLS); \
                  browsers use application/grpc-web",
             ));
         }
-        if req.headers().get("te").map(HeaderValue::as_bytes) != Some(b"trailers") {
+        if req.headers.get("te").map(HeaderValue::as_bytes) != Some(b"trailers") {
             let mut r = early(
                 protocol,
                 Status::internal("a gRPC request must carry \"te: trailers\""),
@@ -382,7 +398,7 @@ fn check_request(req: &Request<Incoming>, protocol: Protocol) -> Result<Encoding
     }
     // Compression: gzip or identity.
     let (sent, accepted) = protocol.encoding_headers();
-    let gzip_in = match req.headers().get(sent).map(HeaderValue::as_bytes) {
+    let gzip_in = match req.headers.get(sent).map(HeaderValue::as_bytes) {
         None | Some(b"identity") => false,
         Some(b"gzip") => true,
         Some(other) => {
@@ -399,13 +415,52 @@ fn check_request(req: &Request<Incoming>, protocol: Protocol) -> Result<Encoding
         }
     };
     let gzip_out = req
-        .headers()
+        .headers
         .get_all(accepted)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|e| e.trim().eq_ignore_ascii_case("gzip"));
     Ok(Encodings { gzip_in, gzip_out })
+}
+
+/// Most request-body bytes an early answer over HTTP/1.1 reads and drops so
+/// that the connection can carry the next request.
+pub(crate) const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Longest an early answer over HTTP/1.1 waits for the rest of the body.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads and drops the body of a request answered without it (a refusal):
+/// true if it ended within [`DRAIN_LIMIT`] bytes and [`DRAIN_TIMEOUT`], so the
+/// HTTP/1.1 connection can go on. Reading it also spares a client still
+/// writing a small body a reset before it reads the answer.
+async fn drain<R: Runtime>(rt: &R, mut body: Incoming) -> bool {
+    use http_body::Body as _;
+    let read = async {
+        let mut seen = 0usize;
+        loop {
+            if body.is_end_stream() {
+                return true;
+            }
+            match poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                None => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, |d| d.len());
+                    if seen > DRAIN_LIMIT {
+                        return false;
+                    }
+                }
+            }
+        }
+    };
+    let sleep = rt.sleep_until(now() + DRAIN_TIMEOUT);
+    read.or(async {
+        sleep.await;
+        false
+    })
+    .await
 }
 
 /// The encodings a request's messages come in and go back in.
