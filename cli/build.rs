@@ -9,6 +9,7 @@ fn main() -> std::io::Result<()> {
                 "protos/people.proto",
                 "protos/echo.proto",
                 "protos-std/grpc/health/v1/health.proto",
+                "protos-std/grpc/testing/test.proto",
             ],
             &["protos", "protos-std"],
         )

@@ -9,6 +9,7 @@
 
 pub mod echo_service;
 pub mod feed;
+pub mod interop_service;
 pub mod people;
 pub mod seed_echo;
 pub mod store;
@@ -50,6 +51,13 @@ pub mod proto {
     #[allow(missing_docs, clippy::all)]
     pub mod echo {
         zrpc_proto::include_proto!("echo");
+    }
+
+    /// gRPC's interop test service (`grpc/testing/test.proto`), served by
+    /// `zrpc serve --interop`.
+    #[allow(missing_docs, clippy::all)]
+    pub mod grpc_testing {
+        zrpc_proto::include_proto!("grpc.testing");
     }
 
     /// The compiled `FileDescriptorSet` of the protos above (for

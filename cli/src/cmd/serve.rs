@@ -108,6 +108,19 @@ pub(crate) struct ServeArgs {
     /// http://ADDR/: every call kind from a page, with the TypeScript client.
     #[arg(long)]
     pub(crate) web: bool,
+    /// Also serve gRPC's interop test service, `grpc.testing.TestService`
+    /// (the server side of gRPC's interop cases, for any gRPC, gRPC-Web,
+    /// Connect or zrpc client).
+    #[arg(long)]
+    pub(crate) interop: bool,
+}
+
+/// What `serve_on` serves, besides the server's own configuration.
+pub(crate) struct Served {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) echo_interval: Duration,
+    pub(crate) call_log: CallLog,
+    pub(crate) interop: bool,
 }
 
 /// Installs the Prometheus recorder: call durations as histograms with
@@ -206,9 +219,7 @@ pub(crate) async fn serve_on<R: Runtime>(
     rt: R,
     addr: String,
     config: ServerConfig,
-    store: Arc<dyn Store>,
-    echo_interval: Duration,
-    call_log: CallLog,
+    served: Served,
     metrics: Option<(String, metrics_exporter_prometheus::PrometheusHandle)>,
 ) -> std::io::Result<()> {
     use zrpc_async::Listener;
@@ -219,7 +230,17 @@ pub(crate) async fn serve_on<R: Runtime>(
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let mut config = config;
     let health = config.health.get_or_insert_with(Health::new).clone();
-    let router = zrpc_cli::router(rt.clone(), store, echo_interval).log_calls_at(call_log);
+    let router = zrpc_cli::router(rt.clone(), served.store, served.echo_interval);
+    let served_interop = served.interop;
+    let router = if served.interop {
+        zrpc_cli::proto::grpc_testing::test_service_server::register(
+            router,
+            Arc::new(zrpc_cli::interop_service::InteropService::new(rt.clone())),
+        )
+    } else {
+        router
+    };
+    let router = router.log_calls_at(served.call_log);
     let router = zrpc_proto::health::register(router, &health);
     let router = zrpc_proto::reflection::register(router, &[zrpc_cli::proto::DESCRIPTORS])
         .expect("built-in descriptors")
@@ -233,8 +254,13 @@ pub(crate) async fn serve_on<R: Runtime>(
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {addr}", lower_first(&e))))?;
     let addr = listener.local_addr()?;
     let path = server.config().path.clone().unwrap_or_else(|| "/".into());
+    let interop = if served_interop {
+        ", grpc.testing.TestService"
+    } else {
+        ""
+    };
     println!(
-        "zrpc serving echo, people.People and grpc.health.v1.Health on {scheme}://{addr}{path}"
+        "zrpc serving echo, people.People{interop} and grpc.health.v1.Health on {scheme}://{addr}{path}"
     );
     let http = if scheme == "wss" { "https" } else { "http" };
     println!("health for load balancers: GET {http}://{addr}/healthz");
@@ -323,28 +349,28 @@ pub(crate) fn serve(a: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(format_args!("cannot open the database: {e}"), 1),
     };
-    let interval = Duration::from_millis(a.echo_interval_ms);
-    let call_log = match a.call_log {
-        CallLogLevel::Debug => CallLog::Debug,
-        CallLogLevel::Info => CallLog::Info,
+    let served = Served {
+        store,
+        echo_interval: Duration::from_millis(a.echo_interval_ms),
+        call_log: match a.call_log {
+            CallLogLevel::Debug => CallLog::Debug,
+            CallLogLevel::Info => CallLog::Info,
+        },
+        interop: a.interop,
     };
     let result = match a.runtime {
         RuntimeKind::Tokio => tokio_runtime(true).block_on(serve_on(
             zrpc_tokio::TokioRuntime,
             a.addr,
             config,
-            store,
-            interval,
-            call_log,
+            served,
             metrics,
         )),
         RuntimeKind::Smol => smol::block_on(serve_on(
             zrpc_smol::SmolRuntime,
             a.addr,
             config,
-            store,
-            interval,
-            call_log,
+            served,
             metrics,
         )),
     };
