@@ -105,6 +105,12 @@ def main():
                 e.code() == grpc.StatusCode.INVALID_ARGUMENT and e.details() == "message: must not be empty",
                 (e.code(), e.details()),
             )
+            details = dict(e.trailing_metadata()).get("grpc-status-details-bin", b"")
+            check(
+                "status details (google.rpc.Status with a BadRequest)",
+                b"type.googleapis.com/google.rpc.BadRequest" in details and b"must not be empty" in details,
+                details,
+            )
 
         watch = ch.unary_stream("/people.People/WatchPeople", **ident)
         try:

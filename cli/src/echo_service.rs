@@ -15,13 +15,87 @@ pub const MAX_COLLECT_BYTES: usize = 64 * 1024;
 /// The echo service.
 pub struct EchoService;
 
+/// Details of an invalid request, as gRPC's rich error model has them: a
+/// `google.rpc.Status` holding one `google.rpc.BadRequest` (every gRPC and
+/// Connect client can read it: `grpc-status-details-bin`, Connect's
+/// `details`, zrpc's `Status::details`).
+pub fn bad_request(field: &str, description: &str) -> bytes::Bytes {
+    use prost::Message;
+    let violation = rpc::FieldViolation {
+        field: field.into(),
+        description: description.into(),
+    };
+    let detail = rpc::Any {
+        type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
+        value: rpc::BadRequest {
+            field_violations: vec![violation],
+        }
+        .encode_to_vec(),
+    };
+    rpc::Status {
+        code: Code::InvalidArgument as i32,
+        message: format!("{field}: {description}"),
+        details: vec![detail],
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// The few messages of `google/rpc/status.proto` and
+/// `google/rpc/error_details.proto` the echo service sends.
+pub mod rpc {
+    /// `google.rpc.Status`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        /// The status code.
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        /// The message.
+        #[prost(string, tag = "2")]
+        pub message: String,
+        /// The details, each a packed message.
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<Any>,
+    }
+
+    /// `google.protobuf.Any`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        /// `type.googleapis.com/<full message name>`.
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        /// The message's bytes.
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+
+    /// `google.rpc.BadRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct BadRequest {
+        /// What was wrong, field by field.
+        #[prost(message, repeated, tag = "1")]
+        pub field_violations: Vec<FieldViolation>,
+    }
+
+    /// `google.rpc.BadRequest.FieldViolation`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FieldViolation {
+        /// The field's path.
+        #[prost(string, tag = "1")]
+        pub field: String,
+        /// What is wrong with it.
+        #[prost(string, tag = "2")]
+        pub description: String,
+    }
+}
+
 impl echo_server::Echo for EchoService {
     async fn say(&self, _ctx: CallContext, req: EchoRequest) -> Result<EchoReply, Status> {
         if req.message.is_empty() {
-            return Err(Status::new(
-                Code::InvalidArgument,
-                "message: must not be empty",
-            ));
+            return Err(
+                Status::new(Code::InvalidArgument, "message: must not be empty")
+                    .with_details(bad_request("message", "must not be empty")),
+            );
         }
         Ok(EchoReply {
             message: req.message,

@@ -60,7 +60,12 @@ pub mod proto {
         zrpc_proto::include_proto!("grpc.testing");
     }
 
-    /// The compiled `FileDescriptorSet` of the protos above (for
+    /// The compiled `FileDescriptorSet` of `grpc_testing` (served with
+    /// `zrpc serve --interop` only).
+    pub const INTEROP_DESCRIPTORS: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/interop_descriptors.bin"));
+
+    /// The compiled `FileDescriptorSet` of the demo protos (not `grpc_testing`) (for
     /// reflection: JSON in and out in `zrpc call`).
     pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 }

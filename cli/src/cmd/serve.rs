@@ -242,11 +242,16 @@ pub(crate) async fn serve_on<R: Runtime>(
     };
     let router = router.log_calls_at(served.call_log);
     let router = zrpc_proto::health::register(router, &health);
-    let router = zrpc_proto::reflection::register(router, &[zrpc_cli::proto::DESCRIPTORS])
-        .expect("built-in descriptors")
-        // JSON for Connect, gRPC-Web and gRPC clients that send it.
-        .descriptors(zrpc_cli::proto::DESCRIPTORS)
+    let mut descriptors = vec![zrpc_cli::proto::DESCRIPTORS];
+    if served_interop {
+        descriptors.push(zrpc_cli::proto::INTEROP_DESCRIPTORS);
+    }
+    let mut router = zrpc_proto::reflection::register(router, &descriptors)
         .expect("built-in descriptors");
+    // JSON for Connect, gRPC-Web and gRPC clients that send it.
+    for set in descriptors {
+        router = router.descriptors(set).expect("built-in descriptors");
+    }
     let server = Server::with_config(router, config, rt.clone());
     let listener = rt
         .bind(addr.clone())

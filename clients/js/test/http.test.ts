@@ -127,7 +127,16 @@ function registerTests(): void {
     const { echo } = grpcClients();
     await assert.rejects(
       unaryCall((cb) => echo.Say({ message: "" }, cb)),
-      (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT && e.details === "message: must not be empty",
+      (e: grpc.ServiceError) => {
+        assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
+        assert.equal(e.details, "message: must not be empty");
+        // The rich error: a google.rpc.Status holding a google.rpc.BadRequest, in grpc-status-details-bin.
+        const [details] = e.metadata.get("grpc-status-details-bin");
+        assert.ok(Buffer.isBuffer(details));
+        const text = details.toString("latin1");
+        assert.ok(text.includes("type.googleapis.com/google.rpc.BadRequest") && text.includes("must not be empty"), text);
+        return true;
+      },
     );
     const raw = new grpc.Client(hostPort(), grpc.credentials.createInsecure());
     const id = (b: Buffer) => b;
@@ -170,7 +179,14 @@ function registerTests(): void {
     const got: number[] = [];
     for await (const m of client.repeat({ message: "r", repeat: 3 })) got.push(m.index);
     assert.deepEqual(got, [0, 1, 2]);
-    await assert.rejects(client.say({ message: "" }), (e: ConnectError) => e.code === Code.InvalidArgument);
+    await assert.rejects(client.say({ message: "" }), (e: ConnectError) => {
+      assert.equal(e.code, Code.InvalidArgument);
+      // The details of the google.rpc.Status, as Connect carries them.
+      const [d] = e.details as { type: string; value: Uint8Array }[];
+      assert.equal(d?.type, "google.rpc.BadRequest");
+      assert.ok(Buffer.from(d.value).toString("latin1").includes("must not be empty"));
+      return true;
+    });
     // Client and bidi streaming need HTTP/2.
     const h2 = createClient(Echo, createConnectTransport({ baseUrl: base(), httpVersion: "2" }));
     async function* words() {
@@ -435,7 +451,7 @@ function registerTests(): void {
         .trim()
         .split("\n")
         .filter((l) => l.startsWith("ok ")).length,
-      9,
+      10,
       stdout,
     );
   });

@@ -90,6 +90,7 @@ for (const runtime of ["tokio", "smol"]) {
     });
 
     test("grpcio (Python, gRPC)", async () => {
+      await promisify(execFile)("bash", [resolve(repoRoot, "scripts/setup-python.sh")]);
       // The interop protos' descriptors, for the script's message classes.
       const descriptors = resolve(repoRoot, "target/interop-descriptors.binpb");
       await promisify(execFile)(

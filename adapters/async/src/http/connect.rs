@@ -88,8 +88,58 @@ pub(crate) fn error_json(status: &Status) -> String {
         out.push_str(",\"message\":");
         json_string(&mut out, status.message());
     }
+    if let Some(details) = details(status.details()) {
+        out.push_str(",\"details\":[");
+        for (i, d) in details.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"type\":");
+            let name = d.type_url.rsplit('/').next().unwrap_or_default();
+            json_string(&mut out, name);
+            out.push_str(",\"value\":");
+            json_string(
+                &mut out,
+                &base64::engine::general_purpose::STANDARD_NO_PAD.encode(&d.value),
+            );
+            out.push('}');
+        }
+        out.push(']');
+    }
     out.push('}');
     out
+}
+
+/// `google.rpc.Status`, the usual content of a status's details bytes (what
+/// gRPC sends as `grpc-status-details-bin`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<Any>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Any {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// The entries of details bytes that hold a `google.rpc.Status` (Connect
+/// carries them as `{"type", "value"}`); other details bytes have no
+/// Connect form and are left out.
+fn details(bytes: &[u8]) -> Option<Vec<Any>> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let s = <RpcStatus as prost::Message>::decode(bytes).ok()?;
+    (!s.details.is_empty()).then_some(s.details)
 }
 
 /// A metadata value as text (`-bin` keys base64, unpadded).
@@ -162,6 +212,28 @@ mod tests {
             r#"{"error":{"code":"not_found","message":"no \"one\""},"metadata":{"x-a":["1","2"]}}"#
         );
         assert_eq!(&end_stream(&Status::ok(), &Metadata::new())[5..], b"{}");
+        // Details holding a google.rpc.Status: each Any as type and value.
+        let any = Any {
+            type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
+            value: vec![1, 2, 3],
+        };
+        let rpc = RpcStatus {
+            code: 3,
+            message: "m".into(),
+            details: vec![any],
+        };
+        let st = Status::invalid_argument("bad")
+            .with_details(prost::Message::encode_to_vec(&rpc).into());
+        assert_eq!(
+            error_json(&st),
+            r#"{"code":"invalid_argument","message":"bad","details":[{"type":"google.rpc.BadRequest","value":"AQID"}]}"#
+        );
+        // Opaque details bytes are left out.
+        let st = Status::invalid_argument("bad").with_details(Bytes::from_static(&[0xff, 0xff]));
+        assert_eq!(
+            error_json(&st),
+            r#"{"code":"invalid_argument","message":"bad"}"#
+        );
         assert_eq!(parse_timeout("1500"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_timeout("12345678901"), None);
     }
