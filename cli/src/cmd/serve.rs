@@ -246,8 +246,8 @@ pub(crate) async fn serve_on<R: Runtime>(
     if served_interop {
         descriptors.push(zrpc_cli::proto::INTEROP_DESCRIPTORS);
     }
-    let mut router = zrpc_proto::reflection::register(router, &descriptors)
-        .expect("built-in descriptors");
+    let mut router =
+        zrpc_proto::reflection::register(router, &descriptors).expect("built-in descriptors");
     // JSON for Connect, gRPC-Web and gRPC clients that send it.
     for set in descriptors {
         router = router.descriptors(set).expect("built-in descriptors");

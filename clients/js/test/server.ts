@@ -21,6 +21,8 @@ export const NodeWebSocket = WebSocket as unknown as WebSocketConstructor;
 
 export interface RunningServer {
   url: string;
+  /** The server's process id. */
+  pid: number;
   /** Lines the server wrote to stderr (its log). */
   log: string[];
   /** Resolves with the exit code once the process has exited. */
@@ -59,6 +61,7 @@ export function startServer(args: string[] = []): Promise<RunningServer> {
       const url = m[1] as string;
       resolveStart({
         url,
+        pid: child.pid ?? 0,
         log,
         exited,
         stop: () => {
