@@ -18,6 +18,7 @@ mod connect;
 mod driver;
 mod health;
 mod http;
+pub use http::ResponseBody;
 mod metrics;
 mod router;
 mod runtime;

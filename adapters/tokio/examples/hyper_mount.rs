@@ -1,6 +1,8 @@
 //! zrpc mounted at `/rpc` in an ordinary hyper HTTP server: `GET /health`
 //! answers "ok", `GET /` a page, and a WebSocket upgrade on `/rpc` is served
-//! by zrpc (v1 when the client offers `zrpc.v1`, legacy otherwise).
+//! by zrpc (v1 when the client offers `zrpc.v1`, legacy otherwise); POSTs
+//! are gRPC-Web and Connect calls (`Server::serve_http`), e.g.
+//! `curl -H 'content-type: application/proto' --data hi http://127.0.0.1:8080/demo.Echo/Say`.
 //!
 //! `cargo run -p zrpc-tokio --features hyper --example hyper_mount -- --addr 127.0.0.1:8080`
 //! then `cargo run -p zrpc-tokio --example echo_client -- --url ws://127.0.0.1:8080/rpc`
@@ -8,19 +10,20 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use zrpc_tokio::{Router, Server, Status, TokioRuntime};
 
-type Body = Full<Bytes>;
+type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .body(Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync())
         .unwrap()
 }
 
@@ -36,7 +39,15 @@ async fn route(
         "/rpc" => {
             let mut req = req;
             Ok(zrpc_tokio::hyper::upgrade(&zrpc, &mut req, Some(peer))
-                .map(|text| Full::new(Bytes::from_static(text.as_bytes()))))
+                .map(|text| Full::new(Bytes::from_static(text.as_bytes())).boxed_unsync()))
+        }
+        // gRPC-Web and Connect calls (and CORS preflights) at
+        // /<package.Service>/<Method>.
+        _ if req.method() == hyper::Method::POST || req.method() == hyper::Method::OPTIONS => {
+            Ok(zrpc
+                .serve_http(req, Some(peer))
+                .await
+                .map(|b| b.boxed_unsync()))
         }
         "/" => Ok(text(StatusCode::OK, "zrpc lives at /rpc")),
         _ => Ok(text(StatusCode::NOT_FOUND, "not found")),
@@ -60,10 +71,14 @@ pub async fn serve(listener: tokio::net::TcpListener, zrpc: Server<TokioRuntime>
     }
 }
 
-/// The zrpc side: the seed's echo service (10 replies, 50 ms apart).
+/// The zrpc side: the seed's echo service (10 replies, 50 ms apart), and
+/// `demo.Echo/Say` (the request back).
 pub fn zrpc_server() -> Server<TokioRuntime> {
-    let echo =
-        Router::new().server_streaming("echo", |_ctx, payload: Bytes, mut sink| async move {
+    let echo = Router::new()
+        .unary("demo.Echo/Say", |_ctx, req: Bytes| async move {
+            Ok::<_, Status>(req)
+        })
+        .server_streaming("echo", |_ctx, payload: Bytes, mut sink| async move {
             for i in 0..10 {
                 if i > 0 {
                     tokio::time::sleep(Duration::from_millis(50)).await;

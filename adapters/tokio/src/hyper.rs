@@ -7,7 +7,17 @@
 //!     .map(|text| Full::new(Bytes::from_static(text.as_bytes())))),
 //! ```
 //!
-//! (`adapters/tokio/examples/hyper_mount.rs` is a whole app.) Origin and
+//! gRPC, gRPC-Web and Connect calls in the same hyper service go to
+//! `Server::serve_http`, which answers them with the zrpc server's router,
+//! limits, authentication hook and Origin policy:
+//!
+//! ```ignore
+//! _ if req.method() == Method::POST || req.method() == Method::OPTIONS => {
+//!     Ok(zrpc.serve_http(req, Some(peer)).await.map(|b| b.boxed_unsync()))
+//! }
+//! ```
+//!
+//! (`adapters/tokio/examples/hyper_mount.rs` is a whole app.) For upgrades, Origin and
 //! authentication rules are the HTTP server's: the zrpc server's
 //! `allowed_origins` and `authenticate` hook apply to connections it
 //! accepts itself.

@@ -96,3 +96,84 @@ async fn zrpc_at_rpc_in_an_axum_app() {
     }
     assert_eq!(n, 3);
 }
+
+/// The same handler as an axum app's fallback answers gRPC (h2c, which
+/// `axum::serve` speaks) and Connect (HTTP/1.1) calls with the zrpc
+/// server's router and authentication hook, beside the app's own routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_connect_through_the_axum_fallback() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let router = Router::new().unary("t.T/Who", |ctx, req: Bytes| async move {
+        let who = ctx.identity::<String>().cloned().unwrap_or_default();
+        let mut out = format!("{who} over {}: ", ctx.protocol()).into_bytes();
+        out.extend_from_slice(&req);
+        Ok::<_, Status>(Bytes::from(out))
+    });
+    let zrpc = Server::new(router, TokioRuntime).authenticate(|req| match req.header("x-token") {
+        Some("sesame") => Ok("alice".to_owned()),
+        _ => Err(zrpc_tokio::Refusal::unauthorized("x-token required")),
+    });
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .fallback(zrpc_tokio::axum::handler(zrpc));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let scenario = async {
+        // gRPC over h2c, with and without the token.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for (token, status, reply) in [
+            (Some("sesame"), "0", &b"alice over grpc: hi"[..]),
+            (None, "16", &b""[..]),
+        ] {
+            let mut req = hyper::Request::post(format!("http://{addr}/t.T/Who"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+            if let Some(t) = token {
+                req = req.header("x-token", t);
+            }
+            let body = Bytes::from_static(b"\0\0\0\0\x02hi");
+            let resp = send
+                .send_request(req.body(Full::new(body)).unwrap())
+                .await
+                .unwrap();
+            let head = resp.headers().clone();
+            let got = resp.into_body().collect().await.unwrap();
+            let trailers = got.trailers().cloned().unwrap_or_default();
+            let code = trailers.get("grpc-status").or(head.get("grpc-status"));
+            assert_eq!(code.unwrap(), status, "{token:?}");
+            let data = got.to_bytes();
+            assert_eq!(&data[data.len().min(5)..], reply);
+        }
+        // Connect unary over HTTP/1.1.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::post(format!("http://{addr}/t.T/Who"))
+            .header("content-type", "application/proto")
+            .header("x-token", "sesame")
+            .body(Full::new(Bytes::from_static(b"yo")))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"alice over connect: yo");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), scenario)
+        .await
+        .expect("scenario timed out");
+}

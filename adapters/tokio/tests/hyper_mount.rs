@@ -24,6 +24,19 @@ async fn zrpc_at_rpc_beside_http_routes() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("ok"), "{resp}");
 
+    // A Connect call on the same port, through Server::serve_http.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"POST /demo.Echo/Say HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\n\
+          Content-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("hello"), "{resp}");
+
     // zrpc v1 at /rpc.
     let url = format!("ws://{addr}/rpc");
     let client = zrpc_tokio::connect(&url).await.unwrap();

@@ -17,7 +17,6 @@ use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use zrpc_core::{Metadata, Status};
 
 use super::envelope::{self, DecodeError, Decoder};
@@ -401,7 +400,7 @@ impl CallBody {
 /// to its end before that request is handed over: a second message is an
 /// error, and the connection is left clean for its next request.
 pub(crate) struct HttpRequests {
-    body: Incoming,
+    body: super::InBody,
     decoder: Decoder,
     json: Option<Arc<JsonCodec>>,
     /// The server-wide receive budget, and what this body's buffer counts
@@ -416,7 +415,7 @@ pub(crate) struct HttpRequests {
 
 impl HttpRequests {
     pub(crate) fn new(
-        body: Incoming,
+        body: super::InBody,
         decoder: Decoder,
         json: Option<Arc<JsonCodec>>,
         single: bool,

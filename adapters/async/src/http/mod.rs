@@ -25,12 +25,14 @@ mod rt;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
 use futures_lite::future::poll_fn;
+use http_body::Body as HttpBody;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
@@ -78,7 +80,7 @@ pub(crate) async fn serve_connection<R, S>(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let server = this.clone();
         let id = StreamId(ids.fetch_add(2, Ordering::Relaxed));
-        async move { Ok::<_, Infallible>(answer(&server, peer, id, req).await) }
+        async move { Ok::<_, Infallible>(answer(&server, peer, id, req.map(InBody::new)).await) }
     });
     let config = server.config();
     let rt = server.runtime().clone();
@@ -103,6 +105,59 @@ pub(crate) async fn serve_connection<R, S>(
             let conn = b.serve_connection(io, service);
             drive(server, conn, |c| c.graceful_shutdown()).await;
         }
+    }
+}
+
+/// A request body of any HTTP server (hyper's own, axum's, ...), its errors
+/// made one type.
+pub(crate) struct InBody(Pin<Box<dyn HttpBody<Data = Bytes, Error = BoxError> + Send>>);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl InBody {
+    pub(crate) fn new<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        struct Erased<B>(B);
+        impl<B> HttpBody for Erased<B>
+        where
+            B: HttpBody<Data = Bytes> + Send + Unpin,
+            B::Error: Into<BoxError>,
+        {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+                Pin::new(&mut self.get_mut().0)
+                    .poll_frame(cx)
+                    .map(|f| f.map(|r| r.map_err(Into::into)))
+            }
+            fn is_end_stream(&self) -> bool {
+                self.0.is_end_stream()
+            }
+            fn size_hint(&self) -> http_body::SizeHint {
+                self.0.size_hint()
+            }
+        }
+        InBody(Box::pin(Erased(body)))
+    }
+}
+
+impl HttpBody for InBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.0.as_mut().poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
     }
 }
 
@@ -150,7 +205,7 @@ async fn answer<R: Runtime>(
     server: &Server<R>,
     peer: Option<SocketAddr>,
     id: StreamId,
-    req: Request<Incoming>,
+    req: Request<InBody>,
 ) -> Response<Body> {
     let origin = req.headers().get("origin").cloned();
     if let Some(o) = &origin {
@@ -189,7 +244,7 @@ async fn answer_allowed<R: Runtime>(
     peer: Option<SocketAddr>,
     id: StreamId,
     req: &Parts,
-    body: &mut Option<Incoming>,
+    body: &mut Option<InBody>,
 ) -> Response<Body> {
     if req.method == HttpMethod::OPTIONS {
         let mut resp = Response::new(Body::Empty);
@@ -435,7 +490,7 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// true if it ended within [`DRAIN_LIMIT`] bytes and [`DRAIN_TIMEOUT`], so the
 /// HTTP/1.1 connection can go on. Reading it also spares a client still
 /// writing a small body a reset before it reads the answer.
-async fn drain<R: Runtime>(rt: &R, mut body: Incoming) -> bool {
+async fn drain<R: Runtime>(rt: &R, mut body: InBody) -> bool {
     use http_body::Body as _;
     let read = async {
         let mut seen = 0usize;
@@ -562,3 +617,57 @@ fn whole(protocol: Protocol, codec: Codec, answer: Answer, gzip_out: bool) -> Re
 }
 
 use bytes::Bytes;
+
+/// The body of a response from [`Server::serve_http`]: a whole answer, or a
+/// call's messages as its handler sends them.
+pub struct ResponseBody(Body);
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// Call ids of requests served through [`Server::serve_http`] (for logs;
+/// each HTTP request is a call of its own).
+static MOUNTED_IDS: AtomicU32 = AtomicU32::new(1);
+
+impl<R: Runtime> Server<R> {
+    /// Answers one request that another HTTP server received (a hyper
+    /// service, an axum handler or fallback): a gRPC, gRPC-Web or Connect
+    /// call to this server's router, with its limits, authentication hook,
+    /// Origin policy and CORS preflights, exactly as on a connection the
+    /// server accepts itself (docs/HTTP.md). gRPC needs the HTTP server to
+    /// speak HTTP/2 (h2c or ALPN `h2`); the others work on HTTP/1.1 too.
+    /// WebSocket upgrades go to the adapters' `upgrade` instead.
+    ///
+    /// `peer` is the client's address, when the HTTP server knows it.
+    pub async fn serve_http<B>(
+        &self,
+        req: Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<ResponseBody>
+    where
+        B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let id = StreamId(MOUNTED_IDS.fetch_add(2, Ordering::Relaxed) | 1);
+        answer(self, peer, id, req.map(InBody::new))
+            .await
+            .map(ResponseBody)
+    }
+}
