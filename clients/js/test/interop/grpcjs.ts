@@ -117,6 +117,15 @@ export function grpcJsInterop(hostPort: string): InteropClient {
         toMetadata(o),
         callOptions(o),
       );
+      // An error (a deadline passed already, say) is read through the iterator and the status; without a
+      // listener the stream's "error" event would be an uncaught exception.
+      let err: unknown;
+      const failed = new Promise<void>((ok) =>
+        call.on("error", (e) => {
+          err = e;
+          ok();
+        }),
+      );
       let headers: Md = {};
       call.on("metadata", (m: grpc.Metadata) => {
         headers = md(m);
@@ -128,12 +137,14 @@ export function grpcJsInterop(hostPort: string): InteropClient {
       );
       const it = call[Symbol.asyncIterator]();
       return {
-        send: (req) => new Promise((ok) => call.write(req, () => ok())),
+        send: (req) => Promise.race([new Promise<void>((ok) => call.write(req, () => ok())), failed]),
         closeSend: () => call.end(),
         cancel: () => call.cancel(),
         next: async () => {
           try {
             const r = await it.next();
+            // A stream that failed before it was read ends its iterator without the error.
+            if (r.done && err !== undefined) throw err;
             return r.done ? undefined : r.value;
           } catch (e) {
             throw error(e);
