@@ -27,8 +27,13 @@ pub const MAX_RESPONSE_SIZE: i32 = 4 * 1024 * 1024;
 /// refused with `INVALID_ARGUMENT`.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Most responses one streaming request may ask for.
+/// Most responses one streaming request may ask for, and most requests one
+/// `HalfDuplexCall` holds.
 pub const MAX_RESPONSES: usize = 1_000;
+
+/// Most request bytes one `HalfDuplexCall` holds before it answers (what a
+/// handler keeps is outside the server's receive budget, so it bounds it).
+pub const MAX_HELD_BYTES: usize = 1024 * 1024;
 
 /// The interop test service.
 pub struct InteropService<R> {
@@ -179,14 +184,16 @@ impl<R: Runtime> test_service_server::TestService for InteropService<R> {
         mut out: Sink<StreamingOutputCallResponse>,
     ) -> Result<(), Status> {
         echo_metadata(&ctx);
-        // Every request first (bounded like any request stream's messages,
-        // and in number), then the responses.
+        // Every request first (bounded in number and bytes), then the
+        // responses.
         let mut all = Vec::new();
+        let mut held = 0usize;
         while let Some(r) = reqs.message().await? {
-            if all.len() == MAX_RESPONSES {
+            held += prost::Message::encoded_len(&r);
+            if all.len() == MAX_RESPONSES || held > MAX_HELD_BYTES {
                 return Err(Status::new(
                     Code::ResourceExhausted,
-                    format!("at most {MAX_RESPONSES} requests"),
+                    format!("at most {MAX_RESPONSES} requests and {MAX_HELD_BYTES} bytes held"),
                 ));
             }
             all.push(r);

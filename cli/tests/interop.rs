@@ -275,3 +275,38 @@ fn interop_cases_on_smol() {
         futures_lite::future::or(cases, limit).await;
     });
 }
+
+/// HalfDuplexCall holds its requests until the client half-closes: past
+/// MAX_HELD_BYTES it ends RESOURCE_EXHAUSTED instead of holding more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_duplex_holds_a_bounded_number_of_bytes() {
+    let rt = zrpc_tokio::TokioRuntime;
+    let server = zrpc_tokio::Server::new(router(rt), rt);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+    let c = TestServiceClient::new(zrpc_tokio::connect(&url).await.unwrap());
+    let scenario = async {
+        let mut call = c.half_duplex_call(CallOptions::default()).await.unwrap();
+        let mut err = None;
+        // 2 MiB in 64 KiB requests: past the 1 MiB held.
+        for _ in 0..32 {
+            if let Err(e) = call.send(&out_req(&[1], 64 * 1024)).await {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = match err {
+            Some(e) => e,
+            None => {
+                let _ = call.close_send();
+                call.message().await.unwrap_err()
+            }
+        };
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    };
+    tokio::time::timeout(Duration::from_secs(60), scenario)
+        .await
+        .expect("timed out");
+}

@@ -80,7 +80,7 @@ pub(crate) async fn serve_connection<R, S>(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let server = this.clone();
         let id = StreamId(ids.fetch_add(2, Ordering::Relaxed));
-        async move { Ok::<_, Infallible>(answer(&server, peer, id, req.map(InBody::new)).await) }
+        async move { Ok::<_, Infallible>(answer(&server, peer, id, req.map(in_body)).await) }
     });
     let config = server.config();
     let rt = server.runtime().clone();
@@ -109,56 +109,41 @@ pub(crate) async fn serve_connection<R, S>(
 }
 
 /// A request body of any HTTP server (hyper's own, axum's, ...), its errors
-/// made one type.
-pub(crate) struct InBody(Pin<Box<dyn HttpBody<Data = Bytes, Error = BoxError> + Send>>);
+/// made one type (a pinned box is a body itself).
+pub(crate) type InBody = Pin<Box<dyn HttpBody<Data = Bytes, Error = BoxError> + Send>>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl InBody {
-    pub(crate) fn new<B>(body: B) -> Self
+/// `body` as an [`InBody`].
+pub(crate) fn in_body<B>(body: B) -> InBody
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    struct Erased<B>(B);
+    impl<B> HttpBody for Erased<B>
     where
-        B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+        B: HttpBody<Data = Bytes> + Send + Unpin,
         B::Error: Into<BoxError>,
     {
-        struct Erased<B>(B);
-        impl<B> HttpBody for Erased<B>
-        where
-            B: HttpBody<Data = Bytes> + Send + Unpin,
-            B::Error: Into<BoxError>,
-        {
-            type Data = Bytes;
-            type Error = BoxError;
-            fn poll_frame(
-                self: Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-                Pin::new(&mut self.get_mut().0)
-                    .poll_frame(cx)
-                    .map(|f| f.map(|r| r.map_err(Into::into)))
-            }
-            fn is_end_stream(&self) -> bool {
-                self.0.is_end_stream()
-            }
-            fn size_hint(&self) -> http_body::SizeHint {
-                self.0.size_hint()
-            }
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            Pin::new(&mut self.get_mut().0)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into)))
         }
-        InBody(Box::pin(Erased(body)))
+        fn is_end_stream(&self) -> bool {
+            self.0.is_end_stream()
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            self.0.size_hint()
+        }
     }
-}
-
-impl HttpBody for InBody {
-    type Data = Bytes;
-    type Error = BoxError;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        self.0.as_mut().poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
+    Box::pin(Erased(body))
 }
 
 /// Runs a hyper connection; once the server drains, asks it to finish
@@ -208,20 +193,21 @@ async fn answer<R: Runtime>(
     req: Request<InBody>,
 ) -> Response<Body> {
     let origin = req.headers().get("origin").cloned();
-    if let Some(o) = &origin {
+    let refusal = origin.as_ref().and_then(|o| {
         let host = req
             .headers()
             .get("host")
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let origin = o.to_str().unwrap_or("");
-        if let Some(why) = upgrade::origin_refusal(server.config(), origin, host, req.headers()) {
-            return plain(403, &why);
-        }
-    }
+        upgrade::origin_refusal(server.config(), origin, host, req.headers())
+    });
     let (head, body) = req.into_parts();
     let mut body = Some(body);
-    let mut resp = answer_allowed(server, peer, id, &head, &mut body).await;
+    let mut resp = match &refusal {
+        Some(why) => plain(403, why),
+        None => answer_allowed(server, peer, id, &head, &mut body).await,
+    };
     if let Some(body) = body
         && head.version < HttpVersion::HTTP_2
         && !drain(server.runtime(), body).await
@@ -231,7 +217,9 @@ async fn answer<R: Runtime>(
         resp.headers_mut()
             .insert("connection", HeaderValue::from_static("close"));
     }
+    // A refused origin gets no CORS headers.
     if let Some(o) = &origin
+        && refusal.is_none()
         && !resp.headers().contains_key("access-control-allow-origin")
     {
         cors::allow(resp.headers_mut(), o);
@@ -666,7 +654,7 @@ impl<R: Runtime> Server<R> {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let id = StreamId(MOUNTED_IDS.fetch_add(2, Ordering::Relaxed) | 1);
-        answer(self, peer, id, req.map(InBody::new))
+        answer(self, peer, id, req.map(in_body))
             .await
             .map(ResponseBody)
     }
