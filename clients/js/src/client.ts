@@ -205,7 +205,7 @@ export class Client {
 
   /** Whether new calls can be made (false once draining or closed). */
   get isOpen(): boolean {
-    return this.#conn.isOpen;
+    return this.#conn.canOpen;
   }
 
   // ---- the four call kinds ----------------------------------------------
@@ -353,8 +353,7 @@ export class Client {
    */
   #sendOn(call: Active, data: Uint8Array, end: boolean): Promise<void> | undefined {
     if (call.ended === undefined && this.#conn.canSend(call.id)) {
-      this.#conn.send(call.id, data, end);
-      this.#pump();
+      this.#queue(call, data, end);
       return undefined;
     }
     return this.#sendWhenWritable(call, data, end);
@@ -370,7 +369,16 @@ export class Client {
       if (call.ended.code === "OK") return;
       throw ZrpcError.fromStatus(call.ended);
     }
-    this.#conn.send(call.id, data, end);
+    this.#queue(call, data, end);
+  }
+
+  /** Queues a message the connection has room for; one over the server's limit ends the call. */
+  #queue(call: Active, data: Uint8Array, end: boolean): void {
+    if (this.#conn.send(call.id, data, end) === "too_large") {
+      const limit = this.#conn.peerLimits.maxMessageSize;
+      this.#conn.reset(call.id, "RESOURCE_EXHAUSTED", `message of ${data.length} bytes over the peer's limit of ${limit}`);
+      this.#dispatchAll();
+    }
     this.#pump();
   }
 
@@ -542,7 +550,9 @@ export class Client {
         this.#pump();
       },
     };
-    call.onEnd = (s) => abort.abort(ZrpcError.fromStatus(s));
+    call.onEnd = (s) => {
+      if (s.code !== "OK") abort.abort(ZrpcError.fromStatus(s));
+    };
     const requests: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => ({ next: () => call.inbox.next() }) };
     const one = async (): Promise<Uint8Array> => {
       const r = await call.inbox.next();

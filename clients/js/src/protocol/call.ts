@@ -5,7 +5,6 @@
  * and events.
  */
 
-import type { Config } from "./config.js";
 import type { CallKind } from "./frame.js";
 import type { Status } from "./status.js";
 
@@ -54,7 +53,9 @@ export class SendHalf {
     return this.queue.length;
   }
 
+  /** Admits a message: it takes one credit now (the caller checked there is one). */
   push(data: Uint8Array, end: boolean): void {
+    this.credit -= 1;
     this.queue.push({ data, sent: 0 });
     this.queuedBytes += data.length;
     if (end) this.end();
@@ -73,14 +74,13 @@ export class SendHalf {
 
   /** Whether a frame can go out now. */
   ready(): boolean {
-    const head = this.queue[0];
-    if (head !== undefined) return head.sent > 0 || this.credit > 0;
+    if (this.queue.length > 0) return true;
     return this.endQueued && this.state === "ending";
   }
 
   /**
    * The next frame: a fragment of at most `maxFragment` bytes of the head
-   * message (taking one credit when it starts a message), or the lone end.
+   * message (its credit was taken when it was admitted), or the lone end.
    * `endFlag` says whether the end may ride on the last message (callers).
    */
   next(maxFragment: number, endFlag: boolean): NextFrame {
@@ -91,10 +91,6 @@ export class SendHalf {
         return endFlag ? { type: "half-close" } : undefined;
       }
       return undefined;
-    }
-    if (head.sent === 0) {
-      if (this.credit === 0) return undefined;
-      this.credit -= 1;
     }
     const n = Math.min(maxFragment, head.data.length - head.sent);
     const payload = head.data.subarray(head.sent, head.sent + n);
@@ -122,64 +118,141 @@ export class SendHalf {
   }
 }
 
+/** What one received MESSAGE frame does to the receive half. */
+export type Fragment =
+  /** A whole message: deliver it. */
+  | { type: "message"; data: Uint8Array }
+  /** A fragment was kept; more follow. */
+  | { type: "partial"; bytes: number }
+  /** A fault confined to the call: it ends with this status. */
+  | { type: "call-fault"; code: "INTERNAL" | "RESOURCE_EXHAUSTED"; message: string }
+  /** A protocol violation that ends the connection (1002). */
+  | { type: "connection-fault"; message: string };
+
+/** Most messages a call's receive window grows to (PROTOCOL.md 6). */
+export const MAX_AUTO_WINDOW = 16 * 1024;
+
 /** The receive half: `open` until the peer's end (caller's half-close, or STATUS). */
 export class RecvHalf {
-  open = true;
+  #open = true;
   /** Credit granted to the peer and not used yet. */
-  credit: number;
+  #credit: number;
   /** The window: credit is topped up toward it as messages are consumed. */
-  window: number;
+  #window: number;
   /** Consumed messages whose credit is not returned yet. */
-  private pendingGrant = 0;
+  #toGrant = 0;
   /** Whole messages received. */
-  received = 0;
+  #received = 0;
   /** Delivered and not consumed: count and bytes. */
-  unreadMessages = 0;
-  unreadBytes = 0;
+  #unreadMessages = 0;
+  #unreadBytes = 0;
   /** Fragments of the message being reassembled. */
-  partial: Uint8Array[] | undefined;
-  partialBytes = 0;
-  /** Bytes of all messages received (for the window's average size). */
-  private totalBytes = 0;
+  #partial: Uint8Array[] | undefined;
+  #partialBytes = 0;
 
   constructor(credit: number) {
-    this.credit = credit;
-    this.window = Math.max(credit, 1);
+    this.#credit = credit;
+    this.#window = credit;
+  }
+
+  get open(): boolean {
+    return this.#open;
+  }
+  get window(): number {
+    return this.#window;
+  }
+  get received(): number {
+    return this.#received;
   }
 
   /** Bytes held: unread messages and the partial one. */
   get held(): number {
-    return this.unreadBytes + this.partialBytes;
+    return this.#unreadBytes + this.#partialBytes;
   }
 
-  delivered(bytes: number): void {
-    this.received += 1;
-    this.unreadMessages += 1;
-    this.unreadBytes += bytes;
-    this.totalBytes += bytes;
+  /** One MESSAGE frame's payload. `single`: the peer may send one message only. */
+  onFragment(payload: Uint8Array, more: boolean, single: boolean, maxMessage: number): Fragment {
+    if (!this.#open) return { type: "call-fault", code: "INTERNAL", message: "message after half-close" };
+    if (this.#partial === undefined) {
+      if (this.#credit === 0) return { type: "connection-fault", message: "message beyond the granted credit" };
+      this.#credit -= 1;
+      if (single && this.#received >= 1) {
+        return { type: "call-fault", code: "INTERNAL", message: "more than one message for this call kind" };
+      }
+    }
+    if (this.#partialBytes + payload.length > maxMessage) {
+      return { type: "call-fault", code: "RESOURCE_EXHAUSTED", message: `message larger than the limit of ${maxMessage} bytes` };
+    }
+    if (more) {
+      // Copied: the WebSocket's buffer may be reused; the copy is what is held.
+      this.#partial ??= [];
+      this.#partial.push(payload.slice());
+      this.#partialBytes += payload.length;
+      return { type: "partial", bytes: payload.length };
+    }
+    let data = payload;
+    if (this.#partial !== undefined) {
+      data = new Uint8Array(this.#partialBytes + payload.length);
+      let at = 0;
+      for (const p of this.#partial) {
+        data.set(p, at);
+        at += p.length;
+      }
+      data.set(payload, at);
+      this.#partial = undefined;
+      this.#partialBytes = 0;
+    }
+    this.#received += 1;
+    this.#unreadMessages += 1;
+    this.#unreadBytes += data.length;
+    return { type: "message", data };
+  }
+
+  /** The caller half-closed (responder); a status when that breaks a rule. `single`: one request was due. */
+  close(single: boolean): string | undefined {
+    if (!this.#open) return "duplicate half-close";
+    if (this.#partial !== undefined) return "half-close inside a fragmented message";
+    if (single && this.#received === 0) return "half-close without the request message";
+    this.#open = false;
+    return undefined;
   }
 
   /**
-   * The application consumed a message of `bytes`; returns the credit to
-   * grant now (0: not yet). Grants come in batches of half the window, and
-   * the window doubles while its messages are small.
+   * The application consumed a message of `bytes`: returns the bytes freed
+   * and the credit to grant now (0: not yet). `grants`: the call still
+   * grants credit; `budget`: the window's byte budget. Credit goes back in
+   * batches of half the window, and the window grows toward
+   * `budget / bytes` (at most {@link MAX_AUTO_WINDOW}) while messages are small.
    */
-  consume(bytes: number, config: Config): number {
-    if (this.unreadMessages === 0) return 0;
-    this.unreadMessages -= 1;
-    this.unreadBytes -= Math.min(bytes, this.unreadBytes);
-    if (!this.open) return 0;
-    this.pendingGrant += 1;
-    if (this.pendingGrant < Math.max(1, this.window >> 1)) return 0;
-    let grant = this.pendingGrant;
-    this.pendingGrant = 0;
-    const avg = this.received > 0 ? this.totalBytes / this.received : 0;
-    if (this.window < config.maxCallWindow && avg * this.window * 2 <= config.callWindowBytes) {
-      grant += this.window;
-      this.window *= 2;
+  consume(bytes: number, grants: boolean, budget: number): { freed: number; grant: number } {
+    if (this.#unreadMessages === 0) return { freed: 0, grant: 0 };
+    this.#unreadMessages -= 1;
+    const freed = Math.min(bytes, this.#unreadBytes);
+    this.#unreadBytes -= freed;
+    if (!grants || !this.#open) return { freed, grant: 0 };
+    this.#toGrant += 1;
+    if (budget > 0 && this.#window < MAX_AUTO_WINDOW) {
+      const target = Math.min(Math.floor(budget / Math.max(bytes, 1)), MAX_AUTO_WINDOW);
+      if (target > this.#window) {
+        this.#toGrant += target - this.#window;
+        this.#window = target;
+      }
     }
-    this.credit += grant;
-    return grant;
+    if (this.#toGrant < Math.max(this.#window >>> 1, 1)) return { freed, grant: 0 };
+    const grant = this.#toGrant;
+    this.#toGrant = 0;
+    this.#credit += grant;
+    return { freed, grant };
+  }
+
+  /** Forgets everything delivered or partial; returns the bytes that frees. */
+  clear(): number {
+    const held = this.held;
+    this.#unreadBytes = 0;
+    this.#unreadMessages = 0;
+    this.#partial = undefined;
+    this.#partialBytes = 0;
+    return held;
   }
 }
 
@@ -191,6 +264,8 @@ export class Call {
   deadline: number | undefined;
   /** The STATUS a responder sends once its queued messages are out. */
   pendingStatus: Status | undefined;
+  /** Its `end` event was emitted (a responder that finished ends at once). */
+  ended = false;
   readonly send: SendHalf;
   readonly recv: RecvHalf;
 
@@ -205,9 +280,8 @@ export class Call {
     this.recv = new RecvHalf(recvCredit);
   }
 
-  /** Whether the next received message breaks the kind's message count. */
-  tooManyReceived(): boolean {
-    const single = this.role === "caller" ? singleResponse(this.kind) : singleRequest(this.kind);
-    return single && this.recv.received >= 1;
+  /** Whether the peer sends exactly one message on this call. */
+  get singleReceive(): boolean {
+    return this.role === "caller" ? singleResponse(this.kind) : singleRequest(this.kind);
   }
 }

@@ -23,12 +23,10 @@ export interface Config extends Limits {
   /** Response credit a call this side opens starts with, messages (16). */
   callCredit: number;
   /**
-   * Most messages a call's receive window grows to when messages are small
-   * (16,384); the window only grows while `window × average size` stays
-   * within {@link Config.callWindowBytes}.
+   * Byte budget of a call's receive window (1 MiB): as messages are
+   * consumed the window grows toward this budget divided by the message's
+   * size, at most 16,384 messages; 0 keeps the window at its initial credit.
    */
-  maxCallWindow: number;
-  /** Byte budget of a call's receive window (1 MiB). */
   callWindowBytes: number;
   /** Received bytes held for the application over all calls (64 MiB). */
   maxConnectionBuffer: number;
@@ -59,7 +57,6 @@ export const DEFAULT_CONFIG: Config = {
   ...PROTOCOL_DEFAULTS,
   maxBatchSize: 16 * 1024,
   callCredit: 16,
-  maxCallWindow: 16 * 1024,
   callWindowBytes: 1024 * 1024,
   maxConnectionBuffer: 64 * 1024 * 1024,
   maxCallSendBuffer: 1024 * 1024,

@@ -10,7 +10,7 @@
  */
 
 import { putU32 } from "./bytes.js";
-import { Call } from "./call.js";
+import { Call, singleResponse } from "./call.js";
 import { type Config, checkSettings, DEFAULT_CONFIG, type Limits, maxWebSocketMessage, PROTOCOL_DEFAULTS } from "./config.js";
 import { Fifo } from "./fifo.js";
 import {
@@ -47,7 +47,10 @@ export type Event =
   /** The connection is over; emitted exactly once. */
   | { type: "closed"; code: number; reason: string };
 
-/** Connection states: `draining` after a GOAWAY either way; `closed` after teardown. */
+/**
+ * Connection states: `draining` after a GOAWAY either way (calls in flight
+ * go on, no new ones); `closed` after teardown (only queued output remains).
+ */
 type State = "open" | "draining" | "closed";
 
 /** A connection error: a close code and its reason (PROTOCOL.md 9.4). */
@@ -61,6 +64,17 @@ class ConnectionError extends Error {
 }
 
 const protocolError = (reason: string) => new ConnectionError(1002, reason);
+
+/** What {@link Connection.send} did with a message. */
+export type SendResult =
+  /** Queued; it took one of the peer's credits. */
+  | "ok"
+  /** Not queued: no credit, or a send buffer is at its bound; a `writable` event follows. */
+  | "blocked"
+  /** Not queued: the call has ended or its sending side is closed. */
+  | "ended"
+  /** Not queued: over the peer's MAX_MESSAGE_SIZE; the call goes on. */
+  | "too_large";
 
 /** Options of {@link Connection.open}. */
 export interface OpenOptions {
@@ -123,14 +137,50 @@ export class Connection {
 
   // ---- state ------------------------------------------------------------
 
-  /** Whether new calls may be opened. */
+  /** True until the connection starts closing (an error, a close, or the end of a drain); true while draining. */
   get isOpen(): boolean {
+    return this.#state !== "closed";
+  }
+
+  /** True once GOAWAY was sent or received: no new calls, the ones in flight go on. */
+  get isDraining(): boolean {
+    return this.#goawaySent !== undefined || this.#goawayReceived !== undefined;
+  }
+
+  /** Whether a new call may be opened now. */
+  get canOpen(): boolean {
     return this.#state === "open";
   }
 
-  /** Whether the connection is over. */
+  /** True once the connection is over and its close was taken by {@link pollClose} (or none is owed). */
   get isClosed(): boolean {
-    return this.#state === "closed";
+    return this.#state === "closed" && (this.#close === undefined || this.#closeTaken);
+  }
+
+  /** True while `id` holds state. */
+  hasCall(id: number): boolean {
+    return this.#calls.has(id);
+  }
+
+  /** Messages this side may still send on a live call before `send` says "blocked". */
+  sendCredit(id: number): number | undefined {
+    return this.#calls.get(id)?.send.credit;
+  }
+
+  /** The receive window of a live call, messages. */
+  recvWindow(id: number): number | undefined {
+    return this.#calls.get(id)?.recv.window;
+  }
+
+  /** True when `send` on `id` would say "blocked" now (no credit, or a send bound reached). */
+  wouldBlock(id: number): boolean {
+    const call = this.#calls.get(id);
+    if (call === undefined) return false;
+    return (
+      call.send.credit === 0 ||
+      call.send.queuedBytes >= this.config.maxCallSendBuffer ||
+      this.#queuedSend >= this.config.maxConnectionSendBuffer
+    );
   }
 
   /** Live calls, both directions. */
@@ -171,6 +221,8 @@ export class Connection {
       throw status("RESOURCE_EXHAUSTED", `request metadata over the server's limit of ${this.#peer.maxMetadataSize} bytes`);
     }
     const id = this.#nextId;
+    // A single-response call grants exactly the one message it may receive.
+    const credit = singleResponse(kind) ? 1 : this.config.callCredit;
     const timeoutMs = Math.max(0, Math.min(Math.ceil(opts.timeoutMs ?? 0), 0xffffffff));
     let open: Uint8Array;
     try {
@@ -179,7 +231,7 @@ export class Connection {
         stream: id,
         kind,
         timeoutMs,
-        initialCredit: this.config.callCredit,
+        initialCredit: credit,
         method,
         metadata,
       });
@@ -187,7 +239,7 @@ export class Connection {
       throw status("INVALID_ARGUMENT", e instanceof Error ? e.message : String(e));
     }
     this.#nextId += 2;
-    const call = new Call(id, "caller", kind, this.#peer.initialCredit, this.config.callCredit);
+    const call = new Call(id, "caller", kind, this.#peer.initialCredit, credit);
     if (timeoutMs > 0) call.deadline = now + timeoutMs;
     this.#calls.set(id, call);
     this.#control.push(open);
@@ -196,43 +248,30 @@ export class Connection {
 
   /**
    * Whether a message may be queued on `id` now: the peer has credit for
-   * it and the send buffers have room. When not, wait for its `writable` event.
+   * it and the send buffers have room. When not, a `writable` event follows
+   * once it may.
    */
   canSend(id: number): boolean {
-    const call = this.#calls.get(id);
-    if (call === undefined) return true; // send() reports the end
-    const s = call.send;
-    if (
-      s.credit <= s.queuedMessages ||
-      s.queuedBytes >= this.config.maxCallSendBuffer ||
-      this.#queuedSend >= this.config.maxConnectionSendBuffer
-    ) {
-      this.#wantWritable.add(id);
-      return false;
-    }
-    return true;
+    if (!this.wouldBlock(id)) return true;
+    this.#wantWritable.add(id);
+    return false;
   }
 
   readonly #wantWritable = new Set<number>();
 
   /**
-   * Queues a message (the caller's last one when `end`). Returns false when
-   * the call has ended or its send side is closed (its `end` event says why).
+   * Queues a message (the caller's last one when `end`); it takes one of
+   * the peer's credits now. See {@link SendResult}.
    */
-  send(id: number, data: Uint8Array, end = false): boolean {
+  send(id: number, data: Uint8Array, end = false): SendResult {
     const call = this.#calls.get(id);
-    if (call === undefined || call.send.state !== "open") return false;
-    if (data.length > this.#peer.maxMessageSize) {
-      this.#streamError(
-        call,
-        status("RESOURCE_EXHAUSTED", `message of ${data.length} bytes over the peer's limit of ${this.#peer.maxMessageSize}`),
-      );
-      return false;
-    }
+    if (call === undefined || call.send.state !== "open") return "ended";
+    if (data.length > this.#peer.maxMessageSize) return "too_large";
+    if (!this.canSend(id)) return "blocked";
     call.send.push(data, end && call.role === "caller");
     this.#queuedSend += data.length;
     this.#schedule(call);
-    return true;
+    return "ok";
   }
 
   /** Ends the request stream of a call this side opened. */
@@ -247,8 +286,8 @@ export class Connection {
   consume(id: number, bytes: number): void {
     const call = this.#calls.get(id);
     if (call === undefined) return;
-    this.#held -= Math.min(bytes, call.recv.unreadBytes);
-    const grant = call.recv.consume(bytes, this.config);
+    const { freed, grant } = call.recv.consume(bytes, !call.singleReceive, this.config.callWindowBytes);
+    this.#held -= freed;
     if (grant > 0) this.#control.push(encodeFrame({ type: "CREDIT", stream: id, credit: grant }));
   }
 
@@ -275,6 +314,9 @@ export class Connection {
     call.pendingStatus = s;
     call.send.end();
     this.#schedule(call);
+    // The call ends here at once; its STATUS goes out after its queued messages.
+    call.ended = true;
+    this.#events.push({ type: "end", id, status: s });
   }
 
   /**
@@ -290,9 +332,13 @@ export class Connection {
     this.#maybeDrained();
   }
 
-  /** Ends every call at once and closes with `code` (for example when the page unloads). */
+  /**
+   * Closes at once (for example when the page unloads, or after a drain's
+   * grace period): every call ends with UNAVAILABLE, a GOAWAY with `code`
+   * goes out, then the close.
+   */
   abort(code = 1000, reason = "closed by the application"): void {
-    this.#teardown(code, reason, status("CANCELLED", reason), true);
+    this.#fail(new ConnectionError(code, reason), `connection closed (${code}${reason ? `: ${reason}` : ""})`);
   }
 
   // ---- inputs -----------------------------------------------------------
@@ -472,7 +518,7 @@ export class Connection {
       const s = call.pendingStatus;
       call.pendingStatus = undefined;
       const frame = this.#statusFrame(call.id, s);
-      this.#remove(call);
+      this.#end(call, s);
       return frame;
     }
     return undefined;
@@ -551,7 +597,7 @@ export class Connection {
     if (this.#state === "open") this.#state = "draining";
     const refused = [...this.#calls.values()].filter((c) => c.role === "caller" && c.id > last).sort((a, b) => a.id - b.id);
     for (const call of refused) {
-      this.#end(call, status("UNAVAILABLE", "not processed: the server is draining (GOAWAY); safe to retry"));
+      this.#end(call, { ...status("UNAVAILABLE", "not processed: the server is draining (GOAWAY); safe to retry"), notProcessed: true });
     }
     this.#events.push({ type: "goaway", lastStreamId: last, reason });
     this.#maybeDrained();
@@ -613,7 +659,7 @@ export class Connection {
         const size = f.message.length + f.details.length + metadataSize(f.trailers) + 7;
         if (size > this.config.maxMetadataSize) throw new ConnectionError(1009, "STATUS over MAX_METADATA_SIZE");
         let s: Status = { code: codeName(f.code), message: f.message, details: f.details.slice(), trailers: f.trailers };
-        if (s.code === "OK" && call.recv.received !== 1 && (call.kind === "unary" || call.kind === "client_streaming")) {
+        if (s.code === "OK" && call.recv.received !== 1 && call.singleReceive) {
           s = status("INTERNAL", "OK status without the one response message");
         }
         this.#end(call, s);
@@ -635,65 +681,32 @@ export class Connection {
   #onMessage(call: Call, payload: Uint8Array, more: boolean, end: boolean): void {
     if (payload.length > this.config.maxFragmentSize) throw new ConnectionError(1009, "MESSAGE frame over MAX_FRAGMENT_SIZE");
     if (end && call.role === "caller") throw protocolError("END_STREAM from the responder");
-    const r = call.recv;
-    if (!r.open) {
-      this.#streamError(call, status("INTERNAL", "message after half-close"));
-      return;
-    }
-    if (r.partial === undefined) {
-      if (r.credit === 0) throw protocolError("message beyond the granted credit");
-      r.credit -= 1;
-      if (call.tooManyReceived()) {
-        this.#streamError(call, status("INTERNAL", "more than one message for this call kind"));
+    const heldBefore = call.recv.held;
+    const r = call.recv.onFragment(payload, more, call.singleReceive, this.config.maxMessageSize);
+    switch (r.type) {
+      case "connection-fault":
+        throw protocolError(r.message);
+      case "call-fault":
+        this.#streamError(call, status(r.code, r.message));
         return;
-      }
+      case "partial":
+        break;
+      case "message":
+        if (call.role === "caller") call.headersDone = true;
+        this.#events.push({ type: "message", id: call.id, data: r.data });
+        break;
     }
-    if (r.partialBytes + payload.length > this.config.maxMessageSize) {
-      this.#streamError(call, status("RESOURCE_EXHAUSTED", `message larger than the limit of ${this.config.maxMessageSize} bytes`));
-      return;
-    }
-    if (more) {
-      // Copied: the WebSocket's buffer may be reused; the copy is what is held.
-      if (r.partial === undefined) r.partial = [];
-      r.partial.push(payload.slice());
-      r.partialBytes += payload.length;
-      this.#held += payload.length;
-    } else {
-      let data = payload;
-      if (r.partial !== undefined) {
-        r.partial.push(payload);
-        const total = r.partialBytes + payload.length;
-        const out = new Uint8Array(total);
-        let at = 0;
-        for (const p of r.partial) {
-          out.set(p, at);
-          at += p.length;
-        }
-        data = out;
-        this.#held -= r.partialBytes;
-        r.partial = undefined;
-        r.partialBytes = 0;
-      }
-      r.delivered(data.length);
-      this.#held += data.length;
-      if (call.role === "caller") call.headersDone = true;
-      this.#events.push({ type: "message", id: call.id, data });
-    }
+    this.#held += call.recv.held - heldBefore;
     this.#enforceBuffer();
     if (end && this.#calls.has(call.id)) this.#onHalfClose(call);
   }
 
   #onHalfClose(call: Call): void {
-    const r = call.recv;
-    if (!r.open) {
-      this.#streamError(call, status("INTERNAL", "duplicate half-close"));
+    const problem = call.recv.close(call.singleReceive);
+    if (problem !== undefined) {
+      this.#streamError(call, status("INTERNAL", problem));
       return;
     }
-    if (r.partial !== undefined) {
-      this.#streamError(call, status("INTERNAL", "half-close inside a fragmented message"));
-      return;
-    }
-    r.open = false;
     this.#events.push({ type: "half-closed", id: call.id });
   }
 
@@ -719,33 +732,38 @@ export class Connection {
     this.#end(call, s);
   }
 
-  /** Ends one call: frees its buffers, emits `end`. */
+  /** Ends one call: frees its buffers, emits `end` (once: a responder that finished has had it). */
   #end(call: Call, s: Status): void {
     if (!this.#remove(call)) return;
-    this.#events.push({ type: "end", id: call.id, status: s });
+    if (!call.ended) {
+      call.ended = true;
+      this.#events.push({ type: "end", id: call.id, status: s });
+    }
+    this.#maybeDrained();
   }
 
+  /** Forgets a call and frees its buffers; false when it was already gone. */
   #remove(call: Call): boolean {
     if (!this.#calls.delete(call.id)) return false;
     this.#queuedSend -= call.send.clear();
-    this.#held -= call.recv.held;
+    this.#held -= call.recv.clear();
     this.#wantWritable.delete(call.id);
     if (call.role === "responder") this.#responderCalls -= 1;
-    this.#maybeDrained();
     return true;
   }
 
   #maybeDrained(): void {
-    if (this.#state === "draining" && this.#goawaySent !== undefined && this.#calls.size === 0 && this.#close === undefined) {
-      this.#close = { code: 1000, reason: "drained" };
+    if (this.#state === "draining" && this.#goawaySent !== undefined && this.#calls.size === 0) {
+      this.#teardown(1000, "drained", status("UNAVAILABLE", "drained"), true);
     }
   }
 
-  #fail(e: ConnectionError): void {
+  /** A fault found here, or a local close: GOAWAY with the close code, every call ends UNAVAILABLE, then the close. */
+  #fail(e: ConnectionError, why = `connection error: ${e.message}`): void {
     if (this.#state === "closed") return;
     this.#control.clear();
     this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: e.code, reason: truncateUtf8(e.message, 1024) }));
-    this.#teardown(e.code, e.message, status("UNAVAILABLE", `connection error: ${e.message}`), true);
+    this.#teardown(e.code, e.message, status("UNAVAILABLE", why), true);
   }
 
   /**

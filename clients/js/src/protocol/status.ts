@@ -39,6 +39,12 @@ export interface Status {
   readonly message: string;
   readonly details: Uint8Array;
   readonly trailers: Metadata;
+  /**
+   * Set only by the connection, for a call the server announced it never
+   * processed (above its GOAWAY's last id): safe to send again. Never read
+   * from a peer's status text.
+   */
+  readonly notProcessed?: boolean;
 }
 
 /** A call that ended with a status other than OK, or a connection that failed. */
