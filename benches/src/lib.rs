@@ -45,13 +45,13 @@ pub fn unary_round_trip(
     now: Instant,
     msg: &bytes::Bytes,
 ) -> usize {
-    use zrpc_core::{CallKind, CallOptions, Metadata, Status};
+    use zrpc_core::{CallKind, Metadata, OpenOptions, Status};
     let id = client
         .open_call(
             now,
             "bench.Echo/Unary",
             CallKind::Unary,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .expect("open");
     client.send(id, msg.clone()).expect("send");
@@ -76,13 +76,13 @@ pub fn server_stream(
     n: usize,
     msg: &bytes::Bytes,
 ) -> usize {
-    use zrpc_core::{CallKind, CallOptions, Metadata, Status};
+    use zrpc_core::{CallKind, Metadata, OpenOptions, Status};
     let id = client
         .open_call(
             now,
             "bench.Echo/Stream",
             CallKind::ServerStreaming,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .expect("open");
     client.send(id, msg.clone()).expect("send");

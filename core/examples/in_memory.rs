@@ -141,10 +141,9 @@ fn main() {
     pump("s->c", &mut server, &mut client, now);
 
     println!("\nserver-streaming call demo.Echo/Repeat, 5 s deadline:");
-    let opts = CallOptions {
+    let opts = OpenOptions {
         timeout: Some(Duration::from_secs(5)),
         metadata: Metadata::new(),
-        retry: None,
     };
     let repeat = client
         .open_call(now, "demo.Echo/Repeat", CallKind::ServerStreaming, opts)
@@ -158,7 +157,7 @@ fn main() {
             now,
             "demo.Echo/Chat",
             CallKind::Bidi,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     client.send(chat, Bytes::from_static(b"ping")).unwrap();

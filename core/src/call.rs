@@ -5,7 +5,9 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::error::FrameError;
-use crate::frame::MAX_METHOD_LEN;
+
+/// Longest method name in bytes.
+pub const MAX_METHOD_LEN: usize = 1024;
 
 /// Which end of the WebSocket this connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

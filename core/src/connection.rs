@@ -18,20 +18,12 @@ use bytes::Bytes;
 use crate::call::{CallKind, Side, StreamId};
 use crate::config::Config;
 use crate::error::{ConnectionError, UserError};
-use crate::event::{CallOptions, Event, Incoming, Mode, Transmit};
+use crate::event::{Event, Incoming, Mode, OpenOptions, Transmit};
 use crate::legacy::LegacyConnection;
+use crate::lifecycle::State;
 use crate::metadata::Metadata;
 use crate::status::Status;
 use crate::v1::V1Connection;
-
-/// Where a connection is in its life (both wire formats).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum State {
-    Open,
-    /// Only queued output (GOAWAY, the close) remains.
-    Closing,
-    Closed,
-}
 
 #[derive(Debug)]
 /// The state machine of the connection's wire format. Both inline: a
@@ -258,7 +250,7 @@ impl Connection {
         now: Instant,
         method: &str,
         kind: CallKind,
-        opts: CallOptions,
+        opts: OpenOptions,
     ) -> Result<StreamId, UserError> {
         on_machine_mut!(self.open_call(now, method, kind, opts))
     }

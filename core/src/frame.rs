@@ -21,8 +21,7 @@ use crate::status::{Code, Status};
 
 /// Length of the frame header in bytes.
 pub const HEADER_LEN: usize = 6;
-/// Longest method name in bytes.
-pub const MAX_METHOD_LEN: usize = 1024;
+pub use crate::call::MAX_METHOD_LEN;
 
 /// Frame type bytes.
 pub mod kind {

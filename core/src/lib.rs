@@ -18,7 +18,7 @@
 //! ```
 //! use std::time::Instant;
 //! use bytes::Bytes;
-//! use zrpc_core::{CallKind, CallOptions, Connection, Event, Incoming, Metadata, Status, Transmit};
+//! use zrpc_core::{CallKind, OpenOptions, Connection, Event, Incoming, Metadata, Status, Transmit};
 //!
 //! // Moves every pending WebSocket message from one side to the other.
 //! fn pump(from: &mut Connection, to: &mut Connection, now: Instant) {
@@ -33,7 +33,7 @@
 //! let mut client = Connection::client(now);
 //! let mut server = Connection::server(now);
 //!
-//! let id = client.open_call(now, "demo.Echo/Repeat", CallKind::ServerStreaming, CallOptions::default()).unwrap();
+//! let id = client.open_call(now, "demo.Echo/Repeat", CallKind::ServerStreaming, OpenOptions::default()).unwrap();
 //! client.send(id, Bytes::from_static(b"hello")).unwrap();
 //! client.close_send(id).unwrap();
 //! pump(&mut client, &mut server, now);
@@ -79,6 +79,7 @@ mod error;
 mod event;
 pub mod frame;
 pub mod legacy;
+mod lifecycle;
 mod metadata;
 mod output;
 mod status;
@@ -95,7 +96,7 @@ pub use config::{
 };
 pub use connection::Connection;
 pub use error::{ConnectionError, FrameError, MetadataError, UserError};
-pub use event::{CallOptions, Event, Incoming, IncomingCall, Mode, RetryPolicy, Transmit};
+pub use event::{Event, Incoming, IncomingCall, Mode, OpenOptions, Transmit};
 pub use frame::{Frame, Settings};
 pub use metadata::{MAX_KEY_LEN, Metadata};
 pub use status::{Code, Status};

@@ -80,7 +80,7 @@ fn hot_paths_allocate_nothing_per_message() {
             now,
             "bench.Echo/Upload",
             CallKind::ClientStreaming,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     pump(&mut client, &mut server, now);
@@ -128,7 +128,7 @@ fn hot_paths_allocate_nothing_per_message() {
             now,
             "client.Push/Stream",
             CallKind::ServerStreaming,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     server.send(sid, Bytes::from_static(b"req")).unwrap();
@@ -167,7 +167,7 @@ fn hot_paths_allocate_nothing_per_message() {
                 now,
                 "bench.Echo/Unary",
                 CallKind::Unary,
-                CallOptions::default(),
+                OpenOptions::default(),
             )
             .unwrap();
         client.send(id, req.clone()).unwrap();

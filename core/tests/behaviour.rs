@@ -430,9 +430,9 @@ fn run(script: &Value, defaults: &Value) {
                 r.conn.handle_timeout(r.now);
             }
             "open" => {
-                let mut opts = CallOptions {
+                let mut opts = OpenOptions {
                     metadata: metadata_in(arg.get("metadata")),
-                    ..CallOptions::default()
+                    ..OpenOptions::default()
                 };
                 if let Some(t) = arg.get("timeout_ms").and_then(Value::as_u64) {
                     opts.timeout = Some(Duration::from_millis(t));

@@ -157,9 +157,9 @@ fn a_timeout_too_large_to_represent_is_no_deadline_and_no_panic() {
             p.now,
             "s/M",
             CallKind::Unary,
-            CallOptions {
+            OpenOptions {
                 timeout: Some(Duration::MAX),
-                ..CallOptions::default()
+                ..OpenOptions::default()
             },
         )
         .unwrap();

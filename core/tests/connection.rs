@@ -19,10 +19,9 @@ fn unary_call_with_headers_trailers_and_metadata() {
             p.now,
             "people.People/CreatePerson",
             CallKind::Unary,
-            CallOptions {
+            OpenOptions {
                 timeout: None,
                 metadata: md,
-                retry: None,
             },
         )
         .unwrap();
@@ -263,10 +262,10 @@ fn oversized_message_ends_only_its_call() {
         p.now,
     );
     let sid = raw
-        .open_call(p.now, "s/A", CallKind::Bidi, CallOptions::default())
+        .open_call(p.now, "s/A", CallKind::Bidi, OpenOptions::default())
         .unwrap();
     let other = raw
-        .open_call(p.now, "s/B", CallKind::Bidi, CallOptions::default())
+        .open_call(p.now, "s/B", CallKind::Bidi, OpenOptions::default())
         .unwrap();
     raw.send(sid, Bytes::from(vec![0u8; 150_000])).unwrap();
     raw.send(other, b("fine")).unwrap();
@@ -334,10 +333,9 @@ fn deadline_expiry_ends_the_call_on_both_sides() {
             p.now,
             "s/Slow",
             CallKind::Unary,
-            CallOptions {
+            OpenOptions {
                 timeout: Some(Duration::from_millis(250)),
                 metadata: Metadata::new(),
-                retry: None,
             },
         )
         .unwrap();
@@ -385,10 +383,9 @@ fn caller_deadline_resets_the_responder() {
             p.now,
             "s/Slow",
             CallKind::Bidi,
-            CallOptions {
+            OpenOptions {
                 timeout: Some(Duration::from_millis(5)),
                 metadata: Metadata::new(),
-                retry: None,
             },
         )
         .unwrap();
@@ -426,7 +423,7 @@ fn go_away_refuses_unprocessed_calls_and_drains_the_rest() {
     assert_eq!(opened(&p.server_events).len(), 1);
     assert_eq!(
         p.client
-            .open_call(p.now, "s/New", CallKind::Unary, CallOptions::default()),
+            .open_call(p.now, "s/New", CallKind::Unary, OpenOptions::default()),
         Err(UserError::Draining)
     );
     // The in-flight call still completes, then both sides close normally.
@@ -457,7 +454,7 @@ fn concurrent_stream_limit_is_respected_and_signalled() {
     let _b = p.open("s/B", CallKind::Bidi);
     assert_eq!(
         p.client
-            .open_call(p.now, "s/C", CallKind::Bidi, CallOptions::default()),
+            .open_call(p.now, "s/C", CallKind::Bidi, OpenOptions::default()),
         Err(UserError::StreamLimit)
     );
     p.run();
@@ -485,10 +482,10 @@ fn a_peer_over_the_stream_limit_gets_resource_exhausted() {
     // A client that never saw the server's SETTINGS opens two calls.
     let mut client = Connection::client(now);
     let a = client
-        .open_call(now, "m", CallKind::Bidi, CallOptions::default())
+        .open_call(now, "m", CallKind::Bidi, OpenOptions::default())
         .unwrap();
     let b2 = client
-        .open_call(now, "m", CallKind::Bidi, CallOptions::default())
+        .open_call(now, "m", CallKind::Bidi, OpenOptions::default())
         .unwrap();
     let mut closes = vec![];
     deliver(&mut client, &mut server, now, &mut closes);
@@ -511,7 +508,7 @@ fn server_initiated_calls_use_even_ids() {
             p.now,
             "client.Notify/Push",
             CallKind::Unary,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     assert_eq!(id, StreamId(2));
@@ -549,7 +546,7 @@ fn transport_loss_fails_every_call_with_unavailable() {
     assert!(p.client.poll_transmit().is_none());
     assert_eq!(
         p.client
-            .open_call(p.now, "s/B", CallKind::Unary, CallOptions::default()),
+            .open_call(p.now, "s/B", CallKind::Unary, OpenOptions::default()),
         Err(UserError::ConnectionClosed)
     );
 }

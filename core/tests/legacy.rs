@@ -179,7 +179,7 @@ fn legacy_client_reads_until_close() {
             now,
             "echo",
             CallKind::ServerStreaming,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     assert_eq!(
@@ -187,7 +187,7 @@ fn legacy_client_reads_until_close() {
             now,
             "echo",
             CallKind::ServerStreaming,
-            CallOptions::default()
+            OpenOptions::default()
         ),
         Err(UserError::LegacyOneCall)
     );
@@ -218,7 +218,7 @@ fn legacy_client_understands_the_close_text_and_abnormal_closes() {
             now,
             "echo",
             CallKind::ServerStreaming,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     c.send(id, b("w")).unwrap();
@@ -239,7 +239,7 @@ fn legacy_client_understands_the_close_text_and_abnormal_closes() {
             now,
             "echo",
             CallKind::ServerStreaming,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     c.send(id, b("w")).unwrap();
@@ -258,7 +258,7 @@ fn legacy_pair_end_to_end() {
             now,
             "echo",
             CallKind::ServerStreaming,
-            CallOptions::default(),
+            OpenOptions::default(),
         )
         .unwrap();
     c.send(id, b("hi")).unwrap();

@@ -292,10 +292,9 @@ impl World {
                     CallKind::ClientStreaming,
                     CallKind::Bidi,
                 ][kind as usize];
-                let opts = CallOptions {
+                let opts = OpenOptions {
                     timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)),
                     metadata: Metadata::new(),
-                    retry: None,
                 };
                 if let Ok(id) = self.sides[i]
                     .conn

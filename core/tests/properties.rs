@@ -174,7 +174,7 @@ proptest! {
         let mode = if legacy { Mode::Legacy } else { Mode::V1 };
         let cfg = Config { max_connection_buffer: 4096, keepalive_interval: Some(Duration::from_secs(1)), ..Config::default() };
         let mut c = Connection::new(side, mode, cfg, now);
-        let _ = c.open_call(now, "m", CallKind::Bidi, CallOptions { timeout: Some(Duration::from_secs(3)), metadata: Metadata::new(), retry: None });
+        let _ = c.open_call(now, "m", CallKind::Bidi, OpenOptions { timeout: Some(Duration::from_secs(3)), metadata: Metadata::new() });
         let mut t = now;
         for (i, (text, bytes)) in inputs.into_iter().enumerate() {
             let msg = if text { Incoming::Text(bytes.into()) } else { Incoming::Binary(bytes.into()) };

@@ -80,9 +80,9 @@ proptest! {
             match op {
                 Op::Open { kind, timeout_ms } => {
                     let kind = [CallKind::Unary, CallKind::ServerStreaming, CallKind::ClientStreaming, CallKind::Bidi][kind as usize];
-                    let opts = CallOptions {
+                    let opts = OpenOptions {
                         timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)),
-                        ..CallOptions::default()
+                        ..OpenOptions::default()
                     };
                     if let Ok(id) = p.client.open_call(p.now, "t.T/M", kind, opts) {
                         calls.push(id);

@@ -125,7 +125,7 @@ fuzz_target!(|input: Input| {
                 let _ = c.handle_message(now, Incoming::Binary(b.into()));
             }
             Op::Open { kind, timeout_ms, metadata } => {
-                let opts = CallOptions { timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)), metadata, retry: None };
+                let opts = OpenOptions { timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)), metadata };
                 if let Ok(id) = c.open_call(now, "fuzz.Svc/Call", kind, opts) {
                     calls.push(id);
                 }

@@ -127,7 +127,7 @@ impl CallContext {
     /// True once the call has ended (see [`cancelled`](Self::cancelled)).
     pub fn is_cancelled(&self) -> bool {
         match &self.io {
-            CallIo::Ws(shared) => shared.lock().slots.get(&self.id).is_none_or(Slot::is_ended),
+            CallIo::Ws(shared) => shared.read(|g| g.slots.get(&self.id).is_none_or(Slot::is_ended)),
             CallIo::Http(call) => call.is_ended(),
         }
     }
@@ -157,7 +157,7 @@ impl CallContext {
         match &self.io {
             CallIo::Ws(shared) => {
                 if let Some(h) = headers {
-                    let _ = shared.lock().conn.send_headers(self.id, h);
+                    let _ = shared.act(|g| g.conn.send_headers(self.id, h));
                 }
             }
             CallIo::Http(call) => call.flush_headers(headers),

@@ -71,37 +71,32 @@ pub(crate) fn poll_message(
     if !inline_budget_allows(cx) {
         return Poll::Pending;
     }
-    let mut g = shared.lock();
-    let inner = &mut *g;
-    let Some(slot) = inner.slots.get_mut(&id) else {
-        return Poll::Ready(Ok(None));
-    };
-    if let Some(first) = slot.inbox.pop_front() {
-        inner.conn.consume(id, first.len());
-        let mut bytes = first.len();
-        while local.len() < TAKE_MESSAGES - 1 && bytes < TAKE_BYTES {
-            let Some(m) = slot.inbox.pop_front() else {
-                break;
-            };
-            inner.conn.consume(id, m.len());
-            bytes += m.len();
-            local.push_back(m);
+    shared.act(|inner| {
+        let Some(slot) = inner.slots.get_mut(&id) else {
+            return Poll::Ready(Ok(None));
+        };
+        if let Some(first) = slot.inbox.pop_front() {
+            inner.conn.consume(id, first.len());
+            let mut bytes = first.len();
+            while local.len() < TAKE_MESSAGES - 1 && bytes < TAKE_BYTES {
+                let Some(m) = slot.inbox.pop_front() else {
+                    break;
+                };
+                inner.conn.consume(id, m.len());
+                bytes += m.len();
+                local.push_back(m);
+            }
+            return Poll::Ready(Ok(Some(first)));
         }
-        inner.sync_budget();
-        let wake = inner.writer_needed();
-        drop(g);
-        if wake {
-            shared.writer.signal();
+        match &slot.reading {
+            Reading::Ended(status, _) if !status.is_ok() => Poll::Ready(Err(status.clone())),
+            Reading::Ended(..) | Reading::Closed => Poll::Ready(Ok(None)),
+            Reading::Open => {
+                slot.recv_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
-        return Poll::Ready(Ok(Some(first)));
-    }
-    match &slot.reading {
-        Reading::Ended(status, _) if !status.is_ok() => return Poll::Ready(Err(status.clone())),
-        Reading::Ended(..) | Reading::Closed => return Poll::Ready(Ok(None)),
-        Reading::Open => {}
-    }
-    slot.recv_waker = Some(cx.waker().clone());
-    Poll::Pending
+    })
 }
 
 /// Sends one message, waiting for credit. `msg` is taken when it is sent
@@ -115,28 +110,27 @@ pub(crate) fn poll_send(
     if msg.is_some() && !inline_budget_allows(cx) {
         return Poll::Pending;
     }
-    let mut g = shared.lock();
-    let data = match msg {
-        Some(m) if g.conn.would_block(id) => m.clone(),
-        Some(_) => msg.take().unwrap_or_default(),
-        None => return Poll::Ready(Ok(())),
-    };
-    match g.conn.send(id, data) {
-        Ok(()) => {
-            *msg = None;
-            drop(g);
-            shared.writer.signal();
-            Poll::Ready(Ok(()))
-        }
-        Err(UserError::Blocked) => {
-            crate::metrics::send_stalled();
-            if let Some(s) = g.slots.get_mut(&id) {
-                s.send_waker = Some(cx.waker().clone());
+    shared.act(|g| {
+        let data = match msg {
+            Some(m) if g.conn.would_block(id) => m.clone(),
+            Some(_) => msg.take().unwrap_or_default(),
+            None => return Poll::Ready(Ok(())),
+        };
+        match g.conn.send(id, data) {
+            Ok(()) => {
+                *msg = None;
+                Poll::Ready(Ok(()))
             }
-            Poll::Pending
+            Err(UserError::Blocked) => {
+                crate::metrics::send_stalled();
+                if let Some(s) = g.slots.get_mut(&id) {
+                    s.send_waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(g.status_of(id, e))),
         }
-        Err(e) => Poll::Ready(Err(g.status_of(id, e))),
-    }
+    })
 }
 
 /// Resolves once the call has ended (for any reason), with its status.
@@ -145,8 +139,7 @@ pub(crate) fn poll_end(
     id: StreamId,
     cx: &mut Context<'_>,
 ) -> Poll<(Status, Metadata)> {
-    let mut g = shared.lock();
-    match g.slots.get_mut(&id) {
+    shared.act(|g| match g.slots.get_mut(&id) {
         None => Poll::Ready((
             Status::new(Code::Cancelled, "call is gone"),
             Metadata::new(),
@@ -160,5 +153,5 @@ pub(crate) fn poll_end(
                 Poll::Pending
             }
         },
-    }
+    })
 }

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::Event;
 use futures_lite::FutureExt;
-use zrpc_core::{CallKind, CallOptions, Code, Status};
+use zrpc_core::{CallKind, Code, Status};
+
+use crate::options::CallOptions;
 
 use crate::client::{Call, Client, Failure};
 use crate::conn::now;
@@ -423,7 +425,7 @@ fn jittered(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zrpc_core::RetryPolicy;
+    use crate::options::RetryPolicy;
 
     #[test]
     fn backoff_doubles_up_to_the_bound_and_jitter_stays_within_half() {

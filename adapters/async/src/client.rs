@@ -7,7 +7,9 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use futures_lite::future::poll_fn;
-use zrpc_core::{CallKind, CallOptions, Code, Metadata, Status, StreamId, UserError};
+use zrpc_core::{CallKind, Code, Metadata, Status, StreamId, UserError};
+
+use crate::options::CallOptions;
 
 use crate::call_io::{poll_end, poll_message, poll_send};
 use crate::conn::{Shared, Slot, now};
@@ -74,7 +76,7 @@ impl Client {
             crate::conn::now(),
         );
         let shared = Shared::new(conn, crate::conn::PeerInfo::default());
-        shared.lock().closed = Some(why);
+        shared.act(|g| g.closed = Some(why));
         Self::from_shared(shared)
     }
 
@@ -109,32 +111,32 @@ impl Client {
         mut request: Option<Bytes>,
     ) -> Result<Call, Failure> {
         let (id, sent) = poll_fn(|cx| {
-            let mut g = self.shared.lock();
-            if let Some(st) = &g.closed {
-                return Poll::Ready(Err(Failure::NotSent(st.clone())));
-            }
-            match g.conn.open_call(now(), method, kind, opts.clone()) {
-                Ok(id) => {
-                    g.slots.insert(id, Slot::default());
-                    let sent = match request.take() {
-                        None => Ok(()),
-                        // A new call always has credit for its first message.
-                        Some(req) => g.conn.send(id, req).and_then(|()| g.conn.close_send(id)),
-                    };
-                    Poll::Ready(Ok((id, sent.map_err(|e| g.status_of(id, e)))))
+            self.shared.act(|g| {
+                if let Some(st) = &g.closed {
+                    return Poll::Ready(Err(Failure::NotSent(st.clone())));
                 }
-                Err(UserError::StreamLimit) => {
-                    g.open_wakers.push(cx.waker().clone());
-                    Poll::Pending
+                match g.conn.open_call(now(), method, kind, opts.open_options()) {
+                    Ok(id) => {
+                        g.slots.insert(id, Slot::default());
+                        let sent = match request.take() {
+                            None => Ok(()),
+                            // A new call always has credit for its first message.
+                            Some(req) => g.conn.send(id, req).and_then(|()| g.conn.close_send(id)),
+                        };
+                        Poll::Ready(Ok((id, sent.map_err(|e| g.status_of(id, e)))))
+                    }
+                    Err(UserError::StreamLimit) => {
+                        g.open_wakers.push(cx.waker().clone());
+                        Poll::Pending
+                    }
+                    Err(e @ (UserError::Draining | UserError::ConnectionClosed)) => {
+                        Poll::Ready(Err(Failure::NotSent(g.status_of(StreamId(0), e))))
+                    }
+                    Err(e) => Poll::Ready(Err(Failure::Refused(g.status_of(StreamId(0), e)))),
                 }
-                Err(e @ (UserError::Draining | UserError::ConnectionClosed)) => {
-                    Poll::Ready(Err(Failure::NotSent(g.status_of(StreamId(0), e))))
-                }
-                Err(e) => Poll::Ready(Err(Failure::Refused(g.status_of(StreamId(0), e)))),
-            }
+            })
         })
         .await?;
-        self.shared.writer.signal();
         let call = Call {
             id,
             shared: self.shared.clone(),
@@ -238,13 +240,13 @@ impl Client {
 
     /// True once the connection is over.
     pub fn is_closed(&self) -> bool {
-        let g = self.shared.lock();
-        g.closed.is_some() || g.conn.is_closed()
+        self.shared
+            .read(|g| g.closed.is_some() || g.conn.is_closed())
     }
 
     /// True once either side started draining (new calls fail).
     pub fn is_draining(&self) -> bool {
-        self.shared.lock().conn.is_draining()
+        self.shared.read(|g| g.conn.is_draining())
     }
 
     /// Resolves once no new call can be opened on this connection: the
@@ -253,14 +255,15 @@ impl Client {
     /// ([`Channel`](crate::Channel)) waits on this to open the next one.
     pub async fn draining(&self) {
         poll_fn(|cx| {
-            let mut g = self.shared.lock();
-            if g.closed.is_some() || g.conn.is_closed() || g.conn.is_draining() {
-                return Poll::Ready(());
-            }
-            if !g.drain_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                g.drain_wakers.push(cx.waker().clone());
-            }
-            Poll::Pending
+            self.shared.act(|g| {
+                if g.closed.is_some() || g.conn.is_closed() || g.conn.is_draining() {
+                    return Poll::Ready(());
+                }
+                if !g.drain_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    g.drain_wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            })
         })
         .await
     }
@@ -318,8 +321,7 @@ impl Call {
     /// The response headers (empty if the server sent none), once known.
     pub async fn headers(&mut self) -> Metadata {
         poll_fn(|cx| {
-            let mut g = self.shared.lock();
-            match g.slots.get_mut(&self.id) {
+            self.shared.act(|g| match g.slots.get_mut(&self.id) {
                 None => Poll::Ready(Metadata::new()),
                 Some(s) => match &s.headers {
                     Some(h) => Poll::Ready(h.clone()),
@@ -329,7 +331,7 @@ impl Call {
                         Poll::Pending
                     }
                 },
-            }
+            })
         })
         .await
     }

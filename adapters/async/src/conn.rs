@@ -163,8 +163,20 @@ impl Shared {
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.inner)
+    }
+
+    /// The lock for the connection's own tasks only: the driver's reader
+    /// (which routes the events of what it received, and dispatches the
+    /// calls the peer opens) and writer (which is what `act` wakes).
+    pub(crate) fn driver_lock(&self) -> MutexGuard<'_, Inner> {
+        self.lock()
+    }
+
+    /// Looks at the connection without changing it.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Inner) -> T) -> T {
+        f(&self.lock())
     }
 
     pub(crate) fn mode(&self) -> Mode {
@@ -172,10 +184,11 @@ impl Shared {
     }
 
     /// Acts on the connection: runs `f` under the lock, routes the events
-    /// it caused to the calls' slots, and wakes the writer when it has
-    /// something to do. The one way handles and the server change a
-    /// connection (the reader routes its own events: it also dispatches the
-    /// calls the peer opens).
+    /// it caused to the calls' slots (and brings the receive budget up to
+    /// date), and wakes the writer when it has something to do. The one way
+    /// handles, calls and the server change a connection, so no queuing
+    /// operation can forget the writer; only the driver's own tasks take
+    /// the lock otherwise ([`driver_lock`](Self::driver_lock)).
     pub(crate) fn act<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut g = self.lock();
         let out = f(&mut g);

@@ -11,7 +11,9 @@ use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
-use zrpc_core::{CallKind, CallOptions, Config, Connection, Mode, SUBPROTOCOL_V1, Side};
+use zrpc_core::{CallKind, Config, Connection, Mode, SUBPROTOCOL_V1, Side};
+
+use crate::options::CallOptions;
 
 use crate::Error;
 use crate::client::{Call, Client};

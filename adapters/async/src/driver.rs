@@ -153,7 +153,7 @@ where
     let mut timer: Option<(Instant, Sleep)> = None;
     loop {
         let (deadline, closed) = {
-            let mut g = shared.lock();
+            let mut g = shared.driver_lock();
             // Everything queued so far goes in this round: a wake-up already
             // pending for it would only cost an empty round.
             shared.writer.clear();
@@ -319,7 +319,7 @@ async fn run_timers_while_blocked<R: Runtime>(
     let mut closing_since = None;
     loop {
         let next = {
-            let mut g = shared.lock();
+            let mut g = shared.driver_lock();
             let t = now();
             if g.conn.poll_timeout().is_some_and(|d| d <= t) {
                 g.handle_timeout(t);
@@ -382,7 +382,7 @@ where
     loop {
         if linger_until.is_none()
             && (shared.writer_end.load(Ordering::Acquire) != WRITER_RUNNING
-                || shared.lock().conn.is_closed())
+                || shared.driver_lock().conn.is_closed())
         {
             linger_until = Some(now() + CLOSE_LINGER);
         }
@@ -405,7 +405,7 @@ where
         let item = rx.next().or(stop).await;
         let mut done = false;
         let (opened, wake_writer, over_budget) = {
-            let mut g = shared.lock();
+            let mut g = shared.driver_lock();
             match item {
                 Some(Ok(Message::Binary(b))) => {
                     received.increment(b.len() as u64);

@@ -20,6 +20,7 @@ mod health;
 mod http;
 pub use http::ResponseBody;
 mod metrics;
+mod options;
 mod router;
 mod runtime;
 mod server;
@@ -37,6 +38,7 @@ pub use channel::{Channel, ChannelConfig};
 pub use client::{Call, Client};
 pub use connect::{ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream};
 pub use health::{Health, ServingStatus};
+pub use options::{CallOptions, RetryPolicy};
 /// Why [`Router::descriptors`] refused a descriptor set.
 pub use prost_reflect::DescriptorError;
 pub use router::{CallLog, Router, Service};
@@ -46,10 +48,7 @@ pub use tls::{ClientTls, ServerTls, TlsError};
 pub use upgrade::{Refusal, UpgradeRequest};
 pub use web::StaticFiles;
 pub use ws::{accept_key, offers_v1};
-pub use zrpc_core::{
-    CallKind, CallOptions, Code, Config, Metadata, Mode, RetryPolicy, SUBPROTOCOL_V1, Status,
-    StreamId,
-};
+pub use zrpc_core::{CallKind, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId};
 
 /// Why a connection could not be set up.
 #[derive(Debug)]

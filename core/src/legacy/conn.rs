@@ -9,13 +9,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{CLOSE_TEXT, close_for, close_reason, decode_request, encode_request};
+use super::{CLOSE_TEXT, close_for, decode_request, encode_request};
 use crate::call::{CallKind, Method, Side, StreamId};
 use crate::config::{Config, MAX_CREDIT, PeerLimits};
-use crate::connection::State;
 use crate::error::{ConnectionError, UserError};
-use crate::event::{CallOptions, Event, Incoming, IncomingCall, Transmit};
+use crate::event::{Event, Incoming, IncomingCall, OpenOptions, Transmit};
 use crate::frame::MAX_METHOD_LEN;
+use crate::lifecycle::{State, close_reason};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::streams::{SendHalf, SendLimits, SendState, Taken};
@@ -349,7 +349,7 @@ impl LegacyConnection {
         now: Instant,
         method: &str,
         _kind: CallKind,
-        opts: CallOptions,
+        opts: OpenOptions,
     ) -> Result<StreamId, UserError> {
         if self.state != State::Open {
             return Err(UserError::ConnectionClosed);

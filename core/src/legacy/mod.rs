@@ -13,17 +13,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub(crate) use conn::LegacyConnection;
 
+use crate::call::MAX_METHOD_LEN;
 use crate::call::Method;
 use crate::error::ConnectionError;
-use crate::frame::MAX_METHOD_LEN;
+use crate::lifecycle::close_reason;
 use crate::status::{Code, Status};
 
 /// The text message that ends a call in the seed README's older variant.
 pub const CLOSE_TEXT: &[u8] = b"CLOSE";
 
-/// Longest WebSocket close reason in bytes (RFC 6455: 125 bytes of payload,
-/// two of which are the code).
-pub const MAX_CLOSE_REASON: usize = 123;
+pub use crate::lifecycle::MAX_CLOSE_REASON;
 
 /// Builds a legacy request message.
 pub fn encode_request(method: &str, payload: &[u8]) -> Bytes {
@@ -75,15 +74,6 @@ pub(crate) fn close_for(status: &Status) -> (u16, String) {
     }
 }
 
-/// Cuts a close reason to [`MAX_CLOSE_REASON`] bytes on a character boundary.
-pub(crate) fn close_reason(s: &str) -> String {
-    let mut end = s.len().min(MAX_CLOSE_REASON);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,11 +115,5 @@ mod tests {
                 "{bad:?}"
             );
         }
-    }
-
-    #[test]
-    fn close_reasons_fit_a_close_frame() {
-        let r = close_reason(&"ü".repeat(100));
-        assert!(r.len() <= MAX_CLOSE_REASON && r.chars().all(|c| c == 'ü'));
     }
 }

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::call::MAX_METHOD_LEN;
 use crate::call::{CallKind, Side, StreamId};
 use crate::config::{Config, PeerLimits};
-use crate::connection::State;
 use crate::error::{ConnectionError, UserError};
-use crate::event::{CallOptions, Event, Transmit};
-use crate::frame::{self, BATCH_ENTRY_PREFIX, Frame, HEADER_LEN, MAX_METHOD_LEN};
-use crate::legacy;
+use crate::event::{Event, OpenOptions, Transmit};
+use crate::frame::{self, BATCH_ENTRY_PREFIX, Frame, HEADER_LEN};
+use crate::lifecycle::{State, close_reason};
 use crate::metadata::Metadata;
 use crate::output::{self, Arena, Next, Piece};
 use crate::status::{Code, Status};
@@ -384,7 +384,7 @@ impl V1Connection {
         now: Instant,
         method: &str,
         kind: CallKind,
-        opts: CallOptions,
+        opts: OpenOptions,
     ) -> Result<StreamId, UserError> {
         if self.state != State::Open {
             return Err(UserError::ConnectionClosed);
@@ -767,7 +767,7 @@ impl V1Connection {
                 self.end_all(&Status::new(Code::Unavailable, err.to_string()));
                 self.clear_control();
                 let code = err.close_code();
-                let reason = legacy::close_reason(&err.to_string());
+                let reason = close_reason(&err.to_string());
                 self.control.push_back(Frame::GoAway {
                     last_stream_id: StreamId(self.streams.max_remote),
                     code,
@@ -779,7 +779,7 @@ impl V1Connection {
             Ending::PeerFault { error, code } => {
                 self.end_all(&Status::new(Code::Unavailable, error.to_string()));
                 self.clear_control();
-                self.pending_close = Some((code, legacy::close_reason(&error.to_string())));
+                self.pending_close = Some((code, close_reason(&error.to_string())));
                 Some(error)
             }
             Ending::Drained => {

@@ -110,7 +110,7 @@ impl Pair {
 
     pub fn open(&mut self, method: &str, kind: CallKind) -> StreamId {
         self.client
-            .open_call(self.now, method, kind, CallOptions::default())
+            .open_call(self.now, method, kind, OpenOptions::default())
             .unwrap()
     }
 }

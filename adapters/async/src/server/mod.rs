@@ -83,7 +83,7 @@ impl ServerState {
             let victim = lock(&self.conns)
                 .values()
                 .filter_map(Weak::upgrade)
-                .max_by_key(|s| s.lock().conn.buffered_bytes());
+                .max_by_key(|s| s.read(|g| g.conn.buffered_bytes()));
             let Some(v) = victim else { return };
             if !v.act(|g| g.conn.shed_largest_call()) {
                 return;
@@ -246,7 +246,7 @@ impl<R: Runtime> Server<R> {
     /// Number of open connections.
     pub fn connections(&self) -> usize {
         let mut conns = lock(&self.state.conns);
-        conns.retain(|_, w| w.upgrade().is_some_and(|s| !s.lock().conn.is_closed()));
+        conns.retain(|_, w| w.upgrade().is_some_and(|s| !s.read(|g| g.conn.is_closed())));
         conns.len()
     }
 
@@ -256,7 +256,7 @@ impl<R: Runtime> Server<R> {
         conns
             .values()
             .filter_map(Weak::upgrade)
-            .map(|s| s.lock().conn.live_calls())
+            .map(|s| s.read(|g| g.conn.live_calls()))
             .sum()
     }
 
@@ -340,7 +340,7 @@ impl<R: Runtime> Server<R> {
         lock(&self.state.conns)
             .values()
             .filter_map(Weak::upgrade)
-            .filter(|s| !s.lock().conn.is_closed())
+            .filter(|s| !s.read(|g| g.conn.is_closed()))
             .collect()
     }
 }

@@ -270,11 +270,11 @@ impl<R: Runtime> Server<R> {
         // and the close has been recorded.
         read.await;
         shared.closed().await;
-        let reason = shared
-            .lock()
-            .closed
-            .as_ref()
-            .map_or_else(|| "closed".to_owned(), |s| s.message().to_owned());
+        let reason = shared.read(|g| {
+            g.closed
+                .as_ref()
+                .map_or_else(|| "closed".to_owned(), |s| s.message().to_owned())
+        });
         tracing::info!(peer = %peer_text, %reason, "connection closed");
         lock(&self.state.conns).remove(&id);
         self.state.ended.notify(usize::MAX);
