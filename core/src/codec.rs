@@ -64,7 +64,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Fails unless every byte was consumed.
-    pub(crate) fn finish(&self) -> Result<(), FrameError> {
+    pub(crate) fn end(&self) -> Result<(), FrameError> {
         if self.remaining() == 0 {
             Ok(())
         } else {

@@ -218,6 +218,12 @@ impl Connection {
         }
     }
 
+    /// True when [`poll_event`](Self::poll_event) has an event to give.
+    #[inline]
+    pub fn has_event(&self) -> bool {
+        on_machine!(self.has_event())
+    }
+
     /// The next event, if any.
     #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {

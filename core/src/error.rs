@@ -195,6 +195,17 @@ impl fmt::Display for ConnectionError {
 
 impl std::error::Error for ConnectionError {}
 
+impl UserError {
+    /// [`MetadataTooLarge`](Self::MetadataTooLarge) when `len` encoded
+    /// bytes of metadata pass the peer's `limit`.
+    pub(crate) fn check_metadata(len: usize, limit: usize) -> Result<(), Self> {
+        if len > limit {
+            return Err(Self::MetadataTooLarge { len, limit });
+        }
+        Ok(())
+    }
+}
+
 /// A local request the connection cannot carry out. Nothing is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserError {

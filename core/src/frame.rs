@@ -599,7 +599,7 @@ impl Frame {
             }
             _ => return Err(FrameError::UnknownType(ty)),
         };
-        r.finish()?;
+        r.end()?;
         Ok(frame)
     }
 }

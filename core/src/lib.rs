@@ -72,6 +72,7 @@
 #![warn(missing_docs)]
 
 mod call;
+mod calls;
 mod codec;
 mod config;
 mod connection;
@@ -83,11 +84,11 @@ mod lifecycle;
 mod metadata;
 mod output;
 mod status;
-mod streams;
 mod timers;
 mod v1;
 
 pub use call::{CallKind, Method, Side, StreamId};
+pub use calls::{StreamIdHasher, StreamIdMap};
 pub use config::{
     Config, DEFAULT_INITIAL_CREDIT, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CALL_SEND_BUFFER,
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTION_SEND_BUFFER, DEFAULT_MAX_FRAGMENT_SIZE,
@@ -100,7 +101,6 @@ pub use event::{Event, Incoming, IncomingCall, Mode, OpenOptions, Transmit};
 pub use frame::{Frame, Settings};
 pub use metadata::{MAX_KEY_LEN, Metadata};
 pub use status::{Code, Status};
-pub use streams::{StreamIdHasher, StreamIdMap};
 
 /// The WebSocket subprotocol token of protocol v1.
 pub const SUBPROTOCOL_V1: &str = "zrpc.v1";

@@ -59,9 +59,11 @@ impl Piece {
 /// What goes out next: a frame, or a message that is never packed (legacy
 /// messages, the close).
 #[derive(Debug)]
-pub(crate) enum Next {
-    Frame(Piece),
-    Other(Transmit),
+pub(crate) enum Outgoing {
+    /// A frame, which may share a BATCH.
+    Piece(Piece),
+    /// A message sent alone.
+    Whole(Transmit),
 }
 
 /// Where outgoing frames are encoded: control frames of calls carved one by
@@ -141,7 +143,7 @@ impl Arena {
 
     /// The finished BATCH message; its buffer's rest is kept for the next.
     #[inline]
-    pub(crate) fn finish(&mut self, mut batch: Batch) -> Transmit {
+    pub(crate) fn seal(&mut self, mut batch: Batch) -> Transmit {
         let msg = batch.out.split().freeze();
         self.batch = batch.out;
         Transmit::Binary(msg)

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::{CLOSE_TEXT, close_for, decode_request, encode_request};
 use crate::call::{CallKind, Method, Side, StreamId};
+use crate::calls::{CallPiece, CallState, Role, SendHalf, SendLimits};
 use crate::config::{Config, MAX_CREDIT, PeerLimits};
 use crate::error::{ConnectionError, UserError};
 use crate::event::{Event, Incoming, IncomingCall, OpenOptions, Transmit};
@@ -18,26 +19,21 @@ use crate::frame::MAX_METHOD_LEN;
 use crate::lifecycle::{State, close_reason};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
-use crate::streams::{SendHalf, SendLimits, SendState, Taken};
 use crate::timers::{Timers, after};
 
 /// The one call's id on a legacy connection.
 const ID: StreamId = StreamId(1);
 
-/// Where the one call is.
-#[derive(Debug)]
-enum Phase {
-    /// The application still has the call.
-    Live,
-    /// The server finished: the queued replies go out, then the close for
-    /// this status.
-    Finishing(Status),
-}
+/// The seed format's one call: one request, then replies.
+const KIND: CallKind = CallKind::ServerStreaming;
 
 /// The one call of a legacy connection.
 #[derive(Debug)]
 struct Call {
-    phase: Phase,
+    state: CallState,
+    /// Set when the server finished: the queued replies go out, then the
+    /// close for this status.
+    closing: Option<Status>,
     /// The client's method, sent with its one request.
     method: Option<Method>,
     send: SendHalf,
@@ -129,7 +125,7 @@ impl LegacyConnection {
             && (self
                 .call
                 .as_ref()
-                .is_some_and(|c| c.send.has_queued() || matches!(c.phase, Phase::Finishing(_)))
+                .is_some_and(|c| c.send.has_queued() || c.closing.is_some())
                 || self.pending_close.is_some())
     }
 
@@ -191,13 +187,10 @@ impl LegacyConnection {
         let (method, payload) = decode_request(buf)?;
         self.used = true;
         self.call = Some(Call {
-            phase: Phase::Live,
+            state: CallState::known(Role::Responder, KIND),
+            closing: None,
             method: None,
-            send: SendHalf::new(
-                SendState::Start,
-                self.config.legacy_send_queue,
-                VecDeque::new(),
-            ),
+            send: SendHalf::new(self.config.legacy_send_queue, VecDeque::new()),
             unread: payload.len(),
             unread_msgs: 1,
             window: 1,
@@ -207,7 +200,7 @@ impl LegacyConnection {
         self.events.push_back(Event::CallOpened(IncomingCall {
             id: ID,
             method,
-            kind: CallKind::ServerStreaming,
+            kind: KIND,
             metadata: Metadata::new(),
             deadline: None,
         }));
@@ -282,7 +275,7 @@ impl LegacyConnection {
             if self
                 .call
                 .as_ref()
-                .is_some_and(|c| matches!(c.phase, Phase::Live) && c.deadline == Some(at))
+                .is_some_and(|c| c.state.is_live() && c.deadline == Some(at))
             {
                 self.call_error(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
             }
@@ -296,6 +289,11 @@ impl LegacyConnection {
     // ------------------------------------------------------------------
     // Outputs
     // ------------------------------------------------------------------
+
+    #[inline]
+    pub(crate) fn has_event(&self) -> bool {
+        !self.events.is_empty()
+    }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -313,7 +311,7 @@ impl LegacyConnection {
             return None;
         }
         if let Some(c) = &mut self.call {
-            if let Some(Taken::Message { data, .. }) = c.send.take(usize::MAX) {
+            if let Some(CallPiece::Message { data, .. }) = c.send.take(usize::MAX) {
                 // A written reply makes room for another.
                 c.send.grant(1, u32::MAX);
                 let full = c.send.queued() >= self.config.max_connection_send_buffer;
@@ -322,7 +320,7 @@ impl LegacyConnection {
                 }
                 return Some(Transmit::Binary(data));
             }
-            if let Phase::Finishing(status) = &c.phase {
+            if let Some(status) = &c.closing {
                 // The replies are out: the close carries the status.
                 let (close, text) = (
                     close_for(status),
@@ -371,9 +369,10 @@ impl LegacyConnection {
             self.timers.add_deadline(at, ID, 0, |_, _| true);
         }
         self.call = Some(Call {
-            phase: Phase::Live,
+            state: CallState::known(Role::Caller, KIND),
+            closing: None,
             method: Some(method),
-            send: SendHalf::new(SendState::Open, 1, VecDeque::new()),
+            send: SendHalf::new(1, VecDeque::new()),
             unread: 0,
             unread_msgs: 0,
             window: MAX_CREDIT,
@@ -389,7 +388,7 @@ impl LegacyConnection {
             return Err(UserError::ConnectionClosed);
         }
         match &mut self.call {
-            Some(c) if id == ID && matches!(c.phase, Phase::Live) => Ok(c),
+            Some(c) if id == ID && c.state.is_live() => Ok(c),
             _ => Err(UserError::UnknownCall),
         }
     }
@@ -405,12 +404,13 @@ impl LegacyConnection {
             connection_full: c.send.queued() >= connection_buffer,
         };
         // The client's one request; the server's replies are many.
-        let single = c.method.is_some();
-        c.send.admit(data.len(), single, &limits)?;
+        let send = &mut c.send;
+        c.state.send_message(|| send.admit(data.len(), &limits))?;
         match &c.method {
             Some(m) => {
                 c.send.enqueue(encode_request(m.as_str(), &data));
-                c.send.finish();
+                // The request is the whole of the client's side.
+                c.state.half_close()?;
             }
             None => c.send.enqueue(data),
         }
@@ -419,10 +419,11 @@ impl LegacyConnection {
 
     pub(crate) fn close_send(&mut self, id: StreamId) -> Result<(), UserError> {
         let c = self.live(id)?;
-        if c.method.is_none() {
+        if c.state.role() != Role::Caller {
             return Err(UserError::NotCaller);
         }
-        if c.send.sent() == 1 {
+        // The request half-closed the call already: closing it is a no-op.
+        if c.state.sent() == 1 {
             Ok(())
         } else {
             Err(UserError::Cardinality)
@@ -436,18 +437,10 @@ impl LegacyConnection {
     ) -> Result<(), UserError> {
         let limit = self.peer.max_metadata_size as usize;
         let c = self.live(id)?;
-        if c.method.is_some() {
-            return Err(UserError::NotResponder);
-        }
-        if c.send.state != SendState::Start {
-            return Err(UserError::HeadersAlreadySent);
-        }
         let len = metadata.encoded_len();
-        if len > limit {
-            return Err(UserError::MetadataTooLarge { len, limit });
-        }
         // The seed format has no headers: they are accepted and dropped.
-        c.send.start();
+        c.state
+            .send_headers(|| UserError::check_metadata(len, limit))?;
         Ok(())
     }
 
@@ -459,18 +452,13 @@ impl LegacyConnection {
     ) -> Result<(), UserError> {
         let limit = self.peer.max_metadata_size as usize;
         let c = self.live(id)?;
-        if c.method.is_some() {
-            return Err(UserError::NotResponder);
-        }
         let status = status.truncated();
         let len = status.encoded_len() + trailers.encoded_len();
-        if len > limit {
-            return Err(UserError::MetadataTooLarge { len, limit });
-        }
-        c.send.finish();
+        c.state
+            .finish(status.is_ok(), || UserError::check_metadata(len, limit))?;
         c.unread = 0;
         c.unread_msgs = 0;
-        c.phase = Phase::Finishing(status.clone());
+        c.closing = Some(status.clone());
         self.events.push_back(Event::CallEnded {
             id,
             status,
@@ -517,7 +505,7 @@ impl LegacyConnection {
     pub(crate) fn shed_largest_call(&mut self) -> bool {
         self.call
             .as_ref()
-            .is_some_and(|c| matches!(c.phase, Phase::Live) && c.unread > 0)
+            .is_some_and(|c| c.state.is_live() && c.unread > 0)
             && self.shed()
     }
 
@@ -530,7 +518,7 @@ impl LegacyConnection {
         let Some(held) = self
             .call
             .as_ref()
-            .filter(|c| matches!(c.phase, Phase::Live))
+            .filter(|c| c.state.is_live())
             .map(|c| c.unread)
         else {
             return false;
@@ -557,7 +545,7 @@ impl LegacyConnection {
     /// finished), forgets it, and settles the connection.
     fn end_call(&mut self, status: Status) {
         if let Some(c) = self.call.take()
-            && matches!(c.phase, Phase::Live)
+            && c.state.is_live()
         {
             self.events.push_back(Event::CallEnded {
                 id: ID,

@@ -1,6 +1,6 @@
 //! Protocol v1 (`docs/PROTOCOL.md`): many calls multiplexed on one
 //! WebSocket. This module routes: application actions and received frames
-//! (`recv.rs`) go to the call they name, whose halves (`crate::streams`)
+//! (`recv.rs`) go to the call they name, whose halves (`crate::calls`)
 //! own the per-call rules; the connection owns what spans calls — the
 //! peer's limits, the byte bounds, control frames, the send scheduler and
 //! BATCH packing (`crate::output`), timers (`crate::timers`), drain, and
@@ -15,17 +15,15 @@ use bytes::Bytes;
 
 use crate::call::MAX_METHOD_LEN;
 use crate::call::{CallKind, Side, StreamId};
+use crate::calls::{Call, CallPiece, CallState, Calls, Queued, Role, SendLimits, WriteBounds};
 use crate::config::{Config, PeerLimits};
 use crate::error::{ConnectionError, UserError};
 use crate::event::{Event, OpenOptions, Transmit};
 use crate::frame::{self, BATCH_ENTRY_PREFIX, Frame, HEADER_LEN};
 use crate::lifecycle::{State, close_reason};
 use crate::metadata::Metadata;
-use crate::output::{self, Arena, Next, Piece};
+use crate::output::{self, Arena, Outgoing, Piece};
 use crate::status::{Code, Status};
-use crate::streams::{
-    Out, Phase, Role, SendLimits, SendState, Stream, Streams, Taken, WriteBounds,
-};
 use crate::timers::{Keepalive, Timers, after};
 
 /// How a call that ends here tells the peer.
@@ -64,7 +62,7 @@ pub(crate) struct V1Connection {
     config: Config,
     peer: PeerLimits,
     state: State,
-    streams: Streams,
+    calls: Calls,
     timers: Timers,
     arena: Arena,
     events: VecDeque<Event>,
@@ -76,7 +74,7 @@ pub(crate) struct V1Connection {
     /// frames that jump a call's queue; written before any call's.
     control: VecDeque<Frame>,
     /// A frame taken while packing that did not fit; it goes next.
-    stashed: Option<Next>,
+    stashed: Option<Outgoing>,
     /// The close to write once everything before it is written.
     pending_close: Option<(u16, String)>,
     /// The peer's first frame arrived (only it may be SETTINGS).
@@ -106,7 +104,7 @@ impl V1Connection {
             config,
             peer: PeerLimits::default(),
             state: State::Open,
-            streams: Streams::new(side),
+            calls: Calls::new(side),
             arena: Arena::default(),
             events: VecDeque::new(),
             settings_owed: true,
@@ -142,19 +140,19 @@ impl V1Connection {
     }
 
     pub(crate) fn live_calls(&self) -> usize {
-        self.streams.len()
+        self.calls.len()
     }
 
     pub(crate) fn has_call(&self, id: StreamId) -> bool {
-        self.streams.get(id).is_some()
+        self.calls.get(id).is_some()
     }
 
     pub(crate) fn send_credit(&self, id: StreamId) -> Option<u32> {
-        self.streams.get(id).map(|s| s.send.credit())
+        self.calls.get(id).map(|s| s.send.credit())
     }
 
     pub(crate) fn would_block(&self, id: StreamId) -> bool {
-        self.streams.get(id).is_some_and(|s| {
+        self.calls.get(id).is_some_and(|s| {
             s.send.would_block(
                 self.config.max_call_send_buffer,
                 self.connection_send_full(),
@@ -163,7 +161,7 @@ impl V1Connection {
     }
 
     pub(crate) fn recv_window(&self, id: StreamId) -> Option<u32> {
-        self.streams.get(id).map(|s| s.recv.window())
+        self.calls.get(id).map(|s| s.recv.window())
     }
 
     pub(crate) fn has_transmit(&self) -> bool {
@@ -171,7 +169,7 @@ impl V1Connection {
             && (self.stashed.is_some()
                 || self.settings_owed
                 || !self.control.is_empty()
-                || self.streams.has_ready()
+                || self.calls.has_ready()
                 || self.pending_close.is_some())
     }
 
@@ -201,7 +199,7 @@ impl V1Connection {
             reason: reason.to_owned(),
         };
         let status = Status::new(Code::Unavailable, error.to_string());
-        let graceful = code == Some(1000) && self.streams.iter().all(|(_, s)| !s.is_live());
+        let graceful = code == Some(1000) && self.calls.iter().all(|(_, s)| !s.is_live());
         self.teardown(Ending::Lost {
             error,
             status,
@@ -215,7 +213,7 @@ impl V1Connection {
         }
         while let Some((at, id)) = self.timers.expired(now) {
             let due = self
-                .streams
+                .calls
                 .get(id)
                 .is_some_and(|s| s.is_live() && s.deadline == Some(at));
             if due {
@@ -241,6 +239,11 @@ impl V1Connection {
     // Outputs
     // ------------------------------------------------------------------
 
+    #[inline]
+    pub(crate) fn has_event(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -261,7 +264,7 @@ impl V1Connection {
     /// something keep their memory.
     fn release(&mut self) {
         self.arena.release();
-        self.streams.release();
+        self.calls.release();
         if self.events.is_empty() {
             self.events = VecDeque::new();
         }
@@ -280,8 +283,8 @@ impl V1Connection {
             None => self.next_transmit()?,
         };
         let first = match first {
-            Next::Frame(p) => p,
-            Next::Other(t) => return Some(t),
+            Outgoing::Piece(p) => p,
+            Outgoing::Whole(t) => return Some(t),
         };
         // SETTINGS (our first frame) never packs; two entries must fit, and
         // every entry's length fits its u16 prefix.
@@ -292,7 +295,7 @@ impl V1Connection {
             return Some(self.arena.alone(first));
         }
         let second = match self.next_transmit() {
-            Some(Next::Frame(p)) if output::pair_fits(budget, a, p.len()) => p,
+            Some(Outgoing::Piece(p)) if output::pair_fits(budget, a, p.len()) => p,
             other => {
                 self.stashed = other;
                 return Some(self.arena.alone(first));
@@ -301,9 +304,9 @@ impl V1Connection {
         let mut batch = self.arena.batch(budget, first, second);
         while batch.has_room() {
             match self.next_transmit() {
-                Some(Next::Frame(p)) => {
+                Some(Outgoing::Piece(p)) => {
                     if let Err(p) = self.arena.add(&mut batch, p) {
-                        self.stashed = Some(Next::Frame(p));
+                        self.stashed = Some(Outgoing::Piece(p));
                         break;
                     }
                 }
@@ -313,22 +316,22 @@ impl V1Connection {
                 }
             }
         }
-        Some(self.arena.finish(batch))
+        Some(self.arena.seal(batch))
     }
 
     /// The next frame (or the close) to write, chosen but not yet encoded:
     /// control frames first, then calls take turns, one frame (or fragment)
     /// each, so a large message never holds up the other calls.
-    fn next_transmit(&mut self) -> Option<Next> {
+    fn next_transmit(&mut self) -> Option<Outgoing> {
         if self.state == State::Closed {
             return None;
         }
         if std::mem::take(&mut self.settings_owed) {
             let settings = Frame::Settings(self.config.settings());
-            return Some(Next::Frame(Piece::Control(settings)));
+            return Some(Outgoing::Piece(Piece::Control(settings)));
         }
         if let Some(f) = self.control.pop_front() {
-            return Some(Next::Frame(Piece::Control(f)));
+            return Some(Outgoing::Piece(Piece::Control(f)));
         }
         let bounds = WriteBounds {
             max_fragment: self.peer.max_fragment_size as usize,
@@ -336,19 +339,19 @@ impl V1Connection {
             queued_send: self.queued_send,
             connection_buffer: self.config.max_connection_send_buffer,
         };
-        if let Some(r) = self.streams.next_piece(&bounds) {
+        if let Some(r) = self.calls.next_turn(&bounds) {
             let id = r.id;
             if r.writable {
                 self.events.push_back(Event::Writable { id });
             }
-            return Some(Next::Frame(match r.taken {
-                Taken::Frame { bytes, .. } => {
+            return Some(Outgoing::Piece(match r.piece {
+                CallPiece::Frame { bytes, .. } => {
                     if r.last {
                         self.remove(id);
                     }
                     Piece::Encoded(bytes)
                 }
-                Taken::Message {
+                CallPiece::Message {
                     flags,
                     data,
                     lo,
@@ -370,7 +373,7 @@ impl V1Connection {
         }
         if let Some((code, reason)) = self.pending_close.take() {
             self.state = State::Closed;
-            return Some(Next::Other(Transmit::Close { code, reason }));
+            return Some(Outgoing::Whole(Transmit::Close { code, reason }));
         }
         None
     }
@@ -395,28 +398,19 @@ impl V1Connection {
         if method.is_empty() || method.len() > MAX_METHOD_LEN {
             return Err(UserError::InvalidMethod);
         }
-        let len = opts.metadata.encoded_len();
         let limit = self.peer.max_metadata_size as usize;
-        if len > limit {
-            return Err(UserError::MetadataTooLarge { len, limit });
-        }
-        if self.streams.callers >= self.peer.max_concurrent_streams {
+        UserError::check_metadata(opts.metadata.encoded_len(), limit)?;
+        if self.calls.callers >= self.peer.max_concurrent_streams {
             self.can_open_owed = true;
             return Err(UserError::StreamLimit);
         }
-        let id = self
-            .streams
-            .next_local_id()
-            .ok_or(UserError::IdsExhausted)?;
+        let id = self.calls.next_local_id().ok_or(UserError::IdsExhausted)?;
         let timeout_ms = opts
             .timeout
             .map(|t| (t.as_nanos().div_ceil(1_000_000)).clamp(1, u32::MAX as u128) as u32)
             .unwrap_or(0);
-        let recv_window = if kind.single_response() {
-            1
-        } else {
-            self.config.initial_credit
-        };
+        let state = CallState::new(Role::Caller, kind);
+        let recv_window = state.first_window(self.config.initial_credit);
         let open = self
             .arena
             .carve(frame::open_len(method.as_bytes(), &opts.metadata), |out| {
@@ -430,27 +424,27 @@ impl V1Connection {
                     &opts.metadata,
                 )
             });
-        let mut s =
-            self.streams
-                .new_stream(Role::Caller, kind, self.peer.initial_credit, recv_window);
-        s.send.push(Out::Open(open));
+        let mut s = self
+            .calls
+            .new_stream(state, self.peer.initial_credit, recv_window);
+        s.send.push(Queued::Open(open));
         // A timeout too large to represent is no deadline at all.
         let deadline = opts.timeout.and_then(|t| after(now, t));
         self.add_call(now, id, s, deadline);
-        self.streams.schedule(id);
+        self.calls.schedule(id);
         Ok(id)
     }
 
     /// Adds a call to the table at `now`, with its deadline.
-    fn add_call(&mut self, now: Instant, id: StreamId, mut s: Stream, deadline: Option<Instant>) {
+    fn add_call(&mut self, now: Instant, id: StreamId, mut s: Call, deadline: Option<Instant>) {
         s.deadline = deadline;
         if let Some(at) = deadline {
-            let streams = &self.streams;
-            self.timers.add_deadline(at, id, streams.len(), |at, id| {
-                streams.get(id).is_some_and(|s| s.deadline == Some(at))
+            let calls = &self.calls;
+            self.timers.add_deadline(at, id, calls.len(), |at, id| {
+                calls.get(id).is_some_and(|s| s.deadline == Some(at))
             });
         }
-        self.streams.insert(id, s);
+        self.calls.insert(id, s);
         self.timers.busy(now);
     }
 
@@ -463,9 +457,9 @@ impl V1Connection {
         if self.state != State::Open {
             return Err(UserError::ConnectionClosed);
         }
-        let s = self.streams.live_mut(id).ok_or(UserError::UnknownCall)?;
-        let single = s.single_send();
-        if let Err(e) = s.send.admit(data.len(), single, &limits) {
+        let s = self.calls.live_mut(id).ok_or(UserError::UnknownCall)?;
+        let send = &mut s.send;
+        if let Err(e) = s.state.send_message(|| send.admit(data.len(), &limits)) {
             if e == UserError::Blocked && limits.connection_full && !self.send_waiters.contains(&id)
             {
                 self.send_waiters.push(id);
@@ -474,23 +468,20 @@ impl V1Connection {
         }
         self.queued_send += data.len();
         s.send.enqueue(data);
-        self.streams.schedule(id);
+        self.calls.schedule(id);
         Ok(())
     }
 
     pub(crate) fn close_send(&mut self, id: StreamId) -> Result<(), UserError> {
         let s = self.live(id)?;
-        if s.role != Role::Caller {
-            return Err(UserError::NotCaller);
-        }
-        let single = s.single_send();
-        if !s.send.close(single)? {
+        s.state.half_close()?;
+        if !s.send.end_stream() {
             let bytes = self.arena.carve(HEADER_LEN, |out| {
                 frame::header(out, frame::kind::HALF_CLOSE, 0, id)
             });
-            self.queue(id, Out::Frame(bytes));
+            self.queue(id, Queued::Frame(bytes));
         }
-        self.streams.schedule(id);
+        self.calls.schedule(id);
         Ok(())
     }
 
@@ -501,22 +492,14 @@ impl V1Connection {
     ) -> Result<(), UserError> {
         let limit = self.peer.max_metadata_size as usize;
         let s = self.live(id)?;
-        if s.role != Role::Responder {
-            return Err(UserError::NotResponder);
-        }
-        if s.send.state != SendState::Start {
-            return Err(UserError::HeadersAlreadySent);
-        }
         let len = metadata.encoded_len();
-        if len > limit {
-            return Err(UserError::MetadataTooLarge { len, limit });
-        }
-        s.send.start();
+        s.state
+            .send_headers(|| UserError::check_metadata(len, limit))?;
         let bytes = self.arena.carve(HEADER_LEN + len, |out| {
             frame::header(out, frame::kind::HEADERS, 0, id);
             metadata.encode(out);
         });
-        self.queue(id, Out::Frame(bytes));
+        self.queue(id, Queued::Frame(bytes));
         Ok(())
     }
 
@@ -528,26 +511,17 @@ impl V1Connection {
     ) -> Result<(), UserError> {
         let limit = self.peer.max_metadata_size as usize;
         let s = self.live(id)?;
-        if s.role != Role::Responder {
-            return Err(UserError::NotResponder);
-        }
-        if status.is_ok() && s.single_send() && s.send.sent() == 0 {
-            return Err(UserError::Cardinality);
-        }
         let status = status.truncated();
         let len = status.encoded_len() + trailers.encoded_len();
-        if len > limit {
-            return Err(UserError::MetadataTooLarge { len, limit });
-        }
-        s.send.finish();
-        s.phase = Phase::Finishing;
+        s.state
+            .finish(status.is_ok(), || UserError::check_metadata(len, limit))?;
         self.buffered -= s.recv.clear();
         let bytes = self
             .arena
             .carve(frame::status_len(&status, &trailers), |out| {
                 frame::encode_status(out, id, &status, &trailers)
             });
-        self.queue(id, Out::Status(bytes));
+        self.queue(id, Queued::Status(bytes));
         self.events.push_back(Event::CallEnded {
             id,
             status,
@@ -557,7 +531,7 @@ impl V1Connection {
     }
 
     pub(crate) fn cancel(&mut self, id: StreamId) -> Result<(), UserError> {
-        let msg = match self.live(id)?.role {
+        let msg = match self.live(id)?.state.role() {
             Role::Caller => "cancelled by the caller",
             Role::Responder => "cancelled by the responder",
         };
@@ -567,11 +541,10 @@ impl V1Connection {
 
     pub(crate) fn consume(&mut self, id: StreamId, len: usize) {
         let budget = self.config.stream_window_bytes;
-        let Some(s) = self.streams.get_mut(id) else {
+        let Some(s) = self.calls.get_mut(id) else {
             return;
         };
-        let grants = s.is_live() && !s.single_recv();
-        let (freed, credit) = s.recv.consume(len, grants, budget);
+        let (freed, credit) = s.recv.consume(len, s.state.grants_credit(), budget);
         self.buffered -= freed;
         if credit > 0 {
             self.control.push_back(Frame::Credit { stream: id, credit });
@@ -582,7 +555,7 @@ impl V1Connection {
         if self.state != State::Open || self.goaway_sent.is_some() {
             return;
         }
-        let last = self.streams.max_remote;
+        let last = self.calls.max_remote;
         self.goaway_sent = Some(last);
         self.timers.draining();
         self.control.push_back(Frame::GoAway {
@@ -601,7 +574,7 @@ impl V1Connection {
     }
 
     pub(crate) fn shed_largest_call(&mut self) -> bool {
-        self.streams
+        self.calls
             .iter()
             .any(|(_, s)| s.is_live() && s.recv.held() > 0)
             && self.shed_largest()
@@ -612,19 +585,19 @@ impl V1Connection {
     // ------------------------------------------------------------------
 
     /// A call the application still has, on an open connection.
-    fn live(&mut self, id: StreamId) -> Result<&mut Stream, UserError> {
+    fn live(&mut self, id: StreamId) -> Result<&mut Call, UserError> {
         if self.state != State::Open {
             return Err(UserError::ConnectionClosed);
         }
-        self.streams.live_mut(id).ok_or(UserError::UnknownCall)
+        self.calls.live_mut(id).ok_or(UserError::UnknownCall)
     }
 
     /// Appends to a call's queue and schedules it.
-    fn queue(&mut self, id: StreamId, out: Out) {
-        if let Some(s) = self.streams.get_mut(id) {
+    fn queue(&mut self, id: StreamId, out: Queued) {
+        if let Some(s) = self.calls.get_mut(id) {
             s.send.push(out);
         }
-        self.streams.schedule(id);
+        self.calls.schedule(id);
     }
 
     /// `len` queued bytes left the connection's send buffer; once below its
@@ -636,7 +609,7 @@ impl V1Connection {
         }
         let call_buffer = self.config.max_call_send_buffer;
         for id in std::mem::take(&mut self.send_waiters) {
-            if let Some(s) = self.streams.get_mut(id)
+            if let Some(s) = self.calls.get_mut(id)
                 && s.send.writable_due(call_buffer, false)
             {
                 self.events.push_back(Event::Writable { id });
@@ -646,7 +619,7 @@ impl V1Connection {
 
     /// Forgets a call whose end was already reported.
     fn remove(&mut self, id: StreamId) {
-        if let Some(r) = self.streams.remove(id) {
+        if let Some(r) = self.calls.remove(id) {
             self.buffered -= r.held;
             if r.queued > 0 {
                 self.release_send(r.queued);
@@ -654,7 +627,7 @@ impl V1Connection {
             if r.role == Role::Caller && std::mem::take(&mut self.can_open_owed) {
                 self.events.push_back(Event::CanOpen);
             }
-            if self.streams.is_empty() {
+            if self.calls.is_empty() {
                 self.timers.quiet();
             }
         }
@@ -663,7 +636,7 @@ impl V1Connection {
 
     /// Ends a call here: reports it, forgets it, tells the peer.
     fn end_call(&mut self, id: StreamId, status: Status, trailers: Metadata, tell: Tell) {
-        let Some(s) = self.streams.get(id) else {
+        let Some(s) = self.calls.get(id) else {
             return;
         };
         if !s.is_live() {
@@ -694,13 +667,13 @@ impl V1Connection {
     /// Ends one call because of a fault confined to it, telling the peer
     /// when it knows the call.
     fn call_error(&mut self, id: StreamId, status: Status) {
-        let Some(s) = self.streams.get(id) else {
+        let Some(s) = self.calls.get(id) else {
             return;
         };
-        let tell = match (s.role, s.phase) {
-            (Role::Caller, Phase::Unsent) => Tell::Nothing,
-            (Role::Caller, _) => Tell::Reset(status.code()),
-            (Role::Responder, _) => Tell::Status,
+        let tell = match s.state.role() {
+            Role::Caller if s.state.is_unsent() => Tell::Nothing,
+            Role::Caller => Tell::Reset(status.code()),
+            Role::Responder => Tell::Status,
         };
         self.end_call(id, status, Metadata::new(), tell);
     }
@@ -709,7 +682,7 @@ impl V1Connection {
     /// `RESOURCE_EXHAUSTED`; false when there is none.
     fn shed_largest(&mut self) -> bool {
         let victim = self
-            .streams
+            .calls
             .iter()
             .filter(|(_, s)| s.is_live())
             .max_by_key(|(id, s)| (s.recv.held(), std::cmp::Reverse(*id)))
@@ -740,7 +713,7 @@ impl V1Connection {
     /// every call that is still coming (its own, and the peer's up to the
     /// announced id). The receiver waits for that close.
     fn maybe_drained(&mut self) {
-        if self.goaway_sent.is_some() && self.streams.is_empty() {
+        if self.goaway_sent.is_some() && self.calls.is_empty() {
             self.teardown(Ending::Drained);
         }
     }
@@ -769,7 +742,7 @@ impl V1Connection {
                 let code = err.close_code();
                 let reason = close_reason(&err.to_string());
                 self.control.push_back(Frame::GoAway {
-                    last_stream_id: StreamId(self.streams.max_remote),
+                    last_stream_id: StreamId(self.calls.max_remote),
                     code,
                     reason: reason.clone(),
                 });
@@ -813,10 +786,10 @@ impl V1Connection {
 
     /// Ends every call with `status`, without telling the peer.
     fn end_all(&mut self, status: &Status) {
-        for id in self.streams.ids_where(|_, _| true) {
+        for id in self.calls.ids_where(|_, _| true) {
             self.end_call(id, status.clone(), Metadata::new(), Tell::Nothing);
         }
-        self.streams.clear_ready();
+        self.calls.clear_ready();
     }
 }
 

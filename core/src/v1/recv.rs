@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::{Ending, Tell, V1Connection, deadline_in, not_processed};
 use crate::call::StreamId;
+use crate::calls::{CallState, RecvFault, Role};
 use crate::config::MAX_CREDIT;
 use crate::error::ConnectionError;
 use crate::event::{Event, Incoming, IncomingCall};
@@ -15,7 +16,6 @@ use crate::frame::{self, Frame, HEADER_LEN, Open};
 use crate::lifecycle::State;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
-use crate::streams::{RecvFault, Role};
 
 impl V1Connection {
     pub(crate) fn handle_message(
@@ -125,8 +125,8 @@ impl V1Connection {
         let last = self.goaway_received.map_or(last.0, |prev| prev.min(last.0));
         self.goaway_received = Some(last);
         let refused = self
-            .streams
-            .ids_where(|id, s| s.role == Role::Caller && id.0 > last && s.is_live());
+            .calls
+            .ids_where(|id, s| s.state.role() == Role::Caller && id.0 > last && s.is_live());
         for id in refused {
             self.end_call(id, not_processed(), Metadata::new(), Tell::Nothing);
         }
@@ -143,12 +143,12 @@ impl V1Connection {
                 "OPEN with this side's stream id parity",
             ));
         }
-        if id.0 <= self.streams.max_remote {
+        if id.0 <= self.calls.max_remote {
             return Err(ConnectionError::Protocol(
                 "OPEN with a stream id not above the last one",
             ));
         }
-        self.streams.max_remote = id.0;
+        self.calls.max_remote = id.0;
         let md_len = o.metadata.encoded_len();
         if md_len > self.config.max_metadata_size as usize {
             return Err(ConnectionError::TooLarge {
@@ -166,7 +166,7 @@ impl V1Connection {
             // Announced as not processed by our GOAWAY: the peer retries elsewhere.
             return Ok(());
         }
-        if self.streams.responders >= self.config.max_concurrent_streams {
+        if self.calls.responders >= self.config.max_concurrent_streams {
             self.control.push_back(Frame::Status {
                 stream: id,
                 status: Status::new(
@@ -180,9 +180,8 @@ impl V1Connection {
             });
             return self.check_control();
         }
-        let s = self.streams.new_stream(
-            Role::Responder,
-            o.kind,
+        let s = self.calls.new_stream(
+            CallState::new(Role::Responder, o.kind),
             o.initial_credit,
             self.config.initial_credit,
         );
@@ -202,7 +201,7 @@ impl V1Connection {
     /// never opened is a connection error; frames for ended calls are
     /// ignored (a RESET also drops what an ended responder still had queued).
     fn check_live(&mut self, id: StreamId, is_reset: bool) -> Result<bool, ConnectionError> {
-        match self.streams.get(id) {
+        match self.calls.get(id) {
             Some(s) if s.is_live() => Ok(true),
             Some(_) => {
                 if is_reset {
@@ -210,7 +209,7 @@ impl V1Connection {
                 }
                 Ok(false)
             }
-            None if self.streams.never_opened(id, self.side) => Err(ConnectionError::Protocol(
+            None if self.calls.never_opened(id, self.side) => Err(ConnectionError::Protocol(
                 "frame for a stream that was never opened",
             )),
             None => Ok(false),
@@ -223,31 +222,15 @@ impl V1Connection {
             return Ok(());
         }
         let max_metadata = self.config.max_metadata_size as usize;
-        let Some(s) = self.streams.get_mut(id) else {
+        let Some(s) = self.calls.get_mut(id) else {
             return Ok(());
         };
         match frame {
             Frame::Headers { metadata, .. } => {
-                if s.role != Role::Caller {
-                    return Err(ConnectionError::Protocol("HEADERS from the caller"));
-                }
                 let len = metadata.encoded_len();
-                if len > max_metadata {
-                    return Err(ConnectionError::TooLarge {
-                        what: "response metadata",
-                        len,
-                        limit: max_metadata,
-                    });
-                }
-                if !s.recv.headers() {
-                    self.call_error(
-                        id,
-                        Status::new(
-                            Code::Internal,
-                            "response headers after headers or a message",
-                        ),
-                    );
-                    return Ok(());
+                let check = || too_large("response metadata", len, max_metadata);
+                if let Err(f) = s.state.recv_headers(check) {
+                    return self.fault(id, f);
                 }
                 self.events.push_back(Event::Headers { id, metadata });
             }
@@ -261,23 +244,12 @@ impl V1Connection {
             Frame::Status {
                 status, trailers, ..
             } => {
-                if s.role != Role::Caller {
-                    return Err(ConnectionError::Protocol("STATUS from the caller"));
-                }
                 let len = status.encoded_len() + trailers.encoded_len();
-                if len > max_metadata {
-                    return Err(ConnectionError::TooLarge {
-                        what: "status and trailers",
-                        len,
-                        limit: max_metadata,
-                    });
+                let check = || too_large("status and trailers", len, max_metadata);
+                match s.state.recv_status(status, check) {
+                    Ok(status) => self.end_call(id, status, trailers, Tell::Nothing),
+                    Err(f) => return self.fault(id, f),
                 }
-                let status = if status.is_ok() && s.single_recv() && s.recv.received() != 1 {
-                    Status::new(Code::Internal, "OK status without the one response message")
-                } else {
-                    status
-                };
-                self.end_call(id, status, trailers, Tell::Nothing);
             }
             Frame::Reset { code, .. } => {
                 let status = Status::new(code, "call reset by the peer");
@@ -312,28 +284,27 @@ impl V1Connection {
             });
         }
         let max_message = self.config.max_message_size as usize;
-        let Some(s) = self.streams.get_mut(id) else {
+        let Some(s) = self.calls.get_mut(id) else {
             return Ok(());
         };
-        if end && s.role == Role::Caller {
-            return Err(ConnectionError::Protocol("END_STREAM from the responder"));
-        }
-        let single = s.single_recv();
+        let recv = &mut s.recv;
+        let starts = recv.between_messages();
         // A partial message counts with its buffer's capacity: the memory
         // it really takes.
-        let before = s.recv.held();
-        match s.recv.on_fragment(more, payload, single, max_message) {
+        let before = recv.held();
+        let delivered = s
+            .state
+            .recv_message(end, starts, || recv.take_credit())
+            .and_then(|()| recv.on_fragment(more, payload, max_message));
+        match delivered {
             Ok(delivered) => {
                 self.buffered = self.buffered - before + s.recv.held();
                 if let Some(data) = delivered {
+                    s.state.delivered();
                     self.events.push_back(Event::Message { id, data });
                 }
             }
-            Err(RecvFault::Connection(e)) => return Err(ConnectionError::Protocol(e)),
-            Err(RecvFault::Call(status)) => {
-                self.call_error(id, status);
-                return Ok(());
-            }
+            Err(f) => return self.fault(id, f),
         }
         self.enforce_connection_buffer();
         if end {
@@ -343,17 +314,33 @@ impl V1Connection {
     }
 
     fn on_half_close(&mut self, id: StreamId) -> Result<(), ConnectionError> {
-        let Some(s) = self.streams.get_mut(id) else {
+        let Some(s) = self.calls.get_mut(id) else {
             return Ok(());
         };
-        if s.role == Role::Caller {
-            return Err(ConnectionError::Protocol("HALF_CLOSE from the responder"));
-        }
-        let single = s.single_recv();
-        match s.recv.close(single) {
+        match s.state.recv_half_close(!s.recv.between_messages()) {
             Ok(()) => self.events.push_back(Event::RecvClosed { id }),
-            Err(status) => self.call_error(id, status),
+            Err(f) => return self.fault(id, f),
         }
         Ok(())
     }
+
+    /// A fault in what the peer sent on call `id`: the connection's, or
+    /// the call's alone (it ends with the status).
+    fn fault(&mut self, id: StreamId, fault: RecvFault) -> Result<(), ConnectionError> {
+        match fault {
+            RecvFault::Connection(e) => Err(e),
+            RecvFault::Call(status) => {
+                self.call_error(id, status);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// [`ConnectionError::TooLarge`] when `len` passes `limit`.
+fn too_large(what: &'static str, len: usize, limit: usize) -> Result<(), ConnectionError> {
+    if len > limit {
+        return Err(ConnectionError::TooLarge { what, len, limit });
+    }
+    Ok(())
 }

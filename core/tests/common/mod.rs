@@ -1,6 +1,8 @@
 //! A client/server pair of connections wired together in memory.
 #![allow(dead_code)]
 
+pub mod json;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -1,44 +1,44 @@
 //! The receiving half of a call: the credit this side granted and its
 //! window (grown toward a byte budget), reassembly of fragmented messages,
 //! and the count of delivered messages the application has not consumed.
+//! What the peer may send at all is the call's state
+//! ([`CallState`](super::state::CallState)).
 
 use bytes::{Bytes, BytesMut};
 
 use crate::config::MAX_AUTO_WINDOW;
+use crate::error::ConnectionError;
 use crate::status::{Code, Status};
-
-/// Where the receiving half is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RecvState {
-    /// Nothing received yet: a caller may still get response headers.
-    Start,
-    /// Headers or a message arrived.
-    Open,
-    /// The caller half-closed: no more requests (responder side).
-    Closed,
-}
 
 /// A fault in what the peer sent on this call.
 #[derive(Debug)]
 pub(crate) enum RecvFault {
-    /// A protocol violation that ends the connection.
-    Connection(&'static str),
+    /// A fault that ends the connection.
+    Connection(ConnectionError),
     /// A fault confined to the call: it ends with this status.
     Call(Status),
+}
+
+impl RecvFault {
+    /// A protocol violation that ends the connection.
+    pub(crate) fn protocol(why: &'static str) -> Self {
+        Self::Connection(ConnectionError::Protocol(why))
+    }
+    /// A call fault: the call ends `INTERNAL`.
+    pub(crate) fn internal(why: &'static str) -> Self {
+        Self::Call(Status::new(Code::Internal, why))
+    }
 }
 
 /// The receiving half of one call.
 #[derive(Debug)]
 pub(crate) struct RecvHalf {
-    pub(crate) state: RecvState,
     /// Messages the peer may still start (credit granted, not yet used).
     credit: u32,
     /// Credit kept granted: consumed messages are granted back.
     window: u32,
     /// Consumed messages not yet granted back (granted in batches).
     to_grant: u32,
-    /// Whole messages received.
-    received: u32,
     /// The message being reassembled.
     partial: Option<BytesMut>,
     /// Bytes delivered to the application and not yet consumed.
@@ -51,11 +51,9 @@ pub(crate) struct RecvHalf {
 impl RecvHalf {
     pub(crate) fn new(window: u32) -> Self {
         Self {
-            state: RecvState::Start,
             credit: window,
             window,
             to_grant: 0,
-            received: 0,
             partial: None,
             unread: 0,
             unread_msgs: 0,
@@ -65,9 +63,11 @@ impl RecvHalf {
     pub(crate) fn window(&self) -> u32 {
         self.window
     }
+    /// True when no message is being reassembled: the next fragment
+    /// starts a message.
     #[inline]
-    pub(crate) fn received(&self) -> u32 {
-        self.received
+    pub(crate) fn between_messages(&self) -> bool {
+        self.partial.is_none()
     }
 
     /// Bytes this call holds in the connection's receive budget: unread
@@ -78,46 +78,27 @@ impl RecvHalf {
         self.unread + self.partial.as_ref().map_or(0, |p| p.capacity())
     }
 
-    /// Response headers arrived (caller); false when headers or a message
-    /// already did.
+    /// Takes a credit for a message the peer starts; none left is a
+    /// connection fault.
     #[inline]
-    pub(crate) fn headers(&mut self) -> bool {
-        if self.state != RecvState::Start {
-            return false;
+    pub(crate) fn take_credit(&mut self) -> Result<(), RecvFault> {
+        if self.credit == 0 {
+            return Err(RecvFault::protocol("message beyond the granted credit"));
         }
-        self.state = RecvState::Open;
-        true
+        self.credit -= 1;
+        Ok(())
     }
 
-    /// One MESSAGE frame's payload. `Ok(Some(message))` when it completes a
-    /// message (delivered: counted unread until consumed), `Ok(None)` when
-    /// more fragments follow. `single`: the peer may send one message only.
+    /// One MESSAGE frame's payload, once the call's state allowed it.
+    /// `Ok(Some(message))` when it completes a message (delivered: counted
+    /// unread until consumed), `Ok(None)` when more fragments follow.
     #[inline]
     pub(crate) fn on_fragment(
         &mut self,
         more: bool,
         payload: Bytes,
-        single: bool,
         max_message: usize,
     ) -> Result<Option<Bytes>, RecvFault> {
-        if self.state == RecvState::Closed {
-            return Err(RecvFault::Call(Status::new(
-                Code::Internal,
-                "message after half-close",
-            )));
-        }
-        if self.partial.is_none() {
-            if self.credit == 0 {
-                return Err(RecvFault::Connection("message beyond the granted credit"));
-            }
-            self.credit -= 1;
-            if single && self.received >= 1 {
-                return Err(RecvFault::Call(Status::new(
-                    Code::Internal,
-                    "more than one message for this call kind",
-                )));
-            }
-        }
         let held = self.partial.as_ref().map_or(0, |p| p.len());
         if held + payload.len() > max_message {
             let msg = format!("message larger than the limit of {max_message} bytes");
@@ -136,44 +117,15 @@ impl RecvHalf {
             }
             None => payload,
         };
-        self.deliver(data.len());
-        Ok(Some(data))
-    }
-
-    /// A whole message of `len` bytes was handed to the application.
-    #[inline]
-    pub(crate) fn deliver(&mut self, len: usize) {
-        self.received += 1;
-        self.state = match self.state {
-            RecvState::Start => RecvState::Open,
-            s => s,
-        };
-        self.unread += len;
+        self.unread += data.len();
         self.unread_msgs += 1;
-    }
-
-    /// The caller half-closed (responder). `single`: exactly one request
-    /// was due.
-    pub(crate) fn close(&mut self, single: bool) -> Result<(), Status> {
-        let problem = if self.state == RecvState::Closed {
-            Some("duplicate half-close")
-        } else if self.partial.is_some() {
-            Some("half-close inside a fragmented message")
-        } else if single && self.received == 0 {
-            Some("half-close without the request message")
-        } else {
-            None
-        };
-        if let Some(p) = problem {
-            return Err(Status::new(Code::Internal, p));
-        }
-        self.state = RecvState::Closed;
-        Ok(())
+        Ok(Some(data))
     }
 
     /// The application took a message of `len` bytes: returns the bytes it
     /// frees, and the credit to grant the peer now (`grants`: this call
-    /// still grants credit; `budget`: the window's byte budget, see
+    /// still grants credit, see
+    /// [`CallState::grants_credit`](super::state::CallState::grants_credit); `budget`: the window's byte budget, see
     /// [`Config::stream_window_bytes`](crate::Config::stream_window_bytes)).
     #[inline]
     pub(crate) fn consume(&mut self, len: usize, grants: bool, budget: u32) -> (usize, u32) {
@@ -183,7 +135,7 @@ impl RecvHalf {
         self.unread_msgs -= 1;
         let n = len.min(self.unread);
         self.unread -= n;
-        if !grants || self.state == RecvState::Closed {
+        if !grants {
             return (n, 0);
         }
         self.to_grant += 1;
@@ -227,61 +179,42 @@ mod tests {
     #[test]
     fn fragments_reassemble_and_count_by_capacity_until_whole() {
         let mut r = RecvHalf::new(4);
-        assert!(r.on_fragment(true, b(1000), false, 4096).unwrap().is_none());
+        assert!(r.between_messages());
+        assert!(r.on_fragment(true, b(1000), 4096).unwrap().is_none());
+        assert!(!r.between_messages());
         assert!(r.held() >= 1000, "a partial message counts its buffer");
-        let whole = r.on_fragment(false, b(24), false, 4096).unwrap().unwrap();
+        let whole = r.on_fragment(false, b(24), 4096).unwrap().unwrap();
         assert_eq!(whole.len(), 1024);
         assert_eq!(r.held(), 1024, "delivered, unread");
-        assert_eq!(r.received(), 1);
-        assert_eq!(r.state, RecvState::Open);
+        assert!(r.between_messages());
     }
 
     #[test]
     fn a_message_past_the_granted_credit_is_a_connection_fault() {
         let mut r = RecvHalf::new(1);
-        r.on_fragment(false, b(1), false, 64).unwrap();
-        match r.on_fragment(false, b(1), false, 64) {
+        r.take_credit().unwrap();
+        match r.take_credit() {
             Err(RecvFault::Connection(_)) => {}
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn call_faults_end_only_the_call() {
+    fn a_message_over_the_limit_ends_only_the_call() {
         let mut r = RecvHalf::new(4);
-        match r.on_fragment(true, b(100), false, 64) {
+        r.on_fragment(true, b(40), 64).unwrap();
+        match r.on_fragment(true, b(40), 64) {
             Err(RecvFault::Call(s)) => assert_eq!(s.code(), Code::ResourceExhausted),
             other => panic!("{other:?}"),
         }
-        let mut r = RecvHalf::new(4);
-        r.on_fragment(false, b(1), true, 64).unwrap();
-        match r.on_fragment(false, b(1), true, 64) {
-            Err(RecvFault::Call(s)) => assert_eq!(s.code(), Code::Internal),
-            other => panic!("{other:?}"),
-        }
-        let mut r = RecvHalf::new(4);
-        r.close(false).unwrap();
-        assert!(r.close(false).is_err(), "duplicate half-close");
-        match r.on_fragment(false, b(1), false, 64) {
-            Err(RecvFault::Call(s)) => assert_eq!(s.code(), Code::Internal),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn half_close_needs_the_one_request_and_no_partial_message() {
-        let mut r = RecvHalf::new(4);
-        assert!(r.close(true).is_err(), "no request yet");
-        let mut r = RecvHalf::new(4);
-        r.on_fragment(true, b(10), false, 64).unwrap();
-        assert!(r.close(false).is_err(), "inside a fragmented message");
     }
 
     #[test]
     fn consuming_grants_credit_back_in_half_windows_and_grows_the_window() {
         let mut r = RecvHalf::new(4);
         for _ in 0..4 {
-            r.on_fragment(false, b(64), false, 1024).unwrap();
+            r.take_credit().unwrap();
+            r.on_fragment(false, b(64), 1024).unwrap();
         }
         // Without a byte budget: credit back once half the window is read.
         assert_eq!(r.consume(64, true, 0), (64, 0));

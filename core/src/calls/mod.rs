@@ -1,20 +1,23 @@
-//! Calls as the connection keeps them: each [`Stream`] has a sending and a
-//! receiving half that own their rules ([`send`], [`recv`]); the [`Streams`]
+//! Calls as the connection keeps them: each [`Call`] has its state (what
+//! may happen next on it: [`state`]) and a sending and a receiving half
+//! that own credit, queues and reassembly ([`send`], [`recv`]); the [`Calls`]
 //! table owns the calls, the ids, the counts the concurrency limits look at,
 //! the connection-wide byte counts, and the queue of calls with something
 //! to write.
 
 pub(crate) mod recv;
 pub(crate) mod send;
+pub(crate) mod state;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use crate::call::{CallKind, Side, StreamId};
+use crate::call::{Side, StreamId};
 
 pub(crate) use recv::{RecvFault, RecvHalf};
-pub(crate) use send::{Out, SendHalf, SendLimits, SendState, Taken};
+pub(crate) use send::{CallPiece, Queued, SendHalf, SendLimits};
+pub(crate) use state::{CallState, Role};
 
 /// Fibonacci hashing for stream ids: cheap, and ids are bounded in number by
 /// the concurrent stream limit, so collisions cannot be amplified.
@@ -39,37 +42,13 @@ impl Hasher for StreamIdHasher {
 /// and the adapters' per-call state.
 pub type StreamIdMap<V> = HashMap<StreamId, V, BuildHasherDefault<StreamIdHasher>>;
 
-/// Which end of the call this side is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// This side opened the call.
-    Caller,
-    /// The peer opened the call; this side answers it.
-    Responder,
-}
-
-/// Where a call is in its life, as the connection sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// A caller's call whose OPEN is not written yet: the peer does not know
-    /// it, so ending it tells the peer nothing.
-    Unsent,
-    /// Both sides know the call.
-    Live,
-    /// Ended for the application (a responder finished); only its queued
-    /// frames (last messages, STATUS) remain to write.
-    Finishing,
-}
-
 /// Send queues of ended calls kept for reuse.
 const SPARE_QUEUES: usize = 64;
 
 /// One call, seen from this side.
 #[derive(Debug)]
-pub(crate) struct Stream {
-    pub(crate) role: Role,
-    pub(crate) kind: CallKind,
-    pub(crate) phase: Phase,
+pub(crate) struct Call {
+    pub(crate) state: CallState,
     pub(crate) send: SendHalf,
     pub(crate) recv: RecvHalf,
     pub(crate) deadline: Option<Instant>,
@@ -77,29 +56,11 @@ pub(crate) struct Stream {
     scheduled: bool,
 }
 
-impl Stream {
-    /// True while the application still has the call (not `Finishing`).
+impl Call {
+    /// True while the application still has the call.
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
-        self.phase != Phase::Finishing
-    }
-
-    /// True when this side may send only one message on the call.
-    #[inline]
-    pub(crate) fn single_send(&self) -> bool {
-        match self.role {
-            Role::Caller => self.kind.single_request(),
-            Role::Responder => self.kind.single_response(),
-        }
-    }
-
-    /// True when the peer may send only one message on the call.
-    #[inline]
-    pub(crate) fn single_recv(&self) -> bool {
-        match self.role {
-            Role::Caller => self.kind.single_response(),
-            Role::Responder => self.kind.single_request(),
-        }
+        self.state.is_live()
     }
 }
 
@@ -114,10 +75,11 @@ pub(crate) struct WriteBounds {
     pub(crate) connection_buffer: usize,
 }
 
-/// An item taken for the wire from a ready call.
-pub(crate) struct Ready {
+/// A ready call's turn at the wire: the piece it gave, and what that
+/// means to the connection.
+pub(crate) struct Turn {
     pub(crate) id: StreamId,
-    pub(crate) taken: Taken,
+    pub(crate) piece: CallPiece,
     /// It was the call's STATUS: the call is over.
     pub(crate) last: bool,
     /// A message completed and the call may send again: `Writable` is due.
@@ -135,11 +97,11 @@ pub(crate) struct Removed {
 
 /// The table of live calls.
 #[derive(Debug)]
-pub(crate) struct Streams {
-    map: StreamIdMap<Stream>,
+pub(crate) struct Calls {
+    map: StreamIdMap<Call>,
     /// Calls with something queued to write, in turn.
     ready: VecDeque<StreamId>,
-    spare: Vec<VecDeque<Out>>,
+    spare: Vec<VecDeque<Queued>>,
     /// The next id this side opens a call with.
     next_local: u64,
     /// The highest id the peer opened a call with.
@@ -150,7 +112,7 @@ pub(crate) struct Streams {
     pub(crate) responders: u32,
 }
 
-impl Streams {
+impl Calls {
     pub(crate) fn new(side: Side) -> Self {
         Self {
             map: StreamIdMap::default(),
@@ -180,27 +142,27 @@ impl Streams {
         self.spare = Vec::new();
     }
     #[inline]
-    pub(crate) fn get(&self, id: StreamId) -> Option<&Stream> {
+    pub(crate) fn get(&self, id: StreamId) -> Option<&Call> {
         self.map.get(&id)
     }
     #[inline]
-    pub(crate) fn get_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+    pub(crate) fn get_mut(&mut self, id: StreamId) -> Option<&mut Call> {
         self.map.get_mut(&id)
     }
 
     /// A call the application still has.
     #[inline]
-    pub(crate) fn live_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+    pub(crate) fn live_mut(&mut self, id: StreamId) -> Option<&mut Call> {
         self.map.get_mut(&id).filter(|s| s.is_live())
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (StreamId, &Stream)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (StreamId, &Call)> {
         self.map.iter().map(|(id, s)| (*id, s))
     }
 
     /// Ids of the calls matching `f`, in id order (so what follows from
     /// them is deterministic).
-    pub(crate) fn ids_where(&self, f: impl Fn(StreamId, &Stream) -> bool) -> Vec<StreamId> {
+    pub(crate) fn ids_where(&self, f: impl Fn(StreamId, &Call) -> bool) -> Vec<StreamId> {
         let mut ids: Vec<StreamId> = self
             .iter()
             .filter(|(id, s)| f(*id, s))
@@ -227,21 +189,14 @@ impl Streams {
     /// A new call's state, reusing the send queue of an ended one.
     pub(crate) fn new_stream(
         &mut self,
-        role: Role,
-        kind: CallKind,
+        state: CallState,
         send_credit: u32,
         recv_window: u32,
-    ) -> Stream {
+    ) -> Call {
         let queue = self.spare.pop().unwrap_or_default();
-        let (phase, send) = match role {
-            Role::Caller => (Phase::Unsent, SendState::Open),
-            Role::Responder => (Phase::Live, SendState::Start),
-        };
-        Stream {
-            role,
-            kind,
-            phase,
-            send: SendHalf::new(send, send_credit, queue),
+        Call {
+            state,
+            send: SendHalf::new(send_credit, queue),
             recv: RecvHalf::new(recv_window),
             deadline: None,
             scheduled: false,
@@ -249,8 +204,8 @@ impl Streams {
     }
 
     /// Adds a call: a caller's takes the next local id.
-    pub(crate) fn insert(&mut self, id: StreamId, s: Stream) {
-        match s.role {
+    pub(crate) fn insert(&mut self, id: StreamId, s: Call) {
+        match s.state.role() {
             Role::Caller => {
                 self.next_local = id.0 as u64 + 2;
                 self.callers += 1;
@@ -267,14 +222,15 @@ impl Streams {
         if queue.capacity() > 0 && self.spare.len() < SPARE_QUEUES {
             self.spare.push(queue);
         }
-        match s.role {
+        let role = s.state.role();
+        match role {
             Role::Caller => self.callers -= 1,
             Role::Responder => self.responders -= 1,
         }
         Some(Removed {
             held: s.recv.held(),
             queued,
-            role: s.role,
+            role,
         })
     }
 
@@ -295,24 +251,24 @@ impl Streams {
     /// back of the queue if it has more. A taken OPEN makes the call known
     /// to the peer; a taken STATUS ends it (the caller removes it).
     #[inline]
-    pub(crate) fn next_piece(&mut self, w: &WriteBounds) -> Option<Ready> {
+    pub(crate) fn next_turn(&mut self, w: &WriteBounds) -> Option<Turn> {
         while let Some(id) = self.ready.pop_front() {
             let Some(s) = self.map.get_mut(&id) else {
                 continue;
             };
             s.scheduled = false;
-            let Some(taken) = s.send.take(w.max_fragment) else {
+            let Some(piece) = s.send.take(w.max_fragment) else {
                 continue;
             };
             let mut writable = false;
-            let last = match &taken {
-                Taken::Frame { open, last, .. } => {
+            let last = match &piece {
+                CallPiece::Frame { open, last, .. } => {
                     if *open {
-                        s.phase = Phase::Live;
+                        s.state.opened();
                     }
                     *last
                 }
-                Taken::Message { released, .. } => {
+                CallPiece::Message { released, .. } => {
                     if let Some(len) = released {
                         let full = w.queued_send - len >= w.connection_buffer;
                         writable = s.send.writable_due(w.call_buffer, full);
@@ -324,9 +280,9 @@ impl Streams {
                 s.scheduled = true;
                 self.ready.push_back(id);
             }
-            return Some(Ready {
+            return Some(Turn {
                 id,
-                taken,
+                piece,
                 last,
                 writable,
             });

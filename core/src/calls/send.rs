@@ -1,7 +1,8 @@
 //! The sending half of a call: the peer's credit, the queue of what this
 //! side has to write (frames encoded when the application acted, and
 //! messages), and fragmentation of messages larger than the peer's fragment
-//! size.
+//! size. What this side may send at all is the call's state
+//! ([`CallState`](super::state::CallState)).
 
 use std::collections::VecDeque;
 
@@ -14,7 +15,7 @@ use crate::frame::{FLAG_END_STREAM, FLAG_MORE};
 /// when the application acts (carved from the connection's output arena), so
 /// the queue holds bytes, not values to encode later.
 #[derive(Debug)]
-pub(crate) enum Out {
+pub(crate) enum Queued {
     /// The call's OPEN: once written, the peer knows the call.
     Open(Bytes),
     /// HEADERS or HALF_CLOSE.
@@ -25,21 +26,10 @@ pub(crate) enum Out {
     Message { data: Bytes, end: bool },
 }
 
-/// Where the sending half is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SendState {
-    /// Nothing sent yet: a responder may still send response headers.
-    Start,
-    /// Headers or a message went (a caller starts here: its OPEN carries
-    /// the request headers).
-    Open,
-    /// No more messages: half-closed (caller) or finished (responder).
-    Closed,
-}
-
-/// What [`SendHalf::take`] took from the queue for the wire.
+/// One piece of a call's output: what [`SendHalf::take`] took from the
+/// queue for the wire (a whole frame, or one fragment of a message).
 #[derive(Debug)]
-pub(crate) enum Taken {
+pub(crate) enum CallPiece {
     /// A frame encoded when it was queued.
     Frame {
         bytes: Bytes,
@@ -73,14 +63,11 @@ pub(crate) struct SendLimits {
 /// The sending half of one call.
 #[derive(Debug)]
 pub(crate) struct SendHalf {
-    pub(crate) state: SendState,
     /// Messages the peer lets this side start.
     credit: u32,
-    /// Messages accepted so far.
-    sent: u32,
     /// A send was refused with `Blocked`: `Event::Writable` is owed.
     writable_owed: bool,
-    queue: VecDeque<Out>,
+    queue: VecDeque<Queued>,
     /// Bytes of messages in `queue` not yet completely taken.
     queued: usize,
     /// How much of the message at the queue's front went out as fragments.
@@ -88,11 +75,9 @@ pub(crate) struct SendHalf {
 }
 
 impl SendHalf {
-    pub(crate) fn new(state: SendState, credit: u32, queue: VecDeque<Out>) -> Self {
+    pub(crate) fn new(credit: u32, queue: VecDeque<Queued>) -> Self {
         Self {
-            state,
             credit,
-            sent: 0,
             writable_owed: false,
             queue,
             queued: 0,
@@ -102,10 +87,6 @@ impl SendHalf {
     #[inline]
     pub(crate) fn credit(&self) -> u32 {
         self.credit
-    }
-    #[inline]
-    pub(crate) fn sent(&self) -> u32 {
-        self.sent
     }
 
     /// Bytes of messages queued and not yet completely taken.
@@ -124,23 +105,11 @@ impl SendHalf {
         self.credit == 0 || self.queued >= call_buffer || connection_full
     }
 
-    /// Checks one message of `len` bytes against the call's rules and
-    /// bounds and takes a credit for it; the caller then
-    /// [`enqueue`](Self::enqueue)s it. `single`: this side sends at most one
-    /// message on the call.
+    /// Checks one message of `len` bytes against the bounds and takes a
+    /// credit for it (the call's state allowed it first); the caller then
+    /// [`enqueue`](Self::enqueue)s it.
     #[inline]
-    pub(crate) fn admit(
-        &mut self,
-        len: usize,
-        single: bool,
-        limits: &SendLimits,
-    ) -> Result<(), UserError> {
-        if self.state == SendState::Closed {
-            return Err(UserError::SendClosed);
-        }
-        if single && self.sent >= 1 {
-            return Err(UserError::Cardinality);
-        }
+    pub(crate) fn admit(&mut self, len: usize, limits: &SendLimits) -> Result<(), UserError> {
         if len > limits.max_message {
             return Err(UserError::MessageTooLarge {
                 len,
@@ -152,8 +121,6 @@ impl SendHalf {
             return Err(UserError::Blocked);
         }
         self.credit -= 1;
-        self.sent += 1;
-        self.state = SendState::Open;
         Ok(())
     }
 
@@ -161,45 +128,24 @@ impl SendHalf {
     #[inline]
     pub(crate) fn enqueue(&mut self, data: Bytes) {
         self.queued += data.len();
-        self.queue.push_back(Out::Message { data, end: false });
+        self.queue.push_back(Queued::Message { data, end: false });
     }
 
     /// Queues a frame encoded by the connection.
     #[inline]
-    pub(crate) fn push(&mut self, out: Out) {
+    pub(crate) fn push(&mut self, out: Queued) {
         self.queue.push_back(out);
     }
 
-    /// Marks response headers as sent (responder); false when they or a
-    /// message already went.
-    pub(crate) fn start(&mut self) -> bool {
-        if self.state != SendState::Start {
-            return false;
-        }
-        self.state = SendState::Open;
-        true
-    }
-
-    /// Half-closes (caller). `Ok(true)`: END_STREAM was merged into the last
-    /// queued message; `Ok(false)`: a HALF_CLOSE frame must be queued.
-    pub(crate) fn close(&mut self, single: bool) -> Result<bool, UserError> {
-        if self.state == SendState::Closed {
-            return Err(UserError::SendClosed);
-        }
-        if single && self.sent == 0 {
-            return Err(UserError::Cardinality);
-        }
-        self.state = SendState::Closed;
-        if let Some(Out::Message { end, .. }) = self.queue.back_mut() {
+    /// The caller half-closed (the call's state allowed it): true when
+    /// END_STREAM was merged into the last queued message, false when a
+    /// HALF_CLOSE frame must be queued.
+    pub(crate) fn end_stream(&mut self) -> bool {
+        if let Some(Queued::Message { end, .. }) = self.queue.back_mut() {
             *end = true;
-            return Ok(true);
+            return true;
         }
-        Ok(false)
-    }
-
-    /// No more messages (the responder finished).
-    pub(crate) fn finish(&mut self) {
-        self.state = SendState::Closed;
+        false
     }
 
     /// Credit granted by the peer (a CREDIT frame, or a legacy message
@@ -228,34 +174,34 @@ impl SendHalf {
     /// Takes the next item for the wire: a whole frame, or one fragment of
     /// at most `max_fragment` bytes of the message at the front.
     #[inline]
-    pub(crate) fn take(&mut self, max_fragment: usize) -> Option<Taken> {
+    pub(crate) fn take(&mut self, max_fragment: usize) -> Option<CallPiece> {
         let item = self.queue.pop_front()?;
         Some(match item {
-            Out::Open(bytes) => Taken::Frame {
+            Queued::Open(bytes) => CallPiece::Frame {
                 bytes,
                 open: true,
                 last: false,
             },
-            Out::Frame(bytes) => Taken::Frame {
+            Queued::Frame(bytes) => CallPiece::Frame {
                 bytes,
                 open: false,
                 last: false,
             },
-            Out::Status(bytes) => Taken::Frame {
+            Queued::Status(bytes) => CallPiece::Frame {
                 bytes,
                 open: false,
                 last: true,
             },
-            Out::Message { data, end } => {
+            Queued::Message { data, end } => {
                 let lo = self.frag_off;
                 if data.len() - lo > max_fragment {
                     let hi = lo + max_fragment;
                     self.frag_off = hi;
-                    self.queue.push_front(Out::Message {
+                    self.queue.push_front(Queued::Message {
                         data: data.clone(),
                         end,
                     });
-                    Taken::Message {
+                    CallPiece::Message {
                         flags: FLAG_MORE,
                         data,
                         lo,
@@ -266,7 +212,7 @@ impl SendHalf {
                     self.frag_off = 0;
                     let len = data.len();
                     self.queued -= len;
-                    Taken::Message {
+                    CallPiece::Message {
                         flags: if end { FLAG_END_STREAM } else { 0 },
                         hi: len,
                         data,
@@ -280,7 +226,7 @@ impl SendHalf {
 
     /// Drops everything queued; returns the queue (empty, for reuse) and the
     /// message bytes it held.
-    pub(crate) fn discard(&mut self) -> (VecDeque<Out>, usize) {
+    pub(crate) fn discard(&mut self) -> (VecDeque<Queued>, usize) {
         self.queue.clear();
         self.frag_off = 0;
         (
@@ -301,11 +247,11 @@ mod tests {
     };
 
     fn half(credit: u32) -> SendHalf {
-        SendHalf::new(SendState::Open, credit, VecDeque::new())
+        SendHalf::new(credit, VecDeque::new())
     }
 
     fn message(s: &mut SendHalf, len: usize) {
-        s.admit(len, false, &LIMITS).unwrap();
+        s.admit(len, &LIMITS).unwrap();
         s.enqueue(Bytes::from(vec![7; len]));
     }
 
@@ -315,7 +261,7 @@ mod tests {
         message(&mut s, 2500);
         assert_eq!(s.queued(), 2500);
         let mut pieces = vec![];
-        while let Some(Taken::Message {
+        while let Some(CallPiece::Message {
             flags,
             lo,
             hi,
@@ -340,22 +286,12 @@ mod tests {
     fn half_close_merges_into_the_last_queued_message_or_asks_for_a_frame() {
         let mut s = half(4);
         message(&mut s, 10);
-        assert_eq!(s.close(false), Ok(true));
+        assert!(s.end_stream());
         match s.take(1024) {
-            Some(Taken::Message { flags, .. }) => assert_eq!(flags, FLAG_END_STREAM),
+            Some(CallPiece::Message { flags, .. }) => assert_eq!(flags, FLAG_END_STREAM),
             other => panic!("{other:?}"),
         }
-        assert_eq!(s.close(false), Err(UserError::SendClosed));
-
-        let mut s = half(4);
-        assert_eq!(
-            s.close(true),
-            Err(UserError::Cardinality),
-            "one message due"
-        );
-        assert_eq!(s.close(false), Ok(false), "nothing queued: HALF_CLOSE");
-        assert_eq!(s.state, SendState::Closed);
-        assert_eq!(s.admit(1, false, &LIMITS), Err(UserError::SendClosed));
+        assert!(!half(4).end_stream(), "nothing queued: HALF_CLOSE");
     }
 
     #[test]
@@ -366,7 +302,7 @@ mod tests {
             !s.writable_due(LIMITS.call_buffer, false),
             "nothing owed yet"
         );
-        assert_eq!(s.admit(8, false, &LIMITS), Err(UserError::Blocked));
+        assert_eq!(s.admit(8, &LIMITS), Err(UserError::Blocked));
         assert!(
             !s.writable_due(LIMITS.call_buffer, false),
             "still no credit"
@@ -384,26 +320,15 @@ mod tests {
             call_buffer: 100,
             ..LIMITS
         };
-        s.admit(100, false, &limits).unwrap();
+        s.admit(100, &limits).unwrap();
         s.enqueue(Bytes::from(vec![0; 100]));
-        assert_eq!(s.admit(1, false, &limits), Err(UserError::Blocked));
+        assert_eq!(s.admit(1, &limits), Err(UserError::Blocked));
         let connection_full = SendLimits {
             connection_full: true,
             ..LIMITS
         };
-        assert_eq!(s.admit(1, false, &connection_full), Err(UserError::Blocked));
+        assert_eq!(s.admit(1, &connection_full), Err(UserError::Blocked));
         s.take(usize::MAX);
         assert!(s.writable_due(limits.call_buffer, false));
-    }
-
-    #[test]
-    fn a_responder_sends_headers_only_first() {
-        let mut s = SendHalf::new(SendState::Start, 1, VecDeque::new());
-        assert!(s.start());
-        assert!(!s.start());
-        let mut s = SendHalf::new(SendState::Start, 1, VecDeque::new());
-        s.admit(1, true, &LIMITS).unwrap();
-        assert!(!s.start(), "a message went first");
-        assert_eq!(s.admit(1, true, &LIMITS), Err(UserError::Cardinality));
     }
 }
