@@ -12,7 +12,7 @@ use zrpc_core::{CallKind, Metadata, Method, Status, StreamId};
 
 use crate::call_io::{poll_end, poll_message, poll_send};
 use crate::client::Client;
-use crate::conn::{Shared, Slot};
+use crate::conn::{CallSlot, Shared};
 use crate::http::call::{HttpCall, HttpRequests};
 use crate::signal::lock;
 
@@ -127,7 +127,9 @@ impl CallContext {
     /// True once the call has ended (see [`cancelled`](Self::cancelled)).
     pub fn is_cancelled(&self) -> bool {
         match &self.io {
-            CallIo::Ws(shared) => shared.read(|g| g.slots.get(&self.id).is_none_or(Slot::is_ended)),
+            CallIo::Ws(shared) => {
+                shared.read(|g| g.slots.get(&self.id).is_none_or(CallSlot::is_ended))
+            }
             CallIo::Http(call) => call.is_ended(),
         }
     }

@@ -12,7 +12,7 @@ use zrpc_core::{CallKind, Code, Metadata, Status, StreamId, UserError};
 use crate::options::CallOptions;
 
 use crate::call_io::{poll_end, poll_message, poll_send};
-use crate::conn::{Shared, Slot, now};
+use crate::conn::{CallSlot, Shared, now};
 
 /// A connection to a zrpc server. Clones share the connection; calls are
 /// multiplexed over it. When the last clone is dropped the connection
@@ -117,7 +117,7 @@ impl Client {
                 }
                 match g.conn.open_call(now(), method, kind, opts.open_options()) {
                     Ok(id) => {
-                        g.slots.insert(id, Slot::default());
+                        g.slots.insert(id, CallSlot::default());
                         let sent = match request.take() {
                             None => Ok(()),
                             // A new call always has credit for its first message.
@@ -307,7 +307,9 @@ impl Call {
         let id = self.id;
         self.shared.act(|g| match g.conn.close_send(id) {
             Ok(()) => Ok(()),
-            Err(UserError::UnknownCall) if g.slots.get(&id).is_some_and(Slot::is_ended) => Ok(()),
+            Err(UserError::UnknownCall) if g.slots.get(&id).is_some_and(CallSlot::is_ended) => {
+                Ok(())
+            }
             Err(e) => Err(g.status_of(id, e)),
         })
     }
@@ -355,7 +357,7 @@ impl Drop for Call {
     fn drop(&mut self) {
         let id = self.id;
         self.shared.act(|g| {
-            if !g.slots.get(&id).is_none_or(Slot::is_ended) {
+            if !g.slots.get(&id).is_none_or(CallSlot::is_ended) {
                 let _ = g.conn.cancel(id);
             }
             if let Some(slot) = g.slots.remove(&id) {

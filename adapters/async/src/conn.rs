@@ -1,12 +1,12 @@
 //! One connection's state shared by its driver tasks and its call handles:
 //! the core state machine behind one mutex (never held across an await),
-//! each call's application-side [`Slot`], the connection's share of the
+//! each call's application-side [`CallSlot`], the connection's share of the
 //! server-wide receive budget, and the signals that wake its tasks.
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
@@ -16,12 +16,8 @@ use zrpc_core::{
     Code, Connection, Event, IncomingCall, Metadata, Mode, Status, StreamId, UserError,
 };
 
+use crate::life::TaskLife;
 use crate::signal::{Signal, lock};
-
-/// `Shared::writer_end`: the writer runs, ended after its close, or failed.
-pub(crate) const WRITER_RUNNING: u8 = 0;
-pub(crate) const WRITER_CLOSED: u8 = 1;
-pub(crate) const WRITER_FAILED: u8 = 2;
 
 /// The server-wide bound on received bytes held for applications, shared by
 /// every connection of one server (see `ServerConfig::max_server_receive_buffer`).
@@ -57,7 +53,7 @@ pub(crate) enum Reading {
 /// counts their bytes against its bounds, and grants credit when they are
 /// read), the response headers, and how the message stream ends.
 #[derive(Default)]
-pub(crate) struct Slot {
+pub(crate) struct CallSlot {
     pub(crate) inbox: VecDeque<Bytes>,
     pub(crate) headers: Option<Metadata>,
     pub(crate) reading: Reading,
@@ -66,7 +62,7 @@ pub(crate) struct Slot {
     pub(crate) end_wakers: Vec<Waker>,
 }
 
-impl Slot {
+impl CallSlot {
     /// The call's final status and trailers, once it ended.
     pub(crate) fn end(&self) -> Option<(&Status, &Metadata)> {
         match &self.reading {
@@ -95,7 +91,7 @@ impl Slot {
 
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
-    pub(crate) slots: StreamIdMap<Slot>,
+    pub(crate) slots: StreamIdMap<CallSlot>,
     /// Set once the connection is over: the status new calls get.
     pub(crate) closed: Option<Status>,
     pub(crate) draining: bool,
@@ -125,12 +121,8 @@ pub(crate) struct PeerInfo {
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
     pub(crate) writer: Signal,
-    /// Signalled when the writer has ended: the reader stops too.
-    pub(crate) writer_done: Signal,
-    /// How the writer ended (`WRITER_*`).
-    pub(crate) writer_end: AtomicU8,
-    /// Notified once the writer has ended (for [`Shared::finished`]).
-    pub(crate) writer_ended: event_listener::Event,
+    /// Where the connection's tasks are in their life.
+    pub(crate) life: TaskLife,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Option<Identity>,
     /// The connection's wire format (fixed for its life).
@@ -155,9 +147,7 @@ impl Shared {
                 budget_reported: 0,
             }),
             writer: Signal::default(),
-            writer_done: Signal::default(),
-            writer_end: AtomicU8::new(WRITER_RUNNING),
-            writer_ended: event_listener::Event::new(),
+            life: TaskLife::default(),
             peer: info.addr,
             identity: info.identity,
         })
@@ -192,8 +182,16 @@ impl Shared {
     pub(crate) fn act<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut g = self.lock();
         let out = f(&mut g);
-        g.pump_events();
-        let wake = g.writer_needed();
+        // Most actions cause no event (a message queued, one consumed):
+        // then only the budget needs bringing up to date.
+        if g.conn.has_event() {
+            g.pump_events();
+        } else {
+            g.sync_budget();
+        }
+        // A writer already signalled takes the lock after this and sees
+        // everything done under it (it clears the signal under the lock).
+        let wake = !self.writer.is_pending() && g.writer_needed();
         drop(g);
         if wake {
             self.writer.signal();
@@ -204,13 +202,7 @@ impl Shared {
     /// Resolves once the writer has ended: the close was written (or the
     /// socket failed). Nothing of the connection goes out after that.
     pub(crate) async fn finished(&self) {
-        loop {
-            let ended = self.writer_ended.listen();
-            if self.writer_end.load(Ordering::Acquire) != WRITER_RUNNING {
-                return;
-            }
-            ended.await;
-        }
+        self.life.finished().await
     }
 
     /// Resolves once the connection is over.
@@ -260,7 +252,7 @@ impl Inner {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 Event::CallOpened(call) => {
-                    self.slots.insert(call.id, Slot::default());
+                    self.slots.insert(call.id, CallSlot::default());
                     opened.push(call);
                 }
                 Event::Headers { id, metadata } => {
@@ -363,7 +355,7 @@ impl Inner {
     /// The status a failed local action stands for.
     pub(crate) fn status_of(&self, id: StreamId, e: UserError) -> Status {
         match e {
-            UserError::UnknownCall => match self.slots.get(&id).and_then(Slot::end) {
+            UserError::UnknownCall => match self.slots.get(&id).and_then(CallSlot::end) {
                 Some((st, _)) if !st.is_ok() => st.clone(),
                 _ => Status::new(Code::FailedPrecondition, "the call has ended"),
             },

@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,8 @@ use futures_util::SinkExt;
 use zrpc_core::{Connection, Incoming, Transmit};
 
 use crate::call_io::with_inline_budget;
-use crate::conn::{PeerInfo, Shared, WRITER_CLOSED, WRITER_FAILED, WRITER_RUNNING, now};
+use crate::conn::{PeerInfo, Shared, now};
+use crate::life::{CLOSE_LINGER, Life};
 use crate::router::{Router, dispatch};
 use crate::runtime::Runtime;
 use crate::ws::to_message;
@@ -39,10 +39,6 @@ pub(crate) const DISPATCH_SLICE: usize = 4;
 
 /// Bytes of frames the writer takes from the core per round.
 const WRITE_CHUNK: usize = 256 * 1024;
-
-/// How long a side that closed waits for the peer's close reply, and how
-/// long a close may stay stuck behind a peer that does not read.
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
 /// What the driver needs beyond the connection itself.
 pub(crate) struct Driver {
@@ -114,13 +110,10 @@ async fn writer<S, R>(
     // The reader stops too (at once after a failure, after a short linger
     // for the peer's close reply otherwise): a peer that stopped reading,
     // or stopped inside a message, must not keep its socket.
-    let code = match end {
-        WriterEnd::Closed => WRITER_CLOSED,
-        WriterEnd::Failed(_) => WRITER_FAILED,
-    };
-    shared.writer_end.store(code, Ordering::Release);
-    shared.writer_done.signal();
-    shared.writer_ended.notify(usize::MAX);
+    shared.life.end(match end {
+        WriterEnd::Closed => Life::Closed,
+        WriterEnd::Failed(_) => Life::Failed,
+    });
 }
 
 /// A runtime timer, kept armed across writer rounds.
@@ -375,32 +368,15 @@ where
 {
     let router = driver.router.as_ref();
     let received = crate::metrics::received_bytes();
-    // Once this side has closed: when the reader gives up waiting for the
-    // peer's close reply (fixed once, so a peer that keeps sending cannot
-    // extend it).
+    // Once this side is done: when the reader gives up waiting for the
+    // peer's close reply.
     let mut linger_until: Option<Instant> = None;
     loop {
-        if linger_until.is_none()
-            && (shared.writer_end.load(Ordering::Acquire) != WRITER_RUNNING
-                || shared.driver_lock().conn.is_closed())
-        {
-            linger_until = Some(now() + CLOSE_LINGER);
-        }
+        let core_closed = || shared.driver_lock().conn.is_closed();
+        shared.life.linger(core_closed, &mut linger_until);
         let stop = async {
-            loop {
-                match (shared.writer_end.load(Ordering::Acquire), linger_until) {
-                    (WRITER_FAILED, _) => return None,
-                    (_, Some(until)) => {
-                        rt.sleep_until(until).await;
-                        return None;
-                    }
-                    (WRITER_CLOSED, None) => {
-                        rt.sleep_until(now() + CLOSE_LINGER).await;
-                        return None;
-                    }
-                    _ => shared.writer_done.wait().await,
-                }
-            }
+            shared.life.reader_stop(&rt, linger_until).await;
+            None
         };
         let item = rx.next().or(stop).await;
         let mut done = false;

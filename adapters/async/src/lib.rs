@@ -19,6 +19,7 @@ mod driver;
 mod health;
 mod http;
 pub use http::ResponseBody;
+mod life;
 mod metrics;
 mod options;
 mod router;

@@ -28,6 +28,12 @@ impl Signal {
         self.waker.wake();
     }
 
+    /// True when a notification is pending: the waiter will run.
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
     /// Takes a pending notification, if any, without waiting: the waiter
     /// is about to do what it would have been woken for.
     pub(crate) fn clear(&self) {
