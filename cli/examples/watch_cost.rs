@@ -1,9 +1,12 @@
 //! What live watchers cost a write: `CreatePerson` latency (p50, p99) with
 //! no `WatchPeople` streams open, then with N non-matching ones (over two
-//! connections), on one in-process server with an in-memory SQLite store.
+//! connections), on one in-process server with an in-memory SQLite store;
+//! or, given a PostgreSQL URL, on two instances sharing that database, the
+//! writes through the first and the watchers on the second (every creation
+//! reaches them through the database's notifications).
 //!
 //! ```sh
-//! cargo run --release -p zrpc-cli --example watch_cost -- 2000
+//! cargo run --release -p zrpc-cli --example watch_cost -- 2000 [postgres://...]
 //! ```
 
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use zrpc_cli::proto::people::people_client::PeopleClient;
 use zrpc_cli::proto::people::{ListPeopleRequest, Person};
-use zrpc_cli::store::SqliteStore;
+use zrpc_cli::store::{SqliteStore, Store};
 use zrpc_proto::CallOptions;
 use zrpc_tokio::{ClientConfig, Config, Server, ServerConfig, TokioRuntime};
 
@@ -41,33 +44,62 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2000);
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let router = zrpc_cli::router(TokioRuntime, store, Duration::ZERO);
+    let db = std::env::args().nth(2);
+    let store = || async {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || -> Arc<dyn Store> {
+            match db {
+                Some(url) => zrpc_cli::store::open(Some(&url), 8).unwrap(),
+                None => Arc::new(SqliteStore::in_memory().unwrap()),
+            }
+        })
+        .await
+        .unwrap()
+    };
     let limits = Config {
         max_concurrent_streams: 4096,
         ..ServerConfig::default().core
     };
-    let config = ServerConfig {
-        core: limits.clone(),
-        ..ServerConfig::default()
+    let serve = |store: Arc<dyn Store>| {
+        let limits = limits.clone();
+        async move {
+            let router = zrpc_cli::router(TokioRuntime, store, Duration::ZERO);
+            let config = ServerConfig {
+                core: limits,
+                ..ServerConfig::default()
+            };
+            let server = Server::with_config(router, config, TokioRuntime);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("ws://{}/", listener.local_addr().unwrap());
+            let s = server.clone();
+            tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
+            (server, url)
+        }
     };
-    let server = Server::with_config(router, config, TokioRuntime);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let s = server.clone();
-    tokio::spawn(async move { zrpc_tokio::serve(&s, listener).await });
-    let connect = || async {
-        let config = ClientConfig {
-            core: limits.clone(),
-            ..ClientConfig::default()
-        };
-        PeopleClient::new(zrpc_tokio::connect_with(&url, config).await.unwrap())
+    let (writes, url) = serve(store().await).await;
+    // With a shared database, the watchers live on a second instance.
+    let (server, watch_url) = match db {
+        Some(_) => serve(store().await).await,
+        None => (writes.clone(), url.clone()),
     };
-    let writer = connect().await;
+    let connect = |url: String| {
+        let limits = limits.clone();
+        async move {
+            let config = ClientConfig {
+                core: limits,
+                ..ClientConfig::default()
+            };
+            PeopleClient::new(zrpc_tokio::connect_with(&url, config).await.unwrap())
+        }
+    };
+    let writer = connect(url.clone()).await;
     let (p50, p99) = creates(&writer).await;
     println!("no watchers: CreatePerson p50 {p50:?} p99 {p99:?}");
 
-    let holders = [connect().await, connect().await];
+    let holders = [
+        connect(watch_url.clone()).await,
+        connect(watch_url.clone()).await,
+    ];
     let mut streams = Vec::new();
     let req = ListPeopleRequest {
         name_contains: "nobody matches this".into(),
@@ -91,4 +123,5 @@ async fn main() {
     println!("ratio p50 {:.2}x", w50.as_secs_f64() / p50.as_secs_f64());
     drop(streams);
     server.shutdown().await;
+    writes.shutdown().await;
 }

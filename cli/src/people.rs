@@ -33,9 +33,13 @@ pub const MAX_URL: usize = 2048;
 pub struct PeopleService<R: Runtime> {
     store: Arc<dyn Store>,
     rt: R,
-    /// The people created here, for WatchPeople streams to filter in
-    /// memory: a creation costs no store query per watcher.
-    feed: Feed,
+    /// The people created (here, or through any instance when the store is
+    /// shared), for WatchPeople streams to filter in memory: a creation
+    /// costs no store query per watcher.
+    feed: Arc<Feed>,
+    /// The store fills the feed with every instance's creations
+    /// ([`Store::watch_created`]); otherwise this service pushes its own.
+    shared_feed: bool,
 }
 
 /// How many rows a request's `limit` asks for (0: no limit).
@@ -130,10 +134,23 @@ fn validate_name(field: &str, name: &str) -> Result<(), Status> {
 impl<R: Runtime> PeopleService<R> {
     /// A service over `store`, running store calls on `rt`'s blocking pool.
     pub fn new(store: Arc<dyn Store>, rt: R) -> Self {
+        let feed = Arc::new(Feed::default());
+        let to = feed.clone();
+        let shared_feed = store.watch_created(Box::new(move |people| to.push(&people)));
         Self {
             store,
             rt,
-            feed: Feed::default(),
+            feed,
+            shared_feed,
+        }
+    }
+
+    /// People this instance just stored reach its watchers: through the
+    /// feed at once, or through the store's own delivery when it is shared
+    /// (which keeps every instance's creations in one order).
+    fn stored(&self, people: &[Person]) {
+        if !self.shared_feed {
+            self.feed.push(people);
         }
     }
 
@@ -179,7 +196,7 @@ impl<R: Runtime> PeopleService<R> {
     pub async fn store_person(&self, p: Person) -> Result<Person, Status> {
         validate_person(&p)?;
         let mut stored = self.blocking(move |s| s.create_people(&[p])).await?;
-        self.feed.push(&stored);
+        self.stored(&stored);
         stored
             .pop()
             .ok_or_else(|| Status::new(Code::Internal, "store returned nothing"))
@@ -224,7 +241,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
             people.push(p);
         }
         let stored = self.blocking(move |s| s.create_people(&people)).await?;
-        self.feed.push(&stored);
+        self.stored(&stored);
         Ok(ImportSummary {
             created: stored.len() as u32,
             rejected: 0,

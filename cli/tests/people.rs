@@ -936,3 +936,100 @@ async fn a_cut_store_connection_reports_what_is_known() {
         server.shutdown().await;
     }
 }
+
+/// Two instances on one PostgreSQL: a watcher on either sees every person
+/// created through both (from tasks racing each other), once each, in id
+/// order; and the store connection that listens for creations comes back
+/// when the database drops it, losing nothing created meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_creations_through_every_instance() {
+    let Some(db) = Db::fresh(Backend::Postgres, "two_instances").await else {
+        return;
+    };
+    let (_a, client_a, _) = serve(db.open().await).await;
+    let (_b, client_b, _) = serve(db.open().await).await;
+    let req = ListPeopleRequest {
+        name_contains: String::new(),
+        limit: 0,
+        after_id: 0,
+    };
+    let o = CallOptions::default;
+    let mut on_a = client_a.watch_people(&req, o()).await.unwrap();
+    let mut on_b = client_b.watch_people(&req, o()).await.unwrap();
+    // Creations through both instances at once: ids are drawn on one
+    // sequence while commits race.
+    async fn create(clients: [PeopleClient; 2], tag: &str) -> Vec<i32> {
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let tag = format!("{tag}-{i}");
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for n in 0..25 {
+                        let p = person(&format!("{tag}-{n}"), "", "");
+                        ids.push(
+                            c.create_person(&p, CallOptions::default())
+                                .await
+                                .unwrap()
+                                .id,
+                        );
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.extend(t.await.unwrap());
+        }
+        ids.sort_unstable();
+        ids
+    }
+    // Every watcher gets exactly `ids`, in order: each message is awaited
+    // with a bound, so a lost person fails rather than hangs.
+    async fn expect(watch: &mut zrpc_proto::ResponseStream<Person>, ids: &[i32]) {
+        for id in ids {
+            let p = tokio::time::timeout(Duration::from_secs(20), watch.message())
+                .await
+                .expect("delivered within 20 s")
+                .unwrap()
+                .unwrap();
+            assert_eq!(p.id, *id);
+        }
+    }
+    let clients = || [client_a.clone(), client_b.clone()];
+    let first = create(clients(), "first").await;
+    expect(&mut on_a, &first).await;
+    expect(&mut on_b, &first).await;
+
+    // The database drops every listening connection; what is created
+    // meanwhile still arrives, once.
+    let admin = std::env::var("ZRPC_TEST_POSTGRES").unwrap();
+    let location = db.location.clone();
+    let dropped: i64 = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        let db_name = location.rsplit_once('/').unwrap().1.to_owned();
+        c.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = $2",
+            &[&db_name, &zrpc_cli::store::LISTENER_NAME],
+        )
+        .unwrap()
+        .len() as i64
+    })
+    .await
+    .unwrap();
+    assert_eq!(dropped, 2, "one listening connection per instance");
+    let second = create(clients(), "second").await;
+    expect(&mut on_a, &second).await;
+    expect(&mut on_b, &second).await;
+
+    // Nothing twice: the next message is the next creation.
+    let last = client_b
+        .create_person(&person("last", "", ""), o())
+        .await
+        .unwrap();
+    expect(&mut on_a, &[last.id]).await;
+    expect(&mut on_b, &[last.id]).await;
+}

@@ -7,7 +7,7 @@
 mod postgres;
 mod sqlite;
 
-pub use self::postgres::PostgresStore;
+pub use self::postgres::{LISTENER_NAME, PEOPLE_CHANNEL, PostgresStore};
 pub use self::sqlite::SqliteStore;
 
 use std::fmt;
@@ -82,7 +82,20 @@ pub trait Store: Send + Sync + 'static {
         after_id: i32,
         limit: u32,
     ) -> Result<Vec<Person>, StoreError>;
+    /// For a store several instances share: hands `deliver` every person
+    /// stored from now on through *any* instance, once each, in id order,
+    /// from a thread of the store's own, at a cost of O(1) store queries
+    /// per creation whatever the number of watchers. `false` when the store
+    /// cannot see other instances' writes (SQLite: one instance per file);
+    /// the service then feeds its watchers with its own creations.
+    fn watch_created(&self, deliver: Deliver) -> bool {
+        let _ = deliver;
+        false
+    }
 }
+
+/// What [`Store::watch_created`] hands new people to.
+pub type Deliver = Box<dyn Fn(Vec<Person>) + Send + Sync>;
 
 /// The edge label stored for each kind.
 pub fn edge_label(kind: EdgeKind) -> &'static str {

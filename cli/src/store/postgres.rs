@@ -1,15 +1,26 @@
 //! The shared PostgreSQL store: the same two tables as SQLite, reached
 //! through a bounded pool of connections, so that several instances of the
 //! people service can serve one graph.
+//!
+//! Every instance sees every creation: a person is stored under an advisory
+//! lock (so ids are drawn and committed in one order) with a `NOTIFY` on
+//! [`PEOPLE_CHANNEL`]; each store keeps one more connection that `LISTEN`s
+//! and, per notification, reads the people after the last one it has seen
+//! (one query per creation burst, whatever the number of watchers), which
+//! it hands to the service's feed ([`Store::watch_created`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use postgres::NoTls;
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{Pool, PooledConnection};
 
-use super::{PERSON, Store, StoreError, edge_label};
+use super::{Deliver, PERSON, Store, StoreError, edge_label};
 use crate::proto::people::{EdgeKind, Person};
 
 type Manager = PostgresConnectionManager<NoTls>;
@@ -41,14 +52,45 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE vertices (
 /// instances start at once.
 const MIGRATION_LOCK: i64 = 0x7a72_7063; // "zrpc"
 
+/// The channel person creations are announced on.
+pub const PEOPLE_CHANNEL: &str = "zrpc_people";
+
+/// A key for the advisory lock person creations take, so ids are drawn and
+/// committed in one order: a reader that has seen id N will never see a
+/// person below N appear later.
+const PEOPLE_LOCK: i64 = 0x7a72_7070; // "zrpp"
+
+/// How often the listener looks at its stop flag while no notification
+/// comes (and, once, how long a new feed may wait for its first catch-up).
+const LISTEN_POLL: Duration = Duration::from_millis(250);
+
+/// The `application_name` of the listening connection (what
+/// `pg_stat_activity` shows for it).
+pub const LISTENER_NAME: &str = "zrpc-people-listener";
+
+/// How long the listening connection may stay silent to TCP (no keepalive
+/// answered, data unacknowledged) before it counts as lost.
+const LISTEN_DEAD: Duration = Duration::from_secs(25);
+
+/// The longest wait between the listener's attempts to reconnect.
+const LISTEN_BACKOFF: Duration = Duration::from_secs(5);
+
+/// People the listener reads per query when it catches up.
+const CATCH_UP_PAGE: u32 = 1000;
+
 /// People in PostgreSQL (`zrpc serve --db postgres://...`).
 pub struct PostgresStore {
     /// `None` only while dropping.
     pool: Option<Pool<Manager>>,
+    /// Hands the listener its feed (taken by the first `watch_created`).
+    feed: std::sync::Mutex<Option<Sender<Deliver>>>,
+    /// Tells the listener to stop.
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         // The synchronous client closes its connections by blocking on a
         // runtime of its own, which tokio forbids on its worker threads
         // (where the last handle of a server often goes): close them on a
@@ -113,10 +155,48 @@ impl PostgresStore {
             // Connections open as they are needed, not all at start.
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
-            .build(PostgresConnectionManager::new(config, NoTls))
+            .build(PostgresConnectionManager::new(config.clone(), NoTls))
             .map_err(|e| StoreError::Unavailable(format!("database {}: {e}", redact(url))))?;
-        let store = Self { pool: Some(pool) };
+        let (feed, rx) = mpsc::channel();
+        let store = Self {
+            pool: Some(pool),
+            feed: std::sync::Mutex::new(Some(feed)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         store.migrate()?;
+        // The listener starts from the newest person now: whoever watches
+        // reads older people from the store first.
+        let last: i32 = store
+            .conn()?
+            .query_one(
+                "SELECT COALESCE(MAX(id), 0) FROM vertices WHERE label = 'person'",
+                &[],
+            )?
+            .get(0);
+        let mut config = config;
+        // A listener that hears nothing cannot tell a quiet database from
+        // a dead connection: TCP keepalives find a silent one within
+        // LISTEN_DEAD, and a connect is bounded like the pool's.
+        config
+            .application_name(LISTENER_NAME)
+            .connect_timeout(POOL_WAIT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(LISTEN_DEAD);
+        let listener = Listener {
+            config,
+            client: None,
+            last,
+            feed: rx,
+            deliver: None,
+            stop: store.stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("zrpc-pg-listen".into())
+            .spawn(move || listener.run())
+            .map_err(|e| StoreError::Backend(format!("listener thread: {e}")))?;
         Ok(store)
     }
 
@@ -179,6 +259,11 @@ impl Store for PostgresStore {
     fn create_people(&self, people: &[Person]) -> Result<Vec<Person>, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
+        // Ids in commit order, and every listener told at COMMIT.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1), pg_notify($2, '')",
+            &[&PEOPLE_LOCK, &PEOPLE_CHANNEL],
+        )?;
         let insert = tx.prepare(
             "INSERT INTO vertices (label, name, email, url) VALUES ($1, $2, $3, $4) RETURNING id",
         )?;
@@ -237,12 +322,8 @@ impl Store for PostgresStore {
         after_id: i32,
         limit: u32,
     ) -> Result<Vec<Person>, StoreError> {
-        let rows = self.conn()?.query(
-            "SELECT id, name, email, url FROM vertices
-             WHERE label = 'person' AND strpos(name, $1) > 0 AND id > $2 ORDER BY id LIMIT $3",
-            &[&name_contains, &after_id, &i64::from(limit)],
-        )?;
-        Ok(rows.iter().map(person_row).collect())
+        let mut conn = self.conn()?;
+        Ok(people_page(&mut conn, name_contains, after_id, limit)?)
     }
 
     fn people_linked_to(
@@ -259,6 +340,117 @@ impl Store for PostgresStore {
             &[&to, &edge_label(kind), &after_id, &i64::from(limit)],
         )?;
         Ok(rows.iter().map(person_row).collect())
+    }
+
+    fn watch_created(&self, deliver: Deliver) -> bool {
+        let feed = self.feed.lock().expect("feed lock").take();
+        feed.is_some_and(|f| f.send(deliver).is_ok())
+    }
+}
+
+/// One page of people whose name contains `name_contains`, ids above
+/// `after_id`, in id order.
+fn people_page(
+    c: &mut postgres::Client,
+    name_contains: &str,
+    after_id: i32,
+    limit: u32,
+) -> Result<Vec<Person>, postgres::Error> {
+    let rows = c.query(
+        "SELECT id, name, email, url FROM vertices
+         WHERE label = 'person' AND strpos(name, $1) > 0 AND id > $2 ORDER BY id LIMIT $3",
+        &[&name_contains, &after_id, &i64::from(limit)],
+    )?;
+    Ok(rows.iter().map(person_row).collect())
+}
+
+/// The connection that `LISTEN`s for creations, on a thread of its own
+/// (the synchronous client blocks).
+struct Listener {
+    config: postgres::Config,
+    /// `None` while (re)connecting.
+    client: Option<postgres::Client>,
+    /// The newest person handed on (or, before a feed is given, seen).
+    last: i32,
+    feed: Receiver<Deliver>,
+    deliver: Option<Deliver>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn run(mut self) {
+        let mut backoff = LISTEN_POLL;
+        // A catch-up is due: after a notification, a (re)connect, a feed given.
+        let mut due = true;
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.deliver.is_none()
+                && let Ok(d) = self.feed.try_recv()
+            {
+                self.deliver = Some(d);
+                due = true;
+            }
+            let Some(client) = self.client.as_mut() else {
+                match self.config.connect(NoTls).and_then(|mut c| {
+                    c.batch_execute(&format!("LISTEN {PEOPLE_CHANNEL}"))?;
+                    Ok(c)
+                }) {
+                    Ok(c) => {
+                        self.client = Some(c);
+                        backoff = LISTEN_POLL;
+                        due = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "people listener: cannot reach the database; retrying");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(LISTEN_BACKOFF);
+                    }
+                }
+                continue;
+            };
+            if due && let Some(deliver) = &self.deliver {
+                match catch_up(client, &mut self.last, deliver) {
+                    Ok(()) => due = false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "people listener: connection lost; reconnecting");
+                        self.client = None;
+                        continue;
+                    }
+                }
+            }
+            let heard = client.notifications().timeout_iter(LISTEN_POLL).next();
+            match heard {
+                Ok(Some(_)) => {
+                    // Notifications already here are one catch-up.
+                    while let Ok(Some(_)) = client.notifications().iter().next() {}
+                    due = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "people listener: connection lost; reconnecting");
+                    self.client = None;
+                }
+                Ok(None) => {}
+            }
+        }
+    }
+}
+
+/// Hands on every person stored after `*last`, a page at a time.
+fn catch_up(
+    c: &mut postgres::Client,
+    last: &mut i32,
+    deliver: &Deliver,
+) -> Result<(), postgres::Error> {
+    loop {
+        let page = people_page(c, "", *last, CATCH_UP_PAGE)?;
+        let Some(newest) = page.last() else {
+            return Ok(());
+        };
+        *last = newest.id;
+        let full = page.len() == CATCH_UP_PAGE as usize;
+        deliver(page);
+        if !full {
+            return Ok(());
+        }
     }
 }
 
