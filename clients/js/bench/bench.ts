@@ -14,7 +14,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
-import { connect } from "../src/index.js";
+import { Channel, connect } from "../src/index.js";
 import { NodeWebSocket, repoRoot } from "../test/server.js";
 import { type Fields, workloads } from "./workloads.js";
 
@@ -57,6 +57,11 @@ try {
     const client = await connect(url, { WebSocket: NodeWebSocket });
     rows.push({ client: `Node ${process.version} (ws)`, workload: workload.name, fields: await workload.run(client, secs) });
     await client.close();
+    report(rows.at(-1) as Row);
+    // The same through the reconnecting Channel (what it costs per call).
+    const channel = new Channel(url, { WebSocket: NodeWebSocket });
+    rows.push({ client: `Node ${process.version} (ws), Channel`, workload: workload.name, fields: await workload.run(channel, secs) });
+    await channel.close();
     report(rows.at(-1) as Row);
   }
 

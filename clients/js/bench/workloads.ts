@@ -5,7 +5,7 @@
  * L bytes), as the Rust client's rows do.
  */
 
-import type { Client } from "../src/index.js";
+import type { Caller } from "../src/typed.js";
 
 /** One result row's numbers. */
 export type Fields = Record<string, number>;
@@ -19,7 +19,7 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /** Unary calls of 64 B with `inFlight` outstanding for `secs`: calls/s, p50 and p99 in µs. */
-export async function unary(client: Client, inFlight: number, secs: number): Promise<Fields> {
+export async function unary(client: Caller, inFlight: number, secs: number): Promise<Fields> {
   const payload = new Uint8Array(64).fill(7);
   for (let i = 0; i < 200; i++) await client.unary(UNARY, payload); // warm-up
   const lat: number[] = [];
@@ -53,7 +53,7 @@ function streamRequest(n: number, len: number): Uint8Array {
 }
 
 /** A server stream of `len`-byte messages for `secs`: msgs/s and MB/s. */
-export async function stream(client: Client, len: number, secs: number): Promise<Fields> {
+export async function stream(client: Caller, len: number, secs: number): Promise<Fields> {
   const perCall = len <= 64 ? 200_000 : 2_000;
   const run = async (n: number) => {
     let bytes = 0;
@@ -80,7 +80,7 @@ export async function stream(client: Client, len: number, secs: number): Promise
 }
 
 /** The rows, by the `load` binary's workload names. */
-export const workloads: Record<string, { name: string; run: (c: Client, secs: number) => Promise<Fields> }> = {
+export const workloads: Record<string, { name: string; run: (c: Caller, secs: number) => Promise<Fields> }> = {
   unary1: { name: "unary 64 B, 1 in flight", run: (c, s) => unary(c, 1, s) },
   unary64: { name: "unary 64 B, 64 in flight", run: (c, s) => unary(c, 64, s) },
   stream64: { name: "server stream 64 B", run: (c, s) => stream(c, 64, s) },

@@ -321,7 +321,8 @@ export class Client {
     try {
       id = this.#conn.open(kind, method, now(), { metadata, timeoutMs: opts.timeoutMs ?? 0 });
     } catch (e) {
-      throw isStatus(e) ? ZrpcError.fromStatus(e) : e;
+      // Refused here (closed, draining, ids used up): the call never left.
+      throw isStatus(e) ? ZrpcError.fromStatus({ ...e, notProcessed: true }) : e;
     }
     const call = this.#track(id, single);
     call.onHeaders = opts.onHeaders;

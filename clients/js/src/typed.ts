@@ -43,6 +43,9 @@ export type TypedMethod<M extends Method> = M extends {
         ? (opts?: CallOptions) => TypedBidiCall<I, O>
         : never;
 
+/** What typed stubs call through: a {@link Client}, or a `Channel` that reconnects. */
+export type Caller = Pick<Client, "unary" | "serverStreaming" | "clientStreaming" | "bidi">;
+
 /** A service's typed client: one function per method, named by its `localName`. */
 export type TypedClient<S extends DescService> = { [K in keyof S["method"]]: TypedMethod<S["method"][K]> };
 
@@ -74,7 +77,7 @@ function decodeStream<O extends DescMessage>(schema: O, src: AsyncIterable<Uint8
 }
 
 /** Turns a generated service descriptor into typed methods over `client`. */
-export function createClient<S extends DescService>(service: S, client: Client): TypedClient<S> {
+export function createClient<S extends DescService>(service: S, client: Caller): TypedClient<S> {
   const out: Record<string, unknown> = {};
   for (const m of service.methods) {
     const name = methodName(m);

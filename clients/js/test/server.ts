@@ -29,12 +29,14 @@ export interface RunningServer {
   exited: Promise<number | null>;
   /** SIGTERM (drain) and wait for the exit. */
   stop(): Promise<number | null>;
+  /** SIGKILL (no drain, sockets cut) and wait for the exit. */
+  kill(): Promise<number | null>;
   connect(opts?: ConnectOptions): Promise<Client>;
 }
 
-/** Starts `zrpc serve --addr 127.0.0.1:0 ...args`; resolves once it listens. */
-export function startServer(args: string[] = []): Promise<RunningServer> {
-  const child: ChildProcess = spawn(zrpcBin, ["serve", "--addr", "127.0.0.1:0", ...args], {
+/** Starts `zrpc serve --addr ADDR ...args` (ADDR `127.0.0.1:0` unless given); resolves once it listens. */
+export function startServer(args: string[] = [], addr = "127.0.0.1:0"): Promise<RunningServer> {
+  const child: ChildProcess = spawn(zrpcBin, ["serve", "--addr", addr, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" },
   });
@@ -66,6 +68,10 @@ export function startServer(args: string[] = []): Promise<RunningServer> {
         exited,
         stop: () => {
           child.kill("SIGTERM");
+          return exited;
+        },
+        kill: () => {
+          child.kill("SIGKILL");
           return exited;
         },
         connect: (opts = {}) => connect(url, { WebSocket: NodeWebSocket, ...opts }),

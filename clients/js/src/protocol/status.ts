@@ -40,9 +40,10 @@ export interface Status {
   readonly details: Uint8Array;
   readonly trailers: Metadata;
   /**
-   * Set only by the connection, for a call the server announced it never
-   * processed (above its GOAWAY's last id): safe to send again. Never read
-   * from a peer's status text.
+   * Set only by this side, for a call the server announced it never
+   * processed (above its GOAWAY's last id) or one the connection refused to
+   * open (it never left): safe to send again. Never read from a peer's
+   * status text.
    */
   readonly notProcessed?: boolean;
 }
@@ -56,13 +57,16 @@ export class ZrpcError extends Error {
   readonly details: Uint8Array;
   /** Trailing metadata sent with the status. */
   readonly trailers: Metadata;
+  /** The call never reached the server's application (see {@link Status.notProcessed}): safe to send again. */
+  readonly notProcessed: boolean;
 
-  constructor(code: CodeName, message: string, details?: Uint8Array, trailers?: Metadata) {
+  constructor(code: CodeName, message: string, details?: Uint8Array, trailers?: Metadata, notProcessed = false) {
     super(message === "" ? code : `${code}: ${message}`);
     this.code = code;
     this.rawMessage = message;
     this.details = details ?? new Uint8Array(0);
     this.trailers = trailers ?? [];
+    this.notProcessed = notProcessed;
   }
 
   /** The status message without the code prefix. */
@@ -70,7 +74,7 @@ export class ZrpcError extends Error {
 
   /** The error of a non-OK status. */
   static fromStatus(s: Status): ZrpcError {
-    return new ZrpcError(s.code, s.message, s.details, s.trailers);
+    return new ZrpcError(s.code, s.message, s.details, s.trailers, s.notProcessed === true);
   }
 }
 
