@@ -1,11 +1,13 @@
 /**
- * The people web app: one connection, every call kind, typed stubs.
- * Served by `zrpc serve --web` (bundled into cli/web/app.js).
+ * The people web app: one reconnecting channel, every call kind, typed
+ * stubs; the live list resumes from the last person it shows when a
+ * connection is lost. Served by `zrpc serve --web` (bundled into
+ * cli/web/app.js).
  */
 
 import { Echo } from "../src/gen/echo_pb.js";
 import { People, type Person } from "../src/gen/people_pb.js";
-import { connect, ZrpcError } from "../src/index.js";
+import { Channel, ZrpcError } from "../src/index.js";
 import { createClient } from "../src/typed.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -17,12 +19,14 @@ const say = (id: string, text: string, error = false) => {
 const describe = (e: unknown) => (e instanceof ZrpcError ? e.message : String(e));
 
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
-const client = await connect(url);
-const people = createClient(People, client);
-const echo = createClient(Echo, client);
-say("status", `connected to ${url}`);
-$("status").classList.add("ok");
-void client.closed.then((c) => say("status", `connection closed (${c.code})`, c.code !== 1000));
+const channel = new Channel(url);
+const people = createClient(People, channel);
+const echo = createClient(Echo, channel);
+channel.onStateChange((s) => {
+  const ready = s === "ready";
+  say("status", ready ? `connected to ${url}` : s === "closed" ? "closed" : "reconnecting…", !ready);
+  $("status").classList.toggle("ok", ready);
+});
 
 // Unary.
 $("create").addEventListener("submit", async (ev) => {
@@ -55,6 +59,10 @@ $("import").addEventListener("submit", async (ev) => {
 });
 
 // Server streaming, live, with a Cancel button (AbortSignal → RESET CANCELLED).
+// A stream a lost connection cuts is opened again after the last person
+// shown (`afterId`): each person once, in order. It gives up after
+// RESUMES failures in a row that brought nothing.
+const RESUMES = 5;
 let watching: AbortController | undefined;
 async function watch() {
   const abort = new AbortController();
@@ -63,12 +71,27 @@ async function watch() {
   $<HTMLButtonElement>("watch-start").disabled = true;
   $("people").replaceChildren();
   say("watch-state", "watching");
-  try {
-    for await (const p of people.watchPeople({}, { signal: abort.signal })) add(p);
-    say("watch-state", "ended");
-  } catch (e) {
-    const cancelled = e instanceof ZrpcError && e.code === "CANCELLED";
-    say("watch-state", cancelled ? "cancelled" : describe(e), !cancelled);
+  let afterId = 0;
+  for (let failures = 0; ; ) {
+    try {
+      for await (const p of people.watchPeople({ afterId }, { signal: abort.signal })) {
+        add(p);
+        afterId = p.id;
+        if (failures > 0) say("watch-state", "watching");
+        failures = 0;
+      }
+      say("watch-state", "ended");
+      break;
+    } catch (e) {
+      const cancelled = e instanceof ZrpcError && e.code === "CANCELLED";
+      const lost = e instanceof ZrpcError && e.code === "UNAVAILABLE";
+      if (lost && ++failures < RESUMES) {
+        say("watch-state", "resuming");
+        continue;
+      }
+      say("watch-state", cancelled ? "cancelled" : describe(e), !cancelled);
+      break;
+    }
   }
   $<HTMLButtonElement>("watch-cancel").disabled = true;
   $<HTMLButtonElement>("watch-start").disabled = false;
