@@ -19,6 +19,7 @@ use zrpc_proto::CallOptions;
 use zrpc_tokio::{ClientConfig, Config, Server, ServerConfig, TokioRuntime};
 
 const CALLS: usize = 400;
+const PROBES: usize = 100;
 
 async fn creates(client: &PeopleClient) -> (Duration, Duration) {
     let mut took = Vec::with_capacity(CALLS);
@@ -121,6 +122,43 @@ async fn main() {
     let (w50, w99) = creates(&writer).await;
     println!("{watchers} watchers: CreatePerson p50 {w50:?} p99 {w99:?}");
     println!("ratio p50 {:.2}x", w50.as_secs_f64() / p50.as_secs_f64());
+    // How long a creation takes to reach a watcher of the instance that
+    // watches (the other one when the database is shared): from the
+    // CreatePerson reply to the watcher's message.
+    let probe = ListPeopleRequest {
+        name_contains: "probe ".into(),
+        limit: 0,
+        after_id: 0,
+    };
+    let mut watcher = holders[0]
+        .watch_people(&probe, CallOptions::default())
+        .await
+        .unwrap();
+    while server.live_calls() < watchers + 1 {
+        tokio::task::yield_now().await;
+    }
+    let mut seen = Vec::with_capacity(PROBES);
+    for n in 0..PROBES {
+        let p = Person {
+            name: format!("probe {n}"),
+            ..Person::default()
+        };
+        writer
+            .create_person(&p, CallOptions::default())
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let got = watcher.message().await.unwrap().unwrap();
+        assert_eq!(got.name, p.name);
+        seen.push(t.elapsed());
+    }
+    seen.sort();
+    println!(
+        "creation to watcher (after the reply): p50 {:?} p99 {:?}",
+        seen[PROBES / 2],
+        seen[PROBES * 99 / 100]
+    );
+    drop(watcher);
     drop(streams);
     server.shutdown().await;
     writes.shutdown().await;

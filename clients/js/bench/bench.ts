@@ -14,7 +14,8 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
-import { Channel, connect } from "../src/index.js";
+import { Channel } from "../src/channel.js";
+import { connect } from "../src/index.js";
 import { NodeWebSocket, repoRoot } from "../test/server.js";
 import { type Fields, workloads } from "./workloads.js";
 

@@ -12,6 +12,7 @@ const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const expected = {
   ".": ["connect", "Client", "ZrpcError", "Code", "getText", "SUBPROTOCOL"],
   "./typed": ["createClient", "methodName"],
+  "./channel": ["Channel", "CHANNEL_DEFAULTS"],
   "./protocol": ["Connection", "decodeFrame", "encodeFrame", "splitBatch", "encodeBatch", "DEFAULT_CONFIG"],
 };
 const problems = [];

@@ -7,7 +7,11 @@ import { gzipSync } from "node:zlib";
 import { build } from "esbuild";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const entries = { client: "../src/index.ts", "client + typed stubs (without @bufbuild/protobuf)": "../src/typed.ts" };
+const entries = {
+  client: "../src/index.ts",
+  "client + typed stubs (without @bufbuild/protobuf)": "../src/typed.ts",
+  "client + the reconnecting Channel": "../src/channel.ts",
+};
 const max = Number(process.argv.find((a) => a.startsWith("--max="))?.slice(6) ?? Number.POSITIVE_INFINITY);
 let over = false;
 for (const [name, entry] of Object.entries(entries)) {

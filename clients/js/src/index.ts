@@ -4,14 +4,6 @@
  */
 
 export {
-  CHANNEL_DEFAULTS,
-  Channel,
-  type ChannelCallOptions,
-  type ChannelOptions,
-  type ChannelState,
-  type RetryPolicy,
-} from "./channel.js";
-export {
   type BidiCall,
   type CallOptions,
   Client,

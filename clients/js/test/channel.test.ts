@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Channel, type ChannelState, getText, type Metadata } from "../src/index.js";
+import { Channel, type ChannelState } from "../src/channel.js";
+import { getText, type Metadata } from "../src/index.js";
 import { echoReply, echoRequest, NodeWebSocket, startServer, until } from "./server.js";
 
 const say = (ch: Channel, text: string, opts = {}) => ch.unary("echo.Echo/Say", echoRequest(text), opts).then((b) => echoReply(b).message);

@@ -5,9 +5,10 @@
  * cli/web/app.js).
  */
 
+import { Channel } from "../src/channel.js";
 import { Echo } from "../src/gen/echo_pb.js";
 import { People, type Person } from "../src/gen/people_pb.js";
-import { Channel, ZrpcError } from "../src/index.js";
+import { ZrpcError } from "../src/index.js";
 import { createClient } from "../src/typed.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
