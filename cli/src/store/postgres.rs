@@ -60,9 +60,17 @@ pub const PEOPLE_CHANNEL: &str = "zrpc_people";
 /// person below N appear later.
 const PEOPLE_LOCK: i64 = 0x7a72_7070; // "zrpp"
 
-/// How often the listener looks at its stop flag while no notification
-/// comes (and, once, how long a new feed may wait for its first catch-up).
-const LISTEN_POLL: Duration = Duration::from_millis(250);
+/// How long the listener waits for a notification before it looks at its
+/// stop flag (a store dropped lets its listener go within this). Nothing
+/// else needs the wait to end: a notification, a lost connection and a new
+/// feed (whose first catch-up rides on the next notification: before it,
+/// there is nothing new to hand on) all come as events. An idle listener
+/// wakes once per LISTEN_IDLE.
+const LISTEN_IDLE: Duration = Duration::from_secs(5);
+
+/// The first wait before the listener reconnects; it doubles up to
+/// [`LISTEN_BACKOFF`].
+const LISTEN_RETRY: Duration = Duration::from_millis(250);
 
 /// The `application_name` of the listening connection (what
 /// `pg_stat_activity` shows for it).
@@ -379,7 +387,7 @@ struct Listener {
 
 impl Listener {
     fn run(mut self) {
-        let mut backoff = LISTEN_POLL;
+        let mut backoff = LISTEN_RETRY;
         // A catch-up is due: after a notification, a (re)connect, a feed given.
         let mut due = true;
         while !self.stop.load(Ordering::Relaxed) {
@@ -396,7 +404,7 @@ impl Listener {
                 }) {
                     Ok(c) => {
                         self.client = Some(c);
-                        backoff = LISTEN_POLL;
+                        backoff = LISTEN_RETRY;
                         due = true;
                     }
                     Err(e) => {
@@ -417,7 +425,7 @@ impl Listener {
                     }
                 }
             }
-            let heard = client.notifications().timeout_iter(LISTEN_POLL).next();
+            let heard = client.notifications().timeout_iter(LISTEN_IDLE).next();
             match heard {
                 Ok(Some(_)) => {
                     // Notifications already here are one catch-up.

@@ -1,8 +1,8 @@
 /**
  * A client that outlives its connections, with the Rust `Channel`'s rules:
- * it connects on demand and again after a connection is lost (backoff with
- * jitter between failed connects), opens the next connection as soon as the
- * current one drains (GOAWAY), and sends a call again, transparently, only
+ * it connects when a call needs a connection (backoff with jitter between
+ * failed connects, for as long as calls wait), opens the next connection
+ * as soon as the current one drains (GOAWAY), and sends a call again, transparently, only
  * when it never left or the server announced it never processed it; a
  * unary call cut by a lost connection is sent again only under its
  * {@link RetryPolicy}. New calls wait for a connection within their deadline
@@ -17,7 +17,7 @@ import { type CodeName, type Status, ZrpcError } from "./protocol/status.js";
 
 /** Where a {@link Channel} is. */
 export type ChannelState =
-  /** No connection, and none wanted yet. */
+  /** No connection, and no call waiting for one (before the first call, after a loss, after a failed connect nobody waited for). */
   | "idle"
   /** Connecting (the first time, after a loss, or beside a draining connection). */
   | "connecting"
@@ -368,6 +368,13 @@ export class Channel {
         return;
       } catch (e) {
         this.#lastError = e instanceof Error ? e.message : String(e);
+        if (this.#waiting.length === 0) {
+          // Nobody needs a connection: no retries while nothing happens;
+          // the next call starts connecting again.
+          this.#connecting = false;
+          this.#setState("idle");
+          return;
+        }
         this.#backoffMs = this.#backoffMs === 0 ? this.#cfg.initialBackoffMs : Math.min(this.#backoffMs * 2, this.#cfg.maxBackoffMs);
         this.#setState("backoff");
         await sleep(jitter(this.#backoffMs));
@@ -394,7 +401,9 @@ export class Channel {
     void client.closed.then(() => {
       if (this.#current === client) {
         this.#current = undefined;
-        if (this.#state !== "closed") this.#ensureConnecting();
+        // A call that needs a connection starts the next one.
+        if (this.#waiting.length > 0) this.#ensureConnecting();
+        else if (!this.#connecting) this.#setState("idle");
       }
     });
   }

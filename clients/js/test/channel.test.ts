@@ -82,6 +82,8 @@ test("what waits for a connection is bounded: calls, bytes, the connect wait, th
     await assert.rejects(a, (e: Error & { code?: string }) => e.code === "UNAVAILABLE" && /no connection within 300 ms: /.test(e.message));
     await assert.rejects(b, { code: "UNAVAILABLE" });
     assert.equal(ch.waitingCalls, 0);
+    // Nobody waits: the channel stops connecting (no retries while nothing happens).
+    await until(() => ch.state === "idle", 10_000, "the channel to go idle");
     await assert.rejects(
       ch.unary("echo.Echo/Say", new Uint8Array(200)),
       (e: Error & { code?: string }) => e.code === "RESOURCE_EXHAUSTED" && /maxWaitingBytes/.test(e.message),
@@ -110,8 +112,10 @@ test("a draining server: its stream finishes on it while new calls go to the nex
   assert.equal(echoReply((await it.next()).value as Uint8Array).message, "HOLD");
   const exited = first.stop();
   // GOAWAY: the next connection is opened at once; the draining server no
-  // longer listens, so it backs off until the new server is up.
-  await until(() => states.includes("backoff"), 10_000, "the next connect to fail");
+  // longer listens, so that connect fails, and with no call waiting the
+  // channel goes idle (no retries while nothing happens).
+  await until(() => states.includes("idle"), 10_000, "the next connect to fail");
+  assert.ok(states.indexOf("connecting", 2) > 0, `a connect started at the drain: ${states.join(",")}`);
   const waiting = say(ch, "after");
   const second = await startServer([], addr);
   try {
