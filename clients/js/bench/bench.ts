@@ -103,6 +103,9 @@ try {
       const fields = await page.evaluate(([u, wl, s]) => window.runBench(u, wl, s), [url, w, secs] as const);
       rows.push({ client: `Chromium ${version}`, workload: workload.name, fields });
       report(rows.at(-1) as Row);
+      const viaChannel = await page.evaluate(([u, wl, s]) => window.runBench(u, wl, s, true), [url, w, secs] as const);
+      rows.push({ client: `Chromium ${version}, Channel`, workload: workload.name, fields: viaChannel });
+      report(rows.at(-1) as Row);
     }
     await b.close();
   }

@@ -1,18 +1,19 @@
-/** The browser side of the bench: the page's `runBench(url, workload, secs)` runs one row. */
+/** The browser side of the bench: the page's `runBench(url, workload, secs, channel)` runs one row. */
 
+import { Channel } from "../src/channel.js";
 import { connect } from "../src/index.js";
 import { workloads } from "./workloads.js";
 
 declare global {
   interface Window {
-    runBench(url: string, workload: string, secs: number): Promise<Record<string, number>>;
+    runBench(url: string, workload: string, secs: number, channel?: boolean): Promise<Record<string, number>>;
   }
 }
 
-window.runBench = async (url, workload, secs) => {
+window.runBench = async (url, workload, secs, channel = false) => {
   const w = workloads[workload];
   if (w === undefined) throw new Error(`unknown workload ${workload}`);
-  const client = await connect(url);
+  const client = channel ? new Channel(url) : await connect(url);
   try {
     return await w.run(client, secs);
   } finally {
