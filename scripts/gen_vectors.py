@@ -12,7 +12,8 @@ TYPES = {"SETTINGS": 0, "OPEN": 1, "HEADERS": 2, "MESSAGE": 3, "HALF_CLOSE": 4,
          "STATUS": 5, "RESET": 6, "CREDIT": 7, "PING": 8, "GOAWAY": 9}
 KINDS = {"unary": 0, "server_streaming": 1, "client_streaming": 2, "bidi": 3}
 SETTING_IDS = {"max_message_size": 1, "max_concurrent_streams": 2, "initial_credit": 3,
-               "max_fragment_size": 4, "max_metadata_size": 5, "max_batch_size": 6}
+               "max_fragment_size": 4, "max_metadata_size": 5, "max_batch_size": 6,
+               "max_cursor_size": 7}
 
 
 def header(ty, flags, stream):
@@ -47,7 +48,12 @@ def encode(f):
         return header(ty, 0, f["stream"]) + metadata(f["metadata"])
     if ty == "MESSAGE":
         flags = (1 if f["end_stream"] else 0) | (2 if f["more"] else 0)
-        return header(ty, flags, f["stream"]) + bytes.fromhex(f["payload_hex"])
+        cursor = b""
+        if "cursor_hex" in f:
+            c = bytes.fromhex(f["cursor_hex"])
+            flags |= 4
+            cursor = struct.pack(">B", len(c)) + c
+        return header(ty, flags, f["stream"]) + cursor + bytes.fromhex(f["payload_hex"])
     if ty == "HALF_CLOSE":
         return header(ty, 0, f["stream"])
     if ty == "STATUS":
@@ -68,7 +74,8 @@ def encode(f):
 FRAMES = [
     ("settings-zrpc", {"type": "SETTINGS", "settings": {
         "max_message_size": 4194304, "max_concurrent_streams": 1024, "initial_credit": 16,
-        "max_fragment_size": 65536, "max_metadata_size": 16384, "max_batch_size": 16384}}),
+        "max_fragment_size": 65536, "max_metadata_size": 16384, "max_batch_size": 16384,
+        "max_cursor_size": 64}}),
     ("settings-empty", {"type": "SETTINGS", "settings": {}}),
     ("open-unary-timeout", {"type": "OPEN", "stream": 1, "kind": "unary", "timeout_ms": 1000,
                             "initial_credit": 1, "method": "echo.Echo/Say", "metadata": []}),
@@ -83,6 +90,11 @@ FRAMES = [
     ("message-fragment", {"type": "MESSAGE", "stream": 7, "end_stream": False, "more": True, "payload_hex": "0102030405"}),
     ("message-person", {"type": "MESSAGE", "stream": 1, "end_stream": False, "more": False,
                         "payload_hex": "0a036a6f6e120b6a6f6e406a6f6e2e636f6d1a1068747470733a2f2f6a6f6e2e636f6d2f"}),
+    ("message-cursor", {"type": "MESSAGE", "stream": 1, "end_stream": False, "more": False,
+                        "cursor_hex": "0000002a00000000000003e7", "payload_hex": "082a"}),
+    ("message-empty-cursor-empty-last-fragment", {"type": "MESSAGE", "stream": 3, "end_stream": False,
+                                                  "more": False, "cursor_hex": "", "payload_hex": ""}),
+    ("headers-resume-point", {"type": "HEADERS", "stream": 1, "metadata": [["zrpc-cursor-bin", "0000000700000000"]]}),
     ("half-close", {"type": "HALF_CLOSE", "stream": 3}),
     ("status-ok", {"type": "STATUS", "stream": 1, "code": 0, "message": "", "details_hex": "", "trailers": []}),
     ("status-not-found-details-trailers", {"type": "STATUS", "stream": 9, "code": 5, "message": "no such person",
@@ -104,6 +116,9 @@ INVALID = [
     ("message-on-stream-0", "030000000000", "ZeroStreamId"),
     ("ping-on-stream-1", "0800000000010000000000000000", "NonZeroStreamId"),
     ("message-end-and-more", "030300000001", "InvalidFlags"),
+    ("message-cursor-and-more", "03060000000100", "InvalidFlags"),
+    ("message-cursor-without-its-length", "030400000001", "Truncated"),
+    ("message-cursor-past-the-end", "0304000000010561626364", "Truncated"),
     ("credit-zero", "07000000000100000000", "ZeroCredit"),
     ("credit-truncated", "070000000001000000", "Truncated"),
     ("half-close-trailing", "04000000000100", "TrailingBytes"),

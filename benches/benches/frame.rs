@@ -11,6 +11,7 @@ fn message(len: usize) -> Frame {
         stream: StreamId(1),
         end_stream: false,
         more: false,
+        cursor: None,
         payload: Bytes::from(vec![0xa5; len]),
     }
 }

@@ -30,7 +30,7 @@ pub fn pair(now: Instant) -> (Connection, Connection) {
 pub fn drain(c: &mut Connection) -> usize {
     let mut n = 0;
     while let Some(ev) = c.poll_event() {
-        if let zrpc_core::Event::Message { id, data } = ev {
+        if let zrpc_core::Event::Message { id, data, .. } = ev {
             c.consume(id, data.len());
         }
         n += 1;

@@ -47,6 +47,48 @@ fn rows_wanted(limit: u32) -> u64 {
     if limit == 0 { u64::MAX } else { limit as u64 }
 }
 
+/// Bytes of the resume cursor of ListPeople, Members and WatchPeople: the
+/// last id sent (`i32`) and the rows still wanted (`u64`), big-endian.
+pub const CURSOR_LEN: usize = 12;
+
+/// The resume cursor after sending the person with id `after`, `left`
+/// rows still wanted.
+fn cursor(after: i32, left: u64) -> Bytes {
+    let mut c = [0u8; CURSOR_LEN];
+    c[..4].copy_from_slice(&after.to_be_bytes());
+    c[4..].copy_from_slice(&left.to_be_bytes());
+    Bytes::copy_from_slice(&c)
+}
+
+/// Where a streaming read starts: the request's `after_id` and row count,
+/// or the resume cursor of a resumed call (which comes from the caller, so
+/// it is checked like the request). The stream's resume point before its
+/// first message goes out with the response headers, so a stream that
+/// waits long for its first row can be resumed too.
+fn start<M: zrpc_proto::Message>(
+    ctx: &CallContext,
+    out: &mut Sink<M>,
+    after_id: i32,
+    limit: u32,
+) -> Result<(i32, u64), Status> {
+    let (after, left) = match ctx.resume_cursor() {
+        None => (after_id, rows_wanted(limit)),
+        Some(c) => {
+            let c: &[u8; CURSOR_LEN] = c[..].try_into().map_err(|_| {
+                invalid(format!(
+                    "resume cursor: {} bytes, not {CURSOR_LEN}",
+                    c.len()
+                ))
+            })?;
+            let after = i32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+            let left = u64::from_be_bytes(c[4..].try_into().unwrap_or_default());
+            (after, left)
+        }
+    };
+    out.start_at(cursor(after, left))?;
+    Ok((after, left))
+}
+
 fn invalid(msg: impl Into<String>) -> Status {
     Status::new(Code::InvalidArgument, msg)
 }
@@ -181,10 +223,10 @@ impl<R: Runtime> PeopleService<R> {
             let from = *after;
             let rows = self.blocking(move |s| page(s, from, n)).await?;
             for p in &rows {
-                out.send(p).await?;
+                out.send_with_cursor(p, cursor(p.id, *left - 1)).await?;
                 *after = p.id;
+                *left -= 1;
             }
-            *left -= rows.len() as u64;
             if rows.len() < n as usize {
                 break;
             }
@@ -251,13 +293,12 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
 
     async fn list_people(
         &self,
-        _ctx: CallContext,
+        ctx: CallContext,
         request: ListPeopleRequest,
         mut responses: Sink<Person>,
     ) -> Result<(), Status> {
+        let (mut after, mut left) = start(&ctx, &mut responses, request.after_id, request.limit)?;
         let filter = Arc::new(request.name_contains);
-        let mut left = rows_wanted(request.limit);
-        let mut after = request.after_id;
         self.stream_pages(&mut responses, &mut after, &mut left, move |s, after, n| {
             s.list_people(&filter, after, n)
         })
@@ -331,7 +372,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
 
     async fn members(
         &self,
-        _ctx: CallContext,
+        ctx: CallContext,
         request: MembersRequest,
         mut responses: Sink<Person>,
     ) -> Result<(), Status> {
@@ -346,8 +387,7 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
                 ))),
             })
             .await?;
-        let mut left = u64::MAX;
-        let mut after = request.after_id;
+        let (mut after, mut left) = start(&ctx, &mut responses, request.after_id, 0)?;
         self.stream_pages(&mut responses, &mut after, &mut left, move |s, after, n| {
             s.people_linked_to(kind, v, after, n)
         })
@@ -356,14 +396,13 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
 
     async fn watch_people(
         &self,
-        _ctx: CallContext,
+        ctx: CallContext,
         request: ListPeopleRequest,
         mut responses: Sink<Person>,
     ) -> Result<(), Status> {
-        let filter = Arc::new(request.name_contains);
-        let mut left = rows_wanted(request.limit);
         // Keyset paging from the last id sent: the call holds one page.
-        let mut after = request.after_id;
+        let (mut after, mut left) = start(&ctx, &mut responses, request.after_id, request.limit)?;
+        let filter = Arc::new(request.name_contains);
         while left > 0 {
             // The feed's place before looking, so a creation during the
             // look is in the feed after it (and skipped if already sent).
@@ -383,7 +422,9 @@ impl<R: Runtime> people_server::People for PeopleService<R> {
                 };
                 for p in new {
                     if p.id > after {
-                        responses.send(&p).await?;
+                        responses
+                            .send_with_cursor(&p, cursor(p.id, left - 1))
+                            .await?;
                         after = p.id;
                         left -= 1;
                         if left == 0 {

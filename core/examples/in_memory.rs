@@ -39,6 +39,7 @@ fn describe(b: &Bytes) -> String {
             end_stream,
             more,
             payload,
+            ..
         }) => format!(
             "MESSAGE #{stream} {:?}{}{}",
             String::from_utf8_lossy(&payload),
@@ -77,7 +78,7 @@ fn serve(server: &mut Connection) {
                 "  server: call #{} {} ({:?})",
                 call.id, call.method, call.kind
             ),
-            Event::Message { id, data } => {
+            Event::Message { id, data, .. } => {
                 server.consume(id, data.len());
                 if id == StreamId(1) {
                     for i in 1..=3 {
@@ -106,7 +107,7 @@ fn serve(server: &mut Connection) {
 fn client_events(client: &mut Connection) {
     while let Some(ev) = client.poll_event() {
         match ev {
-            Event::Message { id, data } => {
+            Event::Message { id, data, .. } => {
                 client.consume(id, data.len());
                 println!(
                     "  client: call #{id} got {:?}",

@@ -1,7 +1,7 @@
 //! Configuration and limits, with the protocol defaults.
 //!
 //! Every buffer the core keeps is bounded by one of these values. The first
-//! six are advertised to the peer in SETTINGS; a peer that sends no SETTINGS
+//! seven are advertised to the peer in SETTINGS; a peer that sends no SETTINGS
 //! is assumed to use the `DEFAULT_*` values.
 
 use std::time::Duration;
@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_FRAGMENT_SIZE: u32 = 64 * 1024;
 pub const DEFAULT_MAX_METADATA_SIZE: u32 = 16 * 1024;
 /// Default largest BATCH payload this side accepts: 16 KiB.
 pub const DEFAULT_MAX_BATCH_SIZE: u32 = 16 * 1024;
+/// Default longest resume cursor this side accepts on a response message:
+/// 64 bytes (the wire allows up to 255).
+pub const DEFAULT_MAX_CURSOR_SIZE: u8 = 64;
 /// Default bound on bytes queued for sending on one call: 1 MiB.
 pub const DEFAULT_MAX_CALL_SEND_BUFFER: usize = 1024 * 1024;
 /// Default bound on bytes queued for sending on one connection: 4 MiB.
@@ -63,6 +66,12 @@ pub struct Config {
     /// then sends one frame per message. This side packs only when the peer
     /// advertised a size, up to that size.
     pub max_batch_size: u32,
+    /// Longest resume cursor this side accepts on the response messages of
+    /// the server-streaming calls it opens (PROTOCOL.md 5.6), offered in
+    /// SETTINGS. Default 64 bytes; 0 accepts none, and the peer then sends
+    /// its messages without cursors (such calls cannot be resumed). A longer
+    /// cursor is a connection error (1009).
+    pub max_cursor_size: u8,
     /// Receive window growth: when a call's messages are small, this side
     /// grants more credit, up to this many bytes' worth of messages (at most
     /// [`MAX_AUTO_WINDOW`] messages), so small-message streams are not held
@@ -127,6 +136,7 @@ impl Default for Config {
             max_fragment_size: DEFAULT_MAX_FRAGMENT_SIZE,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_cursor_size: DEFAULT_MAX_CURSOR_SIZE,
             stream_window_bytes: 1024 * 1024,
             max_connection_buffer: 64 * 1024 * 1024,
             max_call_send_buffer: DEFAULT_MAX_CALL_SEND_BUFFER,
@@ -169,6 +179,7 @@ impl Config {
             max_fragment_size: Some(self.max_fragment_size),
             max_metadata_size: Some(self.max_metadata_size),
             max_batch_size: (self.max_batch_size > 0).then_some(self.max_batch_size),
+            max_cursor_size: (self.max_cursor_size > 0).then_some(self.max_cursor_size as u32),
         }
     }
 
@@ -207,6 +218,8 @@ pub(crate) struct PeerLimits {
     pub(crate) max_metadata_size: u32,
     /// 0: the peer accepts no BATCH.
     pub(crate) max_batch_size: u32,
+    /// 0: the peer accepts no resume cursor.
+    pub(crate) max_cursor_size: u8,
 }
 
 impl Default for PeerLimits {
@@ -218,6 +231,7 @@ impl Default for PeerLimits {
             max_fragment_size: DEFAULT_MAX_FRAGMENT_SIZE,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_batch_size: 0,
+            max_cursor_size: 0,
         }
     }
 }
@@ -257,6 +271,10 @@ impl PeerLimits {
                 return Err("SETTINGS max_batch_size between 1 and 1023");
             }
             self.max_batch_size = v;
+        }
+        if let Some(v) = s.max_cursor_size {
+            self.max_cursor_size =
+                u8::try_from(v).map_err(|_| "SETTINGS max_cursor_size above 255")?;
         }
         Ok(())
     }

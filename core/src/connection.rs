@@ -269,7 +269,32 @@ impl Connection {
     /// when it may send again.
     #[inline]
     pub fn send(&mut self, id: StreamId, data: Bytes) -> Result<(), UserError> {
-        on_machine_mut!(self.send(id, data))
+        match &mut self.machine {
+            Machine::V1(m) => m.send(id, data, None),
+            Machine::Legacy(m) => m.send(id, data),
+        }
+    }
+
+    /// [`send`](Self::send) with a resume cursor (PROTOCOL.md 5.6): where
+    /// the caller's stream starts again, after this message, if its
+    /// connection is lost. Only a responder's messages on a
+    /// server-streaming call carry one ([`UserError::NotResumable`]); the
+    /// call becomes resumable, so a drain ([`go_away`](Self::go_away)) ends
+    /// it at once with `UNAVAILABLE` for its caller to resume elsewhere. A
+    /// peer that offered no cursors (or a legacy one) gets the message
+    /// alone; one longer than the peer accepts is
+    /// [`UserError::CursorTooLarge`].
+    #[inline]
+    pub fn send_with_cursor(
+        &mut self,
+        id: StreamId,
+        data: Bytes,
+        cursor: Bytes,
+    ) -> Result<(), UserError> {
+        match &mut self.machine {
+            Machine::V1(m) => m.send(id, data, Some(cursor)),
+            Machine::Legacy(m) => m.send(id, data),
+        }
     }
 
     /// Half-closes the caller's side: no more request messages. Merges into

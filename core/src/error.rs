@@ -250,6 +250,16 @@ pub enum UserError {
     ConnectionClosed,
     /// A legacy connection carries exactly one call, opened by the client.
     LegacyOneCall,
+    /// Only a responder's messages on a server-streaming call carry a
+    /// resume cursor.
+    NotResumable,
+    /// The resume cursor exceeds the peer's maximum cursor size.
+    CursorTooLarge {
+        /// Cursor length.
+        len: usize,
+        /// The peer's limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for UserError {
@@ -282,6 +292,15 @@ impl fmt::Display for UserError {
             UserError::Draining => f.write_str("connection is draining"),
             UserError::ConnectionClosed => f.write_str("connection closed"),
             UserError::LegacyOneCall => f.write_str("a legacy connection carries one client call"),
+            UserError::NotResumable => {
+                f.write_str("only the responses of a server-streaming call carry a resume cursor")
+            }
+            UserError::CursorTooLarge { len, limit } => {
+                write!(
+                    f,
+                    "resume cursor of {len} bytes exceeds the peer's limit of {limit}"
+                )
+            }
         }
     }
 }

@@ -98,6 +98,10 @@ pub enum Event {
         id: StreamId,
         /// The message, a slice of the received frame when it was not fragmented.
         data: Bytes,
+        /// Its resume cursor, when the responder stamped one (a slice of
+        /// the frame): where a resumed call starts again after this
+        /// message (PROTOCOL.md 5.6).
+        cursor: Option<Bytes>,
     },
     /// The caller half-closed: no request messages follow (responder side).
     RecvClosed {

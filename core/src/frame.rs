@@ -54,6 +54,13 @@ pub mod kind {
 pub const FLAG_END_STREAM: u8 = 0x1;
 /// MESSAGE flag: more fragments of this message follow.
 pub const FLAG_MORE: u8 = 0x2;
+/// MESSAGE flag: the payload starts with a resume cursor (`u8` length, then
+/// that many bytes) for the message this frame completes. Only on the last
+/// (or only) fragment of a response message of a server-streaming call,
+/// toward a peer that offered [`setting::MAX_CURSOR_SIZE`].
+pub const FLAG_CURSOR: u8 = 0x4;
+/// Longest resume cursor the encoding carries (its length is a `u8`).
+pub const MAX_CURSOR_LEN: usize = 255;
 /// PING flag: this is the answer to a PING.
 pub const FLAG_ACK: u8 = 0x1;
 
@@ -72,6 +79,9 @@ pub mod setting {
     /// Largest BATCH payload the sender accepts, in bytes; 0 (the default)
     /// means it accepts no BATCH at all.
     pub const MAX_BATCH_SIZE: u16 = 6;
+    /// Longest resume cursor the sender accepts on a response message, in
+    /// bytes (0 to 255); 0 (the default) means it accepts none.
+    pub const MAX_CURSOR_SIZE: u16 = 7;
 }
 
 /// The values carried by a SETTINGS frame; absent values keep their defaults.
@@ -90,10 +100,12 @@ pub struct Settings {
     pub max_metadata_size: Option<u32>,
     /// [`setting::MAX_BATCH_SIZE`].
     pub max_batch_size: Option<u32>,
+    /// [`setting::MAX_CURSOR_SIZE`].
+    pub max_cursor_size: Option<u32>,
 }
 
 impl Settings {
-    fn entries(&self) -> [(u16, Option<u32>); 6] {
+    fn entries(&self) -> [(u16, Option<u32>); 7] {
         [
             (setting::MAX_MESSAGE_SIZE, self.max_message_size),
             (setting::MAX_CONCURRENT_STREAMS, self.max_concurrent_streams),
@@ -101,6 +113,7 @@ impl Settings {
             (setting::MAX_FRAGMENT_SIZE, self.max_fragment_size),
             (setting::MAX_METADATA_SIZE, self.max_metadata_size),
             (setting::MAX_BATCH_SIZE, self.max_batch_size),
+            (setting::MAX_CURSOR_SIZE, self.max_cursor_size),
         ]
     }
 }
@@ -136,7 +149,8 @@ pub enum Frame {
         /// Response headers.
         metadata: Metadata,
     },
-    /// `0x3`: the payload is the message bytes (flags END_STREAM, MORE).
+    /// `0x3`: `[cursor_len u8 | cursor]` (flag CURSOR), then the message
+    /// bytes (flags END_STREAM, MORE, CURSOR).
     Message {
         /// Stream id.
         stream: StreamId,
@@ -144,6 +158,8 @@ pub enum Frame {
         end_stream: bool,
         /// More fragments of this message follow.
         more: bool,
+        /// The resume cursor of the message this frame completes.
+        cursor: Option<Bytes>,
         /// Message (or fragment) bytes.
         payload: Bytes,
     },
@@ -222,13 +238,49 @@ pub(crate) fn encode_open(
     metadata.encode(out);
 }
 
-/// Encodes a MESSAGE frame: the header, then the payload. The one MESSAGE
-/// encoder, used by [`Frame::encode`] and by the connection's send path
-/// (which writes fragments straight into a BATCH).
+/// Bytes a cursor adds to a MESSAGE frame's payload: its length byte and
+/// itself.
 #[inline]
-pub(crate) fn encode_message(out: &mut BytesMut, stream: StreamId, flags: u8, payload: &[u8]) {
-    header(out, kind::MESSAGE, flags, stream);
+pub(crate) fn cursor_len(cursor: Option<&Bytes>) -> usize {
+    cursor.map_or(0, |c| 1 + c.len())
+}
+
+/// Encodes a MESSAGE frame: the header, the cursor if any (which sets
+/// CURSOR in `flags`), then the payload. The one MESSAGE encoder, used by
+/// [`Frame::encode`] and by the connection's send path (which writes
+/// fragments straight into a BATCH). A cursor is at most
+/// [`MAX_CURSOR_LEN`] bytes (the send path checked it).
+#[inline]
+pub(crate) fn encode_message(
+    out: &mut BytesMut,
+    stream: StreamId,
+    flags: u8,
+    cursor: Option<&Bytes>,
+    payload: &[u8],
+) {
+    match cursor {
+        None => header(out, kind::MESSAGE, flags, stream),
+        Some(c) => {
+            header(out, kind::MESSAGE, flags | FLAG_CURSOR, stream);
+            out.put_u8(c.len().min(MAX_CURSOR_LEN) as u8);
+            out.put_slice(&c[..c.len().min(MAX_CURSOR_LEN)]);
+        }
+    }
     out.put_slice(payload);
+}
+
+/// A decoded MESSAGE frame, as the receive fast path sees it.
+#[derive(Debug)]
+pub(crate) struct MessageFrame {
+    pub(crate) stream: StreamId,
+    pub(crate) end: bool,
+    pub(crate) more: bool,
+    pub(crate) cursor: Option<Bytes>,
+    /// The message bytes (after the cursor).
+    pub(crate) payload: Bytes,
+    /// The frame's whole payload length (cursor included): what
+    /// `MAX_FRAGMENT_SIZE` bounds.
+    pub(crate) wire_len: usize,
 }
 
 /// Length of a STATUS frame.
@@ -252,11 +304,11 @@ pub(crate) fn encode_status(
     trailers.encode(out);
 }
 
-/// Decodes a MESSAGE frame (type byte already known to be MESSAGE) into
-/// `(stream, end_stream, more, payload)`: the receive fast path, which never
-/// builds a [`Frame`]. The payload is `buf` advanced past the header.
+/// Decodes a MESSAGE frame (type byte already known to be MESSAGE): the
+/// receive fast path, which never builds a [`Frame`]. The payload is `buf`
+/// advanced past the header (and the cursor, which is a slice of it).
 #[inline]
-pub(crate) fn decode_message(mut buf: Bytes) -> Result<(StreamId, bool, bool, Bytes), FrameError> {
+pub(crate) fn decode_message(mut buf: Bytes) -> Result<MessageFrame, FrameError> {
     if buf.len() < HEADER_LEN {
         return Err(FrameError::Empty);
     }
@@ -265,16 +317,31 @@ pub(crate) fn decode_message(mut buf: Bytes) -> Result<(StreamId, bool, bool, By
     if stream.0 == 0 {
         return Err(FrameError::ZeroStreamId);
     }
-    if flags & FLAG_END_STREAM != 0 && flags & FLAG_MORE != 0 {
+    let more = flags & FLAG_MORE != 0;
+    if more && flags & (FLAG_END_STREAM | FLAG_CURSOR) != 0 {
         return Err(FrameError::InvalidFlags);
     }
     buf.advance(HEADER_LEN);
-    Ok((
+    let wire_len = buf.len();
+    let cursor = if flags & FLAG_CURSOR != 0 {
+        let len = *buf.first().ok_or(FrameError::Truncated)? as usize;
+        if buf.len() < 1 + len {
+            return Err(FrameError::Truncated);
+        }
+        let c = buf.slice(1..1 + len);
+        buf.advance(1 + len);
+        Some(c)
+    } else {
+        None
+    };
+    Ok(MessageFrame {
         stream,
-        flags & FLAG_END_STREAM != 0,
-        flags & FLAG_MORE != 0,
-        buf,
-    ))
+        end: flags & FLAG_END_STREAM != 0,
+        more,
+        cursor,
+        payload: buf,
+        wire_len,
+    })
 }
 
 /// Length of each entry's prefix in a BATCH payload.
@@ -385,7 +452,9 @@ impl Frame {
                     1 + 4 + 4 + 2 + o.method.as_bytes().len() + o.metadata.encoded_len()
                 }
                 Frame::Headers { metadata, .. } => metadata.encoded_len(),
-                Frame::Message { payload, .. } => payload.len(),
+                Frame::Message {
+                    payload, cursor, ..
+                } => cursor_len(cursor.as_ref()) + payload.len(),
                 Frame::HalfClose { .. } => 0,
                 Frame::Status {
                     status, trailers, ..
@@ -430,11 +499,12 @@ impl Frame {
                 stream,
                 end_stream,
                 more,
+                cursor,
                 payload,
             } => {
                 let flags = if *end_stream { FLAG_END_STREAM } else { 0 }
                     | if *more { FLAG_MORE } else { 0 };
-                encode_message(out, *stream, flags, payload);
+                encode_message(out, *stream, flags, cursor.as_ref(), payload);
             }
             Frame::HalfClose { stream } => header(out, kind::HALF_CLOSE, 0, *stream),
             Frame::Status {
@@ -507,12 +577,13 @@ impl Frame {
             return Err(FrameError::ZeroStreamId);
         }
         if ty == kind::MESSAGE {
-            let (stream, end_stream, more, payload) = decode_message(buf)?;
+            let m = decode_message(buf)?;
             return Ok(Frame::Message {
-                stream,
-                end_stream,
-                more,
-                payload,
+                stream: m.stream,
+                end_stream: m.end,
+                more: m.more,
+                cursor: m.cursor,
+                payload: m.payload,
             });
         }
         let mut r = Reader::new(&buf, HEADER_LEN);
@@ -532,6 +603,7 @@ impl Frame {
                         setting::MAX_FRAGMENT_SIZE => s.max_fragment_size = v,
                         setting::MAX_METADATA_SIZE => s.max_metadata_size = v,
                         setting::MAX_BATCH_SIZE => s.max_batch_size = v,
+                        setting::MAX_CURSOR_SIZE => s.max_cursor_size = v,
                         _ => {} // unknown settings are ignored
                     }
                 }
@@ -638,12 +710,28 @@ mod tests {
             stream: s,
             end_stream: true,
             more: false,
+            cursor: None,
             payload: Bytes::from_static(b"hi"),
         });
         rt(Frame::Message {
             stream: s,
             end_stream: false,
             more: true,
+            cursor: None,
+            payload: Bytes::new(),
+        });
+        rt(Frame::Message {
+            stream: s,
+            end_stream: false,
+            more: false,
+            cursor: Some(Bytes::from_static(b"\0\0\0\x2a")),
+            payload: Bytes::from_static(b"hi"),
+        });
+        rt(Frame::Message {
+            stream: s,
+            end_stream: false,
+            more: false,
+            cursor: Some(Bytes::new()),
             payload: Bytes::new(),
         });
         rt(Frame::HalfClose { stream: s });
@@ -694,6 +782,21 @@ mod tests {
             Err(FrameError::InvalidFlags)
         );
         assert_eq!(
+            d(b"\x03\x06\x00\x00\x00\x01\x00"),
+            Err(FrameError::InvalidFlags),
+            "a cursor belongs on the last fragment"
+        );
+        assert_eq!(
+            d(b"\x03\x04\x00\x00\x00\x01"),
+            Err(FrameError::Truncated),
+            "CURSOR without its length"
+        );
+        assert_eq!(
+            d(b"\x03\x04\x00\x00\x00\x01\x05abcd"),
+            Err(FrameError::Truncated),
+            "a cursor longer than the frame"
+        );
+        assert_eq!(
             d(b"\x07\x00\x00\x00\x00\x01\x00\x00\x00\x00"),
             Err(FrameError::ZeroCredit)
         );
@@ -734,6 +837,7 @@ mod tests {
             stream: StreamId(1),
             end_stream: false,
             more: false,
+            cursor: None,
             payload: Bytes::from(vec![7u8; 100]),
         }
         .to_bytes();

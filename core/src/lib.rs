@@ -43,7 +43,7 @@
 //! while let Some(ev) = server.poll_event() {
 //!     match ev {
 //!         Event::CallOpened(call) => assert_eq!(call.method.as_str(), "demo.Echo/Repeat"),
-//!         Event::Message { id, data } => { server.consume(id, data.len()); request = Some((id, data)); }
+//!         Event::Message { id, data, .. } => { server.consume(id, data.len()); request = Some((id, data)); }
 //!         _ => {}
 //!     }
 //! }
@@ -58,7 +58,7 @@
 //! let mut status = None;
 //! while let Some(ev) = client.poll_event() {
 //!     match ev {
-//!         Event::Message { id, data } => { assert_eq!(&data[..], b"hello"); client.consume(id, data.len()); replies += 1; }
+//!         Event::Message { id, data, .. } => { assert_eq!(&data[..], b"hello"); client.consume(id, data.len()); replies += 1; }
 //!         Event::CallEnded { status: s, .. } => status = Some(s),
 //!         _ => {}
 //!     }
@@ -104,3 +104,8 @@ pub use status::{Code, Status};
 
 /// The WebSocket subprotocol token of protocol v1.
 pub const SUBPROTOCOL_V1: &str = "zrpc.v1";
+
+/// The metadata key of a resume cursor (PROTOCOL.md 5.6): in a resumed
+/// call's OPEN, where the stream starts again; in a server-streaming call's
+/// response headers, where it stands before its first message.
+pub const CURSOR_KEY: &str = "zrpc-cursor-bin";

@@ -66,6 +66,13 @@ impl Metadata {
             .map(|(_, v)| v)
     }
 
+    /// Removes every entry for `key`; returns how many there were.
+    pub fn remove(&mut self, key: &str) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|(k, _)| k.as_ref() != key.as_bytes());
+        before - self.entries.len()
+    }
+
     /// The first value for `key` as text (`None` for a `-bin` value that is not UTF-8).
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(|v| std::str::from_utf8(v).ok())

@@ -56,7 +56,7 @@ fn pump(from: &mut Connection, to: &mut Connection, now: Instant) {
 fn drain(c: &mut Connection) -> usize {
     let mut n = 0;
     while let Some(ev) = c.poll_event() {
-        if let Event::Message { id, data } = ev {
+        if let Event::Message { id, data, .. } = ev {
             c.consume(id, data.len());
         }
         n += 1;
@@ -91,6 +91,7 @@ fn hot_paths_allocate_nothing_per_message() {
                 stream: id,
                 end_stream: false,
                 more: false,
+                cursor: None,
                 payload: Bytes::from(vec![7u8; 64]),
             }
             .to_bytes()

@@ -32,8 +32,12 @@ fn event_out(e: &Event) -> Option<Value> {
         Event::Headers { id, metadata } => {
             json!({"type": "headers", "stream": id.0, "metadata": metadata_out(metadata)})
         }
-        Event::Message { id, data } => {
-            json!({"type": "message", "stream": id.0, "payload_hex": to_hex(data)})
+        Event::Message { id, data, cursor } => {
+            let mut m = json!({"type": "message", "stream": id.0, "payload_hex": to_hex(data)});
+            if let Some(c) = cursor {
+                m["cursor_hex"] = json!(to_hex(c));
+            }
+            m
         }
         Event::RecvClosed { id } => json!({"type": "recv_closed", "stream": id.0}),
         Event::Writable { id } => json!({"type": "writable", "stream": id.0}),
@@ -83,6 +87,7 @@ fn config_of(v: &Value) -> Config {
         max_fragment_size: ms("max_fragment_size").map_or(c.max_fragment_size, |x| x as u32),
         max_metadata_size: ms("max_metadata_size").map_or(c.max_metadata_size, |x| x as u32),
         max_batch_size: ms("max_batch_size").map_or(c.max_batch_size, |x| x as u32),
+        max_cursor_size: ms("max_cursor_size").map_or(c.max_cursor_size, |x| x as u8),
         stream_window_bytes: ms("window_bytes").map_or(c.stream_window_bytes, |x| x as u32),
         max_connection_buffer: ms("max_connection_buffer")
             .map_or(c.max_connection_buffer, |x| x as usize),
@@ -182,6 +187,8 @@ fn user_result(r: Result<(), UserError>) -> &'static str {
         Err(UserError::Blocked) => "blocked",
         Err(UserError::UnknownCall) | Err(UserError::SendClosed) => "ended",
         Err(UserError::MessageTooLarge { .. }) => "too_large",
+        Err(UserError::NotResumable) => "not_resumable",
+        Err(UserError::CursorTooLarge { .. }) => "cursor_too_large",
         Err(e) => panic!("unexpected {e:?}"),
     }
 }
@@ -254,7 +261,10 @@ fn run(script: &Value, defaults: &Value) {
             "send" => {
                 let id = StreamId(num(arg, "stream", 0) as u32);
                 let data = payload_in(arg);
-                let mut got = user_result(r.conn.send(id, data));
+                let mut got = user_result(match arg.get("cursor_hex").and_then(Value::as_str) {
+                    Some(c) => r.conn.send_with_cursor(id, data, Bytes::from(hex(c))),
+                    None => r.conn.send(id, data),
+                });
                 if got == "ok" && flag(arg, "end") {
                     got = user_result(r.conn.close_send(id));
                 }

@@ -205,6 +205,7 @@ fn partial_messages_count_with_the_memory_they_take() {
             stream: StreamId(id),
             end_stream: false,
             more: true,
+            cursor: None,
             payload: frag.clone(),
         };
         server

@@ -176,6 +176,7 @@ fn a_peer_exceeding_credit_is_a_connection_error() {
         stream: StreamId(1),
         end_stream: false,
         more: false,
+        cursor: None,
         payload: b("x"),
     };
     server

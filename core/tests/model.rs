@@ -154,7 +154,7 @@ impl World {
                         self.order.push(c.id);
                     }
                 }
-                Event::Message { id, data } => {
+                Event::Message { id, data, .. } => {
                     let call = s.calls.get_mut(&id).expect("message for a known call");
                     prop_assert_eq!(call.ended, 0, "message after end on {}", id);
                     let seq = u32::from_be_bytes(data[4..8].try_into().unwrap());

@@ -51,7 +51,7 @@ fn arb_kind() -> impl Strategy<Value = CallKind> {
 fn arb_frame() -> impl Strategy<Value = Frame> {
     let opt = || prop::option::of(any::<u32>());
     prop_oneof![
-        (opt(), opt(), opt(), opt(), opt(), opt()).prop_map(|(a, b, c, d, e, g)| {
+        (opt(), opt(), opt(), opt(), opt(), opt(), opt()).prop_map(|(a, b, c, d, e, g, h)| {
             Frame::Settings(Settings {
                 max_message_size: a,
                 max_concurrent_streams: b,
@@ -59,6 +59,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 max_fragment_size: d,
                 max_metadata_size: e,
                 max_batch_size: g,
+                max_cursor_size: h,
             })
         }),
         (
@@ -94,12 +95,17 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 } else {
                     any::<bool>().boxed()
                 };
-                more.prop_map(move |more| Frame::Message {
-                    stream,
-                    end_stream: end,
+                (
                     more,
-                    payload: Bytes::from(payload.clone()),
-                })
+                    prop::option::of(prop::collection::vec(any::<u8>(), 0..=255)),
+                )
+                    .prop_map(move |(more, cursor)| Frame::Message {
+                        stream,
+                        end_stream: end,
+                        more,
+                        cursor: cursor.filter(|_| !more).map(Bytes::from),
+                        payload: Bytes::from(payload.clone()),
+                    })
             }),
         arb_stream().prop_map(|stream| Frame::HalfClose { stream }),
         (
@@ -184,7 +190,7 @@ proptest! {
             prop_assert!(c.buffered_bytes() <= 4096, "buffered {}", c.buffered_bytes());
             let mut n = 0;
             while let Some(ev) = c.poll_event() {
-                if let Event::Message { id, data } = ev { c.consume(id, data.len()); }
+                if let Event::Message { id, data, .. } = ev { c.consume(id, data.len()); }
                 n += 1;
                 prop_assert!(n < 10_000);
             }

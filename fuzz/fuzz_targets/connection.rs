@@ -17,7 +17,7 @@ use zrpc_core::*;
 enum Wire {
     Open { stream: u8, kind: CallKind, timeout_ms: u16, credit: u8, metadata: Metadata },
     Headers { stream: u8, metadata: Metadata },
-    Message { stream: u8, end: bool, more: bool, len: u16 },
+    Message { stream: u8, end: bool, more: bool, len: u16, cursor: Option<u8> },
     HalfClose { stream: u8 },
     Status { stream: u8, status: Status, trailers: Metadata },
     Reset { stream: u8, code: Code },
@@ -71,10 +71,11 @@ fn encode(w: Wire) -> Incoming {
             metadata,
         }),
         Wire::Headers { stream, metadata } => Frame::Headers { stream: sid(stream), metadata },
-        Wire::Message { stream, end, more, len } => Frame::Message {
+        Wire::Message { stream, end, more, len, cursor } => Frame::Message {
             stream: sid(stream),
             end_stream: end,
             more: more && !end,
+            cursor: cursor.filter(|_| !more || end).map(|n| Bytes::from(vec![0xc5; n as usize])),
             payload: Bytes::from(vec![0x5a; len as usize]),
         },
         Wire::HalfClose { stream } => Frame::HalfClose { stream: sid(stream) },

@@ -169,6 +169,18 @@ impl<M: Message> Sink<M> {
     pub async fn send(&mut self, m: &M) -> Result<(), Status> {
         self.inner.send(encode(m)).await
     }
+
+    /// Sends one response with its resume cursor: see
+    /// [`ResponseSink::send_with_cursor`].
+    pub async fn send_with_cursor(&mut self, m: &M, cursor: Bytes) -> Result<(), Status> {
+        self.inner.send_with_cursor(encode(m), cursor).await
+    }
+
+    /// Sends the response headers now with the resume point before the
+    /// first response: see [`ResponseSink::start_at`].
+    pub fn start_at(&mut self, cursor: Bytes) -> Result<(), Status> {
+        self.inner.start_at(cursor)
+    }
 }
 
 /// The responses of a server-streaming call (client side).

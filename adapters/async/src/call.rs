@@ -146,12 +146,26 @@ impl CallContext {
         }
     }
 
+    /// Where the caller resumes this server stream (PROTOCOL.md 5.6): the
+    /// cursor of the last message it received, which the handler stamped
+    /// with [`ResponseSink::send_with_cursor`]; `None` for a call that
+    /// starts afresh. It comes from the caller: check it as any input.
+    pub fn resume_cursor(&self) -> Option<&Bytes> {
+        self.metadata.get(zrpc_core::CURSOR_KEY)
+    }
+
     /// Sends the response headers now if they were set and not yet sent.
     pub(crate) fn flush_headers(&self) {
+        let _ = self.flush_headers_checked();
+    }
+
+    /// [`flush_headers`](Self::flush_headers), with the error the
+    /// connection gave them (a cursor refused).
+    pub(crate) fn flush_headers_checked(&self) -> Result<(), Status> {
         let headers = {
             let mut o = lock(&self.out);
             if o.headers_sent {
-                return;
+                return Ok(());
             }
             o.headers_sent = true;
             o.headers.take()
@@ -159,11 +173,22 @@ impl CallContext {
         match &self.io {
             CallIo::Ws(shared) => {
                 if let Some(h) = headers {
-                    let _ = shared.act(|g| g.conn.send_headers(self.id, h));
+                    return shared.act(|g| {
+                        g.conn
+                            .send_headers(self.id, h)
+                            .map_err(|e| g.status_of(self.id, e))
+                    });
                 }
             }
-            CallIo::Http(call) => call.flush_headers(headers),
+            CallIo::Http(call) => {
+                let headers = headers.map(|mut h| {
+                    h.remove(zrpc_core::CURSOR_KEY);
+                    h
+                });
+                call.flush_headers(headers)
+            }
         }
+        Ok(())
     }
 }
 
@@ -222,13 +247,58 @@ impl ResponseSink {
     /// Sends one response message. Fails with the call's status once it
     /// ended (for example `CANCELLED` when the caller went away).
     pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
+        self.send_at(msg, None).await
+    }
+
+    /// Sends one response message of a server-streaming call with its
+    /// resume cursor (at most 64 bytes by default, see
+    /// `Config::max_cursor_size`): where the stream starts again after
+    /// this message when the caller's connection is lost or drained. The
+    /// caller's `Channel` then opens the call again on its next connection
+    /// with the same request and this cursor in
+    /// [`CallContext::resume_cursor`], so the handler continues after this
+    /// message: no gap, no duplicate. A call that stamps cursors ends at
+    /// once when the server drains, for its caller to resume it elsewhere.
+    /// Callers that cannot resume (HTTP, legacy, peers that offered no
+    /// cursors) get the message alone. Fails `FAILED_PRECONDITION` on a
+    /// call that is not server-streaming, `RESOURCE_EXHAUSTED` for a cursor
+    /// longer than the caller accepts.
+    pub async fn send_with_cursor(&mut self, msg: Bytes, cursor: Bytes) -> Result<(), Status> {
+        self.send_at(msg, Some(cursor)).await
+    }
+
+    /// Sends the response headers now with the stream's resume point
+    /// before its first message (see
+    /// [`send_with_cursor`](Self::send_with_cursor)): a stream that may
+    /// wait long for its first message (a live feed) can be resumed from
+    /// its start. Does nothing once the headers went out.
+    pub fn start_at(&mut self, cursor: Bytes) -> Result<(), Status> {
+        {
+            let mut o = lock(&self.ctx.out);
+            if o.headers_sent {
+                return Ok(());
+            }
+            let mut headers = o.headers.take().unwrap_or_default();
+            headers.remove(zrpc_core::CURSOR_KEY);
+            headers
+                .insert(zrpc_core::CURSOR_KEY, cursor)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            o.headers = Some(headers);
+        }
+        self.headers_flushed = true;
+        self.ctx.flush_headers_checked()
+    }
+
+    async fn send_at(&mut self, msg: Bytes, cursor: Option<Bytes>) -> Result<(), Status> {
         if !self.headers_flushed {
             self.ctx.flush_headers();
             self.headers_flushed = true;
         }
         let mut msg = Some(msg);
         match &self.ctx.io {
-            CallIo::Ws(shared) => poll_fn(|cx| poll_send(shared, self.ctx.id, &mut msg, cx)).await,
+            CallIo::Ws(shared) => {
+                poll_fn(|cx| poll_send(shared, self.ctx.id, &mut msg, cursor.as_ref(), cx)).await
+            }
             CallIo::Http(call) => poll_fn(|cx| call.poll_send(&mut msg, cx)).await,
         }
     }

@@ -99,12 +99,14 @@ pub(crate) fn poll_message(
     })
 }
 
-/// Sends one message, waiting for credit. `msg` is taken when it is sent
-/// (and kept while the call waits, so no copy of the handle is made then).
+/// Sends one message (with its resume cursor, if any), waiting for credit.
+/// `msg` is taken when it is sent (and kept while the call waits, so no
+/// copy of the handle is made then).
 pub(crate) fn poll_send(
     shared: &Shared,
     id: StreamId,
     msg: &mut Option<Bytes>,
+    cursor: Option<&Bytes>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), Status>> {
     if msg.is_some() && !inline_budget_allows(cx) {
@@ -116,7 +118,11 @@ pub(crate) fn poll_send(
             Some(_) => msg.take().unwrap_or_default(),
             None => return Poll::Ready(Ok(())),
         };
-        match g.conn.send(id, data) {
+        let sent = match cursor {
+            None => g.conn.send(id, data),
+            Some(c) => g.conn.send_with_cursor(id, data, c.clone()),
+        };
+        match sent {
             Ok(()) => {
                 *msg = None;
                 Poll::Ready(Ok(()))

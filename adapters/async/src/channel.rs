@@ -28,6 +28,7 @@ use crate::options::CallOptions;
 use crate::client::{Call, Client, Failure};
 use crate::conn::now;
 use crate::connect::{ClientConfig, connect};
+pub use crate::resume::ServerStream;
 use crate::runtime::Runtime;
 use crate::signal::lock;
 use crate::{Error, socket_addr_of};
@@ -49,6 +50,11 @@ pub struct ChannelConfig {
     /// How many times one call is sent again because the server never
     /// processed it (each drain of a server costs one). Default 8.
     pub max_resends: u32,
+    /// How many times in a row a resumable server stream is opened again
+    /// (PROTOCOL.md 5.6) without a message in between; then the stream
+    /// fails with the last error. The first resume goes at once, the next
+    /// ones after the backoff. Default 8.
+    pub max_resumes: u32,
 }
 
 impl Default for ChannelConfig {
@@ -59,6 +65,7 @@ impl Default for ChannelConfig {
             max_backoff: Duration::from_secs(5),
             connect_wait: Duration::from_secs(30),
             max_resends: 8,
+            max_resumes: 8,
         }
     }
 }
@@ -163,18 +170,39 @@ impl<R: Runtime> Channel<R> {
     }
 
     /// A server-streaming call, opened on the next connection when the
-    /// current one was already closing. A stream that ends with a status
-    /// for which [`Status::is_not_processed`] holds never reached the
-    /// server: open it again. One that ends with `UNAVAILABLE` after some
-    /// messages was cut by a lost connection: resume it with the
-    /// application's own cursor (the people service's `after_id`).
+    /// current one was already closing or the server never processed it.
+    /// When the server stamps resume cursors (PROTOCOL.md 5.6) and the
+    /// stream is cut by a lost or drained connection (`UNAVAILABLE`), the
+    /// [`ServerStream`] opens it again on the next connection from the last
+    /// cursor received, and its `message()` loop just goes on: no gap, no
+    /// duplicate (at most [`ChannelConfig::max_resumes`] times in a row).
     pub async fn server_streaming(
         &self,
         method: &str,
         request: Bytes,
         opts: CallOptions,
+    ) -> Result<ServerStream<R>, Status> {
+        let deadline = deadline_of(&opts);
+        let call = self.open_stream(method, &request, &opts, deadline).await?;
+        Ok(ServerStream::new(
+            self.clone(),
+            method,
+            request,
+            opts,
+            deadline,
+            call,
+        ))
+    }
+
+    /// Opens one server-streaming call (the first, or a resume).
+    pub(crate) async fn open_stream(
+        &self,
+        method: &str,
+        request: &Bytes,
+        opts: &CallOptions,
+        deadline: Option<Instant>,
     ) -> Result<Call, Status> {
-        self.attempts(&opts, |client, attempt| {
+        self.attempts_until(opts, deadline, |client, attempt| {
             let request = request.clone();
             async move {
                 client
@@ -183,6 +211,16 @@ impl<R: Runtime> Channel<R> {
             }
         })
         .await
+    }
+
+    /// The channel's configuration.
+    pub(crate) fn config(&self) -> &ChannelConfig {
+        &self.inner.config
+    }
+
+    /// Sleeps until `wake` on the channel's runtime.
+    pub(crate) async fn sleep_until(&self, wake: Instant) {
+        self.inner.rt.sleep_until(wake).await
     }
 
     /// Opens a call of any kind on the current connection (see
@@ -203,12 +241,25 @@ impl<R: Runtime> Channel<R> {
     /// Runs `attempt` on the current connection until it succeeds or
     /// [`Channel::again`] gives up, each attempt with the time left of the
     /// call's deadline.
-    async fn attempts<T, F, Fut>(&self, opts: &CallOptions, mut attempt: F) -> Result<T, Status>
+    async fn attempts<T, F, Fut>(&self, opts: &CallOptions, attempt: F) -> Result<T, Status>
     where
         F: FnMut(Client, CallOptions) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let deadline = deadline_of(opts);
+        self.attempts_until(opts, deadline_of(opts), attempt).await
+    }
+
+    /// [`attempts`](Self::attempts) within an absolute `deadline`.
+    async fn attempts_until<T, F, Fut>(
+        &self,
+        opts: &CallOptions,
+        deadline: Option<Instant>,
+        mut attempt: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(Client, CallOptions) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let mut tries = Tries::default();
         loop {
             let client = self.connection(deadline).await?;
@@ -393,7 +444,7 @@ impl Default for Tries {
 
 /// The call's absolute deadline (`None` without a timeout, or one too far
 /// to represent).
-fn deadline_of(opts: &CallOptions) -> Option<Instant> {
+pub(crate) fn deadline_of(opts: &CallOptions) -> Option<Instant> {
     opts.timeout.and_then(|t| now().checked_add(t))
 }
 
@@ -411,14 +462,14 @@ fn attempt_options(opts: &CallOptions, deadline: Option<Instant>) -> Result<Call
 }
 
 /// `initial` doubled for each failure after the first, at most `max`.
-fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
+pub(crate) fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     initial.saturating_mul(1 << doublings).min(max)
 }
 
 /// `d` scaled by a random factor in [0.5, 1), so clients that lost the same
 /// server do not come back in step.
-fn jittered(d: Duration) -> Duration {
+pub(crate) fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 

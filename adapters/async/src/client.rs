@@ -298,7 +298,7 @@ impl Call {
     /// Sends one request message, waiting for the server's credit.
     pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
         let mut msg = Some(msg);
-        poll_fn(|cx| poll_send(&self.shared, self.id, &mut msg, cx)).await
+        poll_fn(|cx| poll_send(&self.shared, self.id, &mut msg, None, cx)).await
     }
 
     /// Half-closes: no more request messages. A no-op on a call that has
@@ -336,6 +336,24 @@ impl Call {
             })
         })
         .await
+    }
+
+    /// Response headers arrived.
+    pub(crate) fn has_headers(&self) -> bool {
+        self.shared
+            .read(|g| g.slots.get(&self.id).is_some_and(|s| s.headers.is_some()))
+    }
+
+    /// Where this server stream starts again if it is resumed
+    /// (PROTOCOL.md 5.6): the resume cursor of the last message received,
+    /// or, before any, the one of the response headers. `None` when the
+    /// server stamps no cursors (the call cannot be resumed), or once a
+    /// message came without one. Every message received is delivered
+    /// before the call's error, so after an error this is the cursor of
+    /// the last message [`message`](Self::message) returned.
+    pub fn resume_cursor(&self) -> Option<Bytes> {
+        self.shared
+            .read(|g| g.slots.get(&self.id).and_then(|s| s.cursor.clone()))
     }
 
     /// Waits for the end of the call; returns the trailers when it ended

@@ -56,6 +56,10 @@ pub(crate) enum Reading {
 pub(crate) struct CallSlot {
     pub(crate) inbox: VecDeque<Bytes>,
     pub(crate) headers: Option<Metadata>,
+    /// Caller side: where the stream starts again if it is resumed (the
+    /// cursor of the last message received, or of the response headers
+    /// before any); `None` once a message came without one.
+    pub(crate) cursor: Option<Bytes>,
     pub(crate) reading: Reading,
     pub(crate) recv_waker: Option<Waker>,
     pub(crate) send_waker: Option<Waker>,
@@ -257,14 +261,16 @@ impl Inner {
                 }
                 Event::Headers { id, metadata } => {
                     if let Some(s) = self.slots.get_mut(&id) {
+                        s.cursor = metadata.get(zrpc_core::CURSOR_KEY).cloned();
                         s.headers = Some(metadata);
                         if let Some(w) = s.recv_waker.take() {
                             w.wake();
                         }
                     }
                 }
-                Event::Message { id, data } => match self.slots.get_mut(&id) {
+                Event::Message { id, data, cursor } => match self.slots.get_mut(&id) {
                     Some(s) => {
+                        s.cursor = cursor;
                         s.inbox.push_back(data);
                         if let Some(w) = s.recv_waker.take() {
                             w.wake();
@@ -367,7 +373,9 @@ impl Inner {
                 Code::Unavailable,
                 "connection is draining; retry on a new connection",
             ),
-            UserError::MessageTooLarge { .. } | UserError::MetadataTooLarge { .. } => {
+            UserError::MessageTooLarge { .. }
+            | UserError::MetadataTooLarge { .. }
+            | UserError::CursorTooLarge { .. } => {
                 Status::new(Code::ResourceExhausted, e.to_string())
             }
             UserError::InvalidMethod => Status::new(Code::InvalidArgument, e.to_string()),

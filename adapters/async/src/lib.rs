@@ -22,6 +22,7 @@ pub use http::ResponseBody;
 mod life;
 mod metrics;
 mod options;
+mod resume;
 mod router;
 mod runtime;
 mod server;
@@ -35,7 +36,7 @@ use std::fmt;
 
 pub use bytes::Bytes;
 pub use call::{CallContext, RequestStream, ResponseSink};
-pub use channel::{Channel, ChannelConfig};
+pub use channel::{Channel, ChannelConfig, ServerStream};
 pub use client::{Call, Client};
 pub use connect::{ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream};
 pub use health::{Health, ServingStatus};
@@ -49,7 +50,9 @@ pub use tls::{ClientTls, ServerTls, TlsError};
 pub use upgrade::{Refusal, UpgradeRequest};
 pub use web::StaticFiles;
 pub use ws::{accept_key, offers_v1};
-pub use zrpc_core::{CallKind, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId};
+pub use zrpc_core::{
+    CURSOR_KEY, CallKind, Code, Config, Metadata, Mode, SUBPROTOCOL_V1, Status, StreamId,
+};
 
 /// Why a connection could not be set up.
 #[derive(Debug)]

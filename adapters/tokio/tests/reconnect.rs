@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_lite::FutureExt;
 use futures_lite::future::zip;
 use tokio::sync::{mpsc, oneshot};
 use zrpc_tokio::*;
@@ -20,7 +21,39 @@ on_both_runtimes!(
     a_call_cut_by_a_lost_connection_fails_unless_idempotent,
     calls_wait_within_their_deadline_for_a_server_to_come_up,
     a_lookalike_not_processed_status_is_not_retried,
+    a_resumable_stream_goes_on_through_a_restart_without_gap_or_duplicate,
+    a_stream_that_never_progresses_is_resumed_a_bounded_number_of_times,
 );
+
+/// `t/Count`: the request is a count `n` (`u32`); the stream sends the
+/// numbers below it in order, each stamped with the cursor of the next one,
+/// and a resumed call starts at its cursor. A server built with `pause_at`
+/// stops before that number and waits for the call to end (a live stream
+/// the drain must end). `opened` counts the calls.
+fn count_router(pause_at: Option<u32>, opened: Arc<std::sync::atomic::AtomicU32>) -> Router {
+    Router::new().server_streaming("t/Count", move |ctx: CallContext, req: Bytes, mut sink| {
+        let opened = opened.clone();
+        async move {
+            opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let n = u32::from_be_bytes(req[..4].try_into().unwrap());
+            let mut next = ctx
+                .resume_cursor()
+                .map_or(0, |c| u32::from_be_bytes(c[..4].try_into().unwrap()));
+            sink.start_at(Bytes::copy_from_slice(&next.to_be_bytes()))?;
+            while next < n {
+                if Some(next) == pause_at {
+                    ctx.cancelled().await;
+                    return Ok(());
+                }
+                let cursor = Bytes::copy_from_slice(&(next + 1).to_be_bytes());
+                sink.send_with_cursor(Bytes::copy_from_slice(&next.to_be_bytes()), cursor)
+                    .await?;
+                next += 1;
+            }
+            Ok::<_, Status>(())
+        }
+    })
+}
 
 /// A server on `addr` (port 0: any); returns it, its address, and a
 /// receiver that resolves once its accept loop has ended (its listener is
@@ -262,5 +295,104 @@ async fn a_lookalike_not_processed_status_is_not_retried<R: Runtime>(rt: R) {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(!err.is_not_processed());
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    stop(server, ended).await;
+}
+
+async fn a_resumable_stream_goes_on_through_a_restart_without_gap_or_duplicate<R: Runtime>(rt: R) {
+    let opened = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let router = count_router(Some(5), opened.clone());
+    // A grace period no test waits for: only the drain's ending of
+    // resumable calls lets A stop in time.
+    let config = ServerConfig {
+        drain_grace: Duration::from_secs(600),
+        ..ServerConfig::default()
+    };
+    let (a, addr, a_ended) = start(&rt, router, config, "127.0.0.1:0").await;
+    let channel = Channel::new(
+        &format!("ws://{addr}/"),
+        ChannelConfig::default(),
+        rt.clone(),
+    )
+    .unwrap();
+    let opts = CallOptions::default().with_timeout(Duration::from_secs(20));
+    let mut stream = channel
+        .server_streaming(
+            "t/Count",
+            Bytes::copy_from_slice(&10u32.to_be_bytes()),
+            opts,
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let m = stream.message().await.unwrap().unwrap();
+        got.push(u32::from_be_bytes(m[..].try_into().unwrap()));
+    }
+    // A drains with the stream live (its handler waits for ever): the
+    // drain ends it at once, not after the grace period, and the stream
+    // goes on with server B on the same port.
+    let stopped = async {
+        stop(a, a_ended).await;
+        true
+    }
+    .or(async {
+        rt.sleep_until(Instant::now() + Duration::from_secs(60))
+            .await;
+        false
+    })
+    .await;
+    assert!(stopped, "the drain ended the resumable stream");
+    let (b, _, b_ended) = start(
+        &rt,
+        count_router(None, opened.clone()),
+        ServerConfig::default(),
+        &addr,
+    )
+    .await;
+    while let Some(m) = stream.message().await.unwrap() {
+        got.push(u32::from_be_bytes(m[..].try_into().unwrap()));
+    }
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<_>>(),
+        "every number once, in order"
+    );
+    assert_eq!(stream.resumes(), 1);
+    assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 2);
+    stop(b, b_ended).await;
+}
+
+async fn a_stream_that_never_progresses_is_resumed_a_bounded_number_of_times<R: Runtime>(rt: R) {
+    let opened = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = opened.clone();
+    // Each call is answered (headers with a resume point), then fails.
+    let router = Router::new().server_streaming("t/Flaky", move |_ctx, _req: Bytes, mut sink| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            sink.start_at(Bytes::from_static(b"here"))?;
+            Err::<(), _>(Status::new(Code::Unavailable, "store unavailable"))
+        }
+    });
+    let (server, addr, ended) = start(&rt, router, ServerConfig::default(), "127.0.0.1:0").await;
+    let config = ChannelConfig {
+        max_resumes: 3,
+        initial_backoff: Duration::from_millis(1),
+        ..ChannelConfig::default()
+    };
+    let channel = Channel::new(&format!("ws://{addr}/"), config, rt.clone()).unwrap();
+    let mut stream = channel
+        .server_streaming("t/Flaky", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(err.message(), "store unavailable", "the last error");
+    assert_eq!(stream.resumes(), 3);
+    assert_eq!(
+        opened.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "the first call and 3 resumes"
+    );
     stop(server, ended).await;
 }

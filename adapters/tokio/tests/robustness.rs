@@ -167,6 +167,7 @@ async fn a_client_killed_mid_stream_leaves_nothing_behind() {
             stream: StreamId(1),
             end_stream: true,
             more: false,
+            cursor: None,
             payload: Bytes::from_static(b"go"),
         };
         ws.send(Message::Binary(open.to_bytes())).await.unwrap();

@@ -215,6 +215,7 @@ fn message(id: u32, end: bool, more: bool, payload: Bytes) -> Message {
             stream: StreamId(id),
             end_stream: end,
             more,
+            cursor: None,
             payload,
         }
         .to_bytes(),

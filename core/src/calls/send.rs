@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::error::UserError;
-use crate::frame::{FLAG_END_STREAM, FLAG_MORE};
+use crate::frame::{self, FLAG_END_STREAM, FLAG_MORE};
 
 /// Something queued to send on a call, in order. Control frames are encoded
 /// when the application acts (carved from the connection's output arena), so
@@ -22,8 +22,13 @@ pub(crate) enum Queued {
     Frame(Bytes),
     /// The responder's STATUS: the call's last frame.
     Status(Bytes),
-    /// A message; `end` sets END_STREAM on its last fragment.
-    Message { data: Bytes, end: bool },
+    /// A message; `end` sets END_STREAM on its last fragment, which also
+    /// carries the resume `cursor`, if any.
+    Message {
+        data: Bytes,
+        end: bool,
+        cursor: Option<Bytes>,
+    },
 }
 
 /// One piece of a call's output: what [`SendHalf::take`] took from the
@@ -38,9 +43,11 @@ pub(crate) enum CallPiece {
         /// It was the STATUS: nothing follows.
         last: bool,
     },
-    /// A MESSAGE frame carrying `data[lo..hi]` with `flags`.
+    /// A MESSAGE frame carrying `data[lo..hi]` with `flags` (and the
+    /// message's cursor, on its last fragment).
     Message {
         flags: u8,
+        cursor: Option<Bytes>,
         data: Bytes,
         lo: usize,
         hi: usize,
@@ -124,11 +131,15 @@ impl SendHalf {
         Ok(())
     }
 
-    /// Queues an admitted message.
+    /// Queues an admitted message, with its resume cursor if any.
     #[inline]
-    pub(crate) fn enqueue(&mut self, data: Bytes) {
+    pub(crate) fn enqueue(&mut self, data: Bytes, cursor: Option<Bytes>) {
         self.queued += data.len();
-        self.queue.push_back(Queued::Message { data, end: false });
+        self.queue.push_back(Queued::Message {
+            data,
+            end: false,
+            cursor,
+        });
     }
 
     /// Queues a frame encoded by the connection.
@@ -172,7 +183,8 @@ impl SendHalf {
     }
 
     /// Takes the next item for the wire: a whole frame, or one fragment of
-    /// at most `max_fragment` bytes of the message at the front.
+    /// at most `max_fragment` bytes of the message at the front (its cursor
+    /// counted in the last fragment's bytes).
     #[inline]
     pub(crate) fn take(&mut self, max_fragment: usize) -> Option<CallPiece> {
         let item = self.queue.pop_front()?;
@@ -192,17 +204,23 @@ impl SendHalf {
                 open: false,
                 last: true,
             },
-            Queued::Message { data, end } => {
+            Queued::Message { data, end, cursor } => {
                 let lo = self.frag_off;
-                if data.len() - lo > max_fragment {
-                    let hi = lo + max_fragment;
+                let rest = data.len() - lo;
+                // The last fragment holds the cursor too (a fragment size is
+                // at least 1,024 bytes, a cursor at most 256 with its length).
+                let last_room = max_fragment.saturating_sub(frame::cursor_len(cursor.as_ref()));
+                if rest > last_room {
+                    let hi = lo + rest.min(max_fragment);
                     self.frag_off = hi;
                     self.queue.push_front(Queued::Message {
                         data: data.clone(),
                         end,
+                        cursor,
                     });
                     CallPiece::Message {
                         flags: FLAG_MORE,
+                        cursor: None,
                         data,
                         lo,
                         hi,
@@ -214,6 +232,7 @@ impl SendHalf {
                     self.queued -= len;
                     CallPiece::Message {
                         flags: if end { FLAG_END_STREAM } else { 0 },
+                        cursor,
                         hi: len,
                         data,
                         lo,
@@ -252,7 +271,7 @@ mod tests {
 
     fn message(s: &mut SendHalf, len: usize) {
         s.admit(len, &LIMITS).unwrap();
-        s.enqueue(Bytes::from(vec![7; len]));
+        s.enqueue(Bytes::from(vec![7; len]), None);
     }
 
     #[test]
@@ -280,6 +299,46 @@ mod tests {
             ]
         );
         assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn a_cursor_rides_on_the_last_fragment_and_counts_in_its_size() {
+        let mut s = half(4);
+        s.admit(2040, &LIMITS).unwrap();
+        s.enqueue(Bytes::from(vec![7; 2040]), Some(Bytes::from_static(b"c8")));
+        let mut pieces = vec![];
+        while let Some(CallPiece::Message {
+            flags,
+            cursor,
+            lo,
+            hi,
+            ..
+        }) = s.take(1024)
+        {
+            pieces.push((flags, hi - lo, cursor));
+        }
+        // 1,016 bytes and the 3-byte cursor would fit 1,024 but not the
+        // whole rest: a full fragment goes first, then the rest with it.
+        assert_eq!(
+            pieces,
+            vec![
+                (FLAG_MORE, 1024, None),
+                (0, 1016, Some(Bytes::from_static(b"c8"))),
+            ]
+        );
+        let mut s = half(4);
+        s.admit(1023, &LIMITS).unwrap();
+        s.enqueue(Bytes::from(vec![7; 1023]), Some(Bytes::from_static(b"c8")));
+        let sizes: Vec<_> = std::iter::from_fn(|| match s.take(1024) {
+            Some(CallPiece::Message { lo, hi, cursor, .. }) => Some((hi - lo, cursor.is_some())),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(
+            sizes,
+            vec![(1023, false), (0, true)],
+            "an empty last fragment"
+        );
     }
 
     #[test]
@@ -321,7 +380,7 @@ mod tests {
             ..LIMITS
         };
         s.admit(100, &limits).unwrap();
-        s.enqueue(Bytes::from(vec![0; 100]));
+        s.enqueue(Bytes::from(vec![0; 100]), None);
         assert_eq!(s.admit(1, &limits), Err(UserError::Blocked));
         let connection_full = SendLimits {
             connection_full: true,

@@ -60,6 +60,9 @@ pub(crate) struct CallState {
     sent: u32,
     /// Whole messages received.
     received: u32,
+    /// A responder that stamped a resume cursor: a drain ends the call at
+    /// once, for the caller to resume it elsewhere.
+    resumable: bool,
 }
 
 impl CallState {
@@ -78,6 +81,7 @@ impl CallState {
             recv: Direction::Start,
             sent: 0,
             received: 0,
+            resumable: false,
         }
     }
 
@@ -192,6 +196,24 @@ impl CallState {
         Ok(())
     }
 
+    /// A resume cursor on this side's next message: only a responder's
+    /// messages on a server-streaming call carry one. Marks the call
+    /// resumable.
+    pub(crate) fn stamp_cursor(&mut self) -> Result<(), UserError> {
+        if self.role != Role::Responder || self.kind != CallKind::ServerStreaming {
+            return Err(UserError::NotResumable);
+        }
+        self.resumable = true;
+        Ok(())
+    }
+
+    /// True for a responder's call that stamped a resume cursor (see
+    /// [`stamp_cursor`](Self::stamp_cursor)) and is still live.
+    #[inline]
+    pub(crate) fn is_resumable(&self) -> bool {
+        self.resumable && self.is_live()
+    }
+
     /// The caller's half-close: no more requests.
     pub(crate) fn half_close(&mut self) -> Result<(), UserError> {
         if self.role != Role::Caller {
@@ -271,6 +293,18 @@ impl CallState {
                     "more than one message for this call kind",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A resume cursor from the peer: only on the responses of a
+    /// server-streaming call this side opened.
+    #[inline]
+    pub(crate) fn recv_cursor(&self) -> Result<(), RecvFault> {
+        if self.role != Role::Caller || self.kind != CallKind::ServerStreaming {
+            return Err(RecvFault::protocol(
+                "a resume cursor outside the responses of a server-streaming call",
+            ));
         }
         Ok(())
     }

@@ -207,6 +207,7 @@ impl LegacyConnection {
         self.events.push_back(Event::Message {
             id: ID,
             data: payload,
+            cursor: None,
         });
         self.events.push_back(Event::RecvClosed { id: ID });
         Ok(())
@@ -238,7 +239,11 @@ impl LegacyConnection {
             c.unread += data.len();
             c.unread_msgs += 1;
         }
-        self.events.push_back(Event::Message { id: ID, data });
+        self.events.push_back(Event::Message {
+            id: ID,
+            data,
+            cursor: None,
+        });
         if self.buffered_bytes() > self.config.max_connection_buffer {
             self.shed();
         }
@@ -408,11 +413,11 @@ impl LegacyConnection {
         c.state.send_message(|| send.admit(data.len(), &limits))?;
         match &c.method {
             Some(m) => {
-                c.send.enqueue(encode_request(m.as_str(), &data));
+                c.send.enqueue(encode_request(m.as_str(), &data), None);
                 // The request is the whole of the client's side.
                 c.state.half_close()?;
             }
-            None => c.send.enqueue(data),
+            None => c.send.enqueue(data, None),
         }
         Ok(())
     }

@@ -353,6 +353,7 @@ impl V1Connection {
                 }
                 CallPiece::Message {
                     flags,
+                    cursor,
                     data,
                     lo,
                     hi,
@@ -364,6 +365,7 @@ impl V1Connection {
                     Piece::Message {
                         id,
                         flags,
+                        cursor,
                         data,
                         lo,
                         hi,
@@ -448,7 +450,12 @@ impl V1Connection {
         self.timers.busy(now);
     }
 
-    pub(crate) fn send(&mut self, id: StreamId, data: Bytes) -> Result<(), UserError> {
+    pub(crate) fn send(
+        &mut self,
+        id: StreamId,
+        data: Bytes,
+        cursor: Option<Bytes>,
+    ) -> Result<(), UserError> {
         let limits = SendLimits {
             max_message: self.peer.max_message_size as usize,
             call_buffer: self.config.max_call_send_buffer,
@@ -458,6 +465,19 @@ impl V1Connection {
             return Err(UserError::ConnectionClosed);
         }
         let s = self.calls.live_mut(id).ok_or(UserError::UnknownCall)?;
+        // A peer that offered no cursor cannot resume: it gets the message
+        // alone, and the call is not resumable.
+        let cursor = cursor.filter(|_| self.peer.max_cursor_size > 0);
+        if let Some(c) = &cursor {
+            let limit = self.peer.max_cursor_size as usize;
+            if c.len() > limit {
+                return Err(UserError::CursorTooLarge {
+                    len: c.len(),
+                    limit,
+                });
+            }
+            s.state.stamp_cursor()?;
+        }
         let send = &mut s.send;
         if let Err(e) = s.state.send_message(|| send.admit(data.len(), &limits)) {
             if e == UserError::Blocked && limits.connection_full && !self.send_waiters.contains(&id)
@@ -467,7 +487,7 @@ impl V1Connection {
             return Err(e);
         }
         self.queued_send += data.len();
-        s.send.enqueue(data);
+        s.send.enqueue(data, cursor);
         self.calls.schedule(id);
         Ok(())
     }
@@ -488,10 +508,26 @@ impl V1Connection {
     pub(crate) fn send_headers(
         &mut self,
         id: StreamId,
-        metadata: Metadata,
+        mut metadata: Metadata,
     ) -> Result<(), UserError> {
         let limit = self.peer.max_metadata_size as usize;
+        let cursor_limit = self.peer.max_cursor_size as usize;
         let s = self.live(id)?;
+        // A resume point before the first message (PROTOCOL.md 5.6): the
+        // same rules as a message's cursor; a peer that offered none never
+        // sees it.
+        if let Some(c) = metadata.get(crate::CURSOR_KEY) {
+            if cursor_limit == 0 {
+                metadata.remove(crate::CURSOR_KEY);
+            } else if c.len() > cursor_limit {
+                return Err(UserError::CursorTooLarge {
+                    len: c.len(),
+                    limit: cursor_limit,
+                });
+            } else {
+                s.state.stamp_cursor()?;
+            }
+        }
         let len = metadata.encoded_len();
         s.state
             .send_headers(|| UserError::check_metadata(len, limit))?;
@@ -563,6 +599,13 @@ impl V1Connection {
             code: 1000,
             reason: "draining".into(),
         });
+        // Resumable calls would hold the drain open (a live stream may
+        // never end): they end now, after what they queued, and their
+        // callers resume them on another connection from the last cursor.
+        for id in self.calls.ids_where(|_, s| s.state.is_resumable()) {
+            let status = Status::new(Code::Unavailable, RESUME_ELSEWHERE);
+            let _ = self.finish(id, status, Metadata::new());
+        }
         self.maybe_drained();
     }
 
@@ -792,6 +835,10 @@ impl V1Connection {
         self.calls.clear_ready();
     }
 }
+
+/// The message of the status a draining responder ends its resumable
+/// calls with.
+pub(crate) const RESUME_ELSEWHERE: &str = "draining: resume on another connection";
 
 /// The status of calls refused by the peer's GOAWAY.
 pub(crate) fn not_processed() -> Status {

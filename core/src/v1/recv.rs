@@ -77,10 +77,9 @@ impl V1Connection {
     fn on_frame(&mut self, now: Instant, buf: Bytes, first: bool) -> Result<(), ConnectionError> {
         if buf.first() == Some(&frame::kind::MESSAGE) {
             // The hot path: no Frame value is built.
-            let (id, end, more, payload) =
-                frame::decode_message(buf).map_err(ConnectionError::Malformed)?;
-            if self.check_live(id, false)? {
-                self.on_message(id, end, more, payload)?;
+            let m = frame::decode_message(buf).map_err(ConnectionError::Malformed)?;
+            if self.check_live(m.stream, false)? {
+                self.on_message(m)?;
             }
             return Ok(());
         }
@@ -232,14 +231,31 @@ impl V1Connection {
                 if let Err(f) = s.state.recv_headers(check) {
                     return self.fault(id, f);
                 }
+                if let Some(c) = metadata.get(crate::CURSOR_KEY) {
+                    check_cursor(&self.config, c.len())?;
+                    if let Err(f) = s.state.recv_cursor() {
+                        return self.fault(id, f);
+                    }
+                }
                 self.events.push_back(Event::Headers { id, metadata });
             }
             Frame::Message {
                 end_stream,
                 more,
+                cursor,
                 payload,
                 ..
-            } => return self.on_message(id, end_stream, more, payload),
+            } => {
+                let m = frame::MessageFrame {
+                    stream: id,
+                    end: end_stream,
+                    more,
+                    wire_len: frame::cursor_len(cursor.as_ref()) + payload.len(),
+                    cursor,
+                    payload,
+                };
+                return self.on_message(m);
+            }
             Frame::HalfClose { .. } => return self.on_half_close(id),
             Frame::Status {
                 status, trailers, ..
@@ -269,24 +285,32 @@ impl V1Connection {
         Ok(())
     }
 
-    fn on_message(
-        &mut self,
-        id: StreamId,
-        end: bool,
-        more: bool,
-        payload: Bytes,
-    ) -> Result<(), ConnectionError> {
-        if payload.len() > self.config.max_fragment_size as usize {
+    fn on_message(&mut self, m: frame::MessageFrame) -> Result<(), ConnectionError> {
+        let frame::MessageFrame {
+            stream: id,
+            end,
+            more,
+            cursor,
+            payload,
+            wire_len,
+        } = m;
+        if wire_len > self.config.max_fragment_size as usize {
             return Err(ConnectionError::TooLarge {
                 what: "MESSAGE frame",
-                len: payload.len(),
+                len: wire_len,
                 limit: self.config.max_fragment_size as usize,
             });
+        }
+        if let Some(c) = &cursor {
+            check_cursor(&self.config, c.len())?;
         }
         let max_message = self.config.max_message_size as usize;
         let Some(s) = self.calls.get_mut(id) else {
             return Ok(());
         };
+        if let Some(Err(f)) = cursor.as_ref().map(|_| s.state.recv_cursor()) {
+            return self.fault(id, f);
+        }
         let recv = &mut s.recv;
         let starts = recv.between_messages();
         // A partial message counts with its buffer's capacity: the memory
@@ -301,7 +325,7 @@ impl V1Connection {
                 self.buffered = self.buffered - before + s.recv.held();
                 if let Some(data) = delivered {
                     s.state.delivered();
-                    self.events.push_back(Event::Message { id, data });
+                    self.events.push_back(Event::Message { id, data, cursor });
                 }
             }
             Err(f) => return self.fault(id, f),
@@ -335,6 +359,17 @@ impl V1Connection {
             }
         }
     }
+}
+
+/// A resume cursor of `len` bytes from the peer: this side must have
+/// offered cursors, and one this long.
+fn check_cursor(config: &crate::Config, len: usize) -> Result<(), ConnectionError> {
+    if config.max_cursor_size == 0 {
+        return Err(ConnectionError::Protocol(
+            "a resume cursor, which this side did not offer",
+        ));
+    }
+    too_large("resume cursor", len, config.max_cursor_size as usize)
 }
 
 /// [`ConnectionError::TooLarge`] when `len` passes `limit`.

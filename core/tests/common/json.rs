@@ -98,6 +98,7 @@ pub fn frame_of(f: &Value) -> Frame {
                 max_fragment_size: g("max_fragment_size"),
                 max_metadata_size: g("max_metadata_size"),
                 max_batch_size: g("max_batch_size"),
+                max_cursor_size: g("max_cursor_size"),
             })
         }
         "OPEN" => Frame::Open(Open {
@@ -116,6 +117,9 @@ pub fn frame_of(f: &Value) -> Frame {
             stream: stream(),
             end_stream: flag(f, "end_stream"),
             more: flag(f, "more"),
+            cursor: f
+                .get("cursor_hex")
+                .map(|c| Bytes::from(hex(c.as_str().unwrap()))),
             payload: payload_in(f),
         },
         "HALF_CLOSE" => Frame::HalfClose { stream: stream() },
@@ -163,6 +167,7 @@ pub fn frame_out(f: &Frame) -> Value {
                 ("max_fragment_size", s.max_fragment_size),
                 ("max_metadata_size", s.max_metadata_size),
                 ("max_batch_size", s.max_batch_size),
+                ("max_cursor_size", s.max_cursor_size),
             ] {
                 if let Some(v) = v {
                     m.insert(k.into(), json!(v));
@@ -180,9 +185,16 @@ pub fn frame_out(f: &Frame) -> Value {
             stream,
             end_stream,
             more,
+            cursor,
             payload,
-        } => json!({"type": "MESSAGE", "stream": stream.0, "end_stream": end_stream,
-            "more": more, "payload_hex": to_hex(payload), "payload_len": payload.len()}),
+        } => {
+            let mut m = json!({"type": "MESSAGE", "stream": stream.0, "end_stream": end_stream,
+                "more": more, "payload_hex": to_hex(payload), "payload_len": payload.len()});
+            if let Some(c) = cursor {
+                m["cursor_hex"] = json!(to_hex(c));
+            }
+            m
+        }
         Frame::HalfClose { stream } => json!({"type": "HALF_CLOSE", "stream": stream.0}),
         Frame::Status {
             stream,

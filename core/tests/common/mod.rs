@@ -121,7 +121,7 @@ pub fn messages(events: &[Event], call: StreamId) -> Vec<Bytes> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Message { id, data } if *id == call => Some(data.clone()),
+            Event::Message { id, data, .. } if *id == call => Some(data.clone()),
             _ => None,
         })
         .collect()
