@@ -12,7 +12,8 @@
  */
 
 import { type BidiCall, type CallOptions, type Client, type ConnectOptions, connect } from "./client.js";
-import type { MetadataInit } from "./protocol/metadata.js";
+import { CURSOR_KEY } from "./protocol/connection.js";
+import { type Metadata, type MetadataInit, toMetadata } from "./protocol/metadata.js";
 import { type CodeName, type Status, ZrpcError } from "./protocol/status.js";
 
 /** Where a {@link Channel} is. */
@@ -58,6 +59,11 @@ export interface ChannelOptions extends Omit<ConnectOptions, "metadata" | "signa
   connectWaitMs?: number;
   /** Times one call is sent again because it never left or was never processed (8). */
   maxResends?: number;
+  /**
+   * Times in a row a resumable server stream (PROTOCOL.md 5.6) is opened
+   * again without a message in between (8): then it fails with its last error.
+   */
+  maxResumes?: number;
   /** Calls that may wait for a connection at once (1,024): past it a call fails at once with `RESOURCE_EXHAUSTED`. */
   maxWaitingCalls?: number;
   /** Request bytes those calls may hold (4 MiB): past it, `RESOURCE_EXHAUSTED`. */
@@ -73,6 +79,7 @@ export const CHANNEL_DEFAULTS = {
   maxBackoffMs: 5_000,
   connectWaitMs: 30_000,
   maxResends: 8,
+  maxResumes: 8,
   maxWaitingCalls: 1024,
   maxWaitingBytes: 4 * 1024 * 1024,
 } as const;
@@ -125,7 +132,7 @@ export class Channel {
   /** One request, one response; sent again when it never left or was not processed (or under `opts.retry`). */
   unary(method: string, request: Uint8Array, opts: ChannelCallOptions = {}): Promise<Uint8Array> {
     const slow = () =>
-      this.#run(opts, request.length, async (client, left) => {
+      this.#run(opts, request.length, deadlineOf(opts), async (client, left) => {
         try {
           return await client.unary(method, request, withTimeout(opts, left));
         } catch (e) {
@@ -144,45 +151,38 @@ export class Channel {
 
   /**
    * One request, a stream of responses. Sent again when it never left or
-   * was not processed; once a response arrived, a lost connection ends it
-   * with its error.
+   * was not processed. When the server stamps resume cursors (PROTOCOL.md
+   * 5.6: the people service's ListPeople, Members and WatchPeople do) and
+   * the stream is cut by a lost or drained connection (`UNAVAILABLE`), it
+   * is opened again on the next connection from the last cursor received,
+   * and `for await` just goes on: no gap, no duplicate, at most
+   * `maxResumes` times in a row without a message (then its last error).
    */
   serverStreaming(method: string, request: Uint8Array, opts: ChannelCallOptions = {}): AsyncIterable<Uint8Array> {
     return {
-      [Symbol.asyncIterator]: () => {
-        // Once the call has its first result, `next` is the connection's own
-        // iterator: no wrapper per message.
-        let inner: AsyncIterator<Uint8Array> | undefined;
-        let first: Promise<IteratorResult<Uint8Array>> | undefined;
-        const start = async () => {
-          const r = await this.#run({ ...opts, retry: undefined }, request.length, async (client, left) => {
-            try {
-              const it = client.serverStreaming(method, request, withTimeout(opts, left))[Symbol.asyncIterator]();
-              // The first result says whether the call reached the server.
-              return { it, first: await it.next() };
-            } catch (e) {
-              throw failure(e);
-            }
-          });
-          inner = r.it;
-          return r.first;
-        };
-        return {
-          next: () => {
-            if (inner !== undefined) return inner.next();
-            if (first === undefined) {
-              first = start();
-              return first;
-            }
-            return first.then(() => (inner as AsyncIterator<Uint8Array>).next());
-          },
-          return: async () => {
-            await inner?.return?.();
-            return { value: undefined, done: true };
-          },
-        };
-      },
+      [Symbol.asyncIterator]: () => new ResumableStream(this, method, request, opts, this.#cfg),
     };
+  }
+
+  /**
+   * Opens one server-streaming call (the first, or a resume) and waits for
+   * its first result, which says whether it reached the server.
+   * @internal
+   */
+  openStream(
+    method: string,
+    request: Uint8Array,
+    opts: CallOptions,
+    deadline: number | undefined,
+  ): Promise<{ it: AsyncIterator<Uint8Array>; first: IteratorResult<Uint8Array> }> {
+    return this.#run({ ...opts, retry: undefined }, request.length, deadline, async (client, left) => {
+      try {
+        const it = client.serverStreaming(method, request, withTimeout(opts, left))[Symbol.asyncIterator]();
+        return { it, first: await it.next() };
+      } catch (e) {
+        throw failure(e);
+      }
+    });
   }
 
   /** A stream of requests, one response; sent again only when it could not be opened (the requests are read once). */
@@ -248,8 +248,12 @@ export class Channel {
    * never sent or not processed (up to `maxResends`), or under the call's
    * retry policy; every wait within the call's deadline.
    */
-  async #run<T>(opts: ChannelCallOptions, bytes: number, attempt: (c: Client, leftMs: number | undefined) => Promise<T>): Promise<T> {
-    const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
+  async #run<T>(
+    opts: ChannelCallOptions,
+    bytes: number,
+    deadline: number | undefined,
+    attempt: (c: Client, leftMs: number | undefined) => Promise<T>,
+  ): Promise<T> {
     let resends = 0;
     let attempts = 1;
     for (;;) {
@@ -438,6 +442,129 @@ function isFailure(e: unknown): e is AttemptFailure {
  */
 function failure(e: unknown): unknown {
   return e instanceof ZrpcError ? new AttemptFailure(e.notProcessed, e) : e;
+}
+
+/** The call's absolute deadline, from its `timeoutMs`. */
+function deadlineOf(opts: CallOptions): number | undefined {
+  return opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
+}
+
+/**
+ * A server stream through a {@link Channel}: the current call's iterator,
+ * and what resuming it needs (PROTOCOL.md 5.6). Once the stream is known
+ * not to be resumable, `next` is the call's own iterator: no extra work
+ * per message.
+ */
+class ResumableStream implements AsyncIterator<Uint8Array> {
+  #inner: AsyncIterator<Uint8Array> | undefined;
+  #first: Promise<IteratorResult<Uint8Array>> | undefined;
+  readonly #deadline: number | undefined;
+  /** The current call's resume point, and whether it received headers or a message. */
+  #cursor: Uint8Array | undefined;
+  #heard = false;
+  /** A message came on the current call: progress, the count in a row starts again. */
+  #progressed = false;
+  /** The cursor the current call was opened with. */
+  #openedAt: Uint8Array | undefined;
+  #inARow = 0;
+  /** Resumes over the stream's life. */
+  resumes = 0;
+
+  constructor(
+    readonly channel: Channel,
+    readonly method: string,
+    readonly request: Uint8Array,
+    readonly opts: ChannelCallOptions,
+    readonly cfg: ChannelLimits,
+  ) {
+    this.#deadline = deadlineOf(opts);
+  }
+
+  next(): Promise<IteratorResult<Uint8Array>> {
+    const inner = this.#inner;
+    if (inner !== undefined) {
+      // A stream that stamps no cursor once it has messages cannot be resumed.
+      if (this.#cursor === undefined && this.#progressed) return inner.next();
+      return inner.next().then(
+        (r) => this.#got(r),
+        (e: unknown) => this.#resume(e),
+      );
+    }
+    this.#first ??= this.#open(this.opts).then(
+      (r) => this.#got(r),
+      (e: unknown) => this.#resume(e),
+    );
+    const first = this.#first;
+    return first.then((r) => {
+      if (this.#first === first) this.#first = undefined;
+      return r;
+    });
+  }
+
+  async return(): Promise<IteratorResult<Uint8Array>> {
+    await this.#inner?.return?.();
+    return { value: undefined, done: true };
+  }
+
+  /** Opens the call with `opts` (the first time, or resuming). */
+  async #open(opts: CallOptions): Promise<IteratorResult<Uint8Array>> {
+    this.#cursor = undefined;
+    this.#heard = false;
+    this.#progressed = false;
+    const own: CallOptions = {
+      ...opts,
+      onHeaders: (h) => {
+        this.#heard = true;
+        this.opts.onHeaders?.(h);
+      },
+      onCursor: (c) => {
+        this.#cursor = c;
+        this.opts.onCursor?.(c);
+      },
+    };
+    const { it, first } = await this.channel.openStream(this.method, this.request, own, this.#deadline);
+    this.#inner = it;
+    return first;
+  }
+
+  #got(r: IteratorResult<Uint8Array>): IteratorResult<Uint8Array> {
+    if (r.done !== true) {
+      this.#progressed = true;
+      this.#heard = true;
+    }
+    return r;
+  }
+
+  /**
+   * After the stream failed with `failed`: open it again from its resume
+   * point (again after each attempt that fails the same way, within the
+   * bound), or fail with the last error.
+   */
+  async #resume(failed: unknown): Promise<IteratorResult<Uint8Array>> {
+    let e = failed;
+    for (;;) {
+      if (!(e instanceof ZrpcError) || e.code !== "UNAVAILABLE") throw e;
+      // A call that heard nothing stands where it was opened.
+      const point = this.#heard ? this.#cursor : this.#openedAt;
+      if (point === undefined) throw e;
+      if (this.#progressed) this.#inARow = 0;
+      if (this.#inARow >= this.cfg.maxResumes) throw e;
+      if (this.#inARow > 0) {
+        const wait = jitter(Math.min(this.cfg.initialBackoffMs * 2 ** (this.#inARow - 1), this.cfg.maxBackoffMs));
+        if (this.#deadline !== undefined && Date.now() + wait >= this.#deadline) throw e;
+        await sleep(wait, this.opts.signal);
+      }
+      this.#inARow++;
+      this.resumes++;
+      this.#openedAt = point;
+      const metadata: Metadata = [...toMetadata(this.opts.metadata).filter(([k]) => k !== CURSOR_KEY), [CURSOR_KEY, point]];
+      try {
+        return this.#got(await this.#open({ ...this.opts, metadata }));
+      } catch (again) {
+        e = again;
+      }
+    }
+  }
 }
 
 function withTimeout(opts: CallOptions, leftMs: number | undefined): CallOptions {

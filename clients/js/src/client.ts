@@ -6,7 +6,7 @@
 
 import { singleRequest, singleResponse } from "./protocol/call.js";
 import { type Config, DEFAULT_CONFIG, maxWebSocketMessage } from "./protocol/config.js";
-import { Connection, type Event } from "./protocol/connection.js";
+import { Connection, CURSOR_KEY, type Event } from "./protocol/connection.js";
 import type { CallKind } from "./protocol/frame.js";
 import { type Metadata, type MetadataInit, toMetadata } from "./protocol/metadata.js";
 import { type Status, status, ZrpcError } from "./protocol/status.js";
@@ -51,6 +51,13 @@ export interface CallOptions {
   onHeaders?: (headers: Metadata) => void;
   /** Called with the trailers when the call ends, whatever its status. */
   onTrailers?: (trailers: Metadata) => void;
+  /**
+   * Called with the call's resume point (PROTOCOL.md 5.6) as it moves: the
+   * cursor of each response message as it arrives (`undefined` for one
+   * without), and the one in the response headers. What the {@link Channel}
+   * resumes a server stream from.
+   */
+  onCursor?: (cursor: Uint8Array | undefined) => void;
 }
 
 /** A bidirectional call: send with {@link BidiCall.send}, read replies with `for await`. */
@@ -138,6 +145,7 @@ interface Active {
   /** Wakes a sender waiting for credit (or for the end). */
   wake: (() => void) | undefined;
   onHeaders: ((md: Metadata) => void) | undefined;
+  onCursor: ((c: Uint8Array | undefined) => void) | undefined;
   onEnd: ((s: Status) => void) | undefined;
 }
 
@@ -299,6 +307,7 @@ export class Client {
       resolveDone,
       wake: undefined,
       onHeaders: undefined,
+      onCursor: undefined,
       onEnd: undefined,
     };
     this.#calls.set(id, call);
@@ -326,6 +335,7 @@ export class Client {
     }
     const call = this.#track(id, single);
     call.onHeaders = opts.onHeaders;
+    call.onCursor = opts.onCursor;
     const onAbort = () => {
       this.#cancel(call, "cancelled by the application");
     };
@@ -470,9 +480,15 @@ export class Client {
 
   #dispatch(ev: Event): void {
     switch (ev.type) {
-      case "headers":
-        this.#calls.get(ev.id)?.onHeaders?.(ev.metadata);
+      case "headers": {
+        const call = this.#calls.get(ev.id);
+        if (call?.onCursor !== undefined) {
+          const c = ev.metadata.find(([k]) => k === CURSOR_KEY)?.[1];
+          call.onCursor(typeof c === "string" ? undefined : c);
+        }
+        call?.onHeaders?.(ev.metadata);
         return;
+      }
       case "message":
         {
           const call = this.#calls.get(ev.id);
@@ -482,6 +498,7 @@ export class Client {
             call.response = ev.data;
             this.#conn.consume(ev.id, ev.data.length);
           } else {
+            call.onCursor?.(ev.cursor);
             call.inbox.push(ev.data);
           }
         }

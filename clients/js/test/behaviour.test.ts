@@ -47,6 +47,7 @@ function configOf(j: Json): Partial<Config> {
     maxFragmentSize: n("max_fragment_size"),
     maxMetadataSize: n("max_metadata_size"),
     maxBatchSize: n("max_batch_size"),
+    maxCursorSize: n("max_cursor_size"),
     callWindowBytes: n("window_bytes"),
     maxConnectionBuffer: n("max_connection_buffer"),
     maxCallSendBuffer: n("max_call_send_buffer"),
@@ -64,7 +65,12 @@ function eventToJson(e: Event): Json {
     case "headers":
       return { type: "headers", stream: e.id, metadata: metadataToJson(e.metadata) };
     case "message":
-      return { type: "message", stream: e.id, payload_hex: toHex(e.data) };
+      return {
+        type: "message",
+        stream: e.id,
+        payload_hex: toHex(e.data),
+        ...(e.cursor === undefined ? {} : { cursor_hex: toHex(e.cursor) }),
+      };
     case "half-closed":
       return { type: "recv_closed", stream: e.id };
     case "writable":
@@ -152,7 +158,11 @@ function run(script: Script): void {
         return;
       }
       case "send":
-        assert.equal(conn.send(stream(), payloadFromJson(a), a.end === true), a.expect, `${at}: send`);
+        assert.equal(
+          conn.send(stream(), payloadFromJson(a), a.end === true, typeof a.cursor_hex === "string" ? fromHex(a.cursor_hex) : undefined),
+          a.expect,
+          `${at}: send`,
+        );
         return;
       case "half_close":
         conn.halfClose(arg as number);

@@ -1,9 +1,14 @@
 /** The reconnecting client: calls that wait for a connection, a server killed and restarted, and every bound. */
 
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { Channel, type ChannelState } from "../src/channel.js";
+import { People } from "../src/gen/people_pb.js";
 import { getText, type Metadata } from "../src/index.js";
+import { createClient } from "../src/typed.js";
 import { echoReply, echoRequest, NodeWebSocket, startServer, until } from "./server.js";
 
 const say = (ch: Channel, text: string, opts = {}) => ch.unary("echo.Echo/Say", echoRequest(text), opts).then((b) => echoReply(b).message);
@@ -130,5 +135,85 @@ test("a draining server: its stream finishes on it while new calls go to the nex
   } finally {
     await ch.close();
     await second.stop();
+  }
+});
+
+test("WatchPeople through the channel goes on across two SIGKILLs: every person once, in order, even a watch that had none yet", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "zrpc-resume-"));
+  const db = ["--db", join(dir, "people.db")];
+  let server = await startServer(db);
+  const addr = new URL(server.url).host;
+  const ch = new Channel(server.url, { WebSocket: NodeWebSocket, initialBackoffMs: 20, maxBackoffMs: 200 });
+  const people = createClient(People, ch);
+  const created: number[] = [];
+  const create = async (n: number) => {
+    for (let i = 0; i < n; i++) created.push((await people.createPerson({ name: `P${created.length}` })).id);
+  };
+  // Two watchers: one from the start (it sees the first people), one that
+  // has received nothing when the server is killed (its resume point is
+  // the response headers').
+  const seen: number[] = [];
+  const idleSeen: number[] = [];
+  let idleHeard = false;
+  const watch = async (into: number[], opts = {}) => {
+    for await (const p of people.watchPeople({}, opts)) {
+      into.push(p.id);
+      if (into.length === 9) return;
+    }
+  };
+  const early = watch(seen);
+  await create(3);
+  await until(() => seen.length === 3, 10_000, "the first three people");
+  const late = watch(idleSeen, { onHeaders: () => (idleHeard = true) });
+  await until(() => idleHeard, 10_000, "the idle watch to reach the server");
+  // The idle watch starts after the first three: it lists them first.
+  await until(() => idleSeen.length === 3, 10_000, "the idle watch's listing");
+  try {
+    for (let round = 0; round < 2; round++) {
+      await server.kill();
+      server = await startServer(db, addr);
+      await create(3);
+      await until(() => seen.length === 6 + 3 * round && idleSeen.length === 6 + 3 * round, 20_000, `round ${round}`);
+    }
+    await Promise.all([early, late]);
+    assert.deepEqual(seen, created, "every person once, in order");
+    assert.deepEqual(idleSeen, created);
+  } finally {
+    await ch.close();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a resumed stream is bounded: with no server to come back it ends after maxResumes attempts, with the last error; a forged cursor is refused", async () => {
+  const server = await startServer();
+  const ch = new Channel(server.url, {
+    WebSocket: NodeWebSocket,
+    initialBackoffMs: 5,
+    maxBackoffMs: 20,
+    maxResumes: 3,
+    connectWaitMs: 200,
+  });
+  try {
+    // A forged resume cursor: the people service refuses it (INVALID_ARGUMENT),
+    // which is not UNAVAILABLE, so it is the caller's at once.
+    const bad = ch.serverStreaming("people.People/WatchPeople", new Uint8Array(0), { metadata: [["zrpc-cursor-bin", new Uint8Array(3)]] });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of bad) assert.fail("no message");
+      })(),
+      (e: Error & { code?: string }) => e.code === "INVALID_ARGUMENT" && /resume cursor: 3 bytes/.test(e.message),
+    );
+    let heard = false;
+    const it = ch
+      .serverStreaming("people.People/WatchPeople", new Uint8Array(0), { onHeaders: () => (heard = true) })
+      [Symbol.asyncIterator]();
+    const next = it.next();
+    await until(() => heard, 10_000, "the watch to reach the server");
+    await server.kill();
+    await assert.rejects(next, (e: Error & { code?: string }) => e.code === "UNAVAILABLE" && /no connection/.test(e.message));
+    assert.equal((it as unknown as { resumes: number }).resumes, 3, "maxResumes attempts, then the last error");
+  } finally {
+    await ch.close();
   }
 });

@@ -15,6 +15,7 @@ const settingNames: Record<string, keyof Settings> = {
   max_fragment_size: "maxFragmentSize",
   max_metadata_size: "maxMetadataSize",
   max_batch_size: "maxBatchSize",
+  max_cursor_size: "maxCursorSize",
 };
 
 export function metadataFromJson(pairs: unknown): Metadata {
@@ -60,8 +61,11 @@ export function frameFromJson(j: Json): Frame {
     }
     case "HEADERS":
       return { type: "HEADERS", stream, metadata: metadataFromJson(j.metadata) };
-    case "MESSAGE":
-      return { type: "MESSAGE", stream, endStream: j.end_stream === true, more: j.more === true, payload: payloadFromJson(j) };
+    case "MESSAGE": {
+      const m: Frame = { type: "MESSAGE", stream, endStream: j.end_stream === true, more: j.more === true, payload: payloadFromJson(j) };
+      if (typeof j.cursor_hex === "string") m.cursor = fromHex(j.cursor_hex);
+      return m;
+    }
     case "HALF_CLOSE":
       return { type: "HALF_CLOSE", stream };
     case "STATUS":
@@ -117,6 +121,7 @@ export function frameToJson(f: Frame): Json {
         more: f.more,
         payload_hex: toHex(f.payload),
         payload_len: f.payload.length,
+        ...(f.cursor === undefined ? {} : { cursor_hex: toHex(f.cursor) }),
       };
     case "HALF_CLOSE":
       return { type: "HALF_CLOSE", stream: f.stream };

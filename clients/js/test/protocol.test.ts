@@ -57,6 +57,7 @@ test("SETTINGS goes first and alone, with this side's limits", () => {
     maxFragmentSize: 65536,
     maxMetadataSize: 16384,
     maxBatchSize: 16384,
+    maxCursorSize: 64,
   });
 });
 

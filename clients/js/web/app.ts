@@ -1,7 +1,7 @@
 /**
  * The people web app: one reconnecting channel, every call kind, typed
- * stubs; the live list resumes from the last person it shows when a
- * connection is lost. Served by `zrpc serve --web` (bundled into
+ * stubs; the live list is a resumable stream, which the channel opens
+ * again after the last person shown when a connection is lost. Served by `zrpc serve --web` (bundled into
  * cli/web/app.js).
  */
 
@@ -60,11 +60,13 @@ $("import").addEventListener("submit", async (ev) => {
 });
 
 // Server streaming, live, with a Cancel button (AbortSignal → RESET CANCELLED).
-// A stream a lost connection cuts is opened again after the last person
-// shown (`afterId`): each person once, in order. It gives up after
-// RESUMES failures in a row that brought nothing.
-const RESUMES = 5;
+// WatchPeople stamps resume cursors: when a connection is lost or drained,
+// the channel opens the stream again after the last person shown (each
+// person once, in order), and this loop just goes on.
 let watching: AbortController | undefined;
+channel.onStateChange((s) => {
+  if (watching !== undefined && !watching.signal.aborted) say("watch-state", s === "ready" ? "watching" : "resuming");
+});
 async function watch() {
   const abort = new AbortController();
   watching = abort;
@@ -72,28 +74,14 @@ async function watch() {
   $<HTMLButtonElement>("watch-start").disabled = true;
   $("people").replaceChildren();
   say("watch-state", "watching");
-  let afterId = 0;
-  for (let failures = 0; ; ) {
-    try {
-      for await (const p of people.watchPeople({ afterId }, { signal: abort.signal })) {
-        add(p);
-        afterId = p.id;
-        if (failures > 0) say("watch-state", "watching");
-        failures = 0;
-      }
-      say("watch-state", "ended");
-      break;
-    } catch (e) {
-      const cancelled = e instanceof ZrpcError && e.code === "CANCELLED";
-      const lost = e instanceof ZrpcError && e.code === "UNAVAILABLE";
-      if (lost && ++failures < RESUMES) {
-        say("watch-state", "resuming");
-        continue;
-      }
-      say("watch-state", cancelled ? "cancelled" : describe(e), !cancelled);
-      break;
-    }
+  try {
+    for await (const p of people.watchPeople({}, { signal: abort.signal })) add(p);
+    say("watch-state", "ended");
+  } catch (e) {
+    const cancelled = e instanceof ZrpcError && e.code === "CANCELLED";
+    say("watch-state", cancelled ? "cancelled" : describe(e), !cancelled);
   }
+  if (watching === abort) watching = undefined;
   $<HTMLButtonElement>("watch-cancel").disabled = true;
   $<HTMLButtonElement>("watch-start").disabled = false;
 }

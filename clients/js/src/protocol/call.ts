@@ -24,6 +24,8 @@ export function singleResponse(kind: CallKind): boolean {
 interface Outgoing {
   data: Uint8Array;
   sent: number;
+  /** Its resume cursor (5.6), on its last fragment. */
+  cursor: Uint8Array | undefined;
 }
 
 /**
@@ -33,7 +35,10 @@ interface Outgoing {
 export type SendState = "open" | "ending" | "done";
 
 /** What the send half puts on the wire next. */
-export type NextFrame = { type: "message"; payload: Uint8Array; more: boolean; end: boolean } | { type: "half-close" } | undefined;
+export type NextFrame =
+  | { type: "message"; payload: Uint8Array; more: boolean; end: boolean; cursor: Uint8Array | undefined }
+  | { type: "half-close" }
+  | undefined;
 
 export class SendHalf {
   state: SendState = "open";
@@ -54,9 +59,9 @@ export class SendHalf {
   }
 
   /** Admits a message: it takes one credit now (the caller checked there is one). */
-  push(data: Uint8Array, end: boolean): void {
+  push(data: Uint8Array, end: boolean, cursor?: Uint8Array): void {
     this.credit -= 1;
-    this.queue.push({ data, sent: 0 });
+    this.queue.push({ data, sent: 0, cursor });
     this.queuedBytes += data.length;
     if (end) this.end();
   }
@@ -66,10 +71,13 @@ export class SendHalf {
     this.state = "ending";
   }
 
-  /** Payload bytes of the next MESSAGE frame under `maxFragment` (0 if none). */
+  /** Payload bytes of the next MESSAGE frame under `maxFragment`, cursor included (0 if none). */
   nextLength(maxFragment: number): number {
     const head = this.queue[0];
-    return head === undefined ? 0 : Math.min(maxFragment, head.data.length - head.sent);
+    if (head === undefined) return 0;
+    const n = fragmentLength(head, maxFragment);
+    const last = head.data.length - head.sent <= lastRoom(head, maxFragment);
+    return last && head.cursor !== undefined ? n + 1 + head.cursor.length : n;
   }
 
   /** Whether a frame can go out now. */
@@ -92,11 +100,14 @@ export class SendHalf {
       }
       return undefined;
     }
-    const n = Math.min(maxFragment, head.data.length - head.sent);
+    const rest = head.data.length - head.sent;
+    const n = fragmentLength(head, maxFragment);
     const payload = head.data.subarray(head.sent, head.sent + n);
     head.sent += n;
     this.queuedBytes -= n;
-    const more = head.sent < head.data.length;
+    // The last fragment is the one sent when the rest fits with the cursor
+    // (it may be empty, after a full fragment).
+    const more = rest > lastRoom(head, maxFragment);
     let end = false;
     if (!more) {
       this.queue.shift();
@@ -105,7 +116,7 @@ export class SendHalf {
         this.state = "done";
       }
     }
-    return { type: "message", payload, more, end };
+    return { type: "message", payload, more, end, cursor: more ? undefined : head.cursor };
   }
 
   /** Drops everything queued; returns the bytes released. */
@@ -116,6 +127,21 @@ export class SendHalf {
     this.state = "done";
     return n;
   }
+}
+
+/** Payload room of a message's last fragment: the cursor rides in it. */
+function lastRoom(m: Outgoing, maxFragment: number): number {
+  return m.cursor === undefined ? maxFragment : Math.max(0, maxFragment - 1 - m.cursor.length);
+}
+
+/**
+ * Message bytes of `m`'s next fragment: all the rest when it fits the last
+ * fragment's room, else at most `maxFragment` (the same split as the Rust
+ * core's).
+ */
+function fragmentLength(m: Outgoing, maxFragment: number): number {
+  const rest = m.data.length - m.sent;
+  return rest > lastRoom(m, maxFragment) ? Math.min(rest, maxFragment) : rest;
 }
 
 /** What one received MESSAGE frame does to the receive half. */
@@ -266,6 +292,8 @@ export class Call {
   pendingStatus: Status | undefined;
   /** Its `end` event was emitted (a responder that finished ends at once). */
   ended = false;
+  /** A responder that stamped a resume cursor: a drain ends it at once (5.6). */
+  resumable = false;
   readonly send: SendHalf;
   readonly recv: RecvHalf;
 

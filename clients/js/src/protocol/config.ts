@@ -16,6 +16,11 @@ export interface Limits {
   maxMetadataSize: number;
   /** Largest BATCH payload accepted, bytes (16 KiB; 0 turns BATCH off). */
   maxBatchSize: number;
+  /**
+   * Longest resume cursor accepted on a server stream's responses, bytes
+   * (64; 0 to 255; 0 offers none and the server's streams cannot be resumed).
+   */
+  maxCursorSize: number;
 }
 
 /** Everything the protocol state machine is configured with. */
@@ -50,12 +55,14 @@ export const PROTOCOL_DEFAULTS: Limits = {
   maxFragmentSize: 64 * 1024,
   maxMetadataSize: 16 * 1024,
   maxBatchSize: 0,
+  maxCursorSize: 0,
 };
 
 /** This package's defaults. */
 export const DEFAULT_CONFIG: Config = {
   ...PROTOCOL_DEFAULTS,
   maxBatchSize: 16 * 1024,
+  maxCursorSize: 64,
   callCredit: 16,
   callWindowBytes: 1024 * 1024,
   maxConnectionBuffer: 64 * 1024 * 1024,
@@ -74,6 +81,7 @@ export function checkSettings(s: Settings): string | undefined {
   if (s.maxFragmentSize !== undefined && s.maxFragmentSize < 1024) return bad("MAX_FRAGMENT_SIZE");
   if (s.maxMetadataSize !== undefined && s.maxMetadataSize < 256) return bad("MAX_METADATA_SIZE");
   if (s.maxBatchSize !== undefined && s.maxBatchSize !== 0 && s.maxBatchSize < 1024) return bad("MAX_BATCH_SIZE");
+  if (s.maxCursorSize !== undefined && s.maxCursorSize > 255) return bad("MAX_CURSOR_SIZE");
   return undefined;
 }
 

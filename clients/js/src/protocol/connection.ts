@@ -33,7 +33,7 @@ export type Event =
   /** Response headers of a call this side opened. */
   | { type: "headers"; id: number; metadata: Metadata }
   /** A whole message (after reassembly); consume it with {@link Connection.consume}. */
-  | { type: "message"; id: number; data: Uint8Array }
+  | { type: "message"; id: number; data: Uint8Array; cursor?: Uint8Array }
   /** The peer ended its stream of a call this side responds to. */
   | { type: "half-closed"; id: number }
   /** A call ended: its status (caller), or why it stopped (responder: RESET, deadline, connection lost). */
@@ -65,6 +65,12 @@ class ConnectionError extends Error {
 
 const protocolError = (reason: string) => new ConnectionError(1002, reason);
 
+/** The status a draining responder ends its resumable calls with (5.6). */
+const RESUME_ELSEWHERE = "draining: resume on another connection";
+
+/** The metadata key of a resume cursor (PROTOCOL.md 5.6). */
+export const CURSOR_KEY = "zrpc-cursor-bin";
+
 /** What {@link Connection.send} did with a message. */
 export type SendResult =
   /** Queued; it took one of the peer's credits. */
@@ -74,7 +80,11 @@ export type SendResult =
   /** Not queued: the call has ended or its sending side is closed. */
   | "ended"
   /** Not queued: over the peer's MAX_MESSAGE_SIZE; the call goes on. */
-  | "too_large";
+  | "too_large"
+  /** Not queued: only a server-streaming responder's messages carry a resume cursor. */
+  | "not_resumable"
+  /** Not queued: the cursor is over the peer's MAX_CURSOR_SIZE. */
+  | "cursor_too_large";
 
 /** Options of {@link Connection.open}. */
 export interface OpenOptions {
@@ -130,6 +140,7 @@ export class Connection {
           maxFragmentSize: c.maxFragmentSize,
           maxMetadataSize: c.maxMetadataSize,
           maxBatchSize: c.maxBatchSize,
+          maxCursorSize: c.maxCursorSize > 0 ? c.maxCursorSize : undefined,
         },
       }),
     );
@@ -263,12 +274,19 @@ export class Connection {
    * Queues a message (the caller's last one when `end`); it takes one of
    * the peer's credits now. See {@link SendResult}.
    */
-  send(id: number, data: Uint8Array, end = false): SendResult {
+  send(id: number, data: Uint8Array, end = false, cursor?: Uint8Array): SendResult {
     const call = this.#calls.get(id);
     if (call === undefined || call.send.state !== "open") return "ended";
+    // A peer that offered no cursor cannot resume: the message goes alone (5.6).
+    const stamp = this.#peer.maxCursorSize > 0 ? cursor : undefined;
+    if (stamp !== undefined) {
+      if (stamp.length > this.#peer.maxCursorSize) return "cursor_too_large";
+      if (call.role !== "responder" || call.kind !== "server_streaming") return "not_resumable";
+    }
     if (data.length > this.#peer.maxMessageSize) return "too_large";
     if (!this.canSend(id)) return "blocked";
-    call.send.push(data, end && call.role === "caller");
+    if (stamp !== undefined) call.resumable = true;
+    call.send.push(data, end && call.role === "caller", stamp);
     this.#queuedSend += data.length;
     this.#schedule(call);
     return "ok";
@@ -302,6 +320,16 @@ export class Connection {
   sendHeaders(id: number, metadata: Metadata): void {
     const call = this.#calls.get(id);
     if (call === undefined || call.role !== "responder" || call.headersDone) return;
+    const cursor = metadata.find(([k]) => k === CURSOR_KEY);
+    if (cursor !== undefined) {
+      // The resume point before the first message (5.6): the same rules as a message's cursor.
+      const limit = this.#peer.maxCursorSize;
+      if (limit === 0 || cursor[1].length > limit || call.kind !== "server_streaming") {
+        metadata = metadata.filter(([k]) => k !== CURSOR_KEY);
+      } else {
+        call.resumable = true;
+      }
+    }
     call.headersDone = true;
     this.#control.push(encodeFrame({ type: "HEADERS", stream: id, metadata }));
   }
@@ -329,6 +357,10 @@ export class Connection {
     this.#state = "draining";
     // A GOAWAY reason is at most 1,024 bytes (PROTOCOL.md 3.2).
     this.#control.push(encodeFrame({ type: "GOAWAY", lastStreamId: this.#maxPeerId, code: 1000, reason: truncateUtf8(reason, 1024) }));
+    // Resumable calls end now, after what they queued: their callers go on elsewhere (5.6).
+    for (const call of this.#calls.values()) {
+      if (call.resumable && !call.ended) this.sendStatus(call.id, status("UNAVAILABLE", RESUME_ELSEWHERE));
+    }
     this.#maybeDrained();
   }
 
@@ -512,7 +544,8 @@ export class Connection {
     const next = call.send.next(this.#peer.maxFragmentSize, call.role === "caller");
     this.#queuedSend -= before - call.send.queuedBytes;
     this.#notifyWritable(call);
-    if (next?.type === "message") return { stream: call.id, payload: next.payload, flags: (next.end ? 1 : 0) | (next.more ? 2 : 0) };
+    if (next?.type === "message")
+      return { stream: call.id, payload: next.payload, flags: (next.end ? 1 : 0) | (next.more ? 2 : 0), cursor: next.cursor };
     if (next?.type === "half-close") return encodeFrame({ type: "HALF_CLOSE", stream: call.id });
     if (call.pendingStatus !== undefined && call.send.queuedMessages === 0) {
       const s = call.pendingStatus;
@@ -643,12 +676,14 @@ export class Connection {
           this.#streamError(call, status("INTERNAL", "response headers after headers or a message"));
           return;
         }
+        const cursor = f.metadata.find(([k]) => k === CURSOR_KEY);
+        if (cursor !== undefined) this.#checkCursor(call, cursor[1].length);
         call.headersDone = true;
         this.#events.push({ type: "headers", id: call.id, metadata: f.metadata });
         return;
       }
       case "MESSAGE":
-        this.#onMessage(call, f.payload, f.more, f.endStream);
+        this.#onMessage(call, f.payload, f.more, f.endStream, f.cursor);
         return;
       case "HALF_CLOSE":
         if (caller) throw protocolError("HALF_CLOSE from the responder");
@@ -678,8 +713,18 @@ export class Connection {
     }
   }
 
-  #onMessage(call: Call, payload: Uint8Array, more: boolean, end: boolean): void {
-    if (payload.length > this.config.maxFragmentSize) throw new ConnectionError(1009, "MESSAGE frame over MAX_FRAGMENT_SIZE");
+  /** A resume cursor of `len` bytes from the peer (5.6). */
+  #checkCursor(call: Call, len: number): void {
+    if (this.config.maxCursorSize === 0) throw protocolError("a resume cursor, which this side did not offer");
+    if (len > this.config.maxCursorSize) throw new ConnectionError(1009, "resume cursor over MAX_CURSOR_SIZE");
+    if (call.role !== "caller" || call.kind !== "server_streaming")
+      throw protocolError("a resume cursor outside the responses of a server-streaming call");
+  }
+
+  #onMessage(call: Call, payload: Uint8Array, more: boolean, end: boolean, cursor: Uint8Array | undefined): void {
+    const wireLen = payload.length + (cursor === undefined ? 0 : 1 + cursor.length);
+    if (wireLen > this.config.maxFragmentSize) throw new ConnectionError(1009, "MESSAGE frame over MAX_FRAGMENT_SIZE");
+    if (cursor !== undefined) this.#checkCursor(call, cursor.length);
     if (end && call.role === "caller") throw protocolError("END_STREAM from the responder");
     const heldBefore = call.recv.held;
     const r = call.recv.onFragment(payload, more, call.singleReceive, this.config.maxMessageSize);
@@ -693,7 +738,11 @@ export class Connection {
         break;
       case "message":
         if (call.role === "caller") call.headersDone = true;
-        this.#events.push({ type: "message", id: call.id, data: r.data });
+        this.#events.push(
+          cursor === undefined
+            ? { type: "message", id: call.id, data: r.data }
+            : { type: "message", id: call.id, data: r.data, cursor: cursor.slice() },
+        );
         break;
     }
     this.#held += call.recv.held - heldBefore;
@@ -784,10 +833,11 @@ export class Connection {
 }
 
 /** A frame to send: encoded (control frames), or a MESSAGE still to be written. */
-type Out = Uint8Array | { stream: number; payload: Uint8Array; flags: number };
+type Out = Uint8Array | { stream: number; payload: Uint8Array; flags: number; cursor: Uint8Array | undefined };
 
 function outLength(o: Out): number {
-  return o instanceof Uint8Array ? o.length : HEADER_LEN + o.payload.length;
+  if (o instanceof Uint8Array) return o.length;
+  return HEADER_LEN + (o.cursor === undefined ? 0 : 1 + o.cursor.length) + o.payload.length;
 }
 
 /** Writes `o` into `buf` at `at`. */
@@ -797,9 +847,16 @@ function writeOut(buf: Uint8Array, at: number, o: Out): void {
     return;
   }
   buf[at] = FrameType.MESSAGE;
-  buf[at + 1] = o.flags;
   putU32(buf, at + 2, o.stream);
-  buf.set(o.payload, at + HEADER_LEN);
+  if (o.cursor === undefined) {
+    buf[at + 1] = o.flags;
+    buf.set(o.payload, at + HEADER_LEN);
+    return;
+  }
+  buf[at + 1] = o.flags | 4; // CURSOR
+  buf[at + HEADER_LEN] = o.cursor.length;
+  buf.set(o.cursor, at + HEADER_LEN + 1);
+  buf.set(o.payload, at + HEADER_LEN + 1 + o.cursor.length);
 }
 
 /** `o` as a WebSocket message of its own. */

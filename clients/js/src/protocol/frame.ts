@@ -42,6 +42,7 @@ export const SettingId = {
   maxFragmentSize: 4,
   maxMetadataSize: 5,
   maxBatchSize: 6,
+  maxCursorSize: 7,
 } as const;
 /** The settings a peer states about itself as a receiver. */
 export type Settings = { -readonly [K in keyof typeof SettingId]?: number };
@@ -59,7 +60,7 @@ export type Frame =
       metadata: Metadata;
     }
   | { type: "HEADERS"; stream: number; metadata: Metadata }
-  | { type: "MESSAGE"; stream: number; endStream: boolean; more: boolean; payload: Uint8Array }
+  | { type: "MESSAGE"; stream: number; endStream: boolean; more: boolean; payload: Uint8Array; cursor?: Uint8Array }
   | { type: "HALF_CLOSE"; stream: number }
   | {
       type: "STATUS";
@@ -120,17 +121,7 @@ export function decodeFrame(bytes: Uint8Array): Frame {
 
 function decode(bytes: Uint8Array): Frame {
   if (bytes.length < HEADER_LEN) throw new FrameError("Empty");
-  if (bytes[0] === FrameType.MESSAGE) {
-    // The hot path: no reader, the payload a view of the input.
-    const flags = bytes[1] as number;
-    const stream =
-      ((bytes[2] as number) * 0x1000000 + (((bytes[3] as number) << 16) | ((bytes[4] as number) << 8) | (bytes[5] as number))) >>> 0;
-    if (stream === 0) throw new FrameError("ZeroStreamId");
-    const endStream = (flags & 1) !== 0;
-    const more = (flags & 2) !== 0;
-    if (endStream && more) throw new FrameError("InvalidFlags");
-    return { type: "MESSAGE", stream, endStream, more, payload: bytes.subarray(HEADER_LEN) };
-  }
+  if (bytes[0] === FrameType.MESSAGE) return decodeMessage(bytes);
   const r = new Reader(bytes);
   const type = r.u8();
   const flags = r.u8();
@@ -171,13 +162,8 @@ function decode(bytes: Uint8Array): Frame {
     case "HEADERS":
       frame = { type: name, stream, metadata: readMetadata(r) };
       break;
-    case "MESSAGE": {
-      const endStream = (flags & 1) !== 0;
-      const more = (flags & 2) !== 0;
-      if (endStream && more) throw new FrameError("InvalidFlags");
-      frame = { type: name, stream, endStream, more, payload: r.rest() };
-      break;
-    }
+    case "MESSAGE":
+      return decodeMessage(bytes);
     case "HALF_CLOSE":
       frame = { type: name, stream };
       break;
@@ -213,6 +199,34 @@ function decode(bytes: Uint8Array): Frame {
   return frame;
 }
 
+/** MESSAGE flags (PROTOCOL.md 3.1). */
+const END_STREAM = 1;
+const MORE = 2;
+const CURSOR = 4;
+/** Longest cursor the encoding carries (its length is a u8). */
+export const MAX_CURSOR_LEN = 255;
+
+/**
+ * The hot path: no reader; the payload (and the cursor, 5.6) views of the
+ * input.
+ */
+function decodeMessage(bytes: Uint8Array): Frame {
+  const flags = bytes[1] as number;
+  const stream =
+    ((bytes[2] as number) * 0x1000000 + (((bytes[3] as number) << 16) | ((bytes[4] as number) << 8) | (bytes[5] as number))) >>> 0;
+  if (stream === 0) throw new FrameError("ZeroStreamId");
+  const endStream = (flags & END_STREAM) !== 0;
+  const more = (flags & MORE) !== 0;
+  if (more && (flags & (END_STREAM | CURSOR)) !== 0) throw new FrameError("InvalidFlags");
+  if ((flags & CURSOR) === 0) return { type: "MESSAGE", stream, endStream, more, payload: bytes.subarray(HEADER_LEN) };
+  if (bytes.length < HEADER_LEN + 1) throw new FrameError("Truncated");
+  const len = bytes[HEADER_LEN] as number;
+  const start = HEADER_LEN + 1;
+  if (bytes.length < start + len) throw new FrameError("Truncated");
+  const cursor = bytes.subarray(start, start + len);
+  return { type: "MESSAGE", stream, endStream, more, cursor, payload: bytes.subarray(start + len) };
+}
+
 function header(w: Writer, type: number, flags: number, stream: number): Writer {
   return w.u8(type).u8(flags).u32(stream);
 }
@@ -232,7 +246,7 @@ function methodBytes(method: string): Uint8Array {
 
 /** Encodes one frame. Throws `RangeError` for a field outside its encoding. */
 export function encodeFrame(f: Frame): Uint8Array {
-  if (f.type === "MESSAGE") return encodeMessage(f.stream, f.payload, f.endStream, f.more);
+  if (f.type === "MESSAGE") return encodeMessage(f.stream, f.payload, f.endStream, f.more, f.cursor);
   // OPEN, the frame of every call, is sized exactly: one allocation.
   const w = new Writer(f.type === "OPEN" ? 17 + methodBytes(f.method).length + metadataSize(f.metadata) : 64);
   switch (f.type) {
@@ -288,13 +302,22 @@ export function encodeFrame(f: Frame): Uint8Array {
   return w.finish();
 }
 
-/** Encodes a MESSAGE frame with one copy of the payload. */
-export function encodeMessage(stream: number, payload: Uint8Array, endStream: boolean, more: boolean): Uint8Array {
-  const out = new Uint8Array(HEADER_LEN + payload.length);
+/**
+ * Encodes a MESSAGE frame with one copy of the payload; a `cursor` (at most
+ * 255 bytes) goes before it with the CURSOR flag (5.6).
+ */
+export function encodeMessage(stream: number, payload: Uint8Array, endStream: boolean, more: boolean, cursor?: Uint8Array): Uint8Array {
+  const extra = cursor === undefined ? 0 : 1 + cursor.length;
+  if (cursor !== undefined && cursor.length > MAX_CURSOR_LEN) throw new RangeError("cursor: at most 255 bytes");
+  const out = new Uint8Array(HEADER_LEN + extra + payload.length);
   out[0] = FrameType.MESSAGE;
-  out[1] = (endStream ? 1 : 0) | (more ? 2 : 0);
+  out[1] = (endStream ? END_STREAM : 0) | (more ? MORE : 0) | (cursor === undefined ? 0 : CURSOR);
   new DataView(out.buffer).setUint32(2, stream);
-  out.set(payload, HEADER_LEN);
+  if (cursor !== undefined) {
+    out[HEADER_LEN] = cursor.length;
+    out.set(cursor, HEADER_LEN + 1);
+  }
+  out.set(payload, HEADER_LEN + extra);
   return out;
 }
 
