@@ -38,7 +38,7 @@ start_instance() {
   local port=${!port_var}
   # Behind nginx every connection comes from nginx's address: the
   # per-client limit is nginx's (deploy/nginx.conf).
-  "$zrpc" serve --addr "127.0.0.1:$port" --db "$DB_URL" --db-pool 8 \
+  "$zrpc" serve --addr "127.0.0.1:$port" --db "$DB_URL" --db-pool 8 --web \
     --max-connections-per-ip 10000 --call-log debug \
     >>"$state/zrpc-$i.log" 2>&1 &
   echo $! >"$state/zrpc-$i.pid"

@@ -8,7 +8,12 @@
 #   - every confirmed write is in PostgreSQL exactly once, nothing is there
 #     twice, and nothing is there that was not sent;
 #   - every stream completed or ended with a status the driver handled
-#     (ListPeople resumed from its last id, in order).
+#     (ListPeople resumed from its last id, in order);
+#   - in Chromium, 3 pages of the people web app (through nginx, creating
+#     people as the load runs) keep their live lists exact: every person in
+#     PostgreSQL once, in order; no create of theirs fails; each shows its
+#     reconnecting state (clients/js/test/rolling-browser.ts; skipped with
+#     ROLLING_BROWSER=0, or when the TypeScript tests are not built).
 # Reports calls/s and p99 through the restarts against a run without
 # restarts (same cluster, same session).
 #   scripts/rolling-restart.sh [LOAD_SECS]   (default 10, for each of the two runs)
@@ -39,12 +44,45 @@ empty() {
     -c "TRUNCATE edges, vertices RESTART IDENTITY" >/dev/null
 }
 
+# The Chromium pages (both runs, so both load the machine alike):
+# browser_start MODE opens them and waits until they watch; browser_check
+# stops their creates and compares their lists with PostgreSQL.
+browser_js=$root/clients/js/dist-test/test/rolling-browser.js
+browser=0
+[ "${ROLLING_BROWSER:-1}" != 0 ] && [ -f "$browser_js" ] && browser=1
+browser_failed=0
+browser_start() {
+  [ "$browser" = 1 ] || return 0
+  coproc BROWSER { node "$browser_js" "$url" 3 "$1"; }
+  browser_pid=$BROWSER_PID
+  # Own copies of its pipes: bash drops the coproc's once it exits.
+  exec {b_out}<&"${BROWSER[0]}" {b_in}>&"${BROWSER[1]}"
+  read -r ready <&"$b_out"
+  [ "$ready" = ready ] || { echo "FAIL: the Chromium pages did not start" >&2; exit 1; }
+}
+browser_check() {
+  [ "$browser" = 1 ] || return 0
+  echo stop >&"$b_in"
+  read -r stopped <&"$b_out"
+  [ "$stopped" = stopped ] || echo "FAIL: the Chromium pages did not stop: $stopped" >&2
+  PGPASSWORD=zrpc psql -h 127.0.0.1 -p "$PG_PORT" -U zrpc -d zrpc -tA \
+    -c "SELECT id FROM vertices WHERE label = 'person' ORDER BY id" >"$work/ids.txt"
+  echo "$work/ids.txt" >&"$b_in"
+  exec {b_in}>&-
+  cat <&"$b_out"
+  exec {b_out}<&-
+  wait "$browser_pid" || browser_failed=1
+}
+
 echo "baseline: $secs s of load, no restart"
 empty
+browser_start steady
 "$driver" --url "$url" --secs "$secs" --workers 8 --tag base >"$work/base.json"
+browser_check
 
 echo "rolling restart: $secs s of load; instances 1, 2, 3 restarted in turn"
 empty
+browser_start restarts
 "$driver" --url "$url" --secs "$secs" --workers 8 --tag roll >"$work/roll.json" &
 load=$!
 load_t0=$(date +%s.%N)
@@ -65,6 +103,8 @@ if ! kill -0 "$load" 2>/dev/null; then
   exit 1
 fi
 wait "$load"
+
+browser_check
 
 # What PostgreSQL holds of this run, one name a line.
 PGPASSWORD=zrpc psql -h 127.0.0.1 -p "$PG_PORT" -U zrpc -d zrpc -tA \
@@ -114,3 +154,4 @@ if problems:
     sys.exit(1)
 print("rolling restart: no failed call, every write exactly once")
 PY
+[ "$browser_failed" = 0 ] || exit 1

@@ -83,14 +83,14 @@ test("the page performs every call kind, cancels a stream and meets a deadline",
   assert.deepEqual(pageErrors, []);
 });
 
-test("a drain past its grace: the page says it is reconnecting and resumes its stream, without an error", async () => {
-  // A server of its own, whose drain ends its streams after 200 ms.
+test("a drain: the page says it is reconnecting and resumes its stream, without an error", async () => {
+  // A server of its own (a drain past 200 ms of grace would close what is left).
   const draining = await startServer(["--web", "--drain-grace-ms", "200"]);
   const errors: string[] = [];
   const p = await browser.newPage();
   p.on("pageerror", (e) => errors.push(String(e)));
   await p.goto(draining.url.replace(/^ws/, "http"));
-  // The live list keeps a stream open, so the drain runs out its grace.
+  // The live list is a resumable stream: the drain ends it at once.
   await p.waitForFunction(() => document.getElementById("watch-state")?.textContent === "watching");
   assert.equal(await draining.stop(), 0);
   // The server is gone: the page's channel tries again, and says so.

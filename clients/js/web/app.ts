@@ -94,29 +94,43 @@ $("watch-cancel").addEventListener("click", () => watching?.abort());
 $("watch-start").addEventListener("click", () => void watch());
 void watch();
 
-// Bidirectional: one call for the page's life; replies arrive as they come.
-const chat = echo.chat();
+// Bidirectional: a chat call opened by the first message and ended
+// (half-close) when its connection drains or is lost; the next message opens
+// one on the next connection. A page never holds a server's drain open.
+type Chat = ReturnType<typeof echo.chat>;
+let chat: Chat | undefined;
+function chatLine(text: string, error = false) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  li.classList.toggle("error", error);
+  $("chat-log").append(li);
+}
+function openChat(): Chat {
+  const c = echo.chat();
+  chat = c;
+  void (async () => {
+    try {
+      for await (const r of c) chatLine(r.message);
+    } catch (e) {
+      if (chat === c) chatLine(`chat ended: ${describe(e)}`, true);
+    }
+    if (chat === c) chat = undefined;
+  })();
+  return c;
+}
+channel.onStateChange((s) => {
+  if (s !== "ready" && chat !== undefined) {
+    chat.closeSend();
+    chat = undefined;
+  }
+});
 $("chat").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const input = $<HTMLInputElement>("chat-input");
   const message = input.value;
   input.value = "";
-  await chat.send({ message });
+  await (chat ?? openChat()).send({ message });
 });
-void (async () => {
-  try {
-    for await (const r of chat) {
-      const li = document.createElement("li");
-      li.textContent = r.message;
-      $("chat-log").append(li);
-    }
-  } catch (e) {
-    const li = document.createElement("li");
-    li.textContent = `chat ended: ${describe(e)}`;
-    li.classList.add("error");
-    $("chat-log").append(li);
-  }
-})();
 
 // A deadline: a chat that never sends ends with DEADLINE_EXCEEDED.
 $("deadline-button").addEventListener("click", async () => {
