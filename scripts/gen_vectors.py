@@ -48,12 +48,13 @@ def encode(f):
         return header(ty, 0, f["stream"]) + metadata(f["metadata"])
     if ty == "MESSAGE":
         flags = (1 if f["end_stream"] else 0) | (2 if f["more"] else 0)
-        cursor = b""
+        trailer = b""
         if "cursor_hex" in f:
+            # CURSOR: the payload ends with the cursor, then its length.
             c = bytes.fromhex(f["cursor_hex"])
             flags |= 4
-            cursor = struct.pack(">B", len(c)) + c
-        return header(ty, flags, f["stream"]) + cursor + bytes.fromhex(f["payload_hex"])
+            trailer = c + struct.pack(">B", len(c))
+        return header(ty, flags, f["stream"]) + bytes.fromhex(f["payload_hex"]) + trailer
     if ty == "HALF_CLOSE":
         return header(ty, 0, f["stream"])
     if ty == "STATUS":
@@ -118,7 +119,7 @@ INVALID = [
     ("message-end-and-more", "030300000001", "InvalidFlags"),
     ("message-cursor-and-more", "03060000000100", "InvalidFlags"),
     ("message-cursor-without-its-length", "030400000001", "Truncated"),
-    ("message-cursor-past-the-end", "0304000000010561626364", "Truncated"),
+    ("message-cursor-past-the-end", "0304000000016162636405", "Truncated"),
     ("credit-zero", "07000000000100000000", "ZeroCredit"),
     ("credit-truncated", "070000000001000000", "Truncated"),
     ("half-close-trailing", "04000000000100", "TrailingBytes"),

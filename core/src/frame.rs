@@ -54,10 +54,12 @@ pub mod kind {
 pub const FLAG_END_STREAM: u8 = 0x1;
 /// MESSAGE flag: more fragments of this message follow.
 pub const FLAG_MORE: u8 = 0x2;
-/// MESSAGE flag: the payload starts with a resume cursor (`u8` length, then
-/// that many bytes) for the message this frame completes. Only on the last
-/// (or only) fragment of a response message of a server-streaming call,
-/// toward a peer that offered [`setting::MAX_CURSOR_SIZE`].
+/// MESSAGE flag: the payload ends with a resume cursor and then its length
+/// (`u8`), after the message bytes: the cursor of the message this frame
+/// completes. Only on the last (or only) fragment of a response message of
+/// a server-streaming call, toward a peer that offered
+/// [`setting::MAX_CURSOR_SIZE`]. A trailer, so a message without a cursor
+/// costs nothing, and a stamped one is written as one slice.
 pub const FLAG_CURSOR: u8 = 0x4;
 /// Longest resume cursor the encoding carries (its length is a `u8`).
 pub const MAX_CURSOR_LEN: usize = 255;
@@ -149,8 +151,8 @@ pub enum Frame {
         /// Response headers.
         metadata: Metadata,
     },
-    /// `0x3`: `[cursor_len u8 | cursor]` (flag CURSOR), then the message
-    /// bytes (flags END_STREAM, MORE, CURSOR).
+    /// `0x3`: the message bytes, then with flag CURSOR `cursor |
+    /// cursor_len u8` (flags END_STREAM, MORE, CURSOR).
     Message {
         /// Stream id.
         stream: StreamId,
@@ -238,34 +240,29 @@ pub(crate) fn encode_open(
     metadata.encode(out);
 }
 
-/// Bytes a cursor adds to a MESSAGE frame's payload: its length byte and
-/// itself.
+/// Bytes a cursor adds to a MESSAGE frame's payload: itself and its
+/// length byte.
 #[inline]
 pub(crate) fn cursor_len(cursor: Option<&Bytes>) -> usize {
-    cursor.map_or(0, |c| 1 + c.len())
+    cursor.map_or(0, |c| c.len() + 1)
 }
 
-/// Encodes a MESSAGE frame: the header, the cursor if any (which sets
-/// CURSOR in `flags`), then the payload. The one MESSAGE encoder, used by
-/// [`Frame::encode`] and by the connection's send path (which writes
-/// fragments straight into a BATCH). A cursor is at most
-/// [`MAX_CURSOR_LEN`] bytes (the send path checked it).
+/// Appends a cursor trailer (the cursor, then its length) to `out`. A cursor
+/// is at most [`MAX_CURSOR_LEN`] bytes (the send path checked it).
 #[inline]
-pub(crate) fn encode_message(
-    out: &mut BytesMut,
-    stream: StreamId,
-    flags: u8,
-    cursor: Option<&Bytes>,
-    payload: &[u8],
-) {
-    match cursor {
-        None => header(out, kind::MESSAGE, flags, stream),
-        Some(c) => {
-            header(out, kind::MESSAGE, flags | FLAG_CURSOR, stream);
-            out.put_u8(c.len().min(MAX_CURSOR_LEN) as u8);
-            out.put_slice(&c[..c.len().min(MAX_CURSOR_LEN)]);
-        }
-    }
+pub(crate) fn put_cursor(out: &mut BytesMut, cursor: &[u8]) {
+    let c = &cursor[..cursor.len().min(MAX_CURSOR_LEN)];
+    out.put_slice(c);
+    out.put_u8(c.len() as u8);
+}
+
+/// Encodes a MESSAGE frame: the header, then the payload (which, with
+/// CURSOR in `flags`, already ends with its cursor trailer). The one MESSAGE
+/// encoder, used by [`Frame::encode`] and by the connection's send path
+/// (which writes fragments straight into a BATCH).
+#[inline]
+pub(crate) fn encode_message(out: &mut BytesMut, stream: StreamId, flags: u8, payload: &[u8]) {
+    header(out, kind::MESSAGE, flags, stream);
     out.put_slice(payload);
 }
 
@@ -276,9 +273,9 @@ pub(crate) struct MessageFrame {
     pub(crate) end: bool,
     pub(crate) more: bool,
     pub(crate) cursor: Option<Bytes>,
-    /// The message bytes (after the cursor).
+    /// The message bytes (before the cursor).
     pub(crate) payload: Bytes,
-    /// The frame's whole payload length (cursor included): what
+    /// The frame's whole payload length (cursor trailer included): what
     /// `MAX_FRAGMENT_SIZE` bounds.
     pub(crate) wire_len: usize,
 }
@@ -306,7 +303,8 @@ pub(crate) fn encode_status(
 
 /// Decodes a MESSAGE frame (type byte already known to be MESSAGE): the
 /// receive fast path, which never builds a [`Frame`]. The payload is `buf`
-/// advanced past the header (and the cursor, which is a slice of it).
+/// advanced past the header (and cut before the cursor trailer, which is a
+/// slice of it).
 #[inline]
 pub(crate) fn decode_message(mut buf: Bytes) -> Result<MessageFrame, FrameError> {
     if buf.len() < HEADER_LEN {
@@ -324,12 +322,13 @@ pub(crate) fn decode_message(mut buf: Bytes) -> Result<MessageFrame, FrameError>
     buf.advance(HEADER_LEN);
     let wire_len = buf.len();
     let cursor = if flags & FLAG_CURSOR != 0 {
-        let len = *buf.first().ok_or(FrameError::Truncated)? as usize;
+        let len = *buf.last().ok_or(FrameError::Truncated)? as usize;
         if buf.len() < 1 + len {
             return Err(FrameError::Truncated);
         }
-        let c = buf.slice(1..1 + len);
-        buf.advance(1 + len);
+        let at = buf.len() - 1 - len;
+        let c = buf.slice(at..buf.len() - 1);
+        buf.truncate(at);
         Some(c)
     } else {
         None
@@ -503,8 +502,12 @@ impl Frame {
                 payload,
             } => {
                 let flags = if *end_stream { FLAG_END_STREAM } else { 0 }
-                    | if *more { FLAG_MORE } else { 0 };
-                encode_message(out, *stream, flags, cursor.as_ref(), payload);
+                    | if *more { FLAG_MORE } else { 0 }
+                    | if cursor.is_some() { FLAG_CURSOR } else { 0 };
+                encode_message(out, *stream, flags, payload);
+                if let Some(c) = cursor {
+                    put_cursor(out, c);
+                }
             }
             Frame::HalfClose { stream } => header(out, kind::HALF_CLOSE, 0, *stream),
             Frame::Status {
@@ -792,7 +795,7 @@ mod tests {
             "CURSOR without its length"
         );
         assert_eq!(
-            d(b"\x03\x04\x00\x00\x00\x01\x05abcd"),
+            d(b"\x03\x04\x00\x00\x00\x01abcd\x05"),
             Err(FrameError::Truncated),
             "a cursor longer than the frame"
         );

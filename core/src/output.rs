@@ -21,11 +21,10 @@ pub(crate) enum Piece {
     Control(Frame),
     /// A call's frame encoded when it was queued (OPEN, HEADERS, STATUS...).
     Encoded(Bytes),
-    /// A MESSAGE frame carrying `data[lo..hi]` (after the cursor, if any).
+    /// A MESSAGE frame carrying `data[lo..hi]`.
     Message {
         id: StreamId,
         flags: u8,
-        cursor: Option<Bytes>,
         data: Bytes,
         lo: usize,
         hi: usize,
@@ -38,9 +37,7 @@ impl Piece {
         match self {
             Piece::Control(f) => f.encoded_len(),
             Piece::Encoded(b) => b.len(),
-            Piece::Message { lo, hi, cursor, .. } => {
-                HEADER_LEN + frame::cursor_len(cursor.as_ref()) + hi - lo
-            }
+            Piece::Message { lo, hi, .. } => HEADER_LEN + hi - lo,
         }
     }
     #[inline]
@@ -51,11 +48,10 @@ impl Piece {
             Piece::Message {
                 id,
                 flags,
-                cursor,
                 data,
                 lo,
                 hi,
-            } => frame::encode_message(out, id, flags, cursor.as_ref(), &data[lo..hi]),
+            } => frame::encode_message(out, id, flags, &data[lo..hi]),
         }
     }
 }

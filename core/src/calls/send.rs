@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::error::UserError;
-use crate::frame::{self, FLAG_END_STREAM, FLAG_MORE};
+use crate::frame::{FLAG_CURSOR, FLAG_END_STREAM, FLAG_MORE};
 
 /// Something queued to send on a call, in order. Control frames are encoded
 /// when the application acts (carved from the connection's output arena), so
@@ -22,12 +22,13 @@ pub(crate) enum Queued {
     Frame(Bytes),
     /// The responder's STATUS: the call's last frame.
     Status(Bytes),
-    /// A message; `end` sets END_STREAM on its last fragment, which also
-    /// carries the resume `cursor`, if any.
+    /// A message; `end` sets END_STREAM on its last fragment. A `stamped`
+    /// one ends with its resume cursor trailer (the cursor, then its
+    /// length), which its last fragment carries whole, with CURSOR.
     Message {
         data: Bytes,
         end: bool,
-        cursor: Option<Bytes>,
+        stamped: bool,
     },
 }
 
@@ -43,11 +44,9 @@ pub(crate) enum CallPiece {
         /// It was the STATUS: nothing follows.
         last: bool,
     },
-    /// A MESSAGE frame carrying `data[lo..hi]` with `flags` (and the
-    /// message's cursor, on its last fragment).
+    /// A MESSAGE frame carrying `data[lo..hi]` with `flags`.
     Message {
         flags: u8,
-        cursor: Option<Bytes>,
         data: Bytes,
         lo: usize,
         hi: usize,
@@ -131,14 +130,15 @@ impl SendHalf {
         Ok(())
     }
 
-    /// Queues an admitted message, with its resume cursor if any.
+    /// Queues an admitted message (`stamped`: it ends with its cursor
+    /// trailer).
     #[inline]
-    pub(crate) fn enqueue(&mut self, data: Bytes, cursor: Option<Bytes>) {
+    pub(crate) fn enqueue(&mut self, data: Bytes, stamped: bool) {
         self.queued += data.len();
         self.queue.push_back(Queued::Message {
             data,
             end: false,
-            cursor,
+            stamped,
         });
     }
 
@@ -183,8 +183,8 @@ impl SendHalf {
     }
 
     /// Takes the next item for the wire: a whole frame, or one fragment of
-    /// at most `max_fragment` bytes of the message at the front (its cursor
-    /// counted in the last fragment's bytes).
+    /// at most `max_fragment` bytes of the message at the front (a cursor
+    /// trailer whole in the last).
     #[inline]
     pub(crate) fn take(&mut self, max_fragment: usize) -> Option<CallPiece> {
         let item = self.queue.pop_front()?;
@@ -204,23 +204,23 @@ impl SendHalf {
                 open: false,
                 last: true,
             },
-            Queued::Message { data, end, cursor } => {
+            Queued::Message { data, end, stamped } => {
                 let lo = self.frag_off;
                 let rest = data.len() - lo;
-                // The last fragment holds the cursor too (a fragment size is
-                // at least 1,024 bytes, a cursor at most 256 with its length).
-                let last_room = max_fragment.saturating_sub(frame::cursor_len(cursor.as_ref()));
-                if rest > last_room {
-                    let hi = lo + rest.min(max_fragment);
+                if rest > max_fragment {
+                    // The last fragment holds the cursor trailer whole (a
+                    // fragment size is at least 1,024 bytes, a trailer at
+                    // most 256).
+                    let trailer = if stamped { trailer_len(&data) } else { 0 };
+                    let hi = lo + max_fragment.min(rest - trailer);
                     self.frag_off = hi;
                     self.queue.push_front(Queued::Message {
                         data: data.clone(),
                         end,
-                        cursor,
+                        stamped,
                     });
                     CallPiece::Message {
                         flags: FLAG_MORE,
-                        cursor: None,
                         data,
                         lo,
                         hi,
@@ -231,8 +231,8 @@ impl SendHalf {
                     let len = data.len();
                     self.queued -= len;
                     CallPiece::Message {
-                        flags: if end { FLAG_END_STREAM } else { 0 },
-                        cursor,
+                        flags: if end { FLAG_END_STREAM } else { 0 }
+                            | if stamped { FLAG_CURSOR } else { 0 },
                         hi: len,
                         data,
                         lo,
@@ -255,6 +255,13 @@ impl SendHalf {
     }
 }
 
+/// Bytes of a stamped message's cursor trailer: the cursor and its length,
+/// the last byte.
+#[inline]
+fn trailer_len(data: &[u8]) -> usize {
+    data.last().map_or(0, |&n| n as usize + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +278,7 @@ mod tests {
 
     fn message(s: &mut SendHalf, len: usize) {
         s.admit(len, &LIMITS).unwrap();
-        s.enqueue(Bytes::from(vec![7; len]), None);
+        s.enqueue(Bytes::from(vec![7; len]), false);
     }
 
     #[test]
@@ -302,43 +309,32 @@ mod tests {
     }
 
     #[test]
-    fn a_cursor_rides_on_the_last_fragment_and_counts_in_its_size() {
+    fn a_cursor_trailer_rides_whole_on_the_last_fragment() {
+        // 2,047 message bytes and a 2-byte cursor: 2,050 bytes with the trailer.
+        let mut data = vec![7u8; 2047];
+        data.extend_from_slice(b"c8\x02");
         let mut s = half(4);
-        s.admit(2040, &LIMITS).unwrap();
-        s.enqueue(Bytes::from(vec![7; 2040]), Some(Bytes::from_static(b"c8")));
+        s.admit(2047, &LIMITS).unwrap();
+        s.enqueue(Bytes::from(data), true);
         let mut pieces = vec![];
-        while let Some(CallPiece::Message {
-            flags,
-            cursor,
-            lo,
-            hi,
-            ..
-        }) = s.take(1024)
-        {
-            pieces.push((flags, hi - lo, cursor));
+        while let Some(CallPiece::Message { flags, lo, hi, .. }) = s.take(1024) {
+            pieces.push((flags, hi - lo));
         }
-        // 1,016 bytes and the 3-byte cursor would fit 1,024 but not the
-        // whole rest: a full fragment goes first, then the rest with it.
+        // 1,024 + 1,024 would cut the trailer: the second fragment stops
+        // before it, and the last carries it whole.
         assert_eq!(
             pieces,
-            vec![
-                (FLAG_MORE, 1024, None),
-                (0, 1016, Some(Bytes::from_static(b"c8"))),
-            ]
+            vec![(FLAG_MORE, 1024), (FLAG_MORE, 1023), (FLAG_CURSOR, 3)]
         );
         let mut s = half(4);
-        s.admit(1023, &LIMITS).unwrap();
-        s.enqueue(Bytes::from(vec![7; 1023]), Some(Bytes::from_static(b"c8")));
-        let sizes: Vec<_> = std::iter::from_fn(|| match s.take(1024) {
-            Some(CallPiece::Message { lo, hi, cursor, .. }) => Some((hi - lo, cursor.is_some())),
-            _ => None,
-        })
-        .collect();
-        assert_eq!(
-            sizes,
-            vec![(1023, false), (0, true)],
-            "an empty last fragment"
-        );
+        s.admit(10, &LIMITS).unwrap();
+        s.enqueue(Bytes::from_static(b"0123456789c\x01"), true);
+        match s.take(1024) {
+            Some(CallPiece::Message { flags, lo, hi, .. }) => {
+                assert_eq!((flags, hi - lo), (FLAG_CURSOR, 12))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -380,7 +376,7 @@ mod tests {
             ..LIMITS
         };
         s.admit(100, &limits).unwrap();
-        s.enqueue(Bytes::from(vec![0; 100]), None);
+        s.enqueue(Bytes::from(vec![0; 100]), false);
         assert_eq!(s.admit(1, &limits), Err(UserError::Blocked));
         let connection_full = SendLimits {
             connection_full: true,

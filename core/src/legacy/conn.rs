@@ -413,11 +413,11 @@ impl LegacyConnection {
         c.state.send_message(|| send.admit(data.len(), &limits))?;
         match &c.method {
             Some(m) => {
-                c.send.enqueue(encode_request(m.as_str(), &data), None);
+                c.send.enqueue(encode_request(m.as_str(), &data), false);
                 // The request is the whole of the client's side.
                 c.state.half_close()?;
             }
-            None => c.send.enqueue(data, None),
+            None => c.send.enqueue(data, false),
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ mod recv;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::call::MAX_METHOD_LEN;
 use crate::call::{CallKind, Side, StreamId};
@@ -353,7 +353,6 @@ impl V1Connection {
                 }
                 CallPiece::Message {
                     flags,
-                    cursor,
                     data,
                     lo,
                     hi,
@@ -365,7 +364,6 @@ impl V1Connection {
                     Piece::Message {
                         id,
                         flags,
-                        cursor,
                         data,
                         lo,
                         hi,
@@ -450,6 +448,7 @@ impl V1Connection {
         self.timers.busy(now);
     }
 
+    #[inline]
     pub(crate) fn send(
         &mut self,
         id: StreamId,
@@ -467,17 +466,12 @@ impl V1Connection {
         let s = self.calls.live_mut(id).ok_or(UserError::UnknownCall)?;
         // A peer that offered no cursor cannot resume: it gets the message
         // alone, and the call is not resumable.
-        let cursor = cursor.filter(|_| self.peer.max_cursor_size > 0);
-        if let Some(c) = &cursor {
-            let limit = self.peer.max_cursor_size as usize;
-            if c.len() > limit {
-                return Err(UserError::CursorTooLarge {
-                    len: c.len(),
-                    limit,
-                });
+        let cursor = match cursor {
+            Some(c) if self.peer.max_cursor_size > 0 => {
+                Some(stamp(s, c, self.peer.max_cursor_size as usize)?)
             }
-            s.state.stamp_cursor()?;
-        }
+            _ => None,
+        };
         let send = &mut s.send;
         if let Err(e) = s.state.send_message(|| send.admit(data.len(), &limits)) {
             if e == UserError::Blocked && limits.connection_full && !self.send_waiters.contains(&id)
@@ -486,8 +480,12 @@ impl V1Connection {
             }
             return Err(e);
         }
+        let (data, stamped) = match cursor {
+            None => (data, false),
+            Some(c) => (with_trailer(&data, &c), true),
+        };
         self.queued_send += data.len();
-        s.send.enqueue(data, cursor);
+        s.send.enqueue(data, stamped);
         self.calls.schedule(id);
         Ok(())
     }
@@ -834,6 +832,30 @@ impl V1Connection {
         }
         self.calls.clear_ready();
     }
+}
+
+/// Checks a resume cursor on call `s` against the peer's `limit` and the
+/// call's state (which becomes resumable); off the hot path.
+#[cold]
+fn stamp(s: &mut Call, cursor: Bytes, limit: usize) -> Result<Bytes, UserError> {
+    if cursor.len() > limit {
+        return Err(UserError::CursorTooLarge {
+            len: cursor.len(),
+            limit,
+        });
+    }
+    s.state.stamp_cursor()?;
+    Ok(cursor)
+}
+
+/// A stamped message as one slice: the message, then its cursor trailer
+/// (one copy, of stamped messages only).
+#[cold]
+fn with_trailer(data: &[u8], cursor: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(data.len() + cursor.len() + 1);
+    b.extend_from_slice(data);
+    frame::put_cursor(&mut b, cursor);
+    b.freeze()
 }
 
 /// The message of the status a draining responder ends its resumable

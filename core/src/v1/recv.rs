@@ -301,15 +301,15 @@ impl V1Connection {
                 limit: self.config.max_fragment_size as usize,
             });
         }
-        if let Some(c) = &cursor {
-            check_cursor(&self.config, c.len())?;
-        }
         let max_message = self.config.max_message_size as usize;
         let Some(s) = self.calls.get_mut(id) else {
             return Ok(());
         };
-        if let Some(Err(f)) = cursor.as_ref().map(|_| s.state.recv_cursor()) {
-            return self.fault(id, f);
+        if let Some(c) = &cursor {
+            check_cursor(&self.config, c.len())?;
+            if let Err(f) = s.state.recv_cursor() {
+                return self.fault(id, f);
+            }
         }
         let recv = &mut s.recv;
         let starts = recv.between_messages();
@@ -363,6 +363,7 @@ impl V1Connection {
 
 /// A resume cursor of `len` bytes from the peer: this side must have
 /// offered cursors, and one this long.
+#[cold]
 fn check_cursor(config: &crate::Config, len: usize) -> Result<(), ConnectionError> {
     if config.max_cursor_size == 0 {
         return Err(ConnectionError::Protocol(

@@ -24,8 +24,8 @@ export function singleResponse(kind: CallKind): boolean {
 interface Outgoing {
   data: Uint8Array;
   sent: number;
-  /** Its resume cursor (5.6), on its last fragment. */
-  cursor: Uint8Array | undefined;
+  /** It ends with its resume cursor trailer (5.6), which its last fragment carries whole. */
+  stamped: boolean;
 }
 
 /**
@@ -36,7 +36,7 @@ export type SendState = "open" | "ending" | "done";
 
 /** What the send half puts on the wire next. */
 export type NextFrame =
-  | { type: "message"; payload: Uint8Array; more: boolean; end: boolean; cursor: Uint8Array | undefined }
+  | { type: "message"; payload: Uint8Array; more: boolean; end: boolean; cursor: boolean }
   | { type: "half-close" }
   | undefined;
 
@@ -59,9 +59,9 @@ export class SendHalf {
   }
 
   /** Admits a message: it takes one credit now (the caller checked there is one). */
-  push(data: Uint8Array, end: boolean, cursor?: Uint8Array): void {
+  push(data: Uint8Array, end: boolean, stamped = false): void {
     this.credit -= 1;
-    this.queue.push({ data, sent: 0, cursor });
+    this.queue.push({ data, sent: 0, stamped });
     this.queuedBytes += data.length;
     if (end) this.end();
   }
@@ -71,13 +71,10 @@ export class SendHalf {
     this.state = "ending";
   }
 
-  /** Payload bytes of the next MESSAGE frame under `maxFragment`, cursor included (0 if none). */
+  /** Payload bytes of the next MESSAGE frame under `maxFragment` (0 if none). */
   nextLength(maxFragment: number): number {
     const head = this.queue[0];
-    if (head === undefined) return 0;
-    const n = fragmentLength(head, maxFragment);
-    const last = head.data.length - head.sent <= lastRoom(head, maxFragment);
-    return last && head.cursor !== undefined ? n + 1 + head.cursor.length : n;
+    return head === undefined ? 0 : fragmentLength(head, maxFragment);
   }
 
   /** Whether a frame can go out now. */
@@ -100,14 +97,11 @@ export class SendHalf {
       }
       return undefined;
     }
-    const rest = head.data.length - head.sent;
     const n = fragmentLength(head, maxFragment);
     const payload = head.data.subarray(head.sent, head.sent + n);
     head.sent += n;
     this.queuedBytes -= n;
-    // The last fragment is the one sent when the rest fits with the cursor
-    // (it may be empty, after a full fragment).
-    const more = rest > lastRoom(head, maxFragment);
+    const more = head.sent < head.data.length;
     let end = false;
     if (!more) {
       this.queue.shift();
@@ -116,7 +110,7 @@ export class SendHalf {
         this.state = "done";
       }
     }
-    return { type: "message", payload, more, end, cursor: more ? undefined : head.cursor };
+    return { type: "message", payload, more, end, cursor: !more && head.stamped };
   }
 
   /** Drops everything queued; returns the bytes released. */
@@ -129,19 +123,16 @@ export class SendHalf {
   }
 }
 
-/** Payload room of a message's last fragment: the cursor rides in it. */
-function lastRoom(m: Outgoing, maxFragment: number): number {
-  return m.cursor === undefined ? maxFragment : Math.max(0, maxFragment - 1 - m.cursor.length);
-}
-
 /**
- * Message bytes of `m`'s next fragment: all the rest when it fits the last
- * fragment's room, else at most `maxFragment` (the same split as the Rust
- * core's).
+ * Bytes of `m`'s next fragment: at most `maxFragment`, and never cutting a
+ * cursor trailer (the cursor and its length byte, the last), which the last
+ * fragment carries whole: the same split as the Rust core's.
  */
 function fragmentLength(m: Outgoing, maxFragment: number): number {
   const rest = m.data.length - m.sent;
-  return rest > lastRoom(m, maxFragment) ? Math.min(rest, maxFragment) : rest;
+  if (rest <= maxFragment) return rest;
+  const trailer = m.stamped ? (m.data[m.data.length - 1] as number) + 1 : 0;
+  return Math.min(maxFragment, rest - trailer);
 }
 
 /** What one received MESSAGE frame does to the receive half. */

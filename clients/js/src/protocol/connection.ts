@@ -285,9 +285,17 @@ export class Connection {
     }
     if (data.length > this.#peer.maxMessageSize) return "too_large";
     if (!this.canSend(id)) return "blocked";
-    if (stamp !== undefined) call.resumable = true;
-    call.send.push(data, end && call.role === "caller", stamp);
-    this.#queuedSend += data.length;
+    let out = data;
+    if (stamp !== undefined) {
+      call.resumable = true;
+      // One slice: the message, then its cursor trailer (a copy, of stamped messages only).
+      out = new Uint8Array(data.length + stamp.length + 1);
+      out.set(data);
+      out.set(stamp, data.length);
+      out[out.length - 1] = stamp.length;
+    }
+    call.send.push(out, end && call.role === "caller", stamp !== undefined);
+    this.#queuedSend += out.length;
     this.#schedule(call);
     return "ok";
   }
@@ -545,7 +553,7 @@ export class Connection {
     this.#queuedSend -= before - call.send.queuedBytes;
     this.#notifyWritable(call);
     if (next?.type === "message")
-      return { stream: call.id, payload: next.payload, flags: (next.end ? 1 : 0) | (next.more ? 2 : 0), cursor: next.cursor };
+      return { stream: call.id, payload: next.payload, flags: (next.end ? 1 : 0) | (next.more ? 2 : 0) | (next.cursor ? 4 : 0) };
     if (next?.type === "half-close") return encodeFrame({ type: "HALF_CLOSE", stream: call.id });
     if (call.pendingStatus !== undefined && call.send.queuedMessages === 0) {
       const s = call.pendingStatus;
@@ -833,11 +841,10 @@ export class Connection {
 }
 
 /** A frame to send: encoded (control frames), or a MESSAGE still to be written. */
-type Out = Uint8Array | { stream: number; payload: Uint8Array; flags: number; cursor: Uint8Array | undefined };
+type Out = Uint8Array | { stream: number; payload: Uint8Array; flags: number };
 
 function outLength(o: Out): number {
-  if (o instanceof Uint8Array) return o.length;
-  return HEADER_LEN + (o.cursor === undefined ? 0 : 1 + o.cursor.length) + o.payload.length;
+  return o instanceof Uint8Array ? o.length : HEADER_LEN + o.payload.length;
 }
 
 /** Writes `o` into `buf` at `at`. */
@@ -847,16 +854,9 @@ function writeOut(buf: Uint8Array, at: number, o: Out): void {
     return;
   }
   buf[at] = FrameType.MESSAGE;
+  buf[at + 1] = o.flags;
   putU32(buf, at + 2, o.stream);
-  if (o.cursor === undefined) {
-    buf[at + 1] = o.flags;
-    buf.set(o.payload, at + HEADER_LEN);
-    return;
-  }
-  buf[at + 1] = o.flags | 4; // CURSOR
-  buf[at + HEADER_LEN] = o.cursor.length;
-  buf.set(o.cursor, at + HEADER_LEN + 1);
-  buf.set(o.payload, at + HEADER_LEN + 1 + o.cursor.length);
+  buf.set(o.payload, at + HEADER_LEN);
 }
 
 /** `o` as a WebSocket message of its own. */

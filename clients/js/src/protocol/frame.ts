@@ -219,12 +219,19 @@ function decodeMessage(bytes: Uint8Array): Frame {
   const more = (flags & MORE) !== 0;
   if (more && (flags & (END_STREAM | CURSOR)) !== 0) throw new FrameError("InvalidFlags");
   if ((flags & CURSOR) === 0) return { type: "MESSAGE", stream, endStream, more, payload: bytes.subarray(HEADER_LEN) };
+  // The cursor trailer: the cursor, then its length, after the message.
   if (bytes.length < HEADER_LEN + 1) throw new FrameError("Truncated");
-  const len = bytes[HEADER_LEN] as number;
-  const start = HEADER_LEN + 1;
-  if (bytes.length < start + len) throw new FrameError("Truncated");
-  const cursor = bytes.subarray(start, start + len);
-  return { type: "MESSAGE", stream, endStream, more, cursor, payload: bytes.subarray(start + len) };
+  const len = bytes[bytes.length - 1] as number;
+  const at = bytes.length - 1 - len;
+  if (at < HEADER_LEN) throw new FrameError("Truncated");
+  return {
+    type: "MESSAGE",
+    stream,
+    endStream,
+    more,
+    cursor: bytes.subarray(at, bytes.length - 1),
+    payload: bytes.subarray(HEADER_LEN, at),
+  };
 }
 
 function header(w: Writer, type: number, flags: number, stream: number): Writer {
@@ -304,7 +311,7 @@ export function encodeFrame(f: Frame): Uint8Array {
 
 /**
  * Encodes a MESSAGE frame with one copy of the payload; a `cursor` (at most
- * 255 bytes) goes before it with the CURSOR flag (5.6).
+ * 255 bytes) goes after it, then its length, with the CURSOR flag (5.6).
  */
 export function encodeMessage(stream: number, payload: Uint8Array, endStream: boolean, more: boolean, cursor?: Uint8Array): Uint8Array {
   const extra = cursor === undefined ? 0 : 1 + cursor.length;
@@ -313,11 +320,11 @@ export function encodeMessage(stream: number, payload: Uint8Array, endStream: bo
   out[0] = FrameType.MESSAGE;
   out[1] = (endStream ? END_STREAM : 0) | (more ? MORE : 0) | (cursor === undefined ? 0 : CURSOR);
   new DataView(out.buffer).setUint32(2, stream);
+  out.set(payload, HEADER_LEN);
   if (cursor !== undefined) {
-    out[HEADER_LEN] = cursor.length;
-    out.set(cursor, HEADER_LEN + 1);
+    out.set(cursor, HEADER_LEN + payload.length);
+    out[out.length - 1] = cursor.length;
   }
-  out.set(payload, HEADER_LEN + extra);
   return out;
 }
 
