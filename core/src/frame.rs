@@ -266,20 +266,6 @@ pub(crate) fn encode_message(out: &mut BytesMut, stream: StreamId, flags: u8, pa
     out.put_slice(payload);
 }
 
-/// A decoded MESSAGE frame, as the receive fast path sees it.
-#[derive(Debug)]
-pub(crate) struct MessageFrame {
-    pub(crate) stream: StreamId,
-    pub(crate) end: bool,
-    pub(crate) more: bool,
-    pub(crate) cursor: Option<Bytes>,
-    /// The message bytes (before the cursor).
-    pub(crate) payload: Bytes,
-    /// The frame's whole payload length (cursor trailer included): what
-    /// `MAX_FRAGMENT_SIZE` bounds.
-    pub(crate) wire_len: usize,
-}
-
 /// Length of a STATUS frame.
 pub(crate) fn status_len(status: &Status, trailers: &Metadata) -> usize {
     HEADER_LEN + status.encoded_len() + trailers.encoded_len()
@@ -301,12 +287,12 @@ pub(crate) fn encode_status(
     trailers.encode(out);
 }
 
-/// Decodes a MESSAGE frame (type byte already known to be MESSAGE): the
-/// receive fast path, which never builds a [`Frame`]. The payload is `buf`
-/// advanced past the header (and cut before the cursor trailer, which is a
-/// slice of it).
+/// Decodes a MESSAGE frame's header (type byte already known to be MESSAGE)
+/// into `(stream, flags, payload)`: the receive fast path, which never
+/// builds a [`Frame`]. The payload is `buf` advanced past the header, a
+/// cursor trailer still on it (see [`split_cursor`]).
 #[inline]
-pub(crate) fn decode_message(mut buf: Bytes) -> Result<MessageFrame, FrameError> {
+pub(crate) fn decode_message(mut buf: Bytes) -> Result<(StreamId, u8, Bytes), FrameError> {
     if buf.len() < HEADER_LEN {
         return Err(FrameError::Empty);
     }
@@ -315,32 +301,25 @@ pub(crate) fn decode_message(mut buf: Bytes) -> Result<MessageFrame, FrameError>
     if stream.0 == 0 {
         return Err(FrameError::ZeroStreamId);
     }
-    let more = flags & FLAG_MORE != 0;
-    if more && flags & (FLAG_END_STREAM | FLAG_CURSOR) != 0 {
+    if flags & FLAG_MORE != 0 && flags & (FLAG_END_STREAM | FLAG_CURSOR) != 0 {
         return Err(FrameError::InvalidFlags);
     }
     buf.advance(HEADER_LEN);
-    let wire_len = buf.len();
-    let cursor = if flags & FLAG_CURSOR != 0 {
-        let len = *buf.last().ok_or(FrameError::Truncated)? as usize;
-        if buf.len() < 1 + len {
-            return Err(FrameError::Truncated);
-        }
-        let at = buf.len() - 1 - len;
-        let c = buf.slice(at..buf.len() - 1);
-        buf.truncate(at);
-        Some(c)
-    } else {
-        None
-    };
-    Ok(MessageFrame {
-        stream,
-        end: flags & FLAG_END_STREAM != 0,
-        more,
-        cursor,
-        payload: buf,
-        wire_len,
-    })
+    Ok((stream, flags, buf))
+}
+
+/// Takes the cursor trailer (the cursor, then its length) off the end of a
+/// CURSOR frame's payload: the cursor, a slice of it.
+#[cold]
+pub(crate) fn split_cursor(payload: &mut Bytes) -> Result<Bytes, FrameError> {
+    let len = *payload.last().ok_or(FrameError::Truncated)? as usize;
+    if payload.len() < 1 + len {
+        return Err(FrameError::Truncated);
+    }
+    let at = payload.len() - 1 - len;
+    let cursor = payload.slice(at..payload.len() - 1);
+    payload.truncate(at);
+    Ok(cursor)
 }
 
 /// Length of each entry's prefix in a BATCH payload.
@@ -580,13 +559,17 @@ impl Frame {
             return Err(FrameError::ZeroStreamId);
         }
         if ty == kind::MESSAGE {
-            let m = decode_message(buf)?;
+            let (stream, flags, mut payload) = decode_message(buf)?;
+            let cursor = match flags & FLAG_CURSOR {
+                0 => None,
+                _ => Some(split_cursor(&mut payload)?),
+            };
             return Ok(Frame::Message {
-                stream: m.stream,
-                end_stream: m.end,
-                more: m.more,
-                cursor: m.cursor,
-                payload: m.payload,
+                stream,
+                end_stream: flags & FLAG_END_STREAM != 0,
+                more: flags & FLAG_MORE != 0,
+                cursor,
+                payload,
             });
         }
         let mut r = Reader::new(&buf, HEADER_LEN);

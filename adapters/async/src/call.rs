@@ -2,6 +2,7 @@
 //! request messages and the [`ResponseSink`] for responses.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -246,8 +247,8 @@ pub struct ResponseSink {
 impl ResponseSink {
     /// Sends one response message. Fails with the call's status once it
     /// ended (for example `CANCELLED` when the caller went away).
-    pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
-        self.send_at(msg, None).await
+    pub fn send(&mut self, msg: Bytes) -> impl Future<Output = Result<(), Status>> + '_ {
+        self.send_at(msg, None)
     }
 
     /// Sends one response message of a server-streaming call with its
@@ -263,8 +264,12 @@ impl ResponseSink {
     /// cursors) get the message alone. Fails `FAILED_PRECONDITION` on a
     /// call that is not server-streaming, `RESOURCE_EXHAUSTED` for a cursor
     /// longer than the caller accepts.
-    pub async fn send_with_cursor(&mut self, msg: Bytes, cursor: Bytes) -> Result<(), Status> {
-        self.send_at(msg, Some(cursor)).await
+    pub fn send_with_cursor(
+        &mut self,
+        msg: Bytes,
+        cursor: Bytes,
+    ) -> impl Future<Output = Result<(), Status>> + '_ {
+        self.send_at(msg, Some(cursor))
     }
 
     /// Sends the response headers now with the stream's resume point
@@ -289,17 +294,22 @@ impl ResponseSink {
         self.ctx.flush_headers_checked()
     }
 
-    async fn send_at(&mut self, msg: Bytes, cursor: Option<Bytes>) -> Result<(), Status> {
+    /// One send: the headers flushed first, then the message (and cursor)
+    /// as the call's credit allows; one future, no async layer between.
+    fn send_at(
+        &mut self,
+        msg: Bytes,
+        cursor: Option<Bytes>,
+    ) -> impl Future<Output = Result<(), Status>> + '_ {
         if !self.headers_flushed {
             self.ctx.flush_headers();
             self.headers_flushed = true;
         }
         let mut msg = Some(msg);
-        match &self.ctx.io {
-            CallIo::Ws(shared) => {
-                poll_fn(|cx| poll_send(shared, self.ctx.id, &mut msg, cursor.as_ref(), cx)).await
-            }
-            CallIo::Http(call) => poll_fn(|cx| call.poll_send(&mut msg, cx)).await,
-        }
+        let ctx = &self.ctx;
+        poll_fn(move |cx| match &ctx.io {
+            CallIo::Ws(shared) => poll_send(shared, ctx.id, &mut msg, cursor.as_ref(), cx),
+            CallIo::Http(call) => call.poll_send(&mut msg, cx),
+        })
     }
 }

@@ -12,7 +12,7 @@ use crate::calls::{CallState, RecvFault, Role};
 use crate::config::MAX_CREDIT;
 use crate::error::ConnectionError;
 use crate::event::{Event, Incoming, IncomingCall};
-use crate::frame::{self, Frame, HEADER_LEN, Open};
+use crate::frame::{self, FLAG_CURSOR, FLAG_END_STREAM, FLAG_MORE, Frame, HEADER_LEN, Open};
 use crate::lifecycle::State;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
@@ -77,9 +77,10 @@ impl V1Connection {
     fn on_frame(&mut self, now: Instant, buf: Bytes, first: bool) -> Result<(), ConnectionError> {
         if buf.first() == Some(&frame::kind::MESSAGE) {
             // The hot path: no Frame value is built.
-            let m = frame::decode_message(buf).map_err(ConnectionError::Malformed)?;
-            if self.check_live(m.stream, false)? {
-                self.on_message(m)?;
+            let (id, flags, payload) =
+                frame::decode_message(buf).map_err(ConnectionError::Malformed)?;
+            if self.check_live(id, false)? {
+                self.on_message(id, flags, payload)?;
             }
             return Ok(());
         }
@@ -239,23 +240,6 @@ impl V1Connection {
                 }
                 self.events.push_back(Event::Headers { id, metadata });
             }
-            Frame::Message {
-                end_stream,
-                more,
-                cursor,
-                payload,
-                ..
-            } => {
-                let m = frame::MessageFrame {
-                    stream: id,
-                    end: end_stream,
-                    more,
-                    wire_len: frame::cursor_len(cursor.as_ref()) + payload.len(),
-                    cursor,
-                    payload,
-                };
-                return self.on_message(m);
-            }
             Frame::HalfClose { .. } => return self.on_half_close(id),
             Frame::Status {
                 status, trailers, ..
@@ -280,27 +264,36 @@ impl V1Connection {
                     self.events.push_back(Event::Writable { id });
                 }
             }
-            Frame::Settings(_) | Frame::Ping { .. } | Frame::GoAway { .. } | Frame::Open(_) => {}
+            // MESSAGE frames take the fast path in `on_frame`, never this one.
+            Frame::Message { .. }
+            | Frame::Settings(_)
+            | Frame::Ping { .. }
+            | Frame::GoAway { .. }
+            | Frame::Open(_) => {}
         }
         Ok(())
     }
 
-    fn on_message(&mut self, m: frame::MessageFrame) -> Result<(), ConnectionError> {
-        let frame::MessageFrame {
-            stream: id,
-            end,
-            more,
-            cursor,
-            payload,
-            wire_len,
-        } = m;
-        if wire_len > self.config.max_fragment_size as usize {
+    /// One MESSAGE frame: `flags` as received (checked), `payload` with its
+    /// cursor trailer, if any.
+    fn on_message(
+        &mut self,
+        id: StreamId,
+        flags: u8,
+        mut payload: Bytes,
+    ) -> Result<(), ConnectionError> {
+        if payload.len() > self.config.max_fragment_size as usize {
             return Err(ConnectionError::TooLarge {
                 what: "MESSAGE frame",
-                len: wire_len,
+                len: payload.len(),
                 limit: self.config.max_fragment_size as usize,
             });
         }
+        let (end, more) = (flags & FLAG_END_STREAM != 0, flags & FLAG_MORE != 0);
+        let cursor = match flags & FLAG_CURSOR {
+            0 => None,
+            _ => Some(frame::split_cursor(&mut payload).map_err(ConnectionError::Malformed)?),
+        };
         let max_message = self.config.max_message_size as usize;
         let Some(s) = self.calls.get_mut(id) else {
             return Ok(());
