@@ -99,7 +99,8 @@ export class Channel {
   #state: ChannelState = "idle";
   #current: Client | undefined;
   #connecting = false;
-  #backoffMs = 0;
+  /** Connects that failed in a row. */
+  #failures = 0;
   #lastError: string | undefined;
   #waiting: Waiter[] = [];
   #waitingBytes = 0;
@@ -270,8 +271,7 @@ export class Channel {
           continue;
         }
         if (!e.notSent && retry !== undefined && attempts < retry.maxAttempts && (retry.codes ?? ["UNAVAILABLE"]).includes(e.error.code)) {
-          const base = Math.min((retry.initialBackoffMs ?? 100) * 2 ** (attempts - 1), retry.maxBackoffMs ?? 2_000);
-          const wait = jitter(base);
+          const wait = jitter(backoffMs(retry.initialBackoffMs ?? 100, retry.maxBackoffMs ?? 2_000, attempts));
           if (deadline !== undefined && Date.now() + wait >= deadline) throw e.error;
           attempts++;
           await sleep(wait, opts.signal);
@@ -379,9 +379,9 @@ export class Channel {
           this.#setState("idle");
           return;
         }
-        this.#backoffMs = this.#backoffMs === 0 ? this.#cfg.initialBackoffMs : Math.min(this.#backoffMs * 2, this.#cfg.maxBackoffMs);
+        this.#failures++;
         this.#setState("backoff");
-        await sleep(jitter(this.#backoffMs));
+        await sleep(jitter(backoffMs(this.#cfg.initialBackoffMs, this.#cfg.maxBackoffMs, this.#failures)));
         if (this.#closed()) return;
         this.#setState("connecting");
       }
@@ -391,7 +391,7 @@ export class Channel {
   /** A new connection takes calls; watch it for its drain and its end. */
   #adopt(client: Client): void {
     this.#connecting = false;
-    this.#backoffMs = 0;
+    this.#failures = 0;
     this.#current = client;
     this.#setState("ready");
     for (const w of [...this.#waiting]) w.resolve(client);
@@ -550,7 +550,7 @@ class ResumableStream implements AsyncIterator<Uint8Array> {
       if (this.#progressed) this.#inARow = 0;
       if (this.#inARow >= this.cfg.maxResumes) throw e;
       if (this.#inARow > 0) {
-        const wait = jitter(Math.min(this.cfg.initialBackoffMs * 2 ** (this.#inARow - 1), this.cfg.maxBackoffMs));
+        const wait = jitter(backoffMs(this.cfg.initialBackoffMs, this.cfg.maxBackoffMs, this.#inARow));
         if (this.#deadline !== undefined && Date.now() + wait >= this.#deadline) throw e;
         await sleep(wait, this.opts.signal);
       }
@@ -571,8 +571,17 @@ function withTimeout(opts: CallOptions, leftMs: number | undefined): CallOptions
   return leftMs === undefined ? opts : { ...opts, timeoutMs: Math.max(1, Math.ceil(leftMs)) };
 }
 
+/**
+ * The wait (before jitter) after `failures` failures in a row: `initialMs`
+ * doubled for each failure after the first, at most `maxMs`. The one
+ * backoff of connects, retries and resumes.
+ */
+export function backoffMs(initialMs: number, maxMs: number, failures: number): number {
+  return Math.min(initialMs * 2 ** Math.min(Math.max(failures - 1, 0), 30), maxMs);
+}
+
 /** 0.5× to 1× of `ms`. */
-function jitter(ms: number): number {
+export function jitter(ms: number): number {
   return ms * (0.5 + Math.random() / 2);
 }
 

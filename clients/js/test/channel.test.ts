@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { Channel, type ChannelState } from "../src/channel.js";
+import { backoffMs, Channel, type ChannelState, jitter } from "../src/channel.js";
 import { People } from "../src/gen/people_pb.js";
 import { getText, type Metadata } from "../src/index.js";
 import { createClient } from "../src/typed.js";
@@ -215,5 +215,16 @@ test("a resumed stream is bounded: with no server to come back it ends after max
     assert.equal((it as unknown as { resumes: number }).resumes, 3, "maxResumes attempts, then the last error");
   } finally {
     await ch.close();
+  }
+});
+
+test("the backoff doubles from its first wait up to its cap, and jitter keeps it within 0.5x to 1x", () => {
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 6, 7, 100].map((n) => backoffMs(100, 5_000, n)),
+    [100, 200, 400, 800, 1600, 3200, 5000, 5000],
+  );
+  for (let i = 0; i < 1000; i++) {
+    const j = jitter(5_000);
+    assert.ok(j >= 2_500 && j <= 5_000, `${j}`);
   }
 });
