@@ -15,6 +15,7 @@ use crate::call_io::{poll_end, poll_message, poll_send};
 use crate::client::Client;
 use crate::conn::{CallSlot, Shared};
 use crate::http::call::{HttpCall, HttpRequests};
+use crate::options::CallOptions;
 use crate::signal::lock;
 
 /// Where a call's I/O goes: its zrpc connection, or the HTTP request it
@@ -132,6 +133,30 @@ impl CallContext {
                 shared.read(|g| g.slots.get(&self.id).is_none_or(CallSlot::is_ended))
             }
             CallIo::Http(call) => call.is_ended(),
+        }
+    }
+
+    /// The options for a call this handler makes on its caller's behalf (to
+    /// another service, or back to the caller with [`client`](Self::client)):
+    /// the time left of this call's deadline, so the nested call ends no
+    /// later than this one. Its cancellation follows too: when this call is
+    /// cancelled, times out or loses its connection, the handler is dropped,
+    /// and with it every nested call it is awaiting (they are reset). A
+    /// nested call made after the deadline passed fails at once with
+    /// `DEADLINE_EXCEEDED` and is never sent.
+    ///
+    /// ```no_run
+    /// # use zrpc_async::{Bytes, CallContext, Client, Status};
+    /// # async fn handler(ctx: CallContext, req: Bytes, people: Client) -> Result<Bytes, Status> {
+    /// let found = people.unary("people.People/GetPerson", req, ctx.child_options()).await?;
+    /// # Ok(found) }
+    /// ```
+    pub fn child_options(&self) -> CallOptions {
+        CallOptions {
+            timeout: self
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now())),
+            ..CallOptions::default()
         }
     }
 

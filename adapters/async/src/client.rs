@@ -110,6 +110,14 @@ impl Client {
         opts: CallOptions,
         mut request: Option<Bytes>,
     ) -> Result<Call, Failure> {
+        // A deadline already passed (a nested call of a call out of time):
+        // nothing is sent.
+        if opts.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Failure::Refused(Status::new(
+                Code::DeadlineExceeded,
+                "deadline exceeded before the call was sent",
+            )));
+        }
         let (id, sent) = poll_fn(|cx| {
             self.shared.act(|g| {
                 if let Some(st) = &g.closed {
