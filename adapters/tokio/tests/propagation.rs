@@ -18,6 +18,7 @@ on_both_runtimes!(
     a_nested_call_gets_the_deadline_left_and_ends_with_it,
     cancelling_the_outer_call_resets_the_nested_one,
     a_nested_call_out_of_time_is_never_sent,
+    a_call_back_to_the_caller_gets_the_deadline_left_too,
 );
 
 /// What server B's `t/Wait` saw: its deadline (time left when it started)
@@ -42,7 +43,12 @@ async fn serve<R: Runtime>(rt: &R, router: Router) -> (Server<R>, String) {
 
 /// Server B: `t/Wait` reports to `seen` and waits for its call to end.
 fn server_b(seen: mpsc::UnboundedSender<Seen>, calls: Arc<AtomicUsize>) -> Router {
-    Router::new().unary("t/Wait", move |ctx: CallContext, _req: Bytes| {
+    waiter("t/Wait", seen, calls)
+}
+
+/// `method` reports to `seen` and waits for its call to end.
+fn waiter(method: &str, seen: mpsc::UnboundedSender<Seen>, calls: Arc<AtomicUsize>) -> Router {
+    Router::new().unary(method, move |ctx: CallContext, _req: Bytes| {
         let (seen, calls) = (seen.clone(), calls.clone());
         async move {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -166,4 +172,36 @@ async fn a_nested_call_out_of_time_is_never_sent<R: Runtime>(rt: R) {
         "only the call in time reached the server"
     );
     b.shutdown().await;
+}
+
+async fn a_call_back_to_the_caller_gets_the_deadline_left_too<R: Runtime>(rt: R) {
+    // A's handler calls back the client that called it (ctx.client()), on
+    // the same connection, with its child options.
+    let router = Router::new().unary("t/Ask", |ctx: CallContext, req: Bytes| async move {
+        ctx.client().unary("c/Wait", req, ctx.child_options()).await
+    });
+    let (a, a_addr) = serve(&rt, router).await;
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let config = ClientConfig {
+        router: Some(waiter("c/Wait", tx, Arc::new(AtomicUsize::new(0)))),
+        ..ClientConfig::default()
+    };
+    let client = zrpc_async::connect(&format!("ws://{a_addr}/"), config, rt.clone())
+        .await
+        .unwrap();
+    let opts = CallOptions::default().with_timeout(Duration::from_millis(500));
+    let err = client.unary("t/Ask", Bytes::new(), opts).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    match seen.recv().await.unwrap() {
+        Seen::Started(Some(left)) => assert!(left <= Duration::from_millis(500), "{left:?}"),
+        other => panic!("the call back had no deadline: {other:?}"),
+    }
+    match seen.recv().await.unwrap() {
+        Seen::Ended(code) => assert!(
+            matches!(code, Code::DeadlineExceeded | Code::Cancelled),
+            "{code:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    a.shutdown().await;
 }
