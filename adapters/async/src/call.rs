@@ -16,6 +16,7 @@ use crate::client::Client;
 use crate::conn::{CallSlot, Shared};
 use crate::http::call::{HttpCall, HttpRequests};
 use crate::options::CallOptions;
+use crate::router::Interceptors;
 use crate::signal::lock;
 
 /// Where a call's I/O goes: its zrpc connection, or the HTTP request it
@@ -37,6 +38,8 @@ pub struct CallContext {
     pub(crate) deadline: Option<Instant>,
     pub(crate) io: CallIo,
     pub(crate) out: Arc<Mutex<ResponseMeta>>,
+    /// The router's interceptors (they see each response message).
+    pub(crate) interceptors: Option<Interceptors>,
 }
 
 #[derive(Default)]
@@ -223,6 +226,10 @@ pub struct RequestStream {
     pub(crate) from: Requests,
     /// The method's bound on one request message.
     pub(crate) max: usize,
+    /// The call's method and the router's interceptors (they see each
+    /// request message).
+    pub(crate) method: Method,
+    pub(crate) interceptors: Option<Interceptors>,
 }
 
 /// Where request messages come from.
@@ -256,7 +263,14 @@ impl RequestStream {
                 m.len(),
                 self.max
             ))),
-            other => Ok(other),
+            Some(m) => {
+                if let Some(list) = &self.interceptors {
+                    list.iter()
+                        .for_each(|i| i.request(self.method.as_str(), &m));
+                }
+                Ok(Some(m))
+            }
+            None => Ok(None),
         }
     }
 }
@@ -329,6 +343,10 @@ impl ResponseSink {
         if !self.headers_flushed {
             self.ctx.flush_headers();
             self.headers_flushed = true;
+        }
+        if let Some(list) = &self.ctx.interceptors {
+            list.iter()
+                .for_each(|i| i.response(self.ctx.method(), &msg));
         }
         let mut msg = Some(msg);
         let ctx = &self.ctx;

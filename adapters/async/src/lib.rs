@@ -43,7 +43,7 @@ pub use health::{Health, ServingStatus};
 pub use options::{CallOptions, RetryPolicy};
 /// Why [`Router::descriptors`] refused a descriptor set.
 pub use prost_reflect::DescriptorError;
-pub use router::{CallLog, Router, Service};
+pub use router::{CallLog, Interceptor, Router, Service};
 pub use runtime::{Listener, Runtime};
 pub use server::{Server, ServerConfig};
 pub use tls::{ClientTls, ServerTls, TlsError};

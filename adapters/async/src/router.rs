@@ -48,7 +48,9 @@ pub struct Router {
     /// The level of each call's log line.
     call_log: CallLog,
     /// Shared by every call's handler task (no copy per call).
-    interceptors: Arc<Vec<Arc<Interceptor>>>,
+    interceptors: Interceptors,
+    /// Those of them that observe messages.
+    watchers: Interceptors,
     /// Message types of the methods, for the HTTP protocols' JSON codec.
     descriptors: Option<Arc<prost_reflect::DescriptorPool>>,
 }
@@ -64,7 +66,69 @@ pub enum CallLog {
     Info,
 }
 
-type Interceptor = dyn Fn(&CallContext) -> Result<(), Status> + Send + Sync;
+/// A layer around every call of a [`Router`] (added with
+/// [`Router::interceptor`]), whatever carried the call (zrpc.v1, legacy,
+/// gRPC, gRPC-Web, Connect): it sees the call's context and metadata, may
+/// refuse the call, set response headers and trailers, observe each message
+/// and the final status, and time the call. Every method has a default that
+/// does nothing. [`Router::intercept`] is the common case: a check before
+/// the handler.
+///
+/// Order: `start` runs in the order the interceptors were added (the first
+/// refusal ends the call; the later ones and the handler never run), `end`
+/// in the reverse order. An interceptor that panics ends its call with
+/// `INTERNAL`; the connection and its other calls go on.
+pub trait Interceptor: Send + Sync + 'static {
+    /// Before the handler: `Err(status)` ends the call with it. It may set
+    /// response headers ([`CallContext::set_headers`]) and trailers.
+    fn start(&self, ctx: &CallContext) -> Result<(), Status> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// True for an interceptor that observes messages: only then are
+    /// [`request`](Self::request) and [`response`](Self::response) called,
+    /// so the others cost nothing per message. Default `false`.
+    fn observes_messages(&self) -> bool {
+        false
+    }
+
+    /// A request message the handler takes (`method` is the call's), if
+    /// [`observes_messages`](Self::observes_messages).
+    fn request(&self, method: &str, message: &Bytes) {
+        let _ = (method, message);
+    }
+
+    /// A response message the handler sends, if
+    /// [`observes_messages`](Self::observes_messages).
+    fn response(&self, method: &str, message: &Bytes) {
+        let _ = (method, message);
+    }
+
+    /// The call's end: the status it ends with (for a call that ended under
+    /// its handler, the status it ended with: `CANCELLED`,
+    /// `DEADLINE_EXCEEDED`, `UNAVAILABLE`), and its time since `start`. It
+    /// may still set trailers (a call that ended under its handler sends
+    /// none).
+    fn end(&self, ctx: &CallContext, status: &Status, elapsed: std::time::Duration) {
+        let _ = (ctx, status, elapsed);
+    }
+}
+
+/// [`Router::intercept`]'s check, as an interceptor.
+struct Check<F>(F);
+
+impl<F> Interceptor for Check<F>
+where
+    F: Fn(&CallContext) -> Result<(), Status> + Send + Sync + 'static,
+{
+    fn start(&self, ctx: &CallContext) -> Result<(), Status> {
+        (self.0)(ctx)
+    }
+}
+
+/// The interceptors of a router, shared by every call (no copy per call).
+pub(crate) type Interceptors = Arc<Vec<Arc<dyn Interceptor>>>;
 
 /// A group of methods registered together.
 pub trait Service {
@@ -180,11 +244,21 @@ impl Router {
     /// such as a bearer token, the connection's identity) and either lets
     /// the call through or ends it with a status, typically
     /// `UNAUTHENTICATED` or `PERMISSION_DENIED`; the handler then never runs.
-    pub fn intercept<F>(mut self, f: F) -> Self
+    pub fn intercept<F>(self, f: F) -> Self
     where
         F: Fn(&CallContext) -> Result<(), Status> + Send + Sync + 'static,
     {
-        Arc::make_mut(&mut self.interceptors).push(Arc::new(f));
+        self.interceptor(Check(f))
+    }
+
+    /// Adds an [`Interceptor`] around every call of this router, after the
+    /// ones added before (its `start` runs after theirs, its `end` before).
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        let interceptor: Arc<dyn Interceptor> = Arc::new(interceptor);
+        if interceptor.observes_messages() {
+            Arc::make_mut(&mut self.watchers).push(interceptor.clone());
+        }
+        Arc::make_mut(&mut self.interceptors).push(interceptor);
         self
     }
 
@@ -342,6 +416,9 @@ pub(crate) fn dispatch(
         interceptors: router
             .filter(|r| !r.interceptors.is_empty())
             .map(|r| r.interceptors.clone()),
+        watchers: router
+            .filter(|r| !r.watchers.is_empty())
+            .map(|r| r.watchers.clone()),
         call_log: router.map_or(CallLog::Debug, |r| r.call_log),
     };
     Some(Box::pin(run_handler(route, call, shared.clone())))
@@ -351,7 +428,9 @@ pub(crate) fn dispatch(
 /// log line): the same for every transport.
 pub(crate) struct Route {
     handler: Handler,
-    interceptors: Option<Arc<Vec<Arc<Interceptor>>>>,
+    interceptors: Option<Interceptors>,
+    /// The interceptors that observe messages (they go with the call's I/O).
+    watchers: Option<Interceptors>,
     call_log: CallLog,
 }
 
@@ -374,6 +453,7 @@ impl Router {
         Some(Route {
             handler,
             interceptors: (!self.interceptors.is_empty()).then(|| self.interceptors.clone()),
+            watchers: (!self.watchers.is_empty()).then(|| self.watchers.clone()),
             call_log: self.call_log,
         })
     }
@@ -393,6 +473,7 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
         deadline: call.deadline,
         io: CallIo::Ws(shared.clone()),
         out: Arc::new(Mutex::new(ResponseMeta::default())),
+        interceptors: None,
     };
     let reqs = RequestStream {
         from: Requests::Ws {
@@ -401,6 +482,8 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
             local: VecDeque::new(),
         },
         max: route.handler.max_request,
+        method: ctx.method.clone(),
+        interceptors: None,
     };
     let (status, trailers) = run(route, ctx, reqs).await;
     shared.act(|g| {
@@ -435,9 +518,12 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
 /// handler) and the trailers.
 pub(crate) async fn run(
     route: Route,
-    ctx: CallContext,
-    reqs: RequestStream,
+    mut ctx: CallContext,
+    mut reqs: RequestStream,
 ) -> (Option<Status>, Metadata) {
+    // Only the interceptors that observe messages go with the call's I/O.
+    ctx.interceptors = route.watchers.clone();
+    reqs.interceptors = route.watchers.clone();
     let sink = ResponseSink {
         ctx: ctx.clone(),
         headers_flushed: false,
@@ -445,9 +531,13 @@ pub(crate) async fn run(
     let started = std::time::Instant::now();
     let metrics = route.handler.metrics.clone();
     metrics.started();
-    let checked = route
-        .interceptors
-        .map_or(Ok(()), |list| list.iter().try_for_each(|i| i(&ctx)));
+    // Interceptors start in order; one that panics ends the call INTERNAL.
+    let checked = route.interceptors.as_ref().map_or(Ok(()), |list| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            list.iter().try_for_each(|i| i.start(&ctx))
+        }))
+        .unwrap_or_else(|_| Err(Status::new(Code::Internal, "an interceptor panicked")))
+    });
     let fut = match checked {
         Ok(()) => (route.handler.f)(ctx.clone(), reqs, sink),
         Err(status) => Box::pin(std::future::ready(Err(status))),
@@ -466,10 +556,20 @@ pub(crate) async fn run(
         Some(Ok(Err(status))) => Some(status),
         Some(Err(_)) => Some(Status::new(Code::Internal, "the handler panicked")),
     };
+    let elapsed = started.elapsed();
+    if let Some(list) = &route.interceptors {
+        let ended = match &status {
+            Some(s) => s.clone(),
+            None => ctx.cancelled().await,
+        };
+        // In reverse order; a panic here is the interceptor's alone.
+        for i in list.iter().rev() {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| i.end(&ctx, &ended, elapsed)));
+        }
+    }
     ctx.flush_headers();
     let trailers = std::mem::take(&mut lock(&ctx.out).trailers);
     let code = status.as_ref().map_or(Code::Cancelled, Status::code);
-    let elapsed = started.elapsed();
     metrics.finished(code, elapsed.as_secs_f64());
     let message = status
         .as_ref()

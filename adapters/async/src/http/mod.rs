@@ -352,6 +352,7 @@ async fn answer_allowed<R: Runtime>(
         deadline,
         io: CallIo::Http(call.clone()),
         out: Arc::new(Mutex::new(ResponseMeta::default())),
+        interceptors: None,
     };
     let Some(body) = body.take() else {
         return plain(500, "the request body was taken twice");
@@ -365,6 +366,8 @@ async fn answer_allowed<R: Runtime>(
             server.recv_budget(),
         ))),
         max,
+        method: ctx.method.clone(),
+        interceptors: None,
     };
     let rt = server.runtime().clone();
     let finisher = call.clone();

@@ -9,6 +9,7 @@
 //!     [--systems zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee] \
 //!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k,live10k,bidi10k] \
 //!     [--runtimes multi1,multi2,current] [--secs 3] [--markdown FILE]
+//!     [--interceptor]      (zrpc servers run one no-op interceptor on every call)
 //!     [--addr HOST:PORT]   (load a server already running instead of starting one)
 //! ```
 //!
@@ -63,9 +64,26 @@ fn arg(name: &str) -> Option<String> {
 // Servers (run as `load --serve SYSTEM`; print the address, serve until killed)
 // ---------------------------------------------------------------------------
 
+/// With `--interceptor`, the server processes get this variable: their
+/// routers then run one interceptor that does nothing (what a no-op layer
+/// costs).
+const INTERCEPTOR_ENV: &str = "ZRPC_LOAD_INTERCEPTOR";
+
+/// An interceptor with every hook left at its default (nothing).
+struct Noop;
+impl zrpc_async::Interceptor for Noop {}
+
 /// The benchmark service: unary echo, and a stream of N messages of L bytes
 /// (request: u32 N, u32 L, big-endian).
 fn router() -> Router {
+    let r = bench_router();
+    match std::env::var(INTERCEPTOR_ENV).as_deref() {
+        Ok("1") => r.interceptor(Noop),
+        _ => r,
+    }
+}
+
+fn bench_router() -> Router {
     Router::new()
         .unary(
             UNARY,
@@ -222,6 +240,14 @@ impl ServerProcess {
         let mut child = Command::new(exe)
             .args(["--serve", system])
             .env("SMOL_THREADS", runtime().smol_threads().to_string())
+            .env(
+                INTERCEPTOR_ENV,
+                if std::env::args().any(|a| a == "--interceptor") {
+                    "1"
+                } else {
+                    "0"
+                },
+            )
             .stdout(Stdio::piped())
             .spawn()
             .expect("start server process");

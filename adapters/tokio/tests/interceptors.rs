@@ -1,0 +1,209 @@
+//! Interceptors around every call of a router, over real sockets on
+//! 127.0.0.1, tokio's multi-thread runtime and smol: their order, a
+//! refusal, headers and trailers they add, the messages and final status
+//! they observe, and one that panics.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use zrpc_tokio::*;
+
+mod common;
+
+on_both_runtimes!(
+    interceptors_run_in_order_and_see_every_message_and_the_status,
+    an_interceptor_refuses_a_call_and_adds_headers_and_trailers,
+    an_interceptor_that_panics_ends_its_call_internal_and_the_connection_lives,
+);
+
+/// Records what it sees, as `name:event` lines.
+struct Recorder {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Interceptor for Recorder {
+    fn observes_messages(&self) -> bool {
+        true
+    }
+    fn start(&self, ctx: &CallContext) -> Result<(), Status> {
+        self.push(format!("start {}", ctx.method()));
+        Ok(())
+    }
+    fn request(&self, _method: &str, message: &Bytes) {
+        self.push(format!("request {}", message.len()));
+    }
+    fn response(&self, _method: &str, message: &Bytes) {
+        self.push(format!("response {}", message.len()));
+    }
+    fn end(&self, _ctx: &CallContext, status: &Status, _elapsed: Duration) {
+        self.push(format!("end {:?}", status.code()));
+    }
+}
+
+impl Recorder {
+    fn push(&self, what: String) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:{what}", self.name));
+    }
+}
+
+async fn serve<R: Runtime>(rt: &R, router: Router) -> (Server<R>, Client) {
+    let listener = rt.bind("127.0.0.1:0".to_owned()).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = Server::new(router, rt.clone());
+    let s = server.clone();
+    rt.spawn(async move {
+        let _ = s.serve(listener).await;
+    });
+    let client = zrpc_async::connect(
+        &format!("ws://{addr}/"),
+        ClientConfig::default(),
+        rt.clone(),
+    )
+    .await
+    .unwrap();
+    (server, client)
+}
+
+/// `t/Three`: a server stream of three messages of 1, 2 and 3 bytes.
+fn three() -> Router {
+    Router::new().server_streaming("t/Three", |_ctx, _req: Bytes, mut sink| async move {
+        for n in 1..=3 {
+            sink.send(Bytes::from(vec![0; n])).await?;
+        }
+        Ok::<_, Status>(())
+    })
+}
+
+async fn interceptors_run_in_order_and_see_every_message_and_the_status<R: Runtime>(rt: R) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let router = three()
+        .interceptor(Recorder {
+            name: "a",
+            log: log.clone(),
+        })
+        .interceptor(Recorder {
+            name: "b",
+            log: log.clone(),
+        });
+    let (server, client) = serve(&rt, router).await;
+    let mut call = client
+        .server_streaming("t/Three", Bytes::from_static(b"go"), CallOptions::default())
+        .await
+        .unwrap();
+    while call.message().await.unwrap().is_some() {}
+    server.shutdown().await;
+    let log = log.lock().unwrap().clone();
+    let expected = [
+        "a:start t/Three",
+        "b:start t/Three",
+        "a:request 2",
+        "b:request 2",
+        "a:response 1",
+        "b:response 1",
+        "a:response 2",
+        "b:response 2",
+        "a:response 3",
+        "b:response 3",
+        "b:end Ok",
+        "a:end Ok",
+    ];
+    assert_eq!(log, expected);
+}
+
+/// Refuses calls without `authorization`; stamps a header on the others
+/// and a trailer at their end.
+struct Gate;
+
+impl Interceptor for Gate {
+    fn start(&self, ctx: &CallContext) -> Result<(), Status> {
+        if ctx.metadata().get("authorization").is_none() {
+            return Err(Status::unauthenticated("no authorization"));
+        }
+        ctx.set_headers(Metadata::new().with("x-gate", "open").unwrap());
+        Ok(())
+    }
+    fn end(&self, ctx: &CallContext, status: &Status, _elapsed: Duration) {
+        let code = format!("{:?}", status.code());
+        ctx.set_trailers(Metadata::new().with("x-gate-saw", code).unwrap());
+    }
+}
+
+async fn an_interceptor_refuses_a_call_and_adds_headers_and_trailers<R: Runtime>(rt: R) {
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = ran.clone();
+    let router = Router::new()
+        .unary("t/Echo", move |_ctx, req: Bytes| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok::<_, Status>(req) }
+        })
+        .interceptor(Gate);
+    let (server, client) = serve(&rt, router).await;
+    let err = client
+        .unary("t/Echo", Bytes::from_static(b"x"), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the handler never ran"
+    );
+
+    let opts = CallOptions {
+        metadata: Metadata::new().with("authorization", "Bearer t").unwrap(),
+        ..CallOptions::default()
+    };
+    let mut call = client.call("t/Echo", CallKind::Unary, opts).await.unwrap();
+    call.send(Bytes::from_static(b"x")).await.unwrap();
+    call.close_send().unwrap();
+    assert_eq!(call.headers().await.get_str("x-gate"), Some("open"));
+    assert_eq!(call.message().await.unwrap().as_deref(), Some(&b"x"[..]));
+    let trailers = call.finish().await.unwrap();
+    assert_eq!(trailers.get_str("x-gate-saw"), Some("Ok"));
+    server.shutdown().await;
+}
+
+struct Panics;
+
+impl Interceptor for Panics {
+    fn start(&self, ctx: &CallContext) -> Result<(), Status> {
+        if ctx.method() == "t/Boom" {
+            panic!("an interceptor's bug");
+        }
+        Ok(())
+    }
+}
+
+async fn an_interceptor_that_panics_ends_its_call_internal_and_the_connection_lives<R: Runtime>(
+    rt: R,
+) {
+    let router = Router::new()
+        .unary(
+            "t/Boom",
+            |_ctx, req: Bytes| async move { Ok::<_, Status>(req) },
+        )
+        .unary(
+            "t/Fine",
+            |_ctx, req: Bytes| async move { Ok::<_, Status>(req) },
+        )
+        .interceptor(Panics);
+    let (server, client) = serve(&rt, router).await;
+    let err = client
+        .unary("t/Boom", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(err.message(), "an interceptor panicked");
+    let ok = client
+        .unary("t/Fine", Bytes::from_static(b"y"), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&ok[..], b"y");
+    assert!(!client.is_closed());
+    server.shutdown().await;
+}
