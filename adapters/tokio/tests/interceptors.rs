@@ -52,20 +52,8 @@ impl Recorder {
 }
 
 async fn serve<R: Runtime>(rt: &R, router: Router) -> (Server<R>, Client) {
-    let listener = rt.bind("127.0.0.1:0".to_owned()).await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = Server::new(router, rt.clone());
-    let s = server.clone();
-    rt.spawn(async move {
-        let _ = s.serve(listener).await;
-    });
-    let client = zrpc_async::connect(
-        &format!("ws://{addr}/"),
-        ClientConfig::default(),
-        rt.clone(),
-    )
-    .await
-    .unwrap();
+    let (server, addr) = common::serve_on(rt, router).await;
+    let client = common::connect_on(rt, &addr, ClientConfig::default()).await;
     (server, client)
 }
 

@@ -30,15 +30,23 @@ enum Seen {
     Ended(Code),
 }
 
-async fn serve<R: Runtime>(rt: &R, router: Router) -> (Server<R>, String) {
-    let listener = rt.bind("127.0.0.1:0".to_owned()).await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = Server::new(router, rt.clone());
-    let s = server.clone();
-    rt.spawn(async move {
-        let _ = s.serve(listener).await;
-    });
-    (server, addr)
+use common::{connect_on, serve_on as serve};
+
+/// The nested call `seen` reports started with at most `limit` left of the
+/// deadline, then ended with it (its own deadline, or the reset that came
+/// with the outer call's end): it did not outlive the outer call.
+async fn ends_within(seen: &mut mpsc::UnboundedReceiver<Seen>, limit: Duration) {
+    match seen.recv().await.unwrap() {
+        Seen::Started(Some(left)) => assert!(left <= limit, "{left:?}"),
+        other => panic!("the nested call had no deadline: {other:?}"),
+    }
+    match seen.recv().await.unwrap() {
+        Seen::Ended(code) => assert!(
+            matches!(code, Code::DeadlineExceeded | Code::Cancelled),
+            "{code:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Server B: `t/Wait` reports to `seen` and waits for its call to end.
@@ -83,21 +91,9 @@ async fn two_servers<R: Runtime>(
     let (tx, seen) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let (b, b_addr) = serve(rt, server_b(tx, calls.clone())).await;
-    let to_b = zrpc_async::connect(
-        &format!("ws://{b_addr}/"),
-        ClientConfig::default(),
-        rt.clone(),
-    )
-    .await
-    .unwrap();
+    let to_b = connect_on(rt, &b_addr, ClientConfig::default()).await;
     let (a, a_addr) = serve(rt, server_a(to_b)).await;
-    let client = zrpc_async::connect(
-        &format!("ws://{a_addr}/"),
-        ClientConfig::default(),
-        rt.clone(),
-    )
-    .await
-    .unwrap();
+    let client = connect_on(rt, &a_addr, ClientConfig::default()).await;
     (client, seen, calls, a, b)
 }
 
@@ -109,19 +105,7 @@ async fn a_nested_call_gets_the_deadline_left_and_ends_with_it<R: Runtime>(rt: R
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
-    match seen.recv().await.unwrap() {
-        Seen::Started(Some(left)) => assert!(left <= Duration::from_millis(500), "{left:?}"),
-        other => panic!("B's call had no deadline: {other:?}"),
-    }
-    // B's call did not outlive A's: it ended at the deadline (its own, or
-    // the reset that came with A's), not never.
-    match seen.recv().await.unwrap() {
-        Seen::Ended(code) => assert!(
-            matches!(code, Code::DeadlineExceeded | Code::Cancelled),
-            "{code:?}"
-        ),
-        other => panic!("{other:?}"),
-    }
+    ends_within(&mut seen, Duration::from_millis(500)).await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -152,13 +136,7 @@ async fn a_nested_call_out_of_time_is_never_sent<R: Runtime>(rt: R) {
     let (tx, _seen) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let (b, b_addr) = serve(&rt, server_b(tx, calls.clone())).await;
-    let to_b = zrpc_async::connect(
-        &format!("ws://{b_addr}/"),
-        ClientConfig::default(),
-        rt.clone(),
-    )
-    .await
-    .unwrap();
+    let to_b = connect_on(&rt, &b_addr, ClientConfig::default()).await;
     // What child_options gives once the deadline has passed.
     let late = CallOptions::default().with_timeout(Duration::ZERO);
     let err = to_b.unary("t/Wait", Bytes::new(), late).await.unwrap_err();
@@ -186,22 +164,10 @@ async fn a_call_back_to_the_caller_gets_the_deadline_left_too<R: Runtime>(rt: R)
         router: Some(waiter("c/Wait", tx, Arc::new(AtomicUsize::new(0)))),
         ..ClientConfig::default()
     };
-    let client = zrpc_async::connect(&format!("ws://{a_addr}/"), config, rt.clone())
-        .await
-        .unwrap();
+    let client = connect_on(&rt, &a_addr, config).await;
     let opts = CallOptions::default().with_timeout(Duration::from_millis(500));
     let err = client.unary("t/Ask", Bytes::new(), opts).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
-    match seen.recv().await.unwrap() {
-        Seen::Started(Some(left)) => assert!(left <= Duration::from_millis(500), "{left:?}"),
-        other => panic!("the call back had no deadline: {other:?}"),
-    }
-    match seen.recv().await.unwrap() {
-        Seen::Ended(code) => assert!(
-            matches!(code, Code::DeadlineExceeded | Code::Cancelled),
-            "{code:?}"
-        ),
-        other => panic!("{other:?}"),
-    }
+    ends_within(&mut seen, Duration::from_millis(500)).await;
     a.shutdown().await;
 }

@@ -225,3 +225,23 @@ pub async fn bounded_on<R: Runtime, F: std::future::Future>(rt: R, f: F) -> F::O
         .await
         .expect("scenario timed out")
 }
+
+/// A server for `router` on 127.0.0.1 (an OS-chosen port), on any runtime;
+/// returns it and its address.
+pub async fn serve_on<R: Runtime>(rt: &R, router: Router) -> (Server<R>, String) {
+    let listener = rt.bind("127.0.0.1:0".to_owned()).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = Server::new(router, rt.clone());
+    let s = server.clone();
+    rt.spawn(async move {
+        let _ = s.serve(listener).await;
+    });
+    (server, addr)
+}
+
+/// A client of the server at `addr` (`host:port`), on any runtime.
+pub async fn connect_on<R: Runtime>(rt: &R, addr: &str, config: ClientConfig) -> Client {
+    zrpc_async::connect(&format!("ws://{addr}/"), config, rt.clone())
+        .await
+        .unwrap()
+}
