@@ -325,6 +325,9 @@ pub async fn ask(client: &zrpc_async::Client, request: Request) -> Result<Respon
             "the reflection stream ended without an answer",
         )
     })?;
+    // The call ends with the server's status (it answered our half-close),
+    // not with a reset from dropping it first.
+    call.finish().await?;
     let response: ServerReflectionResponse = decode(reply)?;
     response
         .message_response
