@@ -1012,3 +1012,98 @@ async fn call_any_server_with_its_proto_or_protoset() {
     let _ = std::fs::remove_dir_all(&dir);
     server.shutdown().await;
 }
+
+/// A stand-in OpenTelemetry collector: answers every OTLP/HTTP export 200
+/// and hands over (path, body) of each.
+fn fake_collector() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                // Requests on this connection, one after the other.
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length.min(16 << 20)];
+                    reader.read_exact(&mut body).unwrap();
+                    conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    )
+                    .unwrap();
+                    if tx.send((path, body)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn serve_exports_call_spans_over_otlp_continuing_the_callers_trace() {
+    let (collector, exports) = fake_collector();
+    let (mut serve, _out, url) =
+        start_serve(&["--otlp", &format!("http://{collector}")], Stdio::null());
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let call = Command::new(ZRPC)
+        .args([
+            "call",
+            &url,
+            "echo.Echo/Say",
+            "--json",
+            r#"{"message":"hi"}"#,
+        ])
+        .args([
+            "-H",
+            &format!("traceparent: 00-{trace_hex}-00f067aa0ba902b7-01"),
+        ])
+        .output()
+        .unwrap();
+    assert!(call.status.success(), "{call:?}");
+    // SIGTERM: serve drains, then sends the spans still batched.
+    let term = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(serve.wait().unwrap().success());
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut bodies = Vec::new();
+    while let Ok((path, body)) = exports.recv_timeout(std::time::Duration::from_secs(30)) {
+        assert_eq!(path, "/v1/traces");
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        if has(b"echo.Echo/Say") && has(&trace_id) {
+            return;
+        }
+        bodies.push(body.len());
+    }
+    panic!("no export held the call's span in the caller's trace (bodies: {bodies:?})");
+}

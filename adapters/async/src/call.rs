@@ -40,6 +40,8 @@ pub struct CallContext {
     pub(crate) out: Arc<Mutex<ResponseMeta>>,
     /// The router's interceptors (they see each response message).
     pub(crate) interceptors: Option<Interceptors>,
+    /// The call's `tracing` span.
+    pub(crate) span: tracing::Span,
 }
 
 #[derive(Default)]
@@ -68,6 +70,19 @@ impl CallContext {
     /// When the call expires, if the caller set a timeout.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// The call's `tracing` span (target `zrpc_async::router`, at the
+    /// router's [`CallLog`](crate::CallLog) level; disabled when no
+    /// subscriber wants it): the handler runs in it, and calls it makes
+    /// through a [`Client`](crate::Client) are its children. Its fields
+    /// follow OpenTelemetry's names (`otel.name`, `otel.kind`,
+    /// `rpc.method`, `rpc.status_code`, `otel.status_code`), so a bridge
+    /// such as `tracing-opentelemetry` exports it as a server span; an
+    /// interceptor's `start` may give it a remote parent (the caller's
+    /// `traceparent`), as the span is entered only after it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The peer's address, when known.

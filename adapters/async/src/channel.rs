@@ -24,6 +24,7 @@ use futures_lite::FutureExt;
 use zrpc_core::{CallKind, Code, Status};
 
 use crate::options::CallOptions;
+use crate::outgoing::{ClientInterceptor, ClientInterceptors};
 
 use crate::client::{Call, Client, Failure};
 use crate::conn::now;
@@ -118,12 +119,15 @@ struct Inner<R> {
 /// ```
 pub struct Channel<R: Runtime> {
     inner: Arc<Inner<R>>,
+    /// What runs around each call (see [`Channel::with_interceptor`]).
+    interceptors: Option<ClientInterceptors>,
 }
 
 impl<R: Runtime> Clone for Channel<R> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            interceptors: self.interceptors.clone(),
         }
     }
 }
@@ -141,7 +145,17 @@ impl<R: Runtime> Channel<R> {
                 state: Mutex::new(State::Idle { failures: 0 }),
                 changed: Event::new(),
             }),
+            interceptors: None,
         })
+    }
+
+    /// This channel with `interceptor` around each call attempt, after the
+    /// ones added before (see [`ClientInterceptor`]); a call sent again
+    /// on another connection runs them again. Other clones keep theirs.
+    pub fn with_interceptor(mut self, interceptor: impl ClientInterceptor) -> Self {
+        let list = self.interceptors.get_or_insert_with(Default::default);
+        Arc::make_mut(list).push(Arc::new(interceptor));
+        self
     }
 
     /// The current connection, waiting (at most
@@ -149,7 +163,13 @@ impl<R: Runtime> Channel<R> {
     /// calls the channel has no method of its own for (client streaming,
     /// bidi); such a call fails with the connection it was opened on.
     pub async fn client(&self) -> Result<Client, Status> {
-        self.connection(None).await
+        self.intercepted(None).await
+    }
+
+    /// The current connection with this channel's interceptors.
+    async fn intercepted(&self, deadline: Option<Instant>) -> Result<Client, Status> {
+        let client = self.connection(deadline).await?;
+        Ok(client.with_interceptors(self.interceptors.clone()))
     }
 
     /// A unary call: sent again on the next connection when the server
@@ -262,7 +282,7 @@ impl<R: Runtime> Channel<R> {
     {
         let mut tries = Tries::default();
         loop {
-            let client = self.connection(deadline).await?;
+            let client = self.intercepted(deadline).await?;
             match attempt(client, attempt_options(opts, deadline)?).await {
                 Ok(done) => return Ok(done),
                 Err(failure) => self.again(failure, opts, deadline, &mut tries).await?,
@@ -418,6 +438,7 @@ async fn watch<R: Runtime>(channel: Weak<Inner<R>>, client: Client) {
         *st = State::Connecting;
         Channel {
             inner: inner.clone(),
+            interceptors: None,
         }
         .spawn_connect(0);
     }

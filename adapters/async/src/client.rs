@@ -10,6 +10,7 @@ use futures_lite::future::poll_fn;
 use zrpc_core::{CallKind, Code, Metadata, Status, StreamId, UserError};
 
 use crate::options::CallOptions;
+use crate::outgoing::{ClientInterceptor, ClientInterceptors, Watch};
 
 use crate::call_io::{poll_end, poll_message, poll_send};
 use crate::conn::{CallSlot, Shared, now};
@@ -23,6 +24,8 @@ pub struct Client {
     /// Counts the application's handles (`None` for the client a handler
     /// gets from its context: that one does not own the connection).
     _handle: Option<Arc<Handle>>,
+    /// What runs around each call (see [`Client::with_interceptor`]).
+    interceptors: Option<ClientInterceptors>,
 }
 
 /// Why an attempt at a call failed, as a client that reconnects needs to
@@ -64,6 +67,7 @@ impl Client {
         Self {
             shared,
             _handle: None,
+            interceptors: None,
         }
     }
 
@@ -85,7 +89,24 @@ impl Client {
         Self {
             _handle: Some(Arc::new(Handle(shared.clone()))),
             shared,
+            interceptors: None,
         }
+    }
+
+    /// This client with `interceptor` around each of its calls, after the
+    /// ones added before (see [`ClientInterceptor`]). Other clones of the
+    /// connection keep theirs.
+    pub fn with_interceptor(mut self, interceptor: impl ClientInterceptor) -> Self {
+        let list = self.interceptors.get_or_insert_with(Default::default);
+        Arc::make_mut(list).push(Arc::new(interceptor));
+        self
+    }
+
+    /// This client with `list` as its interceptors (a channel's, given to
+    /// each of its connections).
+    pub(crate) fn with_interceptors(mut self, list: Option<ClientInterceptors>) -> Self {
+        self.interceptors = list;
+        self
     }
 
     /// Opens a call of any kind. Waits for a stream slot when the server's
@@ -107,18 +128,33 @@ impl Client {
         &self,
         method: &str,
         kind: CallKind,
-        opts: CallOptions,
+        mut opts: CallOptions,
         mut request: Option<Bytes>,
     ) -> Result<Call, Failure> {
+        let watch = Watch::start(self.interceptors.as_ref(), method, kind, &mut opts)
+            .map_err(Failure::Refused)?;
+        if let (Some(w), Some(req)) = (&watch, &request) {
+            w.request(req);
+        }
+        // A call that is never sent ends its watch at once.
+        let refused = |watch: Option<Box<Watch>>, st: Status| {
+            if let Some(w) = watch {
+                w.end(&st);
+            }
+            st
+        };
         // A deadline already passed (a nested call of a call out of time):
         // nothing is sent.
         if opts.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Failure::Refused(Status::new(
-                Code::DeadlineExceeded,
-                "deadline exceeded before the call was sent",
+            return Err(Failure::Refused(refused(
+                watch,
+                Status::new(
+                    Code::DeadlineExceeded,
+                    "deadline exceeded before the call was sent",
+                ),
             )));
         }
-        let (id, sent) = poll_fn(|cx| {
+        let opened = poll_fn(|cx| {
             self.shared.act(|g| {
                 if let Some(st) = &g.closed {
                     return Poll::Ready(Err(Failure::NotSent(st.clone())));
@@ -144,11 +180,17 @@ impl Client {
                 }
             })
         })
-        .await?;
+        .await;
+        let (id, sent) = match opened {
+            Ok(opened) => opened,
+            Err(Failure::NotSent(st)) => return Err(Failure::NotSent(refused(watch, st))),
+            Err(f) => return Err(Failure::Refused(refused(watch, f.into_status()))),
+        };
         let call = Call {
             id,
             shared: self.shared.clone(),
             local: VecDeque::new(),
+            watch,
         };
         sent.map_err(Failure::Ended)?; // on failure, dropping the call cancels it
         Ok(call)
@@ -295,6 +337,8 @@ pub struct Call {
     shared: Arc<Shared>,
     /// Messages already taken from the connection, in order.
     local: VecDeque<Bytes>,
+    /// Interceptors and span, when the call has any.
+    watch: Option<Box<Watch>>,
 }
 
 impl Call {
@@ -305,6 +349,9 @@ impl Call {
 
     /// Sends one request message, waiting for the server's credit.
     pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
+        if let Some(w) = &self.watch {
+            w.request(&msg);
+        }
         let mut msg = Some(msg);
         poll_fn(|cx| poll_send(&self.shared, self.id, &mut msg, None, cx)).await
     }
@@ -325,7 +372,35 @@ impl Call {
     /// The next response message; `Ok(None)` after the last one of a call
     /// that ended OK; `Err(status)` for a call that failed.
     pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
-        poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await
+        let next = poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await;
+        if self.watch.is_some() {
+            match &next {
+                Ok(Some(m)) => self.watch.as_ref().map_or((), |w| w.response(m)),
+                Ok(None) => {
+                    if let Some(st) = self.ended_with() {
+                        self.end_watch(&st);
+                    }
+                }
+                Err(st) => self.end_watch(st),
+            }
+        }
+        next
+    }
+
+    /// The call's status once it ended.
+    fn ended_with(&self) -> Option<Status> {
+        self.shared.read(|g| {
+            g.slots
+                .get(&self.id)
+                .and_then(|s| s.end().map(|(st, _)| st.clone()))
+        })
+    }
+
+    /// Ends the watch of the call (interceptors, span) with `status`, once.
+    fn end_watch(&mut self, status: &Status) {
+        if let Some(w) = self.watch.take() {
+            w.end(status);
+        }
     }
 
     /// The response headers (empty if the server sent none), once known.
@@ -366,8 +441,9 @@ impl Call {
 
     /// Waits for the end of the call; returns the trailers when it ended
     /// OK. Unread messages are discarded.
-    pub async fn finish(self) -> Result<Metadata, Status> {
+    pub async fn finish(mut self) -> Result<Metadata, Status> {
         let (status, trailers) = poll_fn(|cx| poll_end(&self.shared, self.id, cx)).await;
+        self.end_watch(&status);
         if status.is_ok() {
             Ok(trailers)
         } else {
@@ -381,6 +457,12 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        if self.watch.is_some() {
+            let status = self
+                .ended_with()
+                .unwrap_or_else(|| Status::new(Code::Cancelled, "cancelled by the caller"));
+            self.end_watch(&status);
+        }
         let id = self.id;
         self.shared.act(|g| {
             if !g.slots.get(&id).is_none_or(CallSlot::is_ended) {

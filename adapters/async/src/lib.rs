@@ -22,6 +22,7 @@ pub use http::ResponseBody;
 mod life;
 mod metrics;
 mod options;
+mod outgoing;
 mod resume;
 mod router;
 mod runtime;
@@ -41,6 +42,7 @@ pub use client::{Call, Client};
 pub use connect::{ClientConfig, connect, connect_stream, legacy_call, legacy_call_stream};
 pub use health::{Health, ServingStatus};
 pub use options::{CallOptions, RetryPolicy};
+pub use outgoing::{ClientInterceptor, OutgoingCall};
 /// Why [`Router::descriptors`] refused a descriptor set.
 pub use prost_reflect::DescriptorError;
 pub use router::{CallLog, Interceptor, Router, Service};

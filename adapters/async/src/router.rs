@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_lite::FutureExt;
+use tracing::Instrument;
 use zrpc_core::{CallKind, Code, IncomingCall, Metadata, Mode, Status, UserError, legacy};
 
 use crate::call::{CallContext, CallIo, RequestStream, Requests, ResponseMeta, ResponseSink};
@@ -474,6 +475,7 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
         io: CallIo::Ws(shared.clone()),
         out: Arc::new(Mutex::new(ResponseMeta::default())),
         interceptors: None,
+        span: tracing::Span::none(),
     };
     let reqs = RequestStream {
         from: Requests::Ws {
@@ -511,6 +513,37 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
     });
 }
 
+/// The span of one served call, at the level of its log line, a root
+/// (an interceptor may give it a remote parent before it is entered).
+fn call_span(level: CallLog, ctx: &CallContext) -> tracing::Span {
+    macro_rules! span {
+        ($level:ident) => {
+            tracing::$level!(
+                parent: None,
+                "call",
+                otel.name = ctx.method(),
+                otel.kind = "server",
+                rpc.system = "zrpc",
+                rpc.method = ctx.method(),
+                rpc.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+                peer = tracing::field::Empty,
+            )
+        };
+    }
+    let span = match level {
+        CallLog::Debug => span!(debug_span),
+        CallLog::Info => span!(info_span),
+    };
+    if !span.is_disabled()
+        && let Some(peer) = ctx.peer_addr()
+    {
+        span.record("peer", tracing::field::display(peer));
+    }
+    span
+}
+
 /// Runs a call's handler to its end, whatever carried the call:
 /// interceptors, the handler raced against the call's end (cancel,
 /// deadline, connection lost), panics caught, metrics, the log line.
@@ -524,6 +557,7 @@ pub(crate) async fn run(
     // Only the interceptors that observe messages go with the call's I/O.
     ctx.interceptors = route.watchers.clone();
     reqs.interceptors = route.watchers.clone();
+    ctx.span = call_span(route.call_log, &ctx);
     let sink = ResponseSink {
         ctx: ctx.clone(),
         headers_flushed: false,
@@ -549,6 +583,7 @@ pub(crate) async fn run(
             ctx.cancelled().await;
             None
         })
+        .instrument(ctx.span.clone())
         .await;
     let status = match outcome {
         None => None,
@@ -557,14 +592,17 @@ pub(crate) async fn run(
         Some(Err(_)) => Some(Status::new(Code::Internal, "the handler panicked")),
     };
     let elapsed = started.elapsed();
-    if let Some(list) = &route.interceptors {
-        let ended = match &status {
-            Some(s) => s.clone(),
-            None => ctx.cancelled().await,
-        };
+    let ended = match (&route.interceptors, &status) {
+        (None, _) => None,
+        (Some(_), Some(s)) => Some(s.clone()),
+        (Some(_), None) => Some(ctx.cancelled().await),
+    };
+    // The end runs in the call's span (no await from here on).
+    let _entered = ctx.span.enter();
+    if let (Some(list), Some(ended)) = (&route.interceptors, &ended) {
         // In reverse order; a panic here is the interceptor's alone.
         for i in list.iter().rev() {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| i.end(&ctx, &ended, elapsed)));
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| i.end(&ctx, ended, elapsed)));
         }
     }
     ctx.flush_headers();
@@ -574,6 +612,9 @@ pub(crate) async fn run(
     let message = status
         .as_ref()
         .map_or("the call ended before its handler", |s| s.message());
+    if !ctx.span.is_disabled() {
+        crate::outgoing::record_status(&ctx.span, &Status::new(code, message));
+    }
     macro_rules! log_call {
         ($level:ident) => {
             tracing::$level!(

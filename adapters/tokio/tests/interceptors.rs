@@ -1,7 +1,8 @@
 //! Interceptors around every call of a router, over real sockets on
 //! 127.0.0.1, tokio's multi-thread runtime and smol: their order, a
 //! refusal, headers and trailers they add, the messages and final status
-//! they observe, and one that panics.
+//! they observe, and one that panics; and the same on the calling side
+//! (client interceptors on a `Client` and a `Channel`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,10 @@ on_both_runtimes!(
     interceptors_run_in_order_and_see_every_message_and_the_status,
     an_interceptor_refuses_a_call_and_adds_headers_and_trailers,
     an_interceptor_that_panics_ends_its_call_internal_and_the_connection_lives,
+    client_interceptors_add_metadata_in_order_and_see_every_message_and_the_status,
+    a_client_interceptor_refuses_a_call_and_it_is_never_sent,
+    a_dropped_call_ends_its_client_interceptors_cancelled,
+    a_channel_runs_its_interceptors_on_every_attempt,
 );
 
 /// Records what it sees, as `name:event` lines.
@@ -193,5 +198,218 @@ async fn an_interceptor_that_panics_ends_its_call_internal_and_the_connection_li
         .unwrap();
     assert_eq!(&ok[..], b"y");
     assert!(!client.is_closed());
+    server.shutdown().await;
+}
+
+/// Records what it sees on the calling side, as `name:event` lines, and
+/// adds a request header `x-via` naming itself.
+struct Outgoing {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientInterceptor for Outgoing {
+    fn start(&self, call: &mut OutgoingCall<'_>) -> Result<(), Status> {
+        let via = match call.options.metadata.get_str("x-via") {
+            Some(before) => format!("{before},{}", self.name),
+            None => self.name.to_owned(),
+        };
+        call.options.metadata.remove("x-via");
+        call.options.metadata.insert("x-via", via).unwrap();
+        self.push(format!("start {} {:?}", call.method, call.kind));
+        Ok(())
+    }
+    fn observes_messages(&self) -> bool {
+        true
+    }
+    fn request(&self, _method: &str, message: &Bytes) {
+        self.push(format!("request {}", message.len()));
+    }
+    fn response(&self, _method: &str, message: &Bytes) {
+        self.push(format!("response {}", message.len()));
+    }
+    fn end(&self, _method: &str, status: &Status, _elapsed: Duration) {
+        self.push(format!("end {:?}", status.code()));
+    }
+}
+
+impl Outgoing {
+    fn push(&self, what: String) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:{what}", self.name));
+    }
+}
+
+/// `t/Three` answering with the request's `x-via` header in its first
+/// response's place (its length is what the interceptors log); `t/Hang`
+/// sends one message and never ends.
+fn three_via() -> Router {
+    Router::new()
+        .server_streaming("t/Three", |ctx, _req: Bytes, mut sink| async move {
+            let via = ctx.metadata().get_str("x-via").unwrap_or("").to_owned();
+            sink.send(Bytes::from(via)).await?;
+            for n in 2..=3 {
+                sink.send(Bytes::from(vec![0; n])).await?;
+            }
+            Ok::<_, Status>(())
+        })
+        .server_streaming("t/Hang", |_ctx, _req: Bytes, mut sink| async move {
+            sink.send(Bytes::from_static(b"1")).await?;
+            std::future::pending::<()>().await;
+            Ok::<_, Status>(())
+        })
+}
+
+async fn client_interceptors_add_metadata_in_order_and_see_every_message_and_the_status<
+    R: Runtime,
+>(
+    rt: R,
+) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (server, client) = serve(&rt, three_via()).await;
+    let client = client
+        .with_interceptor(Outgoing {
+            name: "a",
+            log: log.clone(),
+        })
+        .with_interceptor(Outgoing {
+            name: "b",
+            log: log.clone(),
+        });
+    let mut call = client
+        .server_streaming("t/Three", Bytes::from_static(b"go"), CallOptions::default())
+        .await
+        .unwrap();
+    let first = call.message().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"a,b", "both added their header, in order");
+    while call.message().await.unwrap().is_some() {}
+    call.finish().await.unwrap();
+    let expected = [
+        "a:start t/Three ServerStreaming",
+        "b:start t/Three ServerStreaming",
+        "a:request 2",
+        "b:request 2",
+        "a:response 3",
+        "b:response 3",
+        "a:response 2",
+        "b:response 2",
+        "a:response 3",
+        "b:response 3",
+        "b:end Ok",
+        "a:end Ok",
+    ];
+    assert_eq!(log.lock().unwrap().clone(), expected);
+
+    // A failed call: its status, once.
+    log.lock().unwrap().clear();
+    let err = client
+        .unary("t/Missing", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    let ends: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("end"))
+        .cloned()
+        .collect();
+    assert_eq!(ends, ["b:end Unimplemented", "a:end Unimplemented"]);
+    server.shutdown().await;
+}
+
+/// Refuses calls to methods under `t/Secret`; panics on `t/Boom`.
+struct Deny;
+
+impl ClientInterceptor for Deny {
+    fn start(&self, call: &mut OutgoingCall<'_>) -> Result<(), Status> {
+        match call.method {
+            "t/Boom" => panic!("a client interceptor's bug"),
+            m if m.starts_with("t/Secret") => Err(Status::permission_denied("not from here")),
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn a_client_interceptor_refuses_a_call_and_it_is_never_sent<R: Runtime>(rt: R) {
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = ran.clone();
+    let router = Router::new().unary("t/Secret", move |_ctx, req: Bytes| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok::<_, Status>(req) }
+    });
+    let (server, client) = serve(&rt, router).await;
+    let client = client.with_interceptor(Deny);
+    let err = client
+        .unary("t/Secret", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = client
+        .unary("t/Boom", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(err.message(), "an interceptor panicked");
+    // The connection lives; the handler never ran.
+    let err = client
+        .unary("t/Other", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+    server.shutdown().await;
+}
+
+async fn a_dropped_call_ends_its_client_interceptors_cancelled<R: Runtime>(rt: R) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (server, client) = serve(&rt, three_via()).await;
+    let client = client.with_interceptor(Outgoing {
+        name: "a",
+        log: log.clone(),
+    });
+    let mut call = client
+        .server_streaming("t/Hang", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    call.message().await.unwrap().unwrap();
+    drop(call);
+    assert_eq!(log.lock().unwrap().last().unwrap(), "a:end Cancelled");
+    server.shutdown().await;
+}
+
+async fn a_channel_runs_its_interceptors_on_every_attempt<R: Runtime>(rt: R) {
+    let (server, addr) = common::serve_on(&rt, three_via()).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let channel = Channel::new(
+        &format!("ws://{addr}/"),
+        ChannelConfig::default(),
+        rt.clone(),
+    )
+    .unwrap()
+    .with_interceptor(Outgoing {
+        name: "a",
+        log: log.clone(),
+    });
+    let mut stream = channel
+        .server_streaming("t/Three", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&stream.message().await.unwrap().unwrap()[..], b"a");
+    while stream.message().await.unwrap().is_some() {}
+    drop(stream);
+    // The connection's client handed out by the channel carries them too.
+    let client = channel.client().await.unwrap();
+    let err = client
+        .unary("t/Missing", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    let log = log.lock().unwrap().clone();
+    let starts = log.iter().filter(|l| l.contains("start")).count();
+    assert_eq!(starts, 2, "{log:?}");
+    assert_eq!(log.last().unwrap(), "a:end Unimplemented");
     server.shutdown().await;
 }

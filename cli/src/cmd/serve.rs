@@ -46,6 +46,12 @@ pub(crate) struct ServeArgs {
     /// `zrpc_async=debug,info`, ...). Default: `RUST_LOG`, else `info`.
     #[arg(long)]
     pub(crate) log: Option<String>,
+    /// Export a trace span for every call to this OpenTelemetry collector,
+    /// over OTLP/HTTP (`http://127.0.0.1:4318`: spans go to its
+    /// `/v1/traces`), and continue the traces callers send in W3C
+    /// `traceparent` headers. Default: off.
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp: Option<String>,
     /// The level of each call's log line (method, code, message, duration,
     /// peer; target `zrpc_async::router`).
     #[arg(long, value_enum, default_value = "info")]
@@ -121,6 +127,8 @@ pub(crate) struct Served {
     pub(crate) echo_interval: Duration,
     pub(crate) call_log: CallLog,
     pub(crate) interop: bool,
+    /// Continue callers' traces (`--otlp`).
+    pub(crate) trace_context: bool,
 }
 
 /// Installs the Prometheus recorder: call durations as histograms with
@@ -189,18 +197,26 @@ pub(crate) enum CallLogLevel {
     Info,
 }
 
-/// Logs to stderr with `filter` (else `RUST_LOG`, else `info`).
-pub(crate) fn init_logging(filter: Option<&str>) {
+/// Logs to stderr with `filter` (else `RUST_LOG`, else `info`) and, given
+/// a tracer provider, exports call spans through it whatever the filter.
+pub(crate) fn init_tracing(
+    filter: Option<&str>,
+    provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) {
+    use tracing_subscriber::prelude::*;
     let filter = match filter {
         Some(f) => tracing_subscriber::EnvFilter::new(f),
         None => tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(provider.map(zrpc_otel::layer))
         .init();
 }
 
@@ -241,6 +257,11 @@ pub(crate) async fn serve_on<R: Runtime>(
         router
     };
     let router = router.log_calls_at(served.call_log);
+    let router = if served.trace_context {
+        router.interceptor(zrpc_otel::TraceContext)
+    } else {
+        router
+    };
     let router = zrpc_proto::health::register(router, &health);
     let mut descriptors = vec![zrpc_cli::proto::DESCRIPTORS];
     if served_interop {
@@ -337,7 +358,25 @@ pub(crate) fn raise_fd_limit(want: usize) {
 }
 
 pub(crate) fn serve(a: ServeArgs) -> ExitCode {
-    init_logging(a.log.as_deref());
+    let provider = match a.otlp.as_deref().map(|url| {
+        zrpc_otel::otlp::tracer_provider(url, "zrpc").map_err(|e| format!("--otlp {url}: {e}"))
+    }) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return fail(e, 2),
+    };
+    init_tracing(a.log.as_deref(), provider.as_ref());
+    let code = serve_with(a);
+    if let Some(p) = provider {
+        // Sends the spans still in the batch.
+        if let Err(e) = p.shutdown() {
+            tracing::warn!("OTLP export at exit: {e}");
+        }
+    }
+    code
+}
+
+fn serve_with(a: ServeArgs) -> ExitCode {
     let config = match server_config(&a) {
         Ok(c) => c,
         Err(e) => return fail(e, 2),
@@ -362,6 +401,7 @@ pub(crate) fn serve(a: ServeArgs) -> ExitCode {
             CallLogLevel::Info => CallLog::Info,
         },
         interop: a.interop,
+        trace_context: a.otlp.is_some(),
     };
     let result = match a.runtime {
         RuntimeKind::Tokio => tokio_runtime(true).block_on(serve_on(

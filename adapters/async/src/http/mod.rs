@@ -353,6 +353,7 @@ async fn answer_allowed<R: Runtime>(
         io: CallIo::Http(call.clone()),
         out: Arc::new(Mutex::new(ResponseMeta::default())),
         interceptors: None,
+        span: tracing::Span::none(),
     };
     let Some(body) = body.take() else {
         return plain(500, "the request body was taken twice");
