@@ -13,6 +13,7 @@ const expected = {
   ".": ["connect", "Client", "ZrpcError", "Code", "getText", "SUBPROTOCOL"],
   "./typed": ["createClient", "methodName"],
   "./channel": ["Channel", "CHANNEL_DEFAULTS"],
+  "./interceptors": ["intercept", "setHeader"],
   "./protocol": ["Connection", "decodeFrame", "encodeFrame", "splitBatch", "encodeBatch", "DEFAULT_CONFIG"],
 };
 const problems = [];

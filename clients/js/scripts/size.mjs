@@ -11,6 +11,7 @@ const entries = {
   client: "../src/index.ts",
   "client + typed stubs (without @bufbuild/protobuf)": "../src/typed.ts",
   "client + the reconnecting Channel": "../src/channel.ts",
+  "client + interceptors": "../src/interceptors.ts",
 };
 const max = Number(process.argv.find((a) => a.startsWith("--max="))?.slice(6) ?? Number.POSITIVE_INFINITY);
 let over = false;
