@@ -72,6 +72,20 @@ pub struct Config {
     /// its messages without cursors (such calls cannot be resumed). A longer
     /// cursor is a connection error (1009).
     pub max_cursor_size: u8,
+    /// Accept gzip-compressed messages (PROTOCOL.md 3.4), offered in
+    /// SETTINGS. Default `true`. A compressed message is inflated at most
+    /// to the largest message this side accepts uncompressed (its
+    /// [`max_websocket_message_for`](Self::max_websocket_message_for)): a
+    /// larger content (a decompression bomb) closes the connection with
+    /// 1009 once that many bytes came out, before any more is allocated.
+    pub accept_gzip: bool,
+    /// Compress each WebSocket message of at least this many bytes (one
+    /// frame, or a BATCH of them) with gzip toward a peer that accepts it,
+    /// when that saves at least a tenth of it (after a message that did
+    /// not shrink so, the next 32 go as they are). Default 0: never (as
+    /// gRPC and HTTP servers, compression costs CPU per byte; turn it on
+    /// where bandwidth costs more, as `zrpc serve` does at 1,024 bytes).
+    pub compress_min_size: u32,
     /// Receive window growth: when a call's messages are small, this side
     /// grants more credit, up to this many bytes' worth of messages (at most
     /// [`MAX_AUTO_WINDOW`] messages), so small-message streams are not held
@@ -137,6 +151,8 @@ impl Default for Config {
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_cursor_size: DEFAULT_MAX_CURSOR_SIZE,
+            accept_gzip: true,
+            compress_min_size: 0,
             stream_window_bytes: 1024 * 1024,
             max_connection_buffer: 64 * 1024 * 1024,
             max_call_send_buffer: DEFAULT_MAX_CALL_SEND_BUFFER,
@@ -180,6 +196,7 @@ impl Config {
             max_metadata_size: Some(self.max_metadata_size),
             max_batch_size: (self.max_batch_size > 0).then_some(self.max_batch_size),
             max_cursor_size: (self.max_cursor_size > 0).then_some(self.max_cursor_size as u32),
+            compression: self.accept_gzip.then_some(crate::frame::COMPRESSION_GZIP),
         }
     }
 
@@ -220,6 +237,8 @@ pub(crate) struct PeerLimits {
     pub(crate) max_batch_size: u32,
     /// 0: the peer accepts no resume cursor.
     pub(crate) max_cursor_size: u8,
+    /// The peer accepts gzip-compressed messages.
+    pub(crate) gzip: bool,
 }
 
 impl Default for PeerLimits {
@@ -232,6 +251,7 @@ impl Default for PeerLimits {
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_batch_size: 0,
             max_cursor_size: 0,
+            gzip: false,
         }
     }
 }
@@ -275,6 +295,10 @@ impl PeerLimits {
         if let Some(v) = s.max_cursor_size {
             self.max_cursor_size =
                 u8::try_from(v).map_err(|_| "SETTINGS max_cursor_size above 255")?;
+        }
+        if let Some(v) = s.compression {
+            // Unknown bits name compressions this side does not know.
+            self.gzip = v & crate::frame::COMPRESSION_GZIP != 0;
         }
         Ok(())
     }

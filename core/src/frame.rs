@@ -48,6 +48,10 @@ pub mod kind {
     /// BATCH: several frames in one WebSocket message; only sent to a peer
     /// that advertised [`setting::MAX_BATCH_SIZE`](super::setting::MAX_BATCH_SIZE).
     pub const BATCH: u8 = 0xA;
+    /// COMPRESSED: one whole WebSocket message (a frame or a BATCH),
+    /// gzip-compressed; only sent to a peer that advertised gzip in
+    /// [`setting::COMPRESSION`](super::setting::COMPRESSION).
+    pub const COMPRESSED: u8 = 0xB;
 }
 
 /// MESSAGE flag: the sender half-closes after this message.
@@ -84,7 +88,14 @@ pub mod setting {
     /// Longest resume cursor the sender accepts on a response message, in
     /// bytes (0 to 255); 0 (the default) means it accepts none.
     pub const MAX_CURSOR_SIZE: u16 = 7;
+    /// The compressions the sender accepts in COMPRESSED messages, a bit
+    /// set ([`COMPRESSION_GZIP`](super::COMPRESSION_GZIP)); 0 (the default)
+    /// means none.
+    pub const COMPRESSION: u16 = 8;
 }
+
+/// [`setting::COMPRESSION`] bit: gzip (RFC 1952).
+pub const COMPRESSION_GZIP: u32 = 0x1;
 
 /// The values carried by a SETTINGS frame; absent values keep their defaults.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,10 +115,12 @@ pub struct Settings {
     pub max_batch_size: Option<u32>,
     /// [`setting::MAX_CURSOR_SIZE`].
     pub max_cursor_size: Option<u32>,
+    /// [`setting::COMPRESSION`].
+    pub compression: Option<u32>,
 }
 
 impl Settings {
-    fn entries(&self) -> [(u16, Option<u32>); 7] {
+    fn entries(&self) -> [(u16, Option<u32>); 8] {
         [
             (setting::MAX_MESSAGE_SIZE, self.max_message_size),
             (setting::MAX_CONCURRENT_STREAMS, self.max_concurrent_streams),
@@ -116,6 +129,7 @@ impl Settings {
             (setting::MAX_METADATA_SIZE, self.max_metadata_size),
             (setting::MAX_BATCH_SIZE, self.max_batch_size),
             (setting::MAX_CURSOR_SIZE, self.max_cursor_size),
+            (setting::COMPRESSION, self.compression),
         ]
     }
 }
@@ -590,6 +604,7 @@ impl Frame {
                         setting::MAX_METADATA_SIZE => s.max_metadata_size = v,
                         setting::MAX_BATCH_SIZE => s.max_batch_size = v,
                         setting::MAX_CURSOR_SIZE => s.max_cursor_size = v,
+                        setting::COMPRESSION => s.compression = v,
                         _ => {} // unknown settings are ignored
                     }
                 }
@@ -751,7 +766,13 @@ mod tests {
         let d = |b: &'static [u8]| Frame::decode(Bytes::from_static(b));
         assert_eq!(d(b"\x03\x00\x00"), Err(FrameError::Empty));
         assert_eq!(
-            d(b"\x0b\x00\x00\x00\x00\x01"),
+            d(b"\x0c\x00\x00\x00\x00\x01"),
+            Err(FrameError::UnknownType(0x0c))
+        );
+        // A COMPRESSED message is unwrapped before frames are decoded: as a
+        // frame (inside a BATCH, or inside another COMPRESSED) it is unknown.
+        assert_eq!(
+            d(b"\x0b\x00\x00\x00\x00\x00"),
             Err(FrameError::UnknownType(0x0b))
         );
         assert_eq!(d(b"\x0a\x00\x00\x00\x00\x00"), Err(FrameError::Batch));

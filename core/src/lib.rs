@@ -74,6 +74,7 @@
 mod call;
 mod calls;
 mod codec;
+mod compress;
 mod config;
 mod connection;
 mod error;

@@ -88,6 +88,11 @@ fn config_of(v: &Value) -> Config {
         max_metadata_size: ms("max_metadata_size").map_or(c.max_metadata_size, |x| x as u32),
         max_batch_size: ms("max_batch_size").map_or(c.max_batch_size, |x| x as u32),
         max_cursor_size: ms("max_cursor_size").map_or(c.max_cursor_size, |x| x as u8),
+        accept_gzip: v
+            .get("accept_gzip")
+            .and_then(Value::as_bool)
+            .unwrap_or(c.accept_gzip),
+        compress_min_size: ms("compress_min_size").map_or(c.compress_min_size, |x| x as u32),
         stream_window_bytes: ms("window_bytes").map_or(c.stream_window_bytes, |x| x as u32),
         max_connection_buffer: ms("max_connection_buffer")
             .map_or(c.max_connection_buffer, |x| x as usize),

@@ -51,17 +51,20 @@ fn arb_kind() -> impl Strategy<Value = CallKind> {
 fn arb_frame() -> impl Strategy<Value = Frame> {
     let opt = || prop::option::of(any::<u32>());
     prop_oneof![
-        (opt(), opt(), opt(), opt(), opt(), opt(), opt()).prop_map(|(a, b, c, d, e, g, h)| {
-            Frame::Settings(Settings {
-                max_message_size: a,
-                max_concurrent_streams: b,
-                initial_credit: c,
-                max_fragment_size: d,
-                max_metadata_size: e,
-                max_batch_size: g,
-                max_cursor_size: h,
-            })
-        }),
+        (opt(), opt(), opt(), opt(), opt(), opt(), opt(), opt()).prop_map(
+            |(a, b, c, d, e, g, h, i)| {
+                Frame::Settings(Settings {
+                    max_message_size: a,
+                    max_concurrent_streams: b,
+                    initial_credit: c,
+                    max_fragment_size: d,
+                    max_metadata_size: e,
+                    max_batch_size: g,
+                    max_cursor_size: h,
+                    compression: i,
+                })
+            }
+        ),
         (
             arb_stream(),
             arb_kind(),

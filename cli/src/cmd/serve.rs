@@ -100,6 +100,11 @@ pub(crate) struct ServeArgs {
     /// PING is not answered within 20 s (0: no keepalive).
     #[arg(long, default_value_t = 30)]
     pub(crate) keepalive_secs: u64,
+    /// Compress (gzip) each WebSocket message of at least this many bytes
+    /// to clients that accept it, when that saves a tenth of it or more
+    /// (0: never). Clients always accept compressed messages.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) compress_min_size: u32,
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = zrpc_core::DEFAULT_MAX_MESSAGE_SIZE)]
     pub(crate) max_message_size: u32,
@@ -326,6 +331,7 @@ pub(crate) fn server_config(a: &ServeArgs) -> Result<ServerConfig, String> {
             max_message_size: a.max_message_size,
             keepalive_interval: secs(a.keepalive_secs),
             idle_timeout: secs(a.idle_timeout_secs),
+            compress_min_size: a.compress_min_size,
             ..Config::default()
         },
         legacy: !a.no_legacy,

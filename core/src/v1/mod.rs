@@ -92,11 +92,20 @@ pub(crate) struct V1Connection {
     /// Calls whose `send` was refused because `queued_send` was at its bound.
     send_waiters: Vec<StreamId>,
     max_ws_message: usize,
+    /// Largest content a COMPRESSED message may inflate to: the largest
+    /// v1 message this side accepts uncompressed.
+    pub(crate) max_inflated: usize,
+    /// Messages still to go uncompressed after one that did not shrink.
+    compress_skip: u32,
 }
+
+/// Messages sent as they are after one that compression did not shrink.
+const COMPRESS_BACKOFF: u32 = 32;
 
 impl V1Connection {
     pub(crate) fn new(side: Side, config: Config, now: Instant) -> Self {
         let max_ws_message = config.max_websocket_message();
+        let max_inflated = config.max_websocket_message_for(crate::Mode::V1);
         let timers = Timers::new(now, &config, true);
         Self {
             timers,
@@ -119,7 +128,9 @@ impl V1Connection {
             buffered: 0,
             queued_send: 0,
             send_waiters: Vec::new(),
+            max_inflated,
             max_ws_message,
+            compress_skip: 0,
         }
     }
 
@@ -278,6 +289,41 @@ impl V1Connection {
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.next_ws_message()?;
+        if self.config.compress_min_size == 0 || !self.peer.gzip {
+            return Some(t);
+        }
+        Some(self.compressed(t))
+    }
+
+    /// `t` as a COMPRESSED message when it is large enough and shrinks by a
+    /// tenth at least (PROTOCOL.md 3.4); after one that did not, the next
+    /// [`COMPRESS_BACKOFF`] go as they are (incompressible data costs one
+    /// try in that many).
+    fn compressed(&mut self, t: Transmit) -> Transmit {
+        let Transmit::Binary(b) = &t else {
+            return t;
+        };
+        if b.len() < self.config.compress_min_size as usize || b[0] == frame::kind::SETTINGS {
+            return t;
+        }
+        if self.compress_skip > 0 {
+            self.compress_skip -= 1;
+            return t;
+        }
+        let header = [frame::kind::COMPRESSED, 0, 0, 0, 0, 0];
+        let gz = crate::compress::gzip(&header, b);
+        if gz.len() <= b.len() - b.len() / 10 {
+            Transmit::Binary(gz.into())
+        } else {
+            self.compress_skip = COMPRESS_BACKOFF;
+            t
+        }
+    }
+
+    /// The next WebSocket message as it goes uncompressed: one frame, or a
+    /// BATCH of those ready.
+    fn next_ws_message(&mut self) -> Option<Transmit> {
         let first = match self.stashed.take() {
             Some(n) => n,
             None => self.next_transmit()?,

@@ -47,6 +47,10 @@ impl V1Connection {
                 limit,
             });
         }
+        if buf.first() == Some(&frame::kind::COMPRESSED) {
+            let inner = self.inflate(&buf)?;
+            return self.on_ws_message(now, Incoming::Binary(inner));
+        }
         let first = !std::mem::replace(&mut self.first_frame_received, true);
         if buf.first() == Some(&frame::kind::BATCH) {
             if self.config.max_batch_size == 0 {
@@ -71,6 +75,44 @@ impl V1Connection {
             return Ok(());
         }
         self.on_frame(now, buf, first)
+    }
+
+    /// The message a COMPRESSED one carries (PROTOCOL.md 3.4), inflated at
+    /// most to the largest message this side accepts: never before the
+    /// peer's SETTINGS, only when this side offered gzip, never another
+    /// COMPRESSED.
+    fn inflate(&mut self, buf: &Bytes) -> Result<Bytes, ConnectionError> {
+        if !self.config.accept_gzip {
+            return Err(ConnectionError::Protocol(
+                "COMPRESSED, which this side did not offer",
+            ));
+        }
+        if !self.first_frame_received {
+            return Err(ConnectionError::Protocol("first frame is not SETTINGS"));
+        }
+        if buf.len() < HEADER_LEN || buf[1..HEADER_LEN] != [0; 5] {
+            return Err(ConnectionError::Protocol(
+                "COMPRESSED with flags or a stream id",
+            ));
+        }
+        let limit = self.max_inflated;
+        let inner = crate::compress::gunzip(&buf[HEADER_LEN..], limit).map_err(|e| match e {
+            crate::compress::Inflate::TooLarge => ConnectionError::TooLarge {
+                what: "decompressed message",
+                len: limit + 1,
+                limit,
+            },
+            crate::compress::Inflate::Invalid => {
+                ConnectionError::Protocol("COMPRESSED payload is not one gzip member")
+            }
+        })?;
+        match inner.first() {
+            Some(&frame::kind::COMPRESSED) => {
+                Err(ConnectionError::Protocol("COMPRESSED inside COMPRESSED"))
+            }
+            Some(&frame::kind::SETTINGS) => Err(ConnectionError::Protocol("SETTINGS compressed")),
+            _ => Ok(inner.into()),
+        }
     }
 
     /// One frame, alone in its message or unpacked from a BATCH.

@@ -99,6 +99,7 @@ pub fn frame_of(f: &Value) -> Frame {
                 max_metadata_size: g("max_metadata_size"),
                 max_batch_size: g("max_batch_size"),
                 max_cursor_size: g("max_cursor_size"),
+                compression: g("compression"),
             })
         }
         "OPEN" => Frame::Open(Open {
@@ -168,6 +169,7 @@ pub fn frame_out(f: &Frame) -> Value {
                 ("max_metadata_size", s.max_metadata_size),
                 ("max_batch_size", s.max_batch_size),
                 ("max_cursor_size", s.max_cursor_size),
+                ("compression", s.compression),
             ] {
                 if let Some(v) = v {
                     m.insert(k.into(), json!(v));
