@@ -371,20 +371,35 @@ impl Call {
 
     /// The next response message; `Ok(None)` after the last one of a call
     /// that ended OK; `Err(status)` for a call that failed.
-    pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
-        let next = poll_fn(|cx| poll_message(&self.shared, self.id, &mut self.local, cx)).await;
-        if self.watch.is_some() {
-            match &next {
-                Ok(Some(m)) => self.watch.as_ref().map_or((), |w| w.response(m)),
-                Ok(None) => {
-                    if let Some(st) = self.ended_with() {
-                        self.end_watch(&st);
-                    }
-                }
-                Err(st) => self.end_watch(st),
+    pub fn message(&mut self) -> impl Future<Output = Result<Option<Bytes>, Status>> + '_ {
+        // One future, the watch (interceptors, span) out of line: a plain
+        // call's receive loop is what it was without them.
+        poll_fn(move |cx| {
+            let next = std::task::ready!(poll_message(&self.shared, self.id, &mut self.local, cx));
+            if self.watch.is_some() {
+                self.observe(&next);
             }
+            Poll::Ready(next)
+        })
+    }
+
+    /// What the watch sees of a receive: a message, or the call's end.
+    #[cold]
+    #[inline(never)]
+    fn observe(&mut self, next: &Result<Option<Bytes>, Status>) {
+        match next {
+            Ok(Some(m)) => {
+                if let Some(w) = &self.watch {
+                    w.response(m);
+                }
+            }
+            Ok(None) => {
+                if let Some(st) = self.ended_with() {
+                    self.end_watch(&st);
+                }
+            }
+            Err(st) => self.end_watch(st),
         }
-        next
     }
 
     /// The call's status once it ended.

@@ -4,10 +4,11 @@
  * deadlines, and handlers for the calls the server opens toward it.
  */
 
+import { gunzip, InflateError } from "./inflate.js";
 import { singleRequest, singleResponse } from "./protocol/call.js";
 import { type Config, DEFAULT_CONFIG, maxWebSocketMessage } from "./protocol/config.js";
 import { Connection, CURSOR_KEY, type Event } from "./protocol/connection.js";
-import type { CallKind } from "./protocol/frame.js";
+import { type CallKind, isCompressed } from "./protocol/frame.js";
 import { type Metadata, type MetadataInit, toMetadata } from "./protocol/metadata.js";
 import { type Status, status, ZrpcError } from "./protocol/status.js";
 import { AsyncQueue } from "./queue.js";
@@ -156,6 +157,9 @@ export class Client {
   readonly #baseMetadata: Metadata;
   readonly #handlers: Handlers;
   #scheduled = false;
+  /** COMPRESSED messages being inflated, and the messages queued behind them. */
+  #inflating = 0;
+  #inflated: Promise<void> = Promise.resolve();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | undefined;
   #blockedTimer: ReturnType<typeof setTimeout> | undefined;
@@ -187,11 +191,13 @@ export class Client {
     });
     bindSocket(opened, {
       message: (data) => {
-        this.#conn.handleMessage(data, now());
-        // Events go to the application now; what it sends in reply goes
-        // out with the next flush.
-        this.#dispatchAll();
-        this.#pump();
+        // A COMPRESSED message inflates asynchronously; the messages after
+        // it wait their turn behind it.
+        if (this.#inflating > 0 || isCompressed(data)) {
+          this.#inflateInOrder(data);
+          return;
+        }
+        this.#receive(data, false);
       },
       closed: (code, reason) => {
         this.#conn.handleClose(code, reason);
@@ -199,6 +205,34 @@ export class Client {
       },
     });
     this.#pump();
+  }
+
+  /** A message for the protocol state machine; its events go to the application now, what it sends in reply with the next flush. */
+  #receive(data: Uint8Array | string, inflated: boolean): void {
+    this.#conn.handleMessage(data, now(), inflated);
+    this.#dispatchAll();
+    this.#pump();
+  }
+
+  /** Receives `data` after the messages before it, inflating it if it is COMPRESSED. */
+  #inflateInOrder(data: Uint8Array | string): void {
+    this.#inflating += 1;
+    this.#inflated = this.#inflated
+      .then(async () => {
+        if (!isCompressed(data)) return this.#receive(data, false);
+        const gz = this.#conn.compressedPayload(data as Uint8Array, now());
+        if (gz === undefined) return this.#pump(); // refused: the close goes out
+        try {
+          this.#receive(await gunzip(gz, this.#conn.maxInflated), true);
+        } catch (e) {
+          this.#conn.inflateFailed(e instanceof InflateError && e.tooLarge);
+          this.#dispatchAll();
+          this.#pump();
+        }
+      })
+      .finally(() => {
+        this.#inflating -= 1;
+      });
   }
 
   /** Calls in flight on this connection. */

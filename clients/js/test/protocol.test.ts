@@ -58,6 +58,7 @@ test("SETTINGS goes first and alone, with this side's limits", () => {
     maxMetadataSize: 16384,
     maxBatchSize: 16384,
     maxCursorSize: 64,
+    compression: 1,
   });
 });
 

@@ -25,6 +25,8 @@ export interface RunningServer {
   pid: number;
   /** Lines the server wrote to stderr (its log). */
   log: string[];
+  /** The metrics endpoint (`http://…/metrics`), when started with `--metrics-addr`. */
+  metricsUrl: string | undefined;
   /** Resolves with the exit code once the process has exited. */
   exited: Promise<number | null>;
   /** SIGTERM (drain) and wait for the exit. */
@@ -56,7 +58,9 @@ export function startServer(args: string[] = [], addr = "127.0.0.1:0"): Promise<
       clearTimeout(timer);
       reject(new Error(`zrpc serve exited with ${code}:\n${log.join("\n")}`));
     });
+    let metricsUrl: string | undefined;
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      if (line.startsWith("metrics")) metricsUrl = line.split(" ").at(-1);
       const m = /on (wss?:\/\/\S+)/.exec(line);
       if (m === null) return;
       clearTimeout(timer);
@@ -65,6 +69,7 @@ export function startServer(args: string[] = [], addr = "127.0.0.1:0"): Promise<
         url,
         pid: child.pid ?? 0,
         log,
+        metricsUrl,
         exited,
         stop: () => {
           child.kill("SIGTERM");

@@ -39,6 +39,12 @@ export interface Config extends Limits {
   maxCallSendBuffer: number;
   /** Bytes queued to send on the connection before `canSend` says wait (4 MiB). */
   maxConnectionSendBuffer: number;
+  /**
+   * Offer gzip (PROTOCOL.md 3.4): the server may then send COMPRESSED
+   * messages, which the client inflates (DecompressionStream) before this
+   * module sees them, at most to the largest message it accepts (true).
+   */
+  acceptGzip: boolean;
   /** PING after this many ms without a frame from the peer; 0 turns keepalive off (30 s). */
   keepaliveIntervalMs: number;
   /** Close with 4000 when a PING is not answered in this many ms (20 s). */
@@ -68,6 +74,7 @@ export const DEFAULT_CONFIG: Config = {
   maxConnectionBuffer: 64 * 1024 * 1024,
   maxCallSendBuffer: 1024 * 1024,
   maxConnectionSendBuffer: 4 * 1024 * 1024,
+  acceptGzip: true,
   keepaliveIntervalMs: 30_000,
   keepaliveTimeoutMs: 20_000,
   maxPendingControl: 1024,

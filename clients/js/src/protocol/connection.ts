@@ -15,6 +15,7 @@ import { type Config, checkSettings, DEFAULT_CONFIG, type Limits, maxWebSocketMe
 import { Fifo } from "./fifo.js";
 import {
   type CallKind,
+  COMPRESSION_GZIP,
   decodeFrame,
   encodeFrame,
   type Frame,
@@ -141,6 +142,7 @@ export class Connection {
           maxMetadataSize: c.maxMetadataSize,
           maxBatchSize: c.maxBatchSize,
           maxCursorSize: c.maxCursorSize > 0 ? c.maxCursorSize : undefined,
+          compression: c.acceptGzip ? COMPRESSION_GZIP : undefined,
         },
       }),
     );
@@ -383,13 +385,52 @@ export class Connection {
 
   // ---- inputs -----------------------------------------------------------
 
-  /** A WebSocket message arrived. */
-  handleMessage(data: Uint8Array | string, now: number): void {
+  /**
+   * The gzip payload of a COMPRESSED message (PROTOCOL.md 3.4), once it is
+   * checked against this side's offer; `undefined` when it was refused (the
+   * connection is then closing). Inflate it, at most to {@link maxInflated}
+   * bytes, and give the content to {@link handleMessage} with `inflated`;
+   * {@link inflateFailed} when that fails.
+   */
+  compressedPayload(data: Uint8Array, now: number): Uint8Array | undefined {
+    if (this.#state === "closed") return undefined;
+    this.#lastReceived = now;
+    this.#pingSentAt = undefined;
+    let why: string | undefined;
+    if (!this.config.acceptGzip) why = "COMPRESSED, which this side did not offer";
+    else if (!this.#settingsReceived) why = "first frame is not SETTINGS";
+    else if (data.length < HEADER_LEN || data.subarray(1, HEADER_LEN).some((b) => b !== 0)) why = "COMPRESSED with flags or a stream id";
+    if (why === undefined) return data.subarray(HEADER_LEN);
+    this.#fail(protocolError(why));
+    return undefined;
+  }
+
+  /** The largest content a COMPRESSED message may inflate to: the largest message this side accepts. */
+  get maxInflated(): number {
+    return Math.max(this.#maxInbound, HEADER_LEN + this.config.maxBatchSize);
+  }
+
+  /** Inflating a COMPRESSED message failed: its content was over {@link maxInflated} (1009), or not gzip (1002). */
+  inflateFailed(tooLarge: boolean): void {
+    if (this.#state === "closed") return;
+    this.#fail(
+      tooLarge
+        ? new ConnectionError(1009, `decompressed message over the limit of ${this.maxInflated}`)
+        : protocolError("COMPRESSED payload is not one gzip member"),
+    );
+  }
+
+  /** A WebSocket message arrived (`inflated`: the content of a COMPRESSED one). */
+  handleMessage(data: Uint8Array | string, now: number, inflated = false): void {
     if (this.#state === "closed") return;
     this.#lastReceived = now;
     this.#pingSentAt = undefined;
     try {
       if (typeof data === "string") throw new ConnectionError(1003, "text message on a zrpc.v1 connection");
+      if (data[0] === FrameType.COMPRESSED) {
+        throw protocolError(inflated ? "COMPRESSED inside COMPRESSED" : "COMPRESSED given to handleMessage: inflate it first");
+      }
+      if (inflated && data[0] === FrameType.SETTINGS) throw protocolError("SETTINGS compressed");
       if (data.length > this.#maxInbound && !(isBatch(data) && data.length <= HEADER_LEN + this.config.maxBatchSize)) {
         throw new ConnectionError(1009, `message of ${data.length} bytes over the limit of ${this.#maxInbound}`);
       }

@@ -19,6 +19,7 @@ export const FrameType = {
   PING: 0x8,
   GOAWAY: 0x9,
   BATCH: 0xa,
+  COMPRESSED: 0xb,
 } as const;
 
 /** The four call kinds, by their OPEN `kind` number. */
@@ -43,7 +44,10 @@ export const SettingId = {
   maxMetadataSize: 5,
   maxBatchSize: 6,
   maxCursorSize: 7,
+  compression: 8,
 } as const;
+/** {@link SettingId.compression} bit: gzip (PROTOCOL.md 3.4). */
+export const COMPRESSION_GZIP = 0x1;
 /** The settings a peer states about itself as a receiver. */
 export type Settings = { -readonly [K in keyof typeof SettingId]?: number };
 
@@ -326,6 +330,11 @@ export function encodeMessage(stream: number, payload: Uint8Array, endStream: bo
     out[out.length - 1] = cursor.length;
   }
   return out;
+}
+
+/** Whether a WebSocket message is COMPRESSED (type byte 0xB, PROTOCOL.md 3.4). */
+export function isCompressed(msg: Uint8Array | string): boolean {
+  return typeof msg !== "string" && msg.length > 0 && msg[0] === FrameType.COMPRESSED;
 }
 
 /** Whether a WebSocket message is a BATCH (type byte 0xA). */
