@@ -13,7 +13,7 @@ TYPES = {"SETTINGS": 0, "OPEN": 1, "HEADERS": 2, "MESSAGE": 3, "HALF_CLOSE": 4,
 KINDS = {"unary": 0, "server_streaming": 1, "client_streaming": 2, "bidi": 3}
 SETTING_IDS = {"max_message_size": 1, "max_concurrent_streams": 2, "initial_credit": 3,
                "max_fragment_size": 4, "max_metadata_size": 5, "max_batch_size": 6,
-               "max_cursor_size": 7}
+               "max_cursor_size": 7, "compression": 8}
 
 
 def header(ty, flags, stream):
@@ -76,7 +76,7 @@ FRAMES = [
     ("settings-zrpc", {"type": "SETTINGS", "settings": {
         "max_message_size": 4194304, "max_concurrent_streams": 1024, "initial_credit": 16,
         "max_fragment_size": 65536, "max_metadata_size": 16384, "max_batch_size": 16384,
-        "max_cursor_size": 64}}),
+        "max_cursor_size": 64, "compression": 1}}),
     ("settings-empty", {"type": "SETTINGS", "settings": {}}),
     ("open-unary-timeout", {"type": "OPEN", "stream": 1, "kind": "unary", "timeout_ms": 1000,
                             "initial_credit": 1, "method": "echo.Echo/Say", "metadata": []}),
@@ -124,6 +124,9 @@ INVALID = [
     ("credit-truncated", "070000000001000000", "Truncated"),
     ("half-close-trailing", "04000000000100", "TrailingBytes"),
     ("settings-odd-length", "0000000000000001", "InvalidSettingsLength"),
+    # A COMPRESSED message is unwrapped before frames are decoded (3.4): as
+    # a frame (inside a BATCH or another COMPRESSED) its type is unknown.
+    ("compressed-as-a-frame", "0b00000000001f8b", "UnknownType"),
     ("open-bad-kind", "010000000001070000000000000001000165" + "0000", "InvalidKind"),
     ("open-empty-method", "01000000000100000000000000000100000000", "InvalidMethodLength"),
     ("open-method-not-utf8", "0100000000010000000000000000010001ff0000", "InvalidUtf8"),

@@ -232,6 +232,38 @@ fn run(script: &Value, defaults: &Value) {
                 }
                 let _ = r.conn.handle_message(r.now, Incoming::Binary(b.freeze()));
             }
+            "recv_compressed" => {
+                let content: Vec<u8> = if let Some(h) = arg.get("hex") {
+                    hex(h.as_str().unwrap())
+                } else if let Some(n) = arg.get("zeros") {
+                    vec![0; n.as_u64().unwrap() as usize]
+                } else {
+                    let frames: Vec<Bytes> = arg["frames"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(frame_in)
+                        .collect();
+                    if frames.len() == 1 {
+                        frames[0].to_vec()
+                    } else {
+                        let mut b = BytesMut::new();
+                        b.put_slice(&[frame::kind::BATCH, 0, 0, 0, 0, 0]);
+                        for f in &frames {
+                            b.put_u16(f.len() as u16);
+                            b.put_slice(f);
+                        }
+                        b.to_vec()
+                    }
+                };
+                let mut gz = flate2::write::GzEncoder::new(
+                    vec![frame::kind::COMPRESSED, 0, 0, 0, 0, 0],
+                    flate2::Compression::default(),
+                );
+                std::io::Write::write_all(&mut gz, &content).unwrap();
+                let msg = Bytes::from(gz.finish().unwrap());
+                let _ = r.conn.handle_message(r.now, Incoming::Binary(msg));
+            }
             "recv_hex" => {
                 let b = Bytes::from(hex(arg.as_str().unwrap()));
                 let _ = r.conn.handle_message(r.now, Incoming::Binary(b));

@@ -34,6 +34,8 @@ enum Op {
     Recv(Wire),
     /// Several frames packed in one BATCH message.
     RecvBatch(Vec<Wire>),
+    /// Frames in a COMPRESSED message: one alone, more as a BATCH.
+    RecvCompressed(Vec<Wire>),
     Open { kind: CallKind, timeout_ms: Option<u16>, metadata: Metadata },
     Send { call: u8, len: u16 },
     CloseSend { call: u8 },
@@ -89,6 +91,18 @@ fn encode(w: Wire) -> Incoming {
     Incoming::Binary(f.to_bytes())
 }
 
+/// `ws` packed in one BATCH message.
+fn batch(ws: Vec<Wire>) -> Vec<u8> {
+    let mut b = vec![frame::kind::BATCH, 0, 0, 0, 0, 0];
+    for w in ws {
+        let (Incoming::Binary(f) | Incoming::Text(f)) = encode(w);
+        let len = f.len().min(u16::MAX as usize);
+        b.extend_from_slice(&(len as u16).to_be_bytes());
+        b.extend_from_slice(&f[..len]);
+    }
+    b
+}
+
 fuzz_target!(|input: Input| {
     let start = Instant::now();
     let mut now = start;
@@ -103,6 +117,9 @@ fuzz_target!(|input: Input| {
         idle_timeout: Some(Duration::from_millis(700)),
         max_call_send_buffer: 4096,
         max_connection_send_buffer: SEND_BOUND,
+        // Its own messages of 256 bytes or more go COMPRESSED when the
+        // peer offered gzip.
+        compress_min_size: 256,
         ..Config::default()
     };
     let mut c = Connection::new(side, mode, cfg, now);
@@ -116,14 +133,21 @@ fuzz_target!(|input: Input| {
                 let _ = c.handle_message(now, encode(w));
             }
             Op::RecvBatch(ws) => {
-                let mut b = vec![frame::kind::BATCH, 0, 0, 0, 0, 0];
-                for w in ws {
-                    let (Incoming::Binary(f) | Incoming::Text(f)) = encode(w);
-                    let len = f.len().min(u16::MAX as usize);
-                    b.extend_from_slice(&(len as u16).to_be_bytes());
-                    b.extend_from_slice(&f[..len]);
-                }
-                let _ = c.handle_message(now, Incoming::Binary(b.into()));
+                let _ = c.handle_message(now, Incoming::Binary(batch(ws).into()));
+            }
+            Op::RecvCompressed(mut ws) => {
+                let content = if ws.len() == 1 {
+                    let (Incoming::Binary(f) | Incoming::Text(f)) = encode(ws.remove(0));
+                    f.to_vec()
+                } else {
+                    batch(ws)
+                };
+                let mut gz = flate2::write::GzEncoder::new(
+                    vec![frame::kind::COMPRESSED, 0, 0, 0, 0, 0],
+                    flate2::Compression::fast(),
+                );
+                let _ = std::io::Write::write_all(&mut gz, &content);
+                let _ = c.handle_message(now, Incoming::Binary(gz.finish().unwrap_or_default().into()));
             }
             Op::Open { kind, timeout_ms, metadata } => {
                 let opts = OpenOptions { timeout: timeout_ms.map(|ms| Duration::from_millis(ms as u64)), metadata };

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { test } from "node:test";
+import { gunzipSync, gzipSync } from "node:zlib";
 import {
   type CallKind,
   Code,
@@ -18,7 +19,9 @@ import {
   type Event,
   encodeBatch,
   encodeFrame,
+  FrameType,
   fromHex,
+  HEADER_LEN,
   isBatch,
   splitBatch,
   toHex,
@@ -55,7 +58,30 @@ function configOf(j: Json): Partial<Config> {
     keepaliveIntervalMs: n("keepalive_interval_ms"),
     keepaliveTimeoutMs: n("keepalive_timeout_ms"),
     maxPendingControl: n("max_pending_control"),
+    acceptGzip: (j.accept_gzip as boolean | undefined) ?? true,
   };
+}
+
+/** What the client does with a COMPRESSED message (PROTOCOL.md 3.4), inflating synchronously (zlib) instead of with DecompressionStream. */
+function receiveCompressed(conn: Connection, data: Uint8Array, now: number): void {
+  const gz = conn.compressedPayload(data, now);
+  if (gz === undefined) return;
+  let inner: Uint8Array;
+  try {
+    inner = gunzipSync(gz, { maxOutputLength: conn.maxInflated });
+  } catch (e) {
+    conn.inflateFailed((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE");
+    return;
+  }
+  conn.handleMessage(inner, now, true);
+}
+
+/** The content of a `recv_compressed` step: frames (one alone, more in a BATCH), raw hex, or zeros. */
+function compressedContent(a: Json): Uint8Array {
+  if (a.hex !== undefined) return fromHex(a.hex as string);
+  if (a.zeros !== undefined) return new Uint8Array(a.zeros as number);
+  const frames = (a.frames as Json[]).map((f) => encodeFrame(frameFromJson(f)));
+  return frames.length === 1 ? (frames[0] as Uint8Array) : encodeBatch(frames);
 }
 
 function eventToJson(e: Event): Json {
@@ -131,9 +157,20 @@ function run(script: Script): void {
       case "recv_batch":
         conn.handleMessage(encodeBatch((arg as Json[]).map((f) => encodeFrame(frameFromJson(f)))), now);
         return;
-      case "recv_hex":
-        conn.handleMessage(fromHex(arg as string), now);
+      case "recv_hex": {
+        const data = fromHex(arg as string);
+        if (data[0] === FrameType.COMPRESSED) receiveCompressed(conn, data, now);
+        else conn.handleMessage(data, now);
         return;
+      }
+      case "recv_compressed": {
+        const gz = gzipSync(compressedContent(a));
+        const data = new Uint8Array(HEADER_LEN + gz.length);
+        data[0] = FrameType.COMPRESSED;
+        data.set(gz, HEADER_LEN);
+        receiveCompressed(conn, data, now);
+        return;
+      }
       case "recv_text":
         conn.handleMessage(arg as string, now);
         return;

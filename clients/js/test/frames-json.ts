@@ -16,6 +16,7 @@ const settingNames: Record<string, keyof Settings> = {
   max_metadata_size: "maxMetadataSize",
   max_batch_size: "maxBatchSize",
   max_cursor_size: "maxCursorSize",
+  compression: "compression",
 };
 
 export function metadataFromJson(pairs: unknown): Metadata {
