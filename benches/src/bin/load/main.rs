@@ -10,6 +10,8 @@
 //!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k,live10k,bidi10k] \
 //!     [--runtimes multi1,multi2,current] [--secs 3] [--markdown FILE]
 //!     [--interceptor]      (zrpc servers run one no-op interceptor on every call)
+//!     [--client-interceptor] (zrpc clients run one no-op client interceptor)
+//!     [--compress-min-size N] (zrpc servers compress messages of N bytes or more)
 //!     [--addr HOST:PORT]   (load a server already running instead of starting one)
 //! ```
 //!
@@ -69,9 +71,26 @@ fn arg(name: &str) -> Option<String> {
 /// costs).
 const INTERCEPTOR_ENV: &str = "ZRPC_LOAD_INTERCEPTOR";
 
-/// An interceptor with every hook left at its default (nothing).
+/// With `--compress-min-size N`, the server processes get this variable:
+/// their connections compress what they send from `N` bytes (PROTOCOL.md
+/// 3.4; the clients accept gzip, as every zrpc client does).
+const COMPRESS_ENV: &str = "ZRPC_LOAD_COMPRESS_MIN_SIZE";
+
+/// An interceptor with every hook left at its default (nothing), for
+/// either side.
 struct Noop;
 impl zrpc_async::Interceptor for Noop {}
+impl zrpc_async::ClientInterceptor for Noop {}
+
+/// The client of a zrpc connection, with `--client-interceptor` its no-op
+/// interceptor.
+fn intercepted(client: zrpc_async::Client) -> zrpc_async::Client {
+    if std::env::args().any(|a| a == "--client-interceptor") {
+        client.with_interceptor(Noop)
+    } else {
+        client
+    }
+}
 
 /// The benchmark service: unary echo, and a stream of N messages of L bytes
 /// (request: u32 N, u32 L, big-endian).
@@ -139,14 +158,19 @@ fn serve(system: &str) {
     // Every load client connects from 127.0.0.1: the per-address limit is
     // lifted (the global one still holds), so 10,000 connections fit.
     fn bench_config() -> zrpc_async::ServerConfig {
+        let mut core = if std::env::var("ZRPC_LOAD_NO_TIMERS").is_ok() {
+            zrpc_core::Config::default()
+        } else {
+            zrpc_async::ServerConfig::default().core
+        };
+        core.compress_min_size = std::env::var(COMPRESS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         zrpc_async::ServerConfig {
             max_connections: 20_000,
             max_connections_per_ip: 20_000,
-            core: if std::env::var("ZRPC_LOAD_NO_TIMERS").is_ok() {
-                zrpc_core::Config::default()
-            } else {
-                zrpc_async::ServerConfig::default().core
-            },
+            core,
             ..Default::default()
         }
     }
@@ -247,6 +271,10 @@ impl ServerProcess {
                 } else {
                     "0"
                 },
+            )
+            .env(
+                COMPRESS_ENV,
+                arg("--compress-min-size").unwrap_or_else(|| "0".into()),
             )
             .stdout(Stdio::piped())
             .spawn()
@@ -401,10 +429,14 @@ impl Conn {
     async fn open(system: &str, addr: &str) -> Conn {
         let url = format!("ws://{addr}/");
         match system {
-            "zrpc-tokio" => Conn::Zrpc(zrpc_tokio::connect(&url).await.expect("connect")),
+            "zrpc-tokio" => Conn::Zrpc(intercepted(
+                zrpc_tokio::connect(&url).await.expect("connect"),
+            )),
             // The smol client: its driver tasks and the load loop share
             // smol's executor thread (see `spawn`).
-            "zrpc-smol" => Conn::Zrpc(zrpc_smol::connect(&url).await.expect("connect")),
+            "zrpc-smol" => Conn::Zrpc(intercepted(
+                zrpc_smol::connect(&url).await.expect("connect"),
+            )),
             #[cfg(feature = "peers")]
             "tonic" | "zrpc-grpc" => Conn::Tonic(tonic_peer::connect(addr).await),
             #[cfg(feature = "peers")]
