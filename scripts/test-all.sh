@@ -41,7 +41,7 @@ CARGO_TARGET_DIR="$PWD/target" cargo run --quiet --locked --manifest-path exampl
 echo "== javascript"
 cargo build -p zrpc-cli
 bash scripts/setup-js.sh
-(cd clients/js && npm run check && node scripts/size.mjs --max=12800 && npm test)
+(cd clients/js && npm run check && node scripts/size.mjs --max=12900 && npm test)
 echo "== rolling restart (3 instances behind nginx on one PostgreSQL, each restarted under load)"
 cargo build -p zrpc-cli --example cluster
 ZRPC_BIN="$PWD/target/debug/zrpc" CLUSTER_BIN="$PWD/target/debug/examples/cluster" bash scripts/rolling-restart.sh 8

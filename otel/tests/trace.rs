@@ -167,6 +167,21 @@ async fn one_trace_crosses_two_hops<R: Runtime>(rt: R) {
         assert_eq!(attr(s, "rpc.method").as_deref(), Some("a.A/Outer"));
     }
     assert!(attr(server_a_span, "peer").is_some_and(|p| p.starts_with("127.0.0.1:")));
+    // Sizes: the request "x" and the reply "done", on both of A's spans.
+    for s in [client_a, server_a_span] {
+        assert_eq!(
+            attr(s, "rpc.request.bytes").as_deref(),
+            Some("1"),
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            attr(s, "rpc.response.bytes").as_deref(),
+            Some("4"),
+            "{}",
+            s.name
+        );
+    }
 
     server_a.shutdown().await;
     server_b.shutdown().await;

@@ -42,6 +42,21 @@ pub struct CallContext {
     pub(crate) interceptors: Option<Interceptors>,
     /// The call's `tracing` span.
     pub(crate) span: tracing::Span,
+    /// Bytes each way, counted only while a subscriber wants the span.
+    pub(crate) sizes: Option<Arc<Sizes>>,
+}
+
+/// The request and response bytes of a call, for its span.
+#[derive(Default)]
+pub(crate) struct Sizes {
+    pub(crate) request: std::sync::atomic::AtomicU64,
+    pub(crate) response: std::sync::atomic::AtomicU64,
+}
+
+impl Sizes {
+    pub(crate) fn count(counter: &std::sync::atomic::AtomicU64, message: &Bytes) {
+        counter.fetch_add(message.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -245,6 +260,8 @@ pub struct RequestStream {
     /// request message).
     pub(crate) method: Method,
     pub(crate) interceptors: Option<Interceptors>,
+    /// The call's byte counts, when its span is wanted.
+    pub(crate) sizes: Option<Arc<Sizes>>,
 }
 
 /// Where request messages come from.
@@ -279,6 +296,9 @@ impl RequestStream {
                 self.max
             ))),
             Some(m) => {
+                if let Some(sizes) = &self.sizes {
+                    Sizes::count(&sizes.request, &m);
+                }
                 if let Some(list) = &self.interceptors {
                     list.iter()
                         .for_each(|i| i.request(self.method.as_str(), &m));
@@ -358,6 +378,9 @@ impl ResponseSink {
         if !self.headers_flushed {
             self.ctx.flush_headers();
             self.headers_flushed = true;
+        }
+        if let Some(sizes) = &self.ctx.sizes {
+            Sizes::count(&sizes.response, &msg);
         }
         if let Some(list) = &self.ctx.interceptors {
             list.iter()

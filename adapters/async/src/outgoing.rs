@@ -2,6 +2,7 @@
 //! [`ClientInterceptor`]s it was given and the call's `tracing` span, from
 //! the call's start to its status.
 
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +86,8 @@ fn call_span(method: &str) -> tracing::Span {
         rpc.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
+        rpc.request.bytes = tracing::field::Empty,
+        rpc.response.bytes = tracing::field::Empty,
     )
 }
 
@@ -111,6 +114,9 @@ pub(crate) struct Watch {
     observes: bool,
     span: tracing::Span,
     started: Instant,
+    /// Bytes sent and received, for the span.
+    sent: Cell<u64>,
+    received: Cell<u64>,
 }
 
 impl Watch {
@@ -145,11 +151,14 @@ impl Watch {
             interceptors: interceptors.cloned(),
             span,
             started: Instant::now(),
+            sent: Cell::new(0),
+            received: Cell::new(0),
         })))
     }
 
     /// A request message the call sends.
     pub(crate) fn request(&self, message: &Bytes) {
+        self.sent.set(self.sent.get() + message.len() as u64);
         if let (true, Some(list)) = (self.observes, &self.interceptors) {
             list.iter().for_each(|i| i.request(&self.method, message));
         }
@@ -157,6 +166,8 @@ impl Watch {
 
     /// A response message the call received.
     pub(crate) fn response(&self, message: &Bytes) {
+        self.received
+            .set(self.received.get() + message.len() as u64);
         if let (true, Some(list)) = (self.observes, &self.interceptors) {
             list.iter().for_each(|i| i.response(&self.method, message));
         }
@@ -167,6 +178,10 @@ impl Watch {
     pub(crate) fn end(self, status: &Status) {
         let elapsed = self.started.elapsed();
         record_status(&self.span, status);
+        if !self.span.is_disabled() {
+            self.span.record("rpc.request.bytes", self.sent.get());
+            self.span.record("rpc.response.bytes", self.received.get());
+        }
         let _entered = self.span.enter();
         tracing::debug!(
             target: "zrpc_async::client",

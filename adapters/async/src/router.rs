@@ -476,6 +476,7 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
         out: Arc::new(Mutex::new(ResponseMeta::default())),
         interceptors: None,
         span: tracing::Span::none(),
+        sizes: None,
     };
     let reqs = RequestStream {
         from: Requests::Ws {
@@ -486,6 +487,7 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
         max: route.handler.max_request,
         method: ctx.method.clone(),
         interceptors: None,
+        sizes: None,
     };
     let (status, trailers) = run(route, ctx, reqs).await;
     shared.act(|g| {
@@ -528,6 +530,8 @@ fn call_span(level: CallLog, ctx: &CallContext) -> tracing::Span {
                 rpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
                 otel.status_description = tracing::field::Empty,
+                rpc.request.bytes = tracing::field::Empty,
+                rpc.response.bytes = tracing::field::Empty,
                 peer = tracing::field::Empty,
             )
         };
@@ -558,6 +562,10 @@ pub(crate) async fn run(
     ctx.interceptors = route.watchers.clone();
     reqs.interceptors = route.watchers.clone();
     ctx.span = call_span(route.call_log, &ctx);
+    if !ctx.span.is_disabled() {
+        ctx.sizes = Some(Arc::default());
+        reqs.sizes = ctx.sizes.clone();
+    }
     let sink = ResponseSink {
         ctx: ctx.clone(),
         headers_flushed: false,
@@ -614,6 +622,13 @@ pub(crate) async fn run(
         .map_or("the call ended before its handler", |s| s.message());
     if !ctx.span.is_disabled() {
         crate::outgoing::record_status(&ctx.span, &Status::new(code, message));
+        if let Some(sizes) = &ctx.sizes {
+            use std::sync::atomic::Ordering::Relaxed;
+            ctx.span
+                .record("rpc.request.bytes", sizes.request.load(Relaxed));
+            ctx.span
+                .record("rpc.response.bytes", sizes.response.load(Relaxed));
+        }
     }
     macro_rules! log_call {
         ($level:ident) => {

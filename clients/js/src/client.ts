@@ -159,6 +159,7 @@ export class Client {
   #scheduled = false;
   /** COMPRESSED messages being inflated, and the messages queued behind them. */
   #inflating = 0;
+  #queuedBytes = 0;
   #inflated: Promise<void> = Promise.resolve();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | undefined;
@@ -216,6 +217,15 @@ export class Client {
 
   /** Receives `data` after the messages before it, inflating it if it is COMPRESSED. */
   #inflateInOrder(data: Uint8Array | string): void {
+    // What waits behind an inflation is bounded like what the application has not read.
+    const size = typeof data === "string" ? data.length : data.byteLength;
+    if (this.#queuedBytes + size > this.#conn.config.maxConnectionBuffer) {
+      this.#conn.abort(1008, "inflate queue over its bound");
+      this.#dispatchAll();
+      this.#pump();
+      return;
+    }
+    this.#queuedBytes += size;
     this.#inflating += 1;
     this.#inflated = this.#inflated
       .then(async () => {
@@ -232,6 +242,7 @@ export class Client {
       })
       .finally(() => {
         this.#inflating -= 1;
+        this.#queuedBytes -= size;
       });
   }
 

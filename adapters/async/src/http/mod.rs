@@ -354,6 +354,7 @@ async fn answer_allowed<R: Runtime>(
         out: Arc::new(Mutex::new(ResponseMeta::default())),
         interceptors: None,
         span: tracing::Span::none(),
+        sizes: None,
     };
     let Some(body) = body.take() else {
         return plain(500, "the request body was taken twice");
@@ -369,6 +370,7 @@ async fn answer_allowed<R: Runtime>(
         max,
         method: ctx.method.clone(),
         interceptors: None,
+        sizes: None,
     };
     let rt = server.runtime().clone();
     let finisher = call.clone();

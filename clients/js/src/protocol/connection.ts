@@ -428,7 +428,7 @@ export class Connection {
     try {
       if (typeof data === "string") throw new ConnectionError(1003, "text message on a zrpc.v1 connection");
       if (data[0] === FrameType.COMPRESSED) {
-        throw protocolError(inflated ? "COMPRESSED inside COMPRESSED" : "COMPRESSED given to handleMessage: inflate it first");
+        throw protocolError(inflated ? "COMPRESSED inside COMPRESSED" : "COMPRESSED not inflated");
       }
       if (inflated && data[0] === FrameType.SETTINGS) throw protocolError("SETTINGS compressed");
       if (data.length > this.#maxInbound && !(isBatch(data) && data.length <= HEADER_LEN + this.config.maxBatchSize)) {
