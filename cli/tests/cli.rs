@@ -25,6 +25,17 @@ fn start_serve(args: &[&str], stderr: Stdio) -> (Child, BufReader<ChildStdout>, 
     (serve, out, url)
 }
 
+/// SIGTERM to `serve`, which must drain and exit 0.
+fn terminate(serve: &mut Child) {
+    let term = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve exits 0 on SIGTERM, got {status:?}");
+}
+
 #[test]
 fn demo_runs_every_call_kind_and_exits_zero() {
     let out = Command::new(ZRPC).arg("demo").output().unwrap();
@@ -104,13 +115,7 @@ fn call_against_serve_json_in_and_out_and_exit_codes() {
     assert!(legacy.status.success());
     assert_eq!(String::from_utf8_lossy(&legacy.stdout).lines().count(), 10);
 
-    let term = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = serve.wait().unwrap();
-    assert!(status.success(), "serve exits 0 on SIGTERM, got {status:?}");
+    terminate(&mut serve);
     let mut log = String::new();
     std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut log).unwrap();
     assert!(
@@ -1087,12 +1092,7 @@ fn serve_exports_call_spans_over_otlp_continuing_the_callers_trace() {
         .unwrap();
     assert!(call.status.success(), "{call:?}");
     // SIGTERM: serve drains, then sends the spans still batched.
-    let term = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert!(serve.wait().unwrap().success());
+    terminate(&mut serve);
     let trace_id: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).unwrap())
         .collect();

@@ -33,9 +33,14 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     })
 }
 
-/// The spans of `trace`, once `count` of them ended (spans end as their
-/// tasks finish, which may be just after the caller saw its reply).
-async fn spans_of<R: Runtime>(rt: &R, trace: TraceId, count: usize) -> Vec<SpanData> {
+/// The finished spans `keep` selects, once `count` of them ended (spans end
+/// as their tasks finish, which may be just after the caller saw its reply),
+/// or what there is after 10 s.
+async fn spans<R: Runtime>(
+    rt: &R,
+    count: usize,
+    keep: impl Fn(&SpanData) -> bool,
+) -> Vec<SpanData> {
     let (exporter, provider) = exporter();
     let limit = Instant::now() + Duration::from_secs(10);
     loop {
@@ -44,7 +49,7 @@ async fn spans_of<R: Runtime>(rt: &R, trace: TraceId, count: usize) -> Vec<SpanD
             .get_finished_spans()
             .unwrap()
             .into_iter()
-            .filter(|s| s.span_context.trace_id() == trace)
+            .filter(|s| keep(s))
             .collect();
         if spans.len() >= count || Instant::now() > limit {
             return spans;
@@ -128,7 +133,7 @@ async fn one_trace_crosses_two_hops<R: Runtime>(rt: R) {
         .unwrap();
     assert_eq!(&reply[..], b"done");
 
-    let spans = spans_of(&rt, trace, 5).await;
+    let spans = spans(&rt, 5, |s| s.span_context.trace_id() == trace).await;
     assert_eq!(spans.len(), 5, "{spans:#?}");
     let root = spans.iter().find(|s| s.name == "test root").unwrap();
     let client_a = find(&spans, "a.A/Outer", SpanKind::Client);
@@ -224,30 +229,14 @@ async fn a_bad_traceparent_starts_a_new_trace_and_the_call_goes_on<R: Runtime>(r
     }
     // Every server span of those calls (of this test on both runtimes: the
     // tests share the exporter) is the root of its own trace.
-    let (exporter, provider) = exporter();
-    let limit = Instant::now() + Duration::from_secs(10);
-    loop {
-        provider.force_flush().unwrap();
-        let servers: Vec<SpanData> = exporter
-            .get_finished_spans()
-            .unwrap()
-            .into_iter()
-            .filter(|s| s.name == "t.T/Echo" && s.span_kind == SpanKind::Server)
-            .collect();
-        if servers.len() >= 3 {
-            for s in &servers {
-                assert_eq!(s.parent_span_id, SpanId::INVALID, "{s:#?}");
-                assert!(s.span_context.trace_id() != TraceId::INVALID);
-            }
-            break;
-        }
-        assert!(
-            Instant::now() < limit,
-            "only {} server spans",
-            servers.len()
-        );
-        rt.sleep_until(Instant::now() + Duration::from_millis(5))
-            .await;
+    let servers = spans(&rt, 3, |s| {
+        s.name == "t.T/Echo" && s.span_kind == SpanKind::Server
+    })
+    .await;
+    assert!(servers.len() >= 3, "only {} server spans", servers.len());
+    for s in &servers {
+        assert_eq!(s.parent_span_id, SpanId::INVALID, "{s:#?}");
+        assert!(s.span_context.trace_id() != TraceId::INVALID);
     }
     server.shutdown().await;
 }
