@@ -13,7 +13,7 @@ use zrpc_core::{CallKind, Metadata, Method, Status, StreamId};
 
 use crate::call_io::{poll_end, poll_message, poll_send};
 use crate::client::Client;
-use crate::conn::{CallSlot, Shared};
+use crate::conn::Shared;
 use crate::http::call::{HttpCall, HttpRequests};
 use crate::options::CallOptions;
 use crate::router::Interceptors;
@@ -163,7 +163,7 @@ impl CallContext {
     pub fn is_cancelled(&self) -> bool {
         match &self.io {
             CallIo::Ws(shared) => {
-                shared.read(|g| g.slots.get(&self.id).is_none_or(CallSlot::is_ended))
+                shared.read(|g| g.slots.get(&self.id).is_none_or(|s| s.is_ended()))
             }
             CallIo::Http(call) => call.is_ended(),
         }

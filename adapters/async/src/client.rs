@@ -13,7 +13,7 @@ use crate::options::CallOptions;
 use crate::outgoing::{ClientInterceptor, ClientInterceptors, Watch};
 
 use crate::call_io::{poll_end, poll_message, poll_send};
-use crate::conn::{CallSlot, Shared, now};
+use crate::conn::{Shared, now};
 
 /// A connection to a zrpc server. Clones share the connection; calls are
 /// multiplexed over it. When the last clone is dropped the connection
@@ -161,7 +161,7 @@ impl Client {
                 }
                 match g.conn.open_call(now(), method, kind, opts.open_options()) {
                     Ok(id) => {
-                        g.slots.insert(id, CallSlot::default());
+                        g.add_slot(id);
                         let sent = match request.take() {
                             None => Ok(()),
                             // A new call always has credit for its first message.
@@ -362,9 +362,7 @@ impl Call {
         let id = self.id;
         self.shared.act(|g| match g.conn.close_send(id) {
             Ok(()) => Ok(()),
-            Err(UserError::UnknownCall) if g.slots.get(&id).is_some_and(CallSlot::is_ended) => {
-                Ok(())
-            }
+            Err(UserError::UnknownCall) if g.slots.get(&id).is_some_and(|s| s.is_ended()) => Ok(()),
             Err(e) => Err(g.status_of(id, e)),
         })
     }
@@ -480,14 +478,15 @@ impl Drop for Call {
         }
         let id = self.id;
         self.shared.act(|g| {
-            if !g.slots.get(&id).is_none_or(CallSlot::is_ended) {
+            if !g.slots.get(&id).is_none_or(|s| s.is_ended()) {
                 let _ = g.conn.cancel(id);
             }
-            if let Some(slot) = g.slots.remove(&id) {
+            if let Some(mut slot) = g.slots.remove(&id) {
                 // Return the credit of messages nobody will read.
-                for m in slot.inbox {
+                for m in slot.inbox.drain(..) {
                     g.conn.consume(id, m.len());
                 }
+                g.recycle(slot);
             }
         });
     }

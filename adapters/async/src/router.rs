@@ -407,7 +407,7 @@ pub(crate) fn dispatch(
             .finished_only(status.code());
         shared.act(|g| {
             let _ = g.conn.finish(call.id, status, Metadata::new());
-            g.slots.remove(&call.id);
+            g.remove_slot(call.id);
         });
         return None;
     }
@@ -511,7 +511,7 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
         // Routed before the slot goes: the end wakes anyone still waiting
         // on it (a clone of the context in a task of the handler's own).
         g.pump_events();
-        g.slots.remove(&call.id);
+        g.remove_slot(call.id);
     });
 }
 

@@ -44,6 +44,9 @@ pub type StreamIdMap<V> = HashMap<StreamId, V, BuildHasherDefault<StreamIdHasher
 
 /// Send queues of ended calls kept for reuse.
 const SPARE_QUEUES: usize = 64;
+/// Boxes of ended calls kept for the next calls (each holds what its call
+/// left until it is reused or the connection goes idle).
+const SPARE_BOXES: usize = 16;
 
 /// One call, seen from this side.
 #[derive(Debug)]
@@ -98,10 +101,16 @@ pub(crate) struct Removed {
 /// The table of live calls.
 #[derive(Debug)]
 pub(crate) struct Calls {
-    map: StreamIdMap<Call>,
+    /// Boxed: a connection with one live call holds a table of four
+    /// buckets, 4 x 16 bytes instead of 4 x 160.
+    map: StreamIdMap<Box<Call>>,
     /// Calls with something queued to write, in turn.
     ready: VecDeque<StreamId>,
     spare: Vec<VecDeque<Queued>>,
+    /// Boxes of ended calls, for the next ones (no allocation per call):
+    /// the boxes themselves are what is kept.
+    #[allow(clippy::vec_box)]
+    spare_boxes: Vec<Box<Call>>,
     /// The next id this side opens a call with.
     next_local: u64,
     /// The highest id the peer opened a call with.
@@ -118,6 +127,7 @@ impl Calls {
             map: StreamIdMap::default(),
             ready: VecDeque::new(),
             spare: Vec::new(),
+            spare_boxes: Vec::new(),
             next_local: side.first_id() as u64,
             max_remote: 0,
             callers: 0,
@@ -140,24 +150,28 @@ impl Calls {
         self.map.shrink_to_fit();
         self.ready.shrink_to_fit();
         self.spare = Vec::new();
+        self.spare_boxes = Vec::new();
     }
     #[inline]
     pub(crate) fn get(&self, id: StreamId) -> Option<&Call> {
-        self.map.get(&id)
+        self.map.get(&id).map(|s| &**s)
     }
     #[inline]
     pub(crate) fn get_mut(&mut self, id: StreamId) -> Option<&mut Call> {
-        self.map.get_mut(&id)
+        self.map.get_mut(&id).map(|s| &mut **s)
     }
 
     /// A call the application still has.
     #[inline]
     pub(crate) fn live_mut(&mut self, id: StreamId) -> Option<&mut Call> {
-        self.map.get_mut(&id).filter(|s| s.is_live())
+        self.map
+            .get_mut(&id)
+            .map(|s| &mut **s)
+            .filter(|s| s.is_live())
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (StreamId, &Call)> {
-        self.map.iter().map(|(id, s)| (*id, s))
+        self.map.iter().map(|(id, s)| (*id, &**s))
     }
 
     /// Ids of the calls matching `f`, in id order (so what follows from
@@ -212,7 +226,14 @@ impl Calls {
             }
             Role::Responder => self.responders += 1,
         }
-        self.map.insert(id, s);
+        let boxed = match self.spare_boxes.pop() {
+            Some(mut b) => {
+                *b = s;
+                b
+            }
+            None => Box::new(s),
+        };
+        self.map.insert(id, boxed);
     }
 
     /// Forgets a call, keeping its queue for reuse.
@@ -227,11 +248,11 @@ impl Calls {
             Role::Caller => self.callers -= 1,
             Role::Responder => self.responders -= 1,
         }
-        Some(Removed {
-            held: s.recv.held(),
-            queued,
-            role,
-        })
+        let held = s.recv.held();
+        if self.spare_boxes.len() < SPARE_BOXES {
+            self.spare_boxes.push(s);
+        }
+        Some(Removed { held, queued, role })
     }
 
     /// Puts `id` in the ready queue when it has something to write.
