@@ -28,6 +28,9 @@
 #      nightly; installs cargo-fuzz once if it is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build from scratch: incremental caches (2.8 GB of target/) would
+# never be reused.
+export CARGO_INCREMENTAL=0
 
 echo "== fmt";    cargo fmt --all -- --check
 cargo fmt --manifest-path examples/own-service/Cargo.toml -- --check
