@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p zrpc-benches --features peers --bin load -- \
 //!     [--systems zrpc-tokio,zrpc-smol,ws,tonic,jsonrpsee] \
-//!     [--workloads unary1,unary64,stream64,stream64k,conns1000,idle10k,live10k,bidi10k] \
+//!     [--workloads unary1,unary64,stream64,stream64k,stream1m,conns1000,idle10k,live10k,bidi10k] \
 //!     [--runtimes multi1,multi2,current] [--secs 3] [--markdown FILE]
 //!     [--interceptor]      (zrpc servers run one no-op interceptor on every call)
 //!     [--client-interceptor] (zrpc clients run one no-op client interceptor)
@@ -637,8 +637,12 @@ async fn unary_in_flight(
 
 async fn streaming(system: &str, addr: &str, len: u32, secs: f64) -> Vec<(&'static str, f64)> {
     let conn = Conn::open(system, addr).await;
-    let per_call: u32 = if len <= 64 { 200_000 } else { 2_000 };
-    conn.stream(1000, len).await; // warm-up
+    let per_call: u32 = match len {
+        0..=64 => 200_000,
+        65..=65536 => 2_000,
+        _ => 200,
+    };
+    conn.stream(per_call.min(1000), len).await; // warm-up
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let cpu = CpuMark::now();
@@ -892,7 +896,7 @@ fn main() {
     };
     let systems = arg("--systems").unwrap_or_else(|| all.into());
     let workloads = arg("--workloads").unwrap_or_else(|| {
-        "unary1,unary64,stream64,stream64k,conns1000,idle10k,live10k,bidi10k".into()
+        "unary1,unary64,stream64,stream64k,stream1m,conns1000,idle10k,live10k,bidi10k".into()
     });
     let secs: f64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(3.0);
     systems.split(',').for_each(check_system);
@@ -953,6 +957,10 @@ fn main() {
                     "stream64k" => (
                         "server stream 64 KiB",
                         streaming(system, addr, 64 * 1024, secs).await,
+                    ),
+                    "stream1m" => (
+                        "server stream 1 MiB",
+                        streaming(system, addr, 1 << 20, secs).await,
                     ),
                     "conns1000" => (
                         "1,000 connections, 1 call each",
