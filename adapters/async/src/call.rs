@@ -28,16 +28,24 @@ pub(crate) enum CallIo {
 }
 
 /// Everything a handler may want to know about its call, and the response
-/// headers and trailers it may set. Cheap to clone.
+/// headers and trailers it may set. Cheap to clone: one pointer, shared by
+/// every clone (a handler's future holds one pointer for it, not the
+/// whole call's description).
 #[derive(Clone)]
 pub struct CallContext {
+    pub(crate) info: Arc<CallInfo>,
+}
+
+/// What a [`CallContext`] points to: built by whatever carried the call,
+/// completed by the router (interceptors, span), then shared.
+pub(crate) struct CallInfo {
     pub(crate) id: StreamId,
     pub(crate) method: Method,
     pub(crate) kind: CallKind,
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Option<Instant>,
     pub(crate) io: CallIo,
-    pub(crate) out: Arc<Mutex<ResponseMeta>>,
+    pub(crate) out: Mutex<ResponseMeta>,
     /// The router's interceptors (they see each response message).
     pub(crate) interceptors: Option<Interceptors>,
     /// The call's `tracing` span.
@@ -66,25 +74,57 @@ pub(crate) struct ResponseMeta {
     pub(crate) trailers: Metadata,
 }
 
+impl CallInfo {
+    /// A call's description before the router completes it.
+    pub(crate) fn new(
+        id: StreamId,
+        method: Method,
+        kind: CallKind,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        io: CallIo,
+    ) -> Self {
+        Self {
+            id,
+            method,
+            kind,
+            metadata,
+            deadline,
+            io,
+            out: Mutex::default(),
+            interceptors: None,
+            span: tracing::Span::none(),
+            sizes: None,
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        match &self.io {
+            CallIo::Ws(shared) => shared.peer,
+            CallIo::Http(call) => call.peer,
+        }
+    }
+}
+
 impl CallContext {
     /// The method called, as sent (for legacy calls, the full dotted name).
     pub fn method(&self) -> &str {
-        self.method.as_str()
+        self.info.method.as_str()
     }
 
     /// The call kind the caller declared.
     pub fn kind(&self) -> CallKind {
-        self.kind
+        self.info.kind
     }
 
     /// Request headers.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.info.metadata
     }
 
     /// When the call expires, if the caller set a timeout.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.info.deadline
     }
 
     /// The call's `tracing` span (target `zrpc_async::router`, at the
@@ -97,22 +137,19 @@ impl CallContext {
     /// interceptor's `start` may give it a remote parent (the caller's
     /// `traceparent`), as the span is entered only after it.
     pub fn span(&self) -> &tracing::Span {
-        &self.span
+        &self.info.span
     }
 
     /// The peer's address, when known.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        match &self.io {
-            CallIo::Ws(shared) => shared.peer,
-            CallIo::Http(call) => call.peer,
-        }
+        self.info.peer_addr()
     }
 
     /// The identity the server's authentication hook gave this connection
     /// (see `Server::authenticate`; for an HTTP call, its request), if it
     /// is a `T`.
     pub fn identity<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
-        let identity = match &self.io {
+        let identity = match &self.info.io {
             CallIo::Ws(shared) => shared.identity.as_ref(),
             CallIo::Http(call) => call.identity.as_ref(),
         };
@@ -122,7 +159,7 @@ impl CallContext {
     /// The protocol the call came in: `"zrpc.v1"`, `"legacy"`, `"grpc"`,
     /// `"grpc-web"` or `"connect"`.
     pub fn protocol(&self) -> &'static str {
-        match &self.io {
+        match &self.info.io {
             CallIo::Ws(shared) => match shared.mode() {
                 zrpc_core::Mode::V1 => zrpc_core::SUBPROTOCOL_V1,
                 zrpc_core::Mode::Legacy => "legacy",
@@ -133,13 +170,13 @@ impl CallContext {
 
     /// The call's id on its connection.
     pub fn id(&self) -> StreamId {
-        self.id
+        self.info.id
     }
 
     /// Sets the response headers, sent before the first response message
     /// (or with the end of the call). Ignored once sent.
     pub fn set_headers(&self, headers: Metadata) {
-        let mut o = lock(&self.out);
+        let mut o = lock(&self.info.out);
         if !o.headers_sent {
             o.headers = Some(headers);
         }
@@ -147,23 +184,23 @@ impl CallContext {
 
     /// Sets the trailers sent with the final status.
     pub fn set_trailers(&self, trailers: Metadata) {
-        lock(&self.out).trailers = trailers;
+        lock(&self.info.out).trailers = trailers;
     }
 
     /// Resolves when the call ends before the handler finishes it:
     /// cancelled by the caller, deadline exceeded, or connection lost.
     pub async fn cancelled(&self) -> Status {
-        match &self.io {
-            CallIo::Ws(shared) => poll_fn(|cx| poll_end(shared, self.id, cx)).await.0,
+        match &self.info.io {
+            CallIo::Ws(shared) => poll_fn(|cx| poll_end(shared, self.info.id, cx)).await.0,
             CallIo::Http(call) => poll_fn(|cx| call.poll_end(cx)).await,
         }
     }
 
     /// True once the call has ended (see [`cancelled`](Self::cancelled)).
     pub fn is_cancelled(&self) -> bool {
-        match &self.io {
+        match &self.info.io {
             CallIo::Ws(shared) => {
-                shared.read(|g| g.slots.get(&self.id).is_none_or(|s| s.is_ended()))
+                shared.read(|g| g.slots.get(&self.info.id).is_none_or(|s| s.is_ended()))
             }
             CallIo::Http(call) => call.is_ended(),
         }
@@ -187,6 +224,7 @@ impl CallContext {
     pub fn child_options(&self) -> CallOptions {
         CallOptions {
             timeout: self
+                .info
                 .deadline
                 .map(|d| d.saturating_duration_since(Instant::now())),
             ..CallOptions::default()
@@ -197,7 +235,7 @@ impl CallContext {
     /// (server-initiated calls). A call that came over HTTP has no such
     /// connection: every call of this client then fails `UNIMPLEMENTED`.
     pub fn client(&self) -> Client {
-        match &self.io {
+        match &self.info.io {
             CallIo::Ws(shared) => Client::from_shared(shared.clone()),
             CallIo::Http(_) => Client::detached(Status::unimplemented(
                 "server-initiated calls need a zrpc.v1 connection; this call came over HTTP",
@@ -210,7 +248,7 @@ impl CallContext {
     /// with [`ResponseSink::send_with_cursor`]; `None` for a call that
     /// starts afresh. It comes from the caller: check it as any input.
     pub fn resume_cursor(&self) -> Option<&Bytes> {
-        self.metadata.get(zrpc_core::CURSOR_KEY)
+        self.info.metadata.get(zrpc_core::CURSOR_KEY)
     }
 
     /// Sends the response headers now if they were set and not yet sent.
@@ -222,20 +260,20 @@ impl CallContext {
     /// connection gave them (a cursor refused).
     pub(crate) fn flush_headers_checked(&self) -> Result<(), Status> {
         let headers = {
-            let mut o = lock(&self.out);
+            let mut o = lock(&self.info.out);
             if o.headers_sent {
                 return Ok(());
             }
             o.headers_sent = true;
             o.headers.take()
         };
-        match &self.io {
+        match &self.info.io {
             CallIo::Ws(shared) => {
                 if let Some(h) = headers {
                     return shared.act(|g| {
                         g.conn
-                            .send_headers(self.id, h)
-                            .map_err(|e| g.status_of(self.id, e))
+                            .send_headers(self.info.id, h)
+                            .map_err(|e| g.status_of(self.info.id, e))
                     });
                 }
             }
@@ -314,11 +352,29 @@ impl RequestStream {
 /// slow reader slows the handler instead of filling memory.
 pub struct ResponseSink {
     pub(crate) ctx: CallContext,
+    /// What each send needs, held here rather than behind the context's
+    /// pointer (one indirection less per message).
+    id: StreamId,
+    io: CallIo,
+    watchers: Option<Interceptors>,
+    sizes: Option<Arc<Sizes>>,
     /// Headers were flushed (on the first send): later sends skip the check.
-    pub(crate) headers_flushed: bool,
+    headers_flushed: bool,
 }
 
 impl ResponseSink {
+    pub(crate) fn new(ctx: CallContext) -> Self {
+        let info = &ctx.info;
+        Self {
+            id: info.id,
+            io: info.io.clone(),
+            watchers: info.interceptors.clone(),
+            sizes: info.sizes.clone(),
+            ctx,
+            headers_flushed: false,
+        }
+    }
+
     /// Sends one response message. Fails with the call's status once it
     /// ended (for example `CANCELLED` when the caller went away).
     pub fn send(&mut self, msg: Bytes) -> impl Future<Output = Result<(), Status>> + '_ {
@@ -353,7 +409,7 @@ impl ResponseSink {
     /// its start. Does nothing once the headers went out.
     pub fn start_at(&mut self, cursor: Bytes) -> Result<(), Status> {
         {
-            let mut o = lock(&self.ctx.out);
+            let mut o = lock(&self.ctx.info.out);
             if o.headers_sent {
                 return Ok(());
             }
@@ -379,17 +435,17 @@ impl ResponseSink {
             self.ctx.flush_headers();
             self.headers_flushed = true;
         }
-        if let Some(sizes) = &self.ctx.sizes {
+        if let Some(sizes) = &self.sizes {
             Sizes::count(&sizes.response, &msg);
         }
-        if let Some(list) = &self.ctx.interceptors {
+        if let Some(list) = &self.watchers {
             list.iter()
                 .for_each(|i| i.response(self.ctx.method(), &msg));
         }
         let mut msg = Some(msg);
-        let ctx = &self.ctx;
-        poll_fn(move |cx| match &ctx.io {
-            CallIo::Ws(shared) => poll_send(shared, ctx.id, &mut msg, cursor.as_ref(), cx),
+        let (io, id) = (&self.io, self.id);
+        poll_fn(move |cx| match io {
+            CallIo::Ws(shared) => poll_send(shared, id, &mut msg, cursor.as_ref(), cx),
             CallIo::Http(call) => call.poll_send(&mut msg, cx),
         })
     }

@@ -6,14 +6,14 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_lite::FutureExt;
 use tracing::Instrument;
 use zrpc_core::{CallKind, Code, IncomingCall, Metadata, Mode, Status, UserError, legacy};
 
-use crate::call::{CallContext, CallIo, RequestStream, Requests, ResponseMeta, ResponseSink};
+use crate::call::{CallContext, CallInfo, CallIo, RequestStream, Requests, ResponseSink};
 use crate::conn::Shared;
 use crate::metrics::MethodMetrics;
 use crate::signal::lock;
@@ -466,29 +466,26 @@ pub(crate) fn refused_unknown(code: Code) {
 }
 
 async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
-    let ctx = CallContext {
-        id: call.id,
-        method: call.method,
-        kind: call.kind,
-        metadata: call.metadata,
-        deadline: call.deadline,
-        io: CallIo::Ws(shared.clone()),
-        out: Arc::new(Mutex::new(ResponseMeta::default())),
-        interceptors: None,
-        span: tracing::Span::none(),
-        sizes: None,
-    };
-    let reqs = RequestStream {
+    let info = CallInfo::new(
+        call.id,
+        call.method,
+        call.kind,
+        call.metadata,
+        call.deadline,
+        CallIo::Ws(shared.clone()),
+    );
+    let mut reqs = RequestStream {
         from: Requests::Ws {
             id: call.id,
             shared: shared.clone(),
             local: VecDeque::new(),
         },
         max: route.handler.max_request,
-        method: ctx.method.clone(),
+        method: info.method.clone(),
         interceptors: None,
         sizes: None,
     };
+    let ctx = prepare(&route, info, &mut reqs);
     let (status, trailers) = run(route, ctx, reqs).await;
     shared.act(|g| {
         if let Some(status) = status {
@@ -517,16 +514,16 @@ async fn run_handler(route: Route, call: IncomingCall, shared: Arc<Shared>) {
 
 /// The span of one served call, at the level of its log line, a root
 /// (an interceptor may give it a remote parent before it is entered).
-fn call_span(level: CallLog, ctx: &CallContext) -> tracing::Span {
+fn call_span(level: CallLog, ctx: &CallInfo) -> tracing::Span {
     macro_rules! span {
         ($level:ident) => {
             tracing::$level!(
                 parent: None,
                 "call",
-                otel.name = ctx.method(),
+                otel.name = ctx.method.as_str(),
                 otel.kind = "server",
                 rpc.system = "zrpc",
-                rpc.method = ctx.method(),
+                rpc.method = ctx.method.as_str(),
                 rpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
                 otel.status_description = tracing::field::Empty,
@@ -548,6 +545,24 @@ fn call_span(level: CallLog, ctx: &CallContext) -> tracing::Span {
     span
 }
 
+/// Completes a call's description for its route (the interceptors that
+/// watch messages, the span, byte counts when the span is wanted) and
+/// shares it. Done before [`run`], so the call's task holds one pointer
+/// for it rather than the whole description.
+pub(crate) fn prepare(route: &Route, mut info: CallInfo, reqs: &mut RequestStream) -> CallContext {
+    // Only the interceptors that observe messages go with the call's I/O.
+    info.interceptors = route.watchers.clone();
+    reqs.interceptors = route.watchers.clone();
+    info.span = call_span(route.call_log, &info);
+    if !info.span.is_disabled() {
+        info.sizes = Some(Arc::default());
+        reqs.sizes = info.sizes.clone();
+    }
+    CallContext {
+        info: Arc::new(info),
+    }
+}
+
 /// Runs a call's handler to its end, whatever carried the call:
 /// interceptors, the handler raced against the call's end (cancel,
 /// deadline, connection lost), panics caught, metrics, the log line.
@@ -555,21 +570,10 @@ fn call_span(level: CallLog, ctx: &CallContext) -> tracing::Span {
 /// handler) and the trailers.
 pub(crate) async fn run(
     route: Route,
-    mut ctx: CallContext,
-    mut reqs: RequestStream,
+    ctx: CallContext,
+    reqs: RequestStream,
 ) -> (Option<Status>, Metadata) {
-    // Only the interceptors that observe messages go with the call's I/O.
-    ctx.interceptors = route.watchers.clone();
-    reqs.interceptors = route.watchers.clone();
-    ctx.span = call_span(route.call_log, &ctx);
-    if !ctx.span.is_disabled() {
-        ctx.sizes = Some(Arc::default());
-        reqs.sizes = ctx.sizes.clone();
-    }
-    let sink = ResponseSink {
-        ctx: ctx.clone(),
-        headers_flushed: false,
-    };
+    let sink = ResponseSink::new(ctx.clone());
     let started = std::time::Instant::now();
     let metrics = route.handler.metrics.clone();
     metrics.started();
@@ -591,7 +595,7 @@ pub(crate) async fn run(
             ctx.cancelled().await;
             None
         })
-        .instrument(ctx.span.clone())
+        .instrument(ctx.info.span.clone())
         .await;
     let status = match outcome {
         None => None,
@@ -606,7 +610,7 @@ pub(crate) async fn run(
         (Some(_), None) => Some(ctx.cancelled().await),
     };
     // The end runs in the call's span (no await from here on).
-    let _entered = ctx.span.enter();
+    let _entered = ctx.info.span.enter();
     if let (Some(list), Some(ended)) = (&route.interceptors, &ended) {
         // In reverse order; a panic here is the interceptor's alone.
         for i in list.iter().rev() {
@@ -614,20 +618,19 @@ pub(crate) async fn run(
         }
     }
     ctx.flush_headers();
-    let trailers = std::mem::take(&mut lock(&ctx.out).trailers);
+    let trailers = std::mem::take(&mut lock(&ctx.info.out).trailers);
     let code = status.as_ref().map_or(Code::Cancelled, Status::code);
     metrics.finished(code, elapsed.as_secs_f64());
     let message = status
         .as_ref()
         .map_or("the call ended before its handler", |s| s.message());
-    if !ctx.span.is_disabled() {
-        crate::outgoing::record_status(&ctx.span, &Status::new(code, message));
-        if let Some(sizes) = &ctx.sizes {
+    let span = &ctx.info.span;
+    if !span.is_disabled() {
+        crate::outgoing::record_status(span, &Status::new(code, message));
+        if let Some(sizes) = &ctx.info.sizes {
             use std::sync::atomic::Ordering::Relaxed;
-            ctx.span
-                .record("rpc.request.bytes", sizes.request.load(Relaxed));
-            ctx.span
-                .record("rpc.response.bytes", sizes.response.load(Relaxed));
+            span.record("rpc.request.bytes", sizes.request.load(Relaxed));
+            span.record("rpc.response.bytes", sizes.response.load(Relaxed));
         }
     }
     macro_rules! log_call {

@@ -26,8 +26,8 @@ mod rt;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
@@ -42,7 +42,7 @@ use zrpc_core::{CallKind, Code, Metadata, Method, Status, StreamId};
 use self::call::{Body, CallBody, Head, HttpCall, HttpRequests, Running};
 use self::envelope::Decoder;
 use self::protocol::{Codec, Protocol};
-use crate::call::{CallContext, CallIo, RequestStream, Requests, ResponseMeta};
+use crate::call::{CallInfo, CallIo, RequestStream, Requests};
 use crate::conn::now;
 use crate::router;
 use crate::runtime::Runtime;
@@ -344,36 +344,33 @@ async fn answer_allowed<R: Runtime>(
         .max_request()
         .min(server.config().core.max_message_size as usize);
     let call = HttpCall::new(protocol, encodings.gzip_out, json.clone(), peer, identity);
-    let ctx = CallContext {
+    let info = CallInfo::new(
         id,
         method,
-        kind: route.kind(),
+        route.kind(),
         metadata,
         deadline,
-        io: CallIo::Http(call.clone()),
-        out: Arc::new(Mutex::new(ResponseMeta::default())),
-        interceptors: None,
-        span: tracing::Span::none(),
-        sizes: None,
-    };
+        CallIo::Http(call.clone()),
+    );
     let Some(body) = body.take() else {
         return plain(500, "the request body was taken twice");
     };
-    let reqs = RequestStream {
+    let mut reqs = RequestStream {
         from: Requests::Http(Box::new(HttpRequests::new(
             body,
             Decoder::new(protocol.framing(), max).gzip(encodings.gzip_in),
             json,
-            ctx.kind.single_request(),
+            info.kind.single_request(),
             server.recv_budget(),
         ))),
         max,
-        method: ctx.method.clone(),
+        method: info.method.clone(),
         interceptors: None,
         sizes: None,
     };
     let rt = server.runtime().clone();
     let finisher = call.clone();
+    let ctx = router::prepare(&route, info, &mut reqs);
     let handler = async move {
         let (status, trailers) = router::run(route, ctx, reqs).await;
         if let Some(status) = status {
