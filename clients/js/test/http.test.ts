@@ -209,6 +209,16 @@ function registerTests(): void {
       const got: number[] = [];
       for await (const m of client.repeat({ message: "j", repeat: 2 })) got.push(m.index);
       assert.deepEqual(got, [0, 1]);
+      // More than the server queues for one HTTP call (64 KiB): its sends
+      // wait for the body to drain, and each message is converted to JSON
+      // once, whether it waited or not.
+      const long = "j".repeat(2000);
+      let n = 0;
+      for await (const m of client.repeat({ message: long, repeat: 200 })) {
+        assert.equal(m.index, n++);
+        assert.equal(m.message, long);
+      }
+      assert.equal(n, 200);
       await assert.rejects(client.say({ message: "" }), (e: ConnectError) => e.code === Code.InvalidArgument);
     }
     // A JSON body that is not the request type: INVALID_ARGUMENT, naming the field.

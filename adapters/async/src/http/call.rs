@@ -137,14 +137,17 @@ impl HttpCall {
         let Some(mut m) = msg.take() else {
             return Poll::Ready(Ok(()));
         };
-        if let Some(json) = &self.json {
-            m = json.response(&m)?;
-        }
+        // The bound is checked before the JSON conversion: a message that
+        // waits stays the handler's (binary) message, converted once when
+        // it is queued.
         if !st.out.is_empty() && st.out_bytes + m.len() > SEND_QUEUE_BYTES {
             *msg = Some(m);
             st.send_waker = Some(cx.waker().clone());
             crate::metrics::send_stalled();
             return Poll::Pending;
+        }
+        if let Some(json) = &self.json {
+            m = json.response(&m)?;
         }
         st.out_bytes += m.len();
         st.out.push_back(m);
