@@ -115,14 +115,11 @@ impl echo_server::Echo for EchoService {
                 format!("repeat: at most {MAX_REPEAT}"),
             ));
         }
-        for index in 0..req.repeat {
-            out.send(&EchoReply {
-                message: req.message.clone(),
-                index,
-            })
-            .await?;
-        }
-        Ok(())
+        let replies = (0..req.repeat).map(|index| EchoReply {
+            message: req.message.clone(),
+            index,
+        });
+        out.send_all(replies).await
     }
 
     async fn collect(

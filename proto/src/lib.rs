@@ -170,6 +170,19 @@ impl<M: Message> Sink<M> {
         self.inner.send(encode(m)).await
     }
 
+    /// Sends every response of `msgs` (messages or references to them),
+    /// each encoded as credit comes: see [`ResponseSink::send_all`].
+    pub async fn send_all<I>(&mut self, msgs: I) -> Result<(), Status>
+    where
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<M>,
+    {
+        use std::borrow::Borrow;
+        self.inner
+            .send_all(msgs.into_iter().map(|m| encode(m.borrow())))
+            .await
+    }
+
     /// Sends one response with its resume cursor: see
     /// [`ResponseSink::send_with_cursor`].
     pub async fn send_with_cursor(&mut self, m: &M, cursor: Bytes) -> Result<(), Status> {

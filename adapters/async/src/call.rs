@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_lite::future::poll_fn;
 use zrpc_core::{CallKind, Metadata, Method, Status, StreamId};
 
-use crate::call_io::{poll_end, poll_message, poll_send};
+use crate::call_io::{poll_end, poll_message, poll_send, poll_send_all};
 use crate::client::Client;
 use crate::conn::Shared;
 use crate::http::call::{HttpCall, HttpRequests};
@@ -379,6 +379,58 @@ impl ResponseSink {
     /// ended (for example `CANCELLED` when the caller went away).
     pub fn send(&mut self, msg: Bytes) -> impl Future<Output = Result<(), Status>> + '_ {
         self.send_at(msg, None)
+    }
+
+    /// Sends every message of `msgs`, in order, as the caller's credit
+    /// allows: what a loop of [`send`](Self::send) does, with many
+    /// messages queued under one lock of the connection instead of one
+    /// each (a stream of small messages costs the server less per
+    /// message). The iterator is pulled only as credit comes, so a slow
+    /// reader still slows it. Fails with the call's status once it ended;
+    /// the messages not yet taken are left in the iterator.
+    ///
+    /// ```no_run
+    /// # use zrpc_async::{Bytes, ResponseSink, Status};
+    /// # async fn handler(rows: Vec<Bytes>, mut sink: ResponseSink) -> Result<(), Status> {
+    /// sink.send_all(rows).await
+    /// # }
+    /// ```
+    pub async fn send_all<I>(&mut self, msgs: I) -> Result<(), Status>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        if !self.headers_flushed {
+            self.ctx.flush_headers();
+            self.headers_flushed = true;
+        }
+        let mut msgs = msgs.into_iter();
+        let (sizes, watchers, method) = (&self.sizes, &self.watchers, self.ctx.method());
+        // Byte counts and interceptors see each message as it is taken.
+        let mut next = || {
+            let m = msgs.next()?;
+            if let Some(sizes) = sizes {
+                Sizes::count(&sizes.response, &m);
+            }
+            if let Some(list) = watchers {
+                list.iter().for_each(|i| i.response(method, &m));
+            }
+            Some(m)
+        };
+        let mut held = None;
+        let (io, id) = (&self.io, self.id);
+        poll_fn(|cx| match io {
+            CallIo::Ws(shared) => poll_send_all(shared, id, &mut held, &mut next, cx),
+            CallIo::Http(call) => loop {
+                if held.is_none() {
+                    held = next();
+                    if held.is_none() {
+                        return std::task::Poll::Ready(Ok(()));
+                    }
+                }
+                std::task::ready!(call.poll_send(&mut held, cx))?;
+            },
+        })
+        .await
     }
 
     /// Sends one response message of a server-streaming call with its

@@ -139,6 +139,70 @@ pub(crate) fn poll_send(
     })
 }
 
+/// Messages [`poll_send_all`] queues under one lock, and per poll before
+/// it yields: the writer (and every other task of the connection) gets the
+/// lock between rounds, and a handler with a large window still lets its
+/// runtime run others.
+const SEND_ALL_PER_LOCK: usize = 64;
+const SEND_ALL_PER_POLL: usize = 1024;
+
+/// Sends messages from `next` as the call's credit allows, many under one
+/// lock. `held` is a message taken from `next` that waits for credit;
+/// `taken` runs once for each message as it is taken from `next`.
+pub(crate) fn poll_send_all(
+    shared: &Shared,
+    id: StreamId,
+    held: &mut Option<Bytes>,
+    next: &mut dyn FnMut() -> Option<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Status>> {
+    if !inline_budget_allows(cx) {
+        return Poll::Pending;
+    }
+    let mut sent = 0;
+    loop {
+        let round = shared.act(|g| {
+            for _ in 0..SEND_ALL_PER_LOCK {
+                let Some(data) = held.take().or_else(&mut *next) else {
+                    return Some(Poll::Ready(Ok(())));
+                };
+                // A send that would block is still made (with a copy of
+                // the handle): its refusal is what makes the connection owe
+                // the call a `Writable` event.
+                let blocked = g.conn.would_block(id);
+                let sent = if blocked {
+                    let sent = g.conn.send(id, data.clone());
+                    *held = Some(data);
+                    sent
+                } else {
+                    g.conn.send(id, data)
+                };
+                match sent {
+                    Ok(()) if blocked => *held = None,
+                    Ok(()) => {}
+                    Err(UserError::Blocked) => {
+                        crate::metrics::send_stalled();
+                        if let Some(s) = g.slots.get_mut(&id) {
+                            s.send_waker = Some(cx.waker().clone());
+                        }
+                        return Some(Poll::Pending);
+                    }
+                    Err(e) => return Some(Poll::Ready(Err(g.status_of(id, e)))),
+                }
+            }
+            None
+        });
+        if let Some(done) = round {
+            return done;
+        }
+        sent += SEND_ALL_PER_LOCK;
+        if sent >= SEND_ALL_PER_POLL {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+    }
+}
+
 /// Resolves once the call has ended (for any reason), with its status.
 pub(crate) fn poll_end(
     shared: &Shared,

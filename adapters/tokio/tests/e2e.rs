@@ -38,6 +38,23 @@ async fn all_kinds(client: &Client) {
     }
     assert_eq!(got, 100);
     assert!(call.finish().await.is_ok());
+    // Server streaming with send_all: many windows of credit, and more
+    // messages than one poll of it queues.
+    let mut call = client
+        .server_streaming(
+            "t.T/CountAll",
+            Bytes::copy_from_slice(&5000u32.to_be_bytes()),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = 0u32;
+    while let Some(m) = call.message().await.unwrap() {
+        assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), got);
+        got += 1;
+    }
+    assert_eq!(got, 5000);
+    assert!(call.finish().await.is_ok());
     // Client streaming.
     let mut call = client
         .client_streaming("t.T/Sum", CallOptions::default())

@@ -16,6 +16,16 @@ fn router() -> Router {
             Ok(Bytes::from(format!("{who} over {}", ctx.protocol())))
         })
         .unary("t.S/Forbidden", |_ctx, req: Bytes| async move { Ok(req) })
+        // 3,000 messages of 100 bytes from one send_all: more than an HTTP
+        // call queues (64 KiB), so the sends wait for the body to drain.
+        .server_streaming("t.S/Rows", |_ctx, _req: Bytes, mut sink| async move {
+            sink.send_all((0..3000u32).map(|i| {
+                let mut m = vec![0u8; 100];
+                m[..4].copy_from_slice(&i.to_be_bytes());
+                Bytes::from(m)
+            }))
+            .await
+        })
         .intercept(|ctx| {
             if ctx.method() == "t.S/Forbidden" {
                 Err(Status::permission_denied("interceptor says no"))
@@ -95,6 +105,18 @@ async fn check(addr: std::net::SocketAddr) {
     assert_eq!((status, message.as_str()), (7, "interceptor says no"));
     let (status, _, _) = grpc_call(addr, "t.S/Nope", Some("sesame")).await;
     assert_eq!(status, 12);
+    // A stream sent with send_all: every message, in order.
+    let (status, _, rest) = grpc_call(addr, "t.S/Rows", Some("sesame")).await;
+    assert_eq!(status, 0);
+    let mut body = Bytes::from([&[0u8, 0, 0, 0, 100][..], &rest[..]].concat());
+    let mut n = 0u32;
+    while !body.is_empty() {
+        assert_eq!(&body[..5], &[0, 0, 0, 0, 100]);
+        assert_eq!(u32::from_be_bytes(body[5..9].try_into().unwrap()), n);
+        body = body.slice(105..);
+        n += 1;
+    }
+    assert_eq!(n, 3000);
     // The same port, zrpc.v1 (the upgrade carries the token).
     let url = format!("ws://{addr}/");
     let config = zrpc_tokio::ClientConfig {

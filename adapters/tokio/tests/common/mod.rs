@@ -60,6 +60,11 @@ pub fn router<R: Runtime>(
             }
             Ok(())
         })
+        .server_streaming("t.T/CountAll", |_ctx, req: Bytes, mut sink| async move {
+            let n = u32::from_be_bytes(req[..4].try_into().unwrap());
+            sink.send_all((0..n).map(|i| Bytes::copy_from_slice(&i.to_be_bytes())))
+                .await
+        })
         .client_streaming("t.T/Sum", |_ctx, mut reqs| async move {
             let mut total = 0u64;
             while let Some(m) = reqs.message().await? {
