@@ -12,6 +12,7 @@
 //!     [--interceptor]      (zrpc servers run one no-op interceptor on every call)
 //!     [--client-interceptor] (zrpc clients run one no-op client interceptor)
 //!     [--compress-min-size N] (zrpc servers compress messages of N bytes or more)
+//!     [--send-all]         (zrpc servers send a stream with one send_all, not a send per message)
 //!     [--addr HOST:PORT]   (load a server already running instead of starting one)
 //! ```
 //!
@@ -76,6 +77,11 @@ const INTERCEPTOR_ENV: &str = "ZRPC_LOAD_INTERCEPTOR";
 /// 3.4; the clients accept gzip, as every zrpc client does).
 const COMPRESS_ENV: &str = "ZRPC_LOAD_COMPRESS_MIN_SIZE";
 
+/// With `--send-all`, the server processes get this variable: their stream
+/// handler sends its messages with one `ResponseSink::send_all` instead of
+/// a `send` per message.
+const SEND_ALL_ENV: &str = "ZRPC_LOAD_SEND_ALL";
+
 /// An interceptor with every hook left at its default (nothing), for
 /// either side.
 struct Noop;
@@ -111,6 +117,9 @@ fn bench_router() -> Router {
         .server_streaming(STREAM, |_ctx, req: Bytes, mut sink| async move {
             let (n, len) = parse_stream_request(&req);
             let msg = Bytes::from(vec![0x5a; len]);
+            if std::env::var(SEND_ALL_ENV).as_deref() == Ok("1") {
+                return sink.send_all(std::iter::repeat_n(msg, n as usize)).await;
+            }
             for _ in 0..n {
                 sink.send(msg.clone()).await?;
             }
@@ -223,8 +232,18 @@ async fn serve_ws(listener: tokio::net::TcpListener) {
             while let Some(Ok(msg)) = ws.next().await {
                 match msg {
                     Message::Binary(b) => {
-                        let sent = ws.send(Message::Binary(b)).await;
-                        if sent.is_err() {
+                        // Echoes what was already read with one flush.
+                        if ws.feed(Message::Binary(b)).await.is_err() {
+                            return;
+                        }
+                        while let Some(Some(Ok(Message::Binary(b)))) =
+                            futures_util::FutureExt::now_or_never(ws.next())
+                        {
+                            if ws.feed(Message::Binary(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if ws.flush().await.is_err() {
                             return;
                         }
                     }
@@ -275,6 +294,14 @@ impl ServerProcess {
             .env(
                 COMPRESS_ENV,
                 arg("--compress-min-size").unwrap_or_else(|| "0".into()),
+            )
+            .env(
+                SEND_ALL_ENV,
+                if std::env::args().any(|a| a == "--send-all") {
+                    "1"
+                } else {
+                    "0"
+                },
             )
             .stdout(Stdio::piped())
             .spawn()
@@ -568,17 +595,34 @@ async fn ws_pipelined(addr: &str, in_flight: usize, secs: f64) -> Vec<(&'static 
         sent_at.push_back(Instant::now());
     }
     tx.flush().await.expect("flush");
+    // Each round waits for one reply, takes the replies already read
+    // without waiting, then sends as many requests with one flush: the
+    // batching a pipelining client does (zrpc's writer does the same).
+    let check = |m: Option<Result<Message, _>>| match m {
+        Some(Ok(Message::Binary(b))) => assert_eq!(b.len(), payload.len(), "echo length"),
+        other => panic!("unexpected {other:?}"),
+    };
     while let Some(t) = sent_at.pop_front() {
-        match rx.next().await {
-            Some(Ok(Message::Binary(b))) => assert_eq!(b.len(), payload.len(), "echo length"),
-            other => panic!("unexpected {other:?}"),
-        }
+        check(rx.next().await);
         lat.push(t.elapsed().as_nanos() as u64);
+        let mut refill = 1;
+        while !sent_at.is_empty() {
+            let Some(m) = futures_util::FutureExt::now_or_never(rx.next()) else {
+                break;
+            };
+            check(m);
+            let t = sent_at.pop_front().expect("a request in flight");
+            lat.push(t.elapsed().as_nanos() as u64);
+            refill += 1;
+        }
         if Instant::now() < deadline && lat.len() < 50_000_000 {
-            tx.send(Message::Binary(payload.clone()))
-                .await
-                .expect("send");
-            sent_at.push_back(Instant::now());
+            for _ in 0..refill {
+                tx.feed(Message::Binary(payload.clone()))
+                    .await
+                    .expect("send");
+                sent_at.push_back(Instant::now());
+            }
+            tx.flush().await.expect("flush");
         }
     }
     let calls = lat.len() as u64;
