@@ -30,8 +30,29 @@ pg_as_owner() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# free_port: a port free on 127.0.0.1 now, below the kernel's ephemeral
+# range. A port the kernel handed out (bind to port 0) is in that range, so
+# while its server is down (a restart) an outgoing connection may take it
+# as its local port, and the server cannot bind it again (EADDRINUSE: seen
+# in the rolling restart). Below the range, only another listener can.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    port = random.randrange(10000, max(low, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port below the ephemeral range")
+PY
 }
 
 pg_url() {
