@@ -1,7 +1,8 @@
 //! Fixed work for instruction counting (deterministic under
 //! `valgrind --tool=callgrind`, unlike wall-clock time on a shared machine):
-//! 10,000 unary round trips, or a 10,000-message server stream, through a
-//! pair of in-memory connections.
+//! 10,000 unary round trips, a 10,000-message server stream, or (`large`)
+//! a server stream of 100 messages of 1 MiB (each sent in 64 KiB fragments
+//! and reassembled), through a pair of in-memory connections.
 //!
 //! ```text
 //! cargo build --release -p zrpc-benches --example count
@@ -22,6 +23,10 @@ fn main() {
         "unary" => (0..10_000)
             .map(|_| unary_round_trip(&mut client, &mut server, now, &msg))
             .sum(),
+        "large" => {
+            let big = Bytes::from(vec![1u8; 1 << 20]);
+            server_stream(&mut client, &mut server, now, 100, &big)
+        }
         _ => server_stream(&mut client, &mut server, now, 10_000, &msg),
     };
     println!("{what}: {events} events");
