@@ -37,8 +37,10 @@ cargo fmt --manifest-path examples/own-service/Cargo.toml -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== docs";   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== test (the people tests on SQLite and on a throwaway PostgreSQL)"
-ZRPC_REQUIRE_POSTGRES=1 bash scripts/with-postgres.sh cargo test --workspace
-cargo test -p zrpc-tokio --features axum --test axum_mount --test hyper_mount
+# Bounded: a test that hangs fails the run in 20 minutes (cargo names it
+# after 60 s) instead of holding CI to its limit.
+ZRPC_REQUIRE_POSTGRES=1 bash scripts/with-postgres.sh timeout 1200 cargo test --workspace
+timeout 600 cargo test -p zrpc-tokio --features axum --test axum_mount --test hyper_mount
 echo "== own service (a crate outside the workspace, depending on zrpc as a user's does)"
 CARGO_TARGET_DIR="$PWD/target" cargo run --quiet --locked --manifest-path examples/own-service/Cargo.toml
 echo "== javascript"
