@@ -15,6 +15,25 @@ use common::*;
 use zrpc_tokio::*;
 
 /// Every call kind, errors, panics and metadata against a connected client.
+/// Calls a `Count`-like method for `n` messages: each one, in order, then OK.
+async fn count_stream(client: &Client, method: &str, n: u32) {
+    let mut call = client
+        .server_streaming(
+            method,
+            Bytes::copy_from_slice(&n.to_be_bytes()),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = 0u32;
+    while let Some(m) = call.message().await.unwrap() {
+        assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), got);
+        got += 1;
+    }
+    assert_eq!(got, n, "{method}");
+    assert!(call.finish().await.is_ok());
+}
+
 async fn all_kinds(client: &Client) {
     // Unary.
     let r = client
@@ -22,39 +41,10 @@ async fn all_kinds(client: &Client) {
         .await
         .unwrap();
     assert_eq!(r, b("hello"));
-    // Server streaming.
-    let mut call = client
-        .server_streaming(
-            "t.T/Count",
-            Bytes::copy_from_slice(&100u32.to_be_bytes()),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    let mut got = 0u32;
-    while let Some(m) = call.message().await.unwrap() {
-        assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), got);
-        got += 1;
-    }
-    assert_eq!(got, 100);
-    assert!(call.finish().await.is_ok());
-    // Server streaming with send_all: many windows of credit, and more
-    // messages than one poll of it queues.
-    let mut call = client
-        .server_streaming(
-            "t.T/CountAll",
-            Bytes::copy_from_slice(&5000u32.to_be_bytes()),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    let mut got = 0u32;
-    while let Some(m) = call.message().await.unwrap() {
-        assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), got);
-        got += 1;
-    }
-    assert_eq!(got, 5000);
-    assert!(call.finish().await.is_ok());
+    // Server streaming: a send per message, then one send_all (many
+    // windows of credit, and more messages than one poll of it queues).
+    count_stream(client, "t.T/Count", 100).await;
+    count_stream(client, "t.T/CountAll", 5000).await;
     // Client streaming.
     let mut call = client
         .client_streaming("t.T/Sum", CallOptions::default())
