@@ -12,7 +12,7 @@ use zrpc_core::{CallKind, Code, Metadata, Status, StreamId, UserError};
 use crate::options::CallOptions;
 use crate::outgoing::{ClientInterceptor, ClientInterceptors, Watch};
 
-use crate::call_io::{poll_end, poll_message, poll_send};
+use crate::call_io::{poll_end, poll_message, poll_send, poll_send_all};
 use crate::conn::{Shared, now};
 
 /// A connection to a zrpc server. Clones share the connection; calls are
@@ -354,6 +354,28 @@ impl Call {
         }
         let mut msg = Some(msg);
         poll_fn(|cx| poll_send(&self.shared, self.id, &mut msg, None, cx)).await
+    }
+
+    /// Sends every request message of `msgs`, in order, as the server's
+    /// credit allows: what a loop of [`send`](Self::send) does, with many
+    /// messages queued under one lock of the connection (see
+    /// `ResponseSink::send_all`). Does not half-close.
+    pub async fn send_all<I>(&mut self, msgs: I) -> Result<(), Status>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let mut msgs = msgs.into_iter();
+        let watch = self.watch.as_deref();
+        let mut next = || {
+            let m = msgs.next()?;
+            if let Some(w) = watch {
+                w.request(&m);
+            }
+            Some(m)
+        };
+        let mut held = None;
+        let (shared, id) = (&self.shared, self.id);
+        poll_fn(|cx| poll_send_all(shared, id, &mut held, &mut next, cx)).await
     }
 
     /// Half-closes: no more request messages. A no-op on a call that has

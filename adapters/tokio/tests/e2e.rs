@@ -59,6 +59,20 @@ async fn all_kinds(client: &Client) {
         u64::from_be_bytes(sum[..8].try_into().unwrap()),
         (0..50).sum::<u64>()
     );
+    // Client streaming with send_all: 3,000 messages, many windows.
+    let mut call = client
+        .client_streaming("t.T/Sum", CallOptions::default())
+        .await
+        .unwrap();
+    call.send_all((0..3000usize).map(|i| Bytes::from(vec![0u8; i % 100])))
+        .await
+        .unwrap();
+    call.close_send().unwrap();
+    let sum = call.message().await.unwrap().unwrap();
+    assert_eq!(
+        u64::from_be_bytes(sum[..8].try_into().unwrap()),
+        (0..3000u64).map(|i| i % 100).sum::<u64>()
+    );
     // Bidi: interleaved.
     let mut call = client
         .bidi("t.T/Chat", CallOptions::default())

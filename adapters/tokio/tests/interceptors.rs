@@ -270,6 +270,13 @@ fn three_via() -> Router {
             std::future::pending::<()>().await;
             Ok::<_, Status>(())
         })
+        .client_streaming("t/Count", |_ctx, mut reqs| async move {
+            let mut n = 0u8;
+            while reqs.message().await?.is_some() {
+                n += 1;
+            }
+            Ok::<_, Status>(Bytes::from(vec![0; n as usize]))
+        })
 }
 
 async fn client_interceptors_add_metadata_in_order_and_see_every_message_and_the_status<
@@ -305,6 +312,34 @@ async fn client_interceptors_add_metadata_in_order_and_see_every_message_and_the
         "b:response 3",
         "a:response 2",
         "b:response 2",
+        "a:response 3",
+        "b:response 3",
+        "b:end Ok",
+        "a:end Ok",
+    ];
+    assert_eq!(log.lock().unwrap().clone(), expected);
+
+    // A client stream sent with send_all: every request message, in order.
+    log.lock().unwrap().clear();
+    let mut call = client
+        .client_streaming("t/Count", CallOptions::default())
+        .await
+        .unwrap();
+    call.send_all((1..=3).map(|n| Bytes::from(vec![0; n])))
+        .await
+        .unwrap();
+    call.close_send().unwrap();
+    assert_eq!(call.message().await.unwrap().unwrap().len(), 3);
+    call.finish().await.unwrap();
+    let expected = [
+        "a:start t/Count ClientStreaming",
+        "b:start t/Count ClientStreaming",
+        "a:request 1",
+        "b:request 1",
+        "a:request 2",
+        "b:request 2",
+        "a:request 3",
+        "b:request 3",
         "a:response 3",
         "b:response 3",
         "b:end Ok",
