@@ -4,7 +4,11 @@
  * (`load --addr`), this client in Node (on `ws`), and in headless Chromium.
  *
  *   cargo build --release -p zrpc-benches --bin load
- *   npm run bench -- [--secs 3] [--workloads unary1,unary64,stream64,stream64k] [--no-browser]
+ *   npm run bench -- [--secs 3] [--workloads unary1,unary64,stream64,stream64k] [--no-browser] [--profile]
+ *
+ * `--profile`: Chromium's rows run under its sampling profiler (the bundle
+ * unminified), and the functions that took the most of each row's time are
+ * printed to stderr: where the browser's time goes.
  */
 
 import { execFileSync, spawn } from "node:child_process";
@@ -17,7 +21,7 @@ import { chromium } from "playwright-core";
 import { Channel } from "../src/channel.js";
 import { connect } from "../src/index.js";
 import { NodeWebSocket, repoRoot } from "../test/server.js";
-import { type Fields, workloads } from "./workloads.js";
+import { type Fields, plainRows, plainStream, workloads } from "./workloads.js";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => {
@@ -27,6 +31,7 @@ const opt = (name: string, def: string) => {
 const secs = Number(opt("--secs", "3"));
 const chosen = opt("--workloads", "unary1,unary64,stream64,stream64k").split(",");
 const browser = !argv.includes("--no-browser");
+const profile = argv.includes("--profile");
 const load = resolve(repoRoot, "target/release/load");
 if (!existsSync(load)) throw new Error(`${load} missing: cargo build --release -p zrpc-benches --bin load`);
 
@@ -37,6 +42,13 @@ const server = spawn(load, ["--serve", "zrpc-tokio"], {
 const addr = await new Promise<string>((r) => createInterface({ input: server.stdout }).once("line", (l) => r(l.trim())));
 const url = `ws://${addr}/`;
 console.error(`bench server on ${url}`);
+// A plain WebSocket server (no RPC layer) for the stream rows' baseline.
+const plainServer = spawn(load, ["--serve", "ws"], {
+  stdio: ["ignore", "pipe", "inherit"],
+  env: { ...process.env, ZRPC_LOAD_RUNTIME: "multi1" },
+});
+const plainAddr = await new Promise<string>((r) => createInterface({ input: plainServer.stdout }).once("line", (l) => r(l.trim())));
+const plainUrl = `ws://${plainAddr}/`;
 
 type Row = { client: string; workload: string; fields: Fields };
 const rows: Row[] = [];
@@ -64,6 +76,16 @@ try {
     rows.push({ client: `Node ${process.version} (ws), Channel`, workload: workload.name, fields: await workload.run(channel, secs) });
     await channel.close();
     report(rows.at(-1) as Row);
+    const len = plainRows[w];
+    if (len !== undefined) {
+      const open = (u: string) => new NodeWebSocket(u, []);
+      rows.push({
+        client: `Node ${process.version} (ws), plain WebSocket`,
+        workload: workload.name,
+        fields: await plainStream(open, plainUrl, len, secs),
+      });
+      report(rows.at(-1) as Row);
+    }
   }
 
   if (browser) {
@@ -72,7 +94,7 @@ try {
       bundle: true,
       format: "esm",
       target: "es2022",
-      minify: true,
+      minify: !profile,
       write: false,
     });
     // The page is injected (route), not served by a real server; Chromium's
@@ -98,19 +120,51 @@ try {
     await page.goto(`${origin}/bench`);
     await page.waitForFunction(() => typeof window.runBench === "function");
     const version = b.version();
+    const cdp = profile ? await page.context().newCDPSession(page) : undefined;
+    if (cdp !== undefined) {
+      await cdp.send("Profiler.enable");
+      await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+    }
     for (const w of chosen) {
       const workload = workloads[w] as (typeof workloads)[string];
+      await cdp?.send("Profiler.start");
       const fields = await page.evaluate(([u, wl, s]) => window.runBench(u, wl, s), [url, w, secs] as const);
+      if (cdp !== undefined) printProfile(workload.name, (await cdp.send("Profiler.stop")).profile.nodes);
       rows.push({ client: `Chromium ${version}`, workload: workload.name, fields });
       report(rows.at(-1) as Row);
       const viaChannel = await page.evaluate(([u, wl, s]) => window.runBench(u, wl, s, true), [url, w, secs] as const);
       rows.push({ client: `Chromium ${version}, Channel`, workload: workload.name, fields: viaChannel });
       report(rows.at(-1) as Row);
+      if (plainRows[w] !== undefined) {
+        await cdp?.send("Profiler.start");
+        const plain = await page.evaluate(([u, wl, s]) => window.runPlain(u, wl, s), [plainUrl, w, secs] as const);
+        if (cdp !== undefined) printProfile(`${workload.name}, plain WebSocket`, (await cdp.send("Profiler.stop")).profile.nodes);
+        rows.push({ client: `Chromium ${version}, plain WebSocket`, workload: workload.name, fields: plain });
+        report(rows.at(-1) as Row);
+      }
     }
     await b.close();
   }
 } finally {
   server.kill();
+  plainServer.kill();
+}
+
+/** The functions with the most samples of their own, as shares of the row's samples. */
+function printProfile(row: string, nodes: { hitCount?: number; callFrame: { functionName: string; url: string; lineNumber: number } }[]) {
+  const self = new Map<string, number>();
+  let total = 0;
+  for (const n of nodes) {
+    const hits = n.hitCount ?? 0;
+    total += hits;
+    const { functionName, url: at, lineNumber } = n.callFrame;
+    const file = at.split("/").pop() ?? "";
+    const key = file === "" ? functionName || "(anonymous)" : `${functionName || "(anonymous)"} ${file}:${lineNumber + 1}`;
+    self.set(key, (self.get(key) ?? 0) + hits);
+  }
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 15);
+  console.error(`\nChromium profile, ${row} (${total} samples, self time):`);
+  for (const [name, hits] of top) console.error(`  ${((100 * hits) / Math.max(total, 1)).toFixed(1)}%  ${name}`);
 }
 
 function report(r: Row) {

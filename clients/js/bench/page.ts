@@ -2,11 +2,12 @@
 
 import { Channel } from "../src/channel.js";
 import { connect } from "../src/index.js";
-import { workloads } from "./workloads.js";
+import { plainRows, plainStream, workloads } from "./workloads.js";
 
 declare global {
   interface Window {
     runBench(url: string, workload: string, secs: number, channel?: boolean): Promise<Record<string, number>>;
+    runPlain(url: string, workload: string, secs: number): Promise<Record<string, number>>;
   }
 }
 
@@ -19,4 +20,10 @@ window.runBench = async (url, workload, secs, channel = false) => {
   } finally {
     await client.close();
   }
+};
+
+window.runPlain = async (url, workload, secs) => {
+  const len = plainRows[workload];
+  if (len === undefined) throw new Error(`no plain row for ${workload}`);
+  return await plainStream((u) => new WebSocket(u), url, len, secs);
 };

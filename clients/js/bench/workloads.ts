@@ -79,6 +79,57 @@ export async function stream(client: Caller, len: number, secs: number): Promise
   return { msgs_per_s: msgs / elapsed, mb_per_s: bytes / elapsed / 1e6, msgs };
 }
 
+/** The least of a WebSocket the plain rows use (the browser's, or `ws`'s). */
+interface PlainSocket {
+  binaryType: string;
+  onopen: (() => void) | null;
+  onerror: ((e: unknown) => void) | null;
+  onmessage: ((e: { data: unknown }) => void) | null;
+  send(data: string): void;
+  close(): void;
+}
+
+/**
+ * The same stream from the `load` binary's plain WebSocket server (`--serve
+ * ws`: the text `N L` asks for N binary messages of L bytes), read with the
+ * bare WebSocket API and no RPC layer: what the runtime's WebSocket itself
+ * delivers.
+ */
+export async function plainStream(open: (url: string) => object, url: string, len: number, secs: number): Promise<Fields> {
+  const ws = open(url) as PlainSocket;
+  ws.binaryType = "arraybuffer";
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = (e) => reject(new Error(`plain WebSocket: ${String(e)}`));
+  });
+  const perCall = len <= 64 ? 200_000 : 2_000;
+  const run = (n: number) =>
+    new Promise<number>((resolve, reject) => {
+      let count = 0;
+      ws.onmessage = (e) => {
+        const size = (e.data as ArrayBuffer).byteLength;
+        if (size !== len) reject(new Error(`message of ${size} bytes`));
+        if (++count === n) resolve(n * len);
+      };
+      ws.send(`${n} ${len}`);
+    });
+  try {
+    await run(1000); // warm-up
+    const start = performance.now();
+    const end = start + secs * 1000;
+    let bytes = 0;
+    let msgs = 0;
+    while (performance.now() < end) {
+      bytes += await run(perCall);
+      msgs += perCall;
+    }
+    const elapsed = (performance.now() - start) / 1000;
+    return { msgs_per_s: msgs / elapsed, mb_per_s: bytes / elapsed / 1e6, msgs };
+  } finally {
+    ws.close();
+  }
+}
+
 /** The rows, by the `load` binary's workload names. */
 export const workloads: Record<string, { name: string; run: (c: Caller, secs: number) => Promise<Fields> }> = {
   unary1: { name: "unary 64 B, 1 in flight", run: (c, s) => unary(c, 1, s) },
@@ -86,3 +137,6 @@ export const workloads: Record<string, { name: string; run: (c: Caller, secs: nu
   stream64: { name: "server stream 64 B", run: (c, s) => stream(c, 64, s) },
   stream64k: { name: "server stream 64 KiB", run: (c, s) => stream(c, 64 * 1024, s) },
 };
+
+/** Message sizes of the stream rows that also run on a plain WebSocket. */
+export const plainRows: Record<string, number> = { stream64: 64, stream64k: 64 * 1024 };
