@@ -159,6 +159,13 @@ pub(crate) fn poll_send_all(
     if !inline_budget_allows(cx) {
         return Poll::Pending;
     }
+    // In a handler's inline first poll (on its connection's reader task),
+    // one round at most: the rest goes on in the handler's own task.
+    let per_poll = if INLINE_BUDGET.with(|b| b.get().is_some()) {
+        SEND_ALL_PER_LOCK
+    } else {
+        SEND_ALL_PER_POLL
+    };
     let mut sent = 0;
     loop {
         let round = shared.act(|g| {
@@ -196,7 +203,7 @@ pub(crate) fn poll_send_all(
             return done;
         }
         sent += SEND_ALL_PER_LOCK;
-        if sent >= SEND_ALL_PER_POLL {
+        if sent >= per_poll {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
