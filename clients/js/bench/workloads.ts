@@ -54,7 +54,6 @@ function streamRequest(n: number, len: number): Uint8Array {
 
 /** A server stream of `len`-byte messages for `secs`: msgs/s and MB/s. */
 export async function stream(client: Caller, len: number, secs: number): Promise<Fields> {
-  const perCall = len <= 64 ? 200_000 : 2_000;
   const run = async (n: number) => {
     let bytes = 0;
     let count = 0;
@@ -66,6 +65,15 @@ export async function stream(client: Caller, len: number, secs: number): Promise
     if (count !== n) throw new Error(`${count} of ${n} messages`);
     return bytes;
   };
+  return await timedStreams(run, len, secs);
+}
+
+/**
+ * Runs streams of `len`-byte messages (`run(n)` reads one of `n` messages
+ * and returns its bytes) for `secs` after a warm-up: msgs/s and MB/s.
+ */
+async function timedStreams(run: (n: number) => Promise<number>, len: number, secs: number): Promise<Fields> {
+  const perCall = len <= 64 ? 200_000 : 2_000;
   await run(1000); // warm-up
   const start = performance.now();
   const end = start + secs * 1000;
@@ -102,7 +110,6 @@ export async function plainStream(open: (url: string) => object, url: string, le
     ws.onopen = () => resolve();
     ws.onerror = (e) => reject(new Error(`plain WebSocket: ${String(e)}`));
   });
-  const perCall = len <= 64 ? 200_000 : 2_000;
   const run = (n: number) =>
     new Promise<number>((resolve, reject) => {
       let count = 0;
@@ -114,17 +121,7 @@ export async function plainStream(open: (url: string) => object, url: string, le
       ws.send(`${n} ${len}`);
     });
   try {
-    await run(1000); // warm-up
-    const start = performance.now();
-    const end = start + secs * 1000;
-    let bytes = 0;
-    let msgs = 0;
-    while (performance.now() < end) {
-      bytes += await run(perCall);
-      msgs += perCall;
-    }
-    const elapsed = (performance.now() - start) / 1000;
-    return { msgs_per_s: msgs / elapsed, mb_per_s: bytes / elapsed / 1e6, msgs };
+    return await timedStreams(run, len, secs);
   } finally {
     ws.close();
   }
