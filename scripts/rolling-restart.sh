@@ -39,6 +39,9 @@ bash scripts/cluster.sh up 3
 url="ws://127.0.0.1:$NGINX_PORT/"
 
 # Both runs start from an empty graph (ListPeople's cost grows with it).
+# The ids restart at 1 under the running instances, whose listeners saw
+# the first run's ids: each must notice, or a page watching through it
+# misses the people created until the ids pass the first run's again.
 empty() {
   PGPASSWORD=zrpc psql -q -h 127.0.0.1 -p "$PG_PORT" -U zrpc -d zrpc \
     -c "TRUNCATE edges, vertices RESTART IDENTITY" >/dev/null

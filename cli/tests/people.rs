@@ -1033,3 +1033,63 @@ async fn watchers_see_creations_through_every_instance() {
     expect(&mut on_a, &[last.id]).await;
     expect(&mut on_b, &[last.id]).await;
 }
+
+/// Ids restarted under a running instance (`TRUNCATE ... RESTART
+/// IDENTITY`, as an operator empties a database): the instance's store
+/// listener had handed on people up to id 3, and the people created after
+/// the restart (ids 1, 2, ...) still reach its watchers, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_new_people_after_ids_restart() {
+    let Some(db) = Db::fresh(Backend::Postgres, "ids_restart").await else {
+        return;
+    };
+    let (_server, client, _) = serve(db.open().await).await;
+    let req = ListPeopleRequest {
+        name_contains: String::new(),
+        limit: 0,
+        after_id: 0,
+    };
+    let o = CallOptions::default;
+    async fn next(watch: &mut zrpc_proto::ResponseStream<Person>) -> Person {
+        tokio::time::timeout(Duration::from_secs(20), watch.message())
+            .await
+            .expect("delivered within 20 s")
+            .unwrap()
+            .unwrap()
+    }
+    // Through the feed: the listener has seen ids 1 to 3.
+    let mut before = client.watch_people(&req, o()).await.unwrap();
+    for n in 1..=3 {
+        client
+            .create_person(&person(&format!("before-{n}"), "", ""), o())
+            .await
+            .unwrap();
+        assert_eq!(next(&mut before).await.id, n);
+    }
+    drop(before);
+
+    let location = db.location.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&location, postgres::NoTls).unwrap();
+        c.batch_execute("TRUNCATE edges, vertices RESTART IDENTITY")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+
+    // A watcher of the emptied database: it finds nothing stored, then
+    // the new people come through the feed.
+    let mut after = client.watch_people(&req, o()).await.unwrap();
+    for n in 1..=2 {
+        let p = client
+            .create_person(&person(&format!("after-{n}"), "", ""), o())
+            .await
+            .unwrap();
+        assert_eq!(p.id, n, "ids start again at 1");
+        let seen = next(&mut after).await;
+        assert_eq!(
+            (seen.id, seen.name.as_str()),
+            (n, format!("after-{n}").as_str())
+        );
+    }
+}

@@ -442,7 +442,24 @@ impl Listener {
     }
 }
 
+/// The newest id the vertices' sequence has drawn (0 before the first).
+fn last_id_drawn(c: &mut postgres::Client) -> Result<i64, postgres::Error> {
+    let row = c.query_one(
+        "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM vertices_id_seq",
+        &[],
+    )?;
+    Ok(row.get(0))
+}
+
 /// Hands on every person stored after `*last`, a page at a time.
+///
+/// When nothing is newer, the ids may have been restarted under the
+/// listener (`TRUNCATE ... RESTART IDENTITY` or `setval`, as an operator
+/// empties a database): the id sequence then stands below `*last`, and
+/// without a look at it every person until the ids passed `*last` again
+/// would be lost to the watchers. The people from the start are handed on
+/// then (the watchers skip what they sent already). One query on the
+/// sequence, only when a catch-up found nothing.
 fn catch_up(
     c: &mut postgres::Client,
     last: &mut i32,
@@ -451,6 +468,14 @@ fn catch_up(
     loop {
         let page = people_page(c, "", *last, CATCH_UP_PAGE)?;
         let Some(newest) = page.last() else {
+            if *last > 0 && last_id_drawn(c)? < i64::from(*last) {
+                tracing::info!(
+                    last = *last,
+                    "people listener: the ids were restarted; handing on the people from the start"
+                );
+                *last = 0;
+                continue;
+            }
             return Ok(());
         };
         *last = newest.id;
