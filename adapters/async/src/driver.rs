@@ -68,7 +68,7 @@ where
     R: Runtime,
 {
     let (shared, read) = attach(ws, conn, driver, info, rt.clone());
-    rt.spawn(read);
+    rt.spawn(read.run());
     shared
 }
 
@@ -81,7 +81,7 @@ pub(crate) fn attach<S, R>(
     driver: Driver,
     info: PeerInfo,
     rt: R,
-) -> (Arc<Shared>, impl Future<Output = ()> + Send + 'static)
+) -> (Arc<Shared>, Reader<S, R>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
@@ -90,8 +90,36 @@ where
     let (tx, rx) = ws.split();
     let driver = Arc::new(driver);
     rt.spawn(writer(tx, shared.clone(), driver.write_timeout, rt.clone()));
-    let read = reader(rx, shared.clone(), driver, rt);
+    let read = Reader {
+        rx,
+        shared: shared.clone(),
+        driver,
+        rt,
+    };
     (shared, read)
+}
+
+/// A connection's reader, not yet started: what its task needs, a few
+/// handles. The task calls [`Reader::run`] where it awaits it, so the
+/// reader's future is built in place there. A future built here and
+/// moved into the task would be kept twice (once as the task's capture,
+/// once where it is awaited): about 600 bytes more per connection.
+pub(crate) struct Reader<S, R> {
+    rx: WebSocketReceiver<S>,
+    shared: Arc<Shared>,
+    driver: Arc<Driver>,
+    rt: R,
+}
+
+impl<S, R> Reader<S, R>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    /// Reads until the connection is over.
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        reader(self.rx, self.shared, self.driver, self.rt)
+    }
 }
 
 async fn writer<S, R>(

@@ -113,46 +113,49 @@ impl<R: Runtime> Server<R> {
         // Counted from accept (handshakes included) until the connection
         // is over.
         self.state.open.fetch_add(1, Ordering::AcqRel);
-        let this = self.clone();
-        self.rt.spawn(async move {
-            let _slot = IpSlot(&this.state, peer.ip());
-            match &this.config.tls {
-                None => {
-                    let _ = this.serve_stream(stream, Some(peer)).await;
-                }
-                // Boxed: a plain connection's task stays as small as it was
-                // (the TLS branch's futures are large), which is most of
-                // the memory an idle connection holds.
-                Some(tls) => {
-                    Box::pin(async {
-                        let deadline = now() + this.config.handshake_timeout;
-                        let accepted = async { tls.acceptor().accept(stream).await.ok() }
-                            .or(async {
-                                this.rt.sleep_until(deadline).await;
-                                None
-                            })
-                            .await;
-                        match accepted {
-                            Some(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                                crate::http::serve_connection(
-                                    &this,
-                                    stream,
-                                    Some(peer),
-                                    crate::http::Version::H2,
-                                )
-                                .await
-                            }
-                            Some(stream) => {
-                                let _ = this.serve_stream(stream, Some(peer)).await;
-                            }
-                            None => {}
-                        }
-                    })
-                    .await
-                }
+        let slot = ConnSlot(self.state.clone(), peer.ip());
+        match &self.config.tls {
+            // Built here, not in the task: the task then holds the
+            // connection's future alone, not room for the stream as well.
+            None => {
+                let ignore = |_| (); // the connection's own end says why it ended
+                self.rt
+                    .spawn(self.serve_counted(stream, Some(peer), Some(slot), ignore));
             }
-            this.state.open.fetch_sub(1, Ordering::AcqRel);
-            this.state.ended.notify(usize::MAX);
-        });
+            // Boxed: a plain connection's task stays as small as it was
+            // (the TLS branch's futures are large), which is most of the
+            // memory an idle connection holds.
+            Some(_) => {
+                let this = self.clone();
+                self.rt.spawn(Box::pin(async move {
+                    let _slot = slot;
+                    let Some(tls) = &this.config.tls else {
+                        return;
+                    };
+                    let deadline = now() + this.config.handshake_timeout;
+                    let accepted = async { tls.acceptor().accept(stream).await.ok() }
+                        .or(async {
+                            this.rt.sleep_until(deadline).await;
+                            None
+                        })
+                        .await;
+                    match accepted {
+                        Some(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            crate::http::serve_connection(
+                                &this,
+                                stream,
+                                Some(peer),
+                                crate::http::Version::H2,
+                            )
+                            .await
+                        }
+                        Some(stream) => {
+                            let _ = this.serve_stream(stream, Some(peer)).await;
+                        }
+                        None => {}
+                    }
+                }));
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -93,18 +94,24 @@ impl ServerState {
     }
 }
 
-/// Decrements a per-IP count when a connection ends.
-struct IpSlot<'a>(&'a ServerState, IpAddr);
+/// An admitted connection's place in the server's counts (in all and
+/// per address): given back, and waiters on connections ending woken,
+/// when the connection's task ends.
+pub(super) struct ConnSlot(Arc<ServerState>, IpAddr);
 
-impl Drop for IpSlot<'_> {
+impl Drop for ConnSlot {
     fn drop(&mut self) {
-        let mut m = lock(&self.0.per_ip);
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
+        {
+            let mut m = lock(&self.0.per_ip);
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
             }
         }
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify(usize::MAX);
     }
 }
 

@@ -29,21 +29,58 @@ impl<R: Runtime> Server<R> {
     /// until it closes. Refusals are HTTP responses: 400 (not a request),
     /// 431 (head over 16 KiB or 64 headers), 403 (origin), the hook's
     /// status, 400 (legacy not allowed).
+    ///
+    /// The returned future owns what it needs (it does not borrow the
+    /// server), so it can be spawned as it is.
     // The handshake callback's error type is fixed by tungstenite.
     #[allow(clippy::result_large_err)]
-    pub async fn serve_stream<S>(&self, stream: S, peer: Option<SocketAddr>) -> Result<(), Error>
+    pub fn serve_stream<S>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static
     where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
-        // Boxed, so its futures are freed once the upgrade is done instead
-        // of sizing the connection's task for its whole life.
-        let Some((ws, mode, identity, browser)) = Box::pin(self.upgrade(stream, peer)).await?
-        else {
-            return Ok(()); // a plain HTTP request, answered from the static files
-        };
-        self.serve_connection(ws, mode, peer, identity, browser)
-            .await;
-        Ok(())
+        self.serve_counted(stream, peer, None, |r| r)
+    }
+
+    /// [`serve_stream`](Self::serve_stream), holding the connection's
+    /// place in the server's counts (`slot`) until it is over, its result
+    /// turned into `T` by `out`. To be spawned as it is: a future awaited
+    /// inside another task's future is kept twice there (as a capture and
+    /// where it is awaited).
+    #[allow(clippy::result_large_err)]
+    pub(super) fn serve_counted<S, T>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+        slot: Option<ConnSlot>,
+        out: fn(Result<(), Error>) -> T,
+    ) -> impl Future<Output = T> + Send + 'static
+    where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
+        T: Send + 'static,
+    {
+        // The upgrade is boxed and takes the stream at once, so neither its
+        // futures nor the stream's own room stay in the connection's task
+        // once it is done (a task is sized for its largest state, for its
+        // whole life).
+        let this = self.clone();
+        let upgrade = Box::pin(async move { this.upgrade(stream, peer).await });
+        let this = self.clone();
+        async move {
+            let _slot = slot;
+            let served = async {
+                let Some((ws, mode, identity, browser)) = upgrade.await? else {
+                    return Ok(()); // a plain HTTP request, answered from the static files
+                };
+                this.serve_connection(ws, mode, peer, identity, browser)
+                    .await;
+                Ok(())
+            };
+            out(served.await)
+        }
     }
 
     /// The upgrade of [`serve_stream`](Self::serve_stream): head, checks,
@@ -228,14 +265,22 @@ impl<R: Runtime> Server<R> {
         self.serve_connection(ws, mode, peer, None, false).await
     }
 
-    pub(super) async fn serve_connection<S>(
+    /// Starts driving an upgraded connection (its writer spawned) and
+    /// returns what the connection's task runs until it is over: the
+    /// reader, then the bookkeeping of its end. Not an `async fn`: the
+    /// WebSocket, the core connection and the driver's settings are moved
+    /// into the driver here, so the returned future holds only the reader
+    /// and a few handles (an `async fn` would keep room for its arguments
+    /// for the connection's whole life, about 1 KB per idle connection).
+    pub(super) fn serve_connection<S>(
         &self,
         ws: WebSocketStream<S>,
         mode: Mode,
         peer: Option<SocketAddr>,
         identity: Option<Identity>,
         browser: bool,
-    ) where
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
     {
         let conn = Connection::new(Side::Server, mode, self.config.core.clone(), now());
@@ -266,17 +311,21 @@ impl<R: Runtime> Server<R> {
             shared.act(|g| g.conn.go_away());
         }
         shared.writer.signal();
-        // This task reads; the connection is over once reading has stopped
-        // and the close has been recorded.
-        read.await;
-        shared.closed().await;
-        let reason = shared.read(|g| {
-            g.closed
-                .as_ref()
-                .map_or_else(|| "closed".to_owned(), |s| s.message().to_owned())
-        });
-        tracing::info!(peer = %peer_text, %reason, "connection closed");
-        lock(&self.state.conns).remove(&id);
-        self.state.ended.notify(usize::MAX);
+        let state = self.state.clone();
+        async move {
+            let _open = _open;
+            // This task reads; the connection is over once reading has
+            // stopped and the close has been recorded.
+            read.run().await;
+            shared.closed().await;
+            let reason = shared.read(|g| {
+                g.closed
+                    .as_ref()
+                    .map_or_else(|| "closed".to_owned(), |s| s.message().to_owned())
+            });
+            tracing::info!(peer = %peer_text, %reason, "connection closed");
+            lock(&state.conns).remove(&id);
+            state.ended.notify(usize::MAX);
+        }
     }
 }
