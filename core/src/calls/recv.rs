@@ -19,6 +19,13 @@ pub(crate) enum RecvFault {
     Call(Status),
 }
 
+/// The call fault of a message over the limit.
+#[cold]
+fn too_large(max_message: usize) -> RecvFault {
+    let msg = format!("message larger than the limit of {max_message} bytes");
+    RecvFault::Call(Status::new(Code::ResourceExhausted, msg))
+}
+
 impl RecvFault {
     /// A protocol violation that ends the connection.
     pub(crate) fn protocol(why: &'static str) -> Self {
@@ -46,6 +53,12 @@ pub(crate) struct RecvHalf {
     /// Messages delivered and not yet consumed: a `consume` beyond them
     /// grants nothing.
     unread_msgs: u32,
+    /// Length of the last message reassembled from fragments. The next one
+    /// reserves that much at its first fragment (a call's messages tend to
+    /// be alike): one allocation and one copy per message instead of a
+    /// buffer grown by doubling, whose freed steps make the allocator hand
+    /// memory back to the system and fault it in again for every message.
+    last_len: u32,
 }
 
 impl RecvHalf {
@@ -57,6 +70,7 @@ impl RecvHalf {
             partial: None,
             unread: 0,
             unread_msgs: 0,
+            last_len: 0,
         }
     }
     #[inline]
@@ -92,34 +106,71 @@ impl RecvHalf {
     /// One MESSAGE frame's payload, once the call's state allowed it.
     /// `Ok(Some(message))` when it completes a message (delivered: counted
     /// unread until consumed), `Ok(None)` when more fragments follow.
+    /// `room`: the most a message's first fragment may reserve ahead of
+    /// what it carries (what is left of the connection's receive budget),
+    /// so the reserve alone never makes the connection shed a call.
     #[inline]
     pub(crate) fn on_fragment(
         &mut self,
         more: bool,
         payload: Bytes,
         max_message: usize,
+        room: impl FnOnce() -> usize,
+    ) -> Result<Option<Bytes>, RecvFault> {
+        if more || self.partial.is_some() {
+            return self.reassemble(more, payload, max_message, room);
+        }
+        if payload.len() > max_message {
+            return Err(too_large(max_message));
+        }
+        Ok(Some(self.deliver(payload)))
+    }
+
+    /// A fragment of a message sent in several: kept out of the path of
+    /// whole messages.
+    #[inline(never)]
+    fn reassemble(
+        &mut self,
+        more: bool,
+        payload: Bytes,
+        max_message: usize,
+        room: impl FnOnce() -> usize,
     ) -> Result<Option<Bytes>, RecvFault> {
         let held = self.partial.as_ref().map_or(0, |p| p.len());
         if held + payload.len() > max_message {
-            let msg = format!("message larger than the limit of {max_message} bytes");
-            return Err(RecvFault::Call(Status::new(Code::ResourceExhausted, msg)));
+            return Err(too_large(max_message));
         }
         if more {
+            let last = self.last_len as usize;
             self.partial
-                .get_or_insert_with(BytesMut::new)
+                .get_or_insert_with(|| {
+                    let hint = last.min(max_message).min(room());
+                    BytesMut::with_capacity(hint.max(payload.len()))
+                })
                 .extend_from_slice(&payload);
             return Ok(None);
         }
-        let data = match self.partial.take() {
-            Some(mut p) => {
-                p.extend_from_slice(&payload);
-                p.freeze()
-            }
-            None => payload,
+        let Some(mut p) = self.partial.take() else {
+            return Ok(Some(self.deliver(payload)));
         };
+        p.extend_from_slice(&payload);
+        self.last_len = u32::try_from(p.len()).unwrap_or(u32::MAX);
+        let data = if p.len() < p.capacity() / 2 {
+            // Far smaller than the last message: the application may keep
+            // it, so it gets a buffer of its own size.
+            Bytes::copy_from_slice(&p)
+        } else {
+            p.freeze()
+        };
+        Ok(Some(self.deliver(data)))
+    }
+
+    /// A whole message, delivered: unread until consumed.
+    #[inline]
+    fn deliver(&mut self, data: Bytes) -> Bytes {
         self.unread += data.len();
         self.unread_msgs += 1;
-        Ok(Some(data))
+        data
     }
 
     /// The application took a message of `len` bytes: returns the bytes it
@@ -180,13 +231,63 @@ mod tests {
     fn fragments_reassemble_and_count_by_capacity_until_whole() {
         let mut r = RecvHalf::new(4);
         assert!(r.between_messages());
-        assert!(r.on_fragment(true, b(1000), 4096).unwrap().is_none());
+        assert!(
+            r.on_fragment(true, b(1000), 4096, || usize::MAX)
+                .unwrap()
+                .is_none()
+        );
         assert!(!r.between_messages());
         assert!(r.held() >= 1000, "a partial message counts its buffer");
-        let whole = r.on_fragment(false, b(24), 4096).unwrap().unwrap();
+        let whole = r
+            .on_fragment(false, b(24), 4096, || usize::MAX)
+            .unwrap()
+            .unwrap();
         assert_eq!(whole.len(), 1024);
         assert_eq!(r.held(), 1024, "delivered, unread");
         assert!(r.between_messages());
+    }
+
+    #[test]
+    fn a_fragmented_message_reserves_the_last_ones_size_and_never_pins_twice_its_own() {
+        let mut r = RecvHalf::new(8);
+        r.on_fragment(true, b(1000), 1 << 20, || usize::MAX)
+            .unwrap();
+        let first = r
+            .on_fragment(false, b(3000), 1 << 20, || usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.len(), 4000);
+        // The next message starts with room for the last one's size: its
+        // fragments are copied once, into one buffer.
+        r.on_fragment(true, b(1000), 1 << 20, || usize::MAX)
+            .unwrap();
+        assert!(r.held() >= 4000 + first.len(), "{}", r.held());
+        let second = r
+            .on_fragment(false, b(3000), 1 << 20, || usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.len(), 4000);
+        // A much smaller message does not keep the larger reserve.
+        r.on_fragment(true, b(100), 1 << 20, || usize::MAX).unwrap();
+        let small = r
+            .on_fragment(false, b(100), 1 << 20, || usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&small[..], &[1u8; 200][..]);
+        assert_eq!(r.held(), 8200, "delivered, unread: their lengths");
+        // The reserve is capped by the message limit...
+        r.on_fragment(true, b(10), 64, || usize::MAX).unwrap();
+        assert!(r.held() <= 8200 + 64, "{}", r.held());
+        // ...and by what is left of the connection's receive budget.
+        let mut r = RecvHalf::new(8);
+        r.on_fragment(true, b(1000), 1 << 20, || usize::MAX)
+            .unwrap();
+        let m = r
+            .on_fragment(false, b(99_000), 1 << 20, || usize::MAX)
+            .unwrap();
+        assert_eq!(m.map(|m| m.len()), Some(100_000));
+        r.on_fragment(true, b(1000), 1 << 20, || 5000).unwrap();
+        assert!(r.held() <= 100_000 + 5000, "{}", r.held());
     }
 
     #[test]
@@ -202,8 +303,8 @@ mod tests {
     #[test]
     fn a_message_over_the_limit_ends_only_the_call() {
         let mut r = RecvHalf::new(4);
-        r.on_fragment(true, b(40), 64).unwrap();
-        match r.on_fragment(true, b(40), 64) {
+        r.on_fragment(true, b(40), 64, || usize::MAX).unwrap();
+        match r.on_fragment(true, b(40), 64, || usize::MAX) {
             Err(RecvFault::Call(s)) => assert_eq!(s.code(), Code::ResourceExhausted),
             other => panic!("{other:?}"),
         }
@@ -214,7 +315,7 @@ mod tests {
         let mut r = RecvHalf::new(4);
         for _ in 0..4 {
             r.take_credit().unwrap();
-            r.on_fragment(false, b(64), 1024).unwrap();
+            r.on_fragment(false, b(64), 1024, || usize::MAX).unwrap();
         }
         // Without a byte budget: credit back once half the window is read.
         assert_eq!(r.consume(64, true, 0), (64, 0));

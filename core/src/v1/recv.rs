@@ -337,6 +337,8 @@ impl V1Connection {
             _ => Some(frame::split_cursor(&mut payload).map_err(ConnectionError::Malformed)?),
         };
         let max_message = self.config.max_message_size as usize;
+        let (budget, buffered) = (self.config.max_connection_buffer, self.buffered);
+        let room = || budget.saturating_sub(buffered);
         let Some(s) = self.calls.get_mut(id) else {
             return Ok(());
         };
@@ -354,7 +356,7 @@ impl V1Connection {
         let delivered = s
             .state
             .recv_message(end, starts, || recv.take_credit())
-            .and_then(|()| recv.on_fragment(more, payload, max_message));
+            .and_then(|()| recv.on_fragment(more, payload, max_message, room));
         match delivered {
             Ok(delivered) => {
                 self.buffered = self.buffered - before + s.recv.held();
