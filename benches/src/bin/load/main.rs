@@ -323,43 +323,62 @@ static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::
 
 /// CPU time (user + system) a process has used so far, in clock ticks
 /// (`/proc/PID/stat`; 100 per second on Linux).
-fn cpu_ticks(pid: &str) -> u64 {
+/// CPU ticks (user + system) and minor page faults of a process so far.
+fn cpu_and_faults(pid: &str) -> Usage {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and stime
-    // are the 14th and 15th of the line, the 12th and 13th after it.
+    // Fields after the command name (which may hold spaces): minflt is the
+    // 10th of the line, utime and stime the 14th and 15th (the 8th, 12th
+    // and 13th after it).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = rest
         .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
+        .map(|v| v.parse().unwrap_or(0))
         .collect();
-    f.iter().sum()
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    Usage {
+        ticks: at(11) + at(12),
+        faults: at(7),
+    }
 }
 
-/// CPU used so far by the server and by this (client) process.
+/// What a process used so far: CPU ticks and minor page faults.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    ticks: u64,
+    faults: u64,
+}
+
+/// CPU and page faults so far of the server (`.0`) and of this client
+/// process (`.1`).
 #[derive(Clone, Copy)]
-struct CpuMark(u64, u64);
+struct CpuMark(Usage, Usage);
 
 impl CpuMark {
     fn now() -> Self {
         let server = SERVER_PID.load(std::sync::atomic::Ordering::Relaxed);
         let server = if server == 0 {
-            0
+            Usage::default()
         } else {
-            cpu_ticks(&server.to_string())
+            cpu_and_faults(&server.to_string())
         };
-        CpuMark(server, cpu_ticks("self"))
+        CpuMark(server, cpu_and_faults("self"))
     }
 
-    /// CPU microseconds per operation since this mark, server and client:
-    /// where the time goes, independent of how busy the machine is.
+    /// CPU microseconds and minor page faults per operation since this
+    /// mark, server and client: where the time goes, independent of how
+    /// busy the machine is. Faults show a large message's buffers coming
+    /// back from the system every time (the allocator gave them back).
     fn per_op(self, ops: u64) -> Vec<(&'static str, f64)> {
         let now = CpuMark::now();
         let us = |ticks: u64| ticks as f64 * 10_000.0 / ops.max(1) as f64;
-        let mut fields = vec![("client_cpu_us_per_op", us(now.1 - self.1))];
+        let per = |n: u64| n as f64 / ops.max(1) as f64;
+        let mut fields = vec![
+            ("client_cpu_us_per_op", us(now.1.ticks - self.1.ticks)),
+            ("client_faults_per_op", per(now.1.faults - self.1.faults)),
+        ];
         if SERVER_PID.load(std::sync::atomic::Ordering::Relaxed) != 0 {
-            fields.push(("server_cpu_us_per_op", us(now.0 - self.0)));
+            fields.push(("server_cpu_us_per_op", us(now.0.ticks - self.0.ticks)));
+            fields.push(("server_faults_per_op", per(now.0.faults - self.0.faults)));
         }
         fields
     }
@@ -815,10 +834,10 @@ async fn live_idle_calls(
     let pct = |ticks: u64| ticks as f64 / el;
     let mut fields = vec![
         ("connections", conns as f64),
-        ("client_cpu_pct", pct(end.1 - cpu.1)),
+        ("client_cpu_pct", pct(end.1.ticks - cpu.1.ticks)),
     ];
     if measured {
-        fields.push(("server_cpu_pct", pct(end.0 - cpu.0)));
+        fields.push(("server_cpu_pct", pct(end.0.ticks - cpu.0.ticks)));
         let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / conns as f64;
         fields.push(("server_bytes_per_conn", per_conn));
     }
