@@ -41,6 +41,11 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
+/// rustls with *ring* (no C toolchain beyond ring's own). rustls 0.23.48
+/// deprecates this constructor because ring has no post-quantum key
+/// exchange; the key exchanges it offers (X25519, P-256, P-384) are those of
+/// every earlier 0.23 release.
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

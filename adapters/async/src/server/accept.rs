@@ -122,18 +122,16 @@ impl<R: Runtime> Server<R> {
                 self.rt
                     .spawn(self.serve_counted(stream, Some(peer), Some(slot), ignore));
             }
-            // Boxed: a plain connection's task stays as small as it was
-            // (the TLS branch's futures are large), which is most of the
-            // memory an idle connection holds.
-            Some(_) => {
+            // A task of its own type: the TLS handshake and the TLS stream
+            // make its future several times larger than a plain
+            // connection's, and only TLS connections pay for that.
+            Some(tls) => {
                 let this = self.clone();
-                self.rt.spawn(Box::pin(async move {
+                let acceptor = tls.acceptor().clone();
+                self.rt.spawn(async move {
                     let _slot = slot;
-                    let Some(tls) = &this.config.tls else {
-                        return;
-                    };
                     let deadline = now() + this.config.handshake_timeout;
-                    let accepted = async { tls.acceptor().accept(stream).await.ok() }
+                    let accepted = async { acceptor.accept(stream).await.ok() }
                         .or(async {
                             this.rt.sleep_until(deadline).await;
                             None
@@ -154,7 +152,7 @@ impl<R: Runtime> Server<R> {
                         }
                         None => {}
                     }
-                }));
+                });
             }
         }
     }
