@@ -9,8 +9,9 @@ use zrpc_core::{Config, Mode, SUBPROTOCOL_V1, Transmit};
 
 /// The server's default read buffer (see [`ServerConfig::read_buffer_size`]).
 pub(crate) const SERVER_READ_BUFFER: usize = 1024;
-/// A client's read buffer: a client has few connections and often reads
-/// streams, so it reads more at a time than a server. The WebSocket layer
+/// A client's default read buffer ([`ClientConfig::read_buffer_size`](crate::ClientConfig::read_buffer_size)):
+/// a client has few connections and often reads streams, so it reads more
+/// at a time than a server. The WebSocket layer
 /// reads at most this much per read call, so it sets the system calls per
 /// large message: 8 KiB took 15-20% off a client's CPU per 64 KiB message
 /// and 30-40% per 1 MiB message against 4 KiB. 16 KiB took more still off

@@ -264,6 +264,34 @@ async fn the_server_calls_a_method_the_client_registered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reads_whole_messages_whatever_its_read_buffer() {
+    let fx = tokio_server().await;
+    // 0 stands for the smallest (256 bytes); the message is larger than
+    // every buffer here and than a fragment, so it arrives in many reads.
+    let big = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+    for size in [0, 256, 8 * 1024, 64 * 1024] {
+        let config = ClientConfig {
+            read_buffer_size: size,
+            ..ClientConfig::default()
+        };
+        let client = zrpc_tokio::connect_with(&fx.url, config).await.unwrap();
+        bounded(async {
+            let r = client
+                .unary("t.T/Unary", big.clone(), CallOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r, big, "read buffer {size}");
+            let r = client
+                .unary("t.T/Unary", b("small"), CallOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r, b("small"), "read buffer {size}");
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_running_calls_and_refuses_new_ones() {
     let fx = tokio_server().await;
     let client = zrpc_tokio::connect(&fx.url).await.unwrap();

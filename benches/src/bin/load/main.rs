@@ -11,6 +11,7 @@
 //!     [--runtimes multi1,multi2,current] [--secs 3] [--markdown FILE]
 //!     [--interceptor]      (zrpc servers run one no-op interceptor on every call)
 //!     [--client-interceptor] (zrpc clients run one no-op client interceptor)
+//!     [--client-read-buffer N] (zrpc clients read N bytes at a time; default 8 KiB)
 //!     [--compress-min-size N] (zrpc servers compress messages of N bytes or more)
 //!     [--send-all]         (zrpc servers send a stream with one send_all, not a send per message)
 //!     [--addr HOST:PORT]   (load a server already running instead of starting one)
@@ -474,14 +475,22 @@ enum Conn {
 impl Conn {
     async fn open(system: &str, addr: &str) -> Conn {
         let url = format!("ws://{addr}/");
+        let mut config = zrpc_async::ClientConfig::default();
+        if let Some(n) = arg("--client-read-buffer").and_then(|n| n.parse().ok()) {
+            config.read_buffer_size = n;
+        }
         match system {
             "zrpc-tokio" => Conn::Zrpc(intercepted(
-                zrpc_tokio::connect(&url).await.expect("connect"),
+                zrpc_tokio::connect_with(&url, config)
+                    .await
+                    .expect("connect"),
             )),
             // The smol client: its driver tasks and the load loop share
             // smol's executor thread (see `spawn`).
             "zrpc-smol" => Conn::Zrpc(intercepted(
-                zrpc_smol::connect(&url).await.expect("connect"),
+                zrpc_smol::connect_with(&url, config)
+                    .await
+                    .expect("connect"),
             )),
             #[cfg(feature = "peers")]
             "tonic" | "zrpc-grpc" => Conn::Tonic(tonic_peer::connect(addr).await),
