@@ -52,9 +52,9 @@ pub struct ClientConfig {
     /// receives messages of 64 KiB spends 9-21% less CPU on each with
     /// 16-32 KiB, while a stream of small messages on tokio ran 20-27%
     /// slower with it (1 MiB messages: no steady effect, the allocator's
-    /// page faults decide those rows). The
-    /// most a server can make a connection hold is set by the message
-    /// limits in [`core`](Self::core), not by this.
+    /// page faults decide those rows). The most a server can make a
+    /// connection hold is set by the message limits in [`core`](Self::core),
+    /// not by this.
     pub read_buffer_size: usize,
 }
 

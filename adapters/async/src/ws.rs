@@ -9,15 +9,16 @@ use zrpc_core::{Config, Mode, SUBPROTOCOL_V1, Transmit};
 
 /// The server's default read buffer (see [`ServerConfig::read_buffer_size`]).
 pub(crate) const SERVER_READ_BUFFER: usize = 1024;
-/// A client's default read buffer ([`ClientConfig::read_buffer_size`](crate::ClientConfig::read_buffer_size)):
+/// A client's default read buffer (see
+/// [`ClientConfig::read_buffer_size`](crate::ClientConfig::read_buffer_size)):
 /// a client has few connections and often reads streams, so it reads more
-/// at a time than a server. The WebSocket layer
-/// reads at most this much per read call, so it sets the system calls per
-/// large message: 8 KiB took 15-20% off a client's CPU per 64 KiB message
-/// and 30-40% per 1 MiB message against 4 KiB. 16 KiB took more still off
-/// large messages, but 64 B streams on tokio ran at 0.8x; 64 KiB made
-/// 1 MiB messages slower (the buffers it allocates then cross the
-/// allocator's mmap threshold, and every message faults its pages in).
+/// at a time than a server. The WebSocket layer reads at most this much per
+/// read call, so it sets the system calls per large message: 8 KiB took
+/// 15-20% off a client's CPU per 64 KiB message and 30-40% per 1 MiB
+/// message against 4 KiB. 16-32 KiB take 9-21% more off 64 KiB messages,
+/// but 64 B streams on tokio ran at 0.73-0.81x; 64 KiB made 1 MiB messages
+/// slower (the buffers it allocates then cross the allocator's mmap
+/// threshold, and every message faults its pages in).
 pub(crate) const CLIENT_READ_BUFFER: usize = 8 * 1024;
 
 /// The WebSocket limits that go with a protocol configuration and mode: no
