@@ -49,10 +49,10 @@ pub struct ClientConfig {
     /// Bytes the connection reads from its socket at a time (at least 256),
     /// allocated when it connects. Default 8 KiB. Large messages are read
     /// whole whatever this is, in reads of this size: a client that
-    /// receives messages of 64 KiB spends 9-21% less CPU on each with
-    /// 16-32 KiB, while a stream of small messages on tokio ran 20-27%
-    /// slower with it (1 MiB messages: no steady effect, the allocator's
-    /// page faults decide those rows). The most a server can make a
+    /// receives messages of 64 KiB spends 5-10% less CPU on each with
+    /// 32 KiB, at the same rate for small-message streams (1 MiB messages:
+    /// no steady effect, the allocator's page faults decide those rows),
+    /// for 24 KiB more per connection. The most a server can make a
     /// connection hold is set by the message limits in [`core`](Self::core),
     /// not by this.
     pub read_buffer_size: usize,

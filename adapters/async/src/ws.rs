@@ -15,10 +15,12 @@ pub(crate) const SERVER_READ_BUFFER: usize = 1024;
 /// at a time than a server. The WebSocket layer reads at most this much per
 /// read call, so it sets the system calls per large message: 8 KiB took
 /// 15-20% off a client's CPU per 64 KiB message and 30-40% per 1 MiB
-/// message against 4 KiB. 16-32 KiB take 9-21% more off 64 KiB messages,
-/// but 64 B streams on tokio ran at 0.73-0.81x; 64 KiB made 1 MiB messages
-/// slower (the buffers it allocates then cross the allocator's mmap
-/// threshold, and every message faults its pages in).
+/// message against 4 KiB. 32 KiB takes 5-10% more off 64 KiB messages (it
+/// ran 64 B streams on tokio at 0.73-0.81x until the reader handed on
+/// data in slices, `READ_SLICE` in driver.rs), for 24 KiB more
+/// per connection; 64 KiB made 1 MiB messages slower (the buffers it
+/// allocates then cross the allocator's mmap threshold, and every message
+/// faults its pages in).
 pub(crate) const CLIENT_READ_BUFFER: usize = 8 * 1024;
 
 /// The WebSocket limits that go with a protocol configuration and mode: no
